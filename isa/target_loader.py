@@ -1,0 +1,193 @@
+"""Load a target TOML file into a validated `Target`.
+
+The loader walks the schema dataclasses field by field, so every rule lives in the schema:
+types come from the annotations, ranges and choices from the field metadata. Errors name the
+file, the line of the offending key, the dotted key and what was expected; an unknown key gets
+a did-you-mean.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import tomllib
+import types
+import typing
+from pathlib import Path
+
+from isa.formats import ELEMENT_DTYPES, SCALE_DTYPES
+from isa.target_schema import Target
+
+BUILTIN_DIR = Path(__file__).parent / "targets"
+
+
+class TargetError(ValueError):
+    """A target file that cannot be used; str() is the full message for the user."""
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
+
+
+def resolve_target_path(name_or_path: str) -> Path:
+    if name_or_path in builtin_names():
+        return BUILTIN_DIR / f"{name_or_path}.toml"
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise TargetError(f"{name_or_path}: error: no such target file")
+        return path
+    close = difflib.get_close_matches(name_or_path, builtin_names(), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise TargetError(f"error: unknown target '{name_or_path}'{hint}; builtin targets: "
+                      f"{', '.join(builtin_names())}, or give a path to a .toml file")
+
+
+def load_target(name_or_path: str) -> Target:
+    path = resolve_target_path(name_or_path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TargetError(f"{path}: error: not UTF-8 text (byte {exc.start}): a target file "
+                          "must be UTF-8 TOML") from None
+    except OSError as exc:
+        raise TargetError(f"{path}: error: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TargetError(f"{path}: error: not valid TOML: {exc}") from None
+    reader = _Reader(path, text)
+    target = reader.build(Target, data, ())
+    _check_consistency(target, reader)
+    return target
+
+
+class _Reader:
+    def __init__(self, path: Path, text: str):
+        self.path = path
+        self.lines = text.splitlines()
+
+    def fail(self, dotted: tuple[str, ...], message: str) -> typing.NoReturn:
+        line = _find_line(self.lines, dotted)
+        where = f"{self.path}:{line}" if line else str(self.path)
+        raise TargetError(f"{where}: error: {'.'.join(dotted) or 'file'}: {message}")
+
+    def build(self, cls, data, dotted: tuple[str, ...]):
+        if not isinstance(data, dict):
+            self.fail(dotted, f"expected a table, got {_kind(data)}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for name in data:
+            if name not in fields:
+                close = difflib.get_close_matches(name, fields, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.fail(dotted + (name,), f"unknown key{hint}; expected one of: "
+                                            f"{', '.join(fields)}")
+        values = {}
+        for name, f in fields.items():
+            path = dotted + (name,)
+            if name not in data:
+                if f.default is dataclasses.MISSING:
+                    self.fail(path, f"missing required key ({f.metadata['doc']})")
+                values[name] = f.default
+                continue
+            values[name] = self.value(hints[name], data[name], path, f.metadata)
+        return cls(**values)
+
+    def value(self, hint, raw, dotted, meta):
+        origin = typing.get_origin(hint)
+        args = typing.get_args(hint)
+        if origin in (typing.Union, types.UnionType):
+            inner = [a for a in args if a is not type(None)][0]
+            return self.value(inner, raw, dotted, meta)
+        if dataclasses.is_dataclass(hint):
+            return self.build(hint, raw, dotted)
+        if origin is dict:
+            if not isinstance(raw, dict):
+                self.fail(dotted, f"expected a table, got {_kind(raw)}")
+            return {k: self.value(args[1], v, dotted + (k,), meta) for k, v in raw.items()}
+        if origin is tuple:
+            return self.sequence(args, raw, dotted, meta)
+        return self.scalar(hint, raw, dotted, meta)
+
+    def sequence(self, args, raw, dotted, meta):
+        if not isinstance(raw, list):
+            self.fail(dotted, f"expected a list, got {_kind(raw)}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            item_types = [args[0]] * len(raw)
+        else:
+            item_types = list(args)
+            if len(raw) != len(args):
+                self.fail(dotted, f"expected a list of {len(args)} values, got {len(raw)}")
+        return tuple(self.scalar(t, v, dotted, meta) for t, v in zip(item_types, raw))
+
+    def scalar(self, hint, raw, dotted, meta):
+        ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+              float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              str: lambda v: isinstance(v, str)}[hint]
+        if not ok(raw):
+            self.fail(dotted, f"expected {hint.__name__}, got {_kind(raw)} {raw!r}")
+        value = hint(raw)
+        if hint is float and not math.isfinite(value):
+            self.fail(dotted, f"expected a finite number, got {value}")
+        lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+        if lo is not None and value < lo:
+            self.fail(dotted, f"expected a value >= {lo}, got {value}")
+        if hi is not None and value > hi:
+            self.fail(dotted, f"expected a value <= {hi}, got {value}")
+        if choices and value not in choices:
+            self.fail(dotted, f"expected one of {', '.join(choices)}, got '{value}'")
+        return value
+
+
+def _check_consistency(target: Target, reader: _Reader) -> None:
+    """Rules that relate several keys; each names the key the user should fix."""
+    for dtype, fmt in target.matrix.formats.items():
+        if dtype not in ELEMENT_DTYPES:
+            reader.fail(("matrix", "formats", dtype),
+                        f"unknown dtype; expected one of {', '.join(ELEMENT_DTYPES)}")
+        for spec in fmt.block_scales:
+            if not re.fullmatch(rf"({'|'.join(SCALE_DTYPES)}):\d+x\d+", spec):
+                reader.fail(("matrix", "formats", dtype, "block_scales"),
+                            f"expected SCALE_DTYPE:ROWSxCOLS, got '{spec}'")
+    if not target.matrix.formats:
+        reader.fail(("matrix", "formats"), "a matrix unit needs at least one format")
+    for role in ("matrix_a", "matrix_b", "accumulator", "vector"):
+        if not any(role in b.holds for b in target.buffers.values()):
+            reader.fail(("buffers",), f"no buffer holds '{role}'")
+    if target.chip.dies > 1 and target.die_link is None:
+        reader.fail(("chip", "dies"), f"a [die_link] table (die-to-die bandwidth and latency) is "
+                                      f"required for {target.chip.dies} dies")
+
+
+def _find_line(lines: list[str], dotted: tuple[str, ...]) -> int | None:
+    """Line (1-based) of a dotted key: its assignment or a table header at or below it; else
+    the innermost table that contains it."""
+    table: tuple[str, ...] = ()
+    fallback = (0, None)
+    for number, line in enumerate(lines, 1):
+        stripped = line.split("#", 1)[0].strip()
+        header = re.fullmatch(r"\[\[?\s*([^\]]+?)\s*\]\]?", stripped)
+        assign = re.match(r'([A-Za-z0-9_\-."]+?)\s*=', stripped)
+        if header:
+            table = _split_key(header.group(1))
+            full = table
+        elif assign:
+            full = table + _split_key(assign.group(1))
+        else:
+            continue
+        if full[:len(dotted)] == dotted:
+            return number
+        if dotted[:len(full)] == full and len(full) > fallback[0]:
+            fallback = (len(full), number)
+    return fallback[1]
+
+
+def _split_key(key: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip('"') for part in key.split("."))
+
+
+def _kind(value) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
