@@ -1,0 +1,145 @@
+"""The IR: a typed dataflow graph of immutable op nodes.
+
+A `Node` is one frozen record (op, inputs, attributes, result type, name, source position).
+The `Graph` keeps nodes in a networkx DiGraph keyed by integer ids issued in creation order,
+so iterating in topological order with ids as the tie-break is deterministic and golden files
+are stable. Passes build a new Graph rather than mutate one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator
+
+import networkx as nx
+
+from compiler.errors import Loc
+from isa.formats import Format
+
+
+@dataclass(frozen=True)
+class TensorType:
+    shape: tuple[int, ...]
+    format: Format
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.format.nbytes(self.shape)
+
+    def with_shape(self, shape) -> "TensorType":
+        return TensorType(tuple(shape), self.format)
+
+    def with_format(self, fmt: Format) -> "TensorType":
+        return TensorType(self.shape, fmt)
+
+    def __str__(self) -> str:
+        dims = ",".join(str(d) for d in self.shape)
+        scaling = f" {self.format.scaling}" if self.format.scaling else ""
+        return f"{self.format.dtype}[{dims}]{scaling}"
+
+
+Attrs = tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Node:
+    id: int
+    op: str
+    inputs: tuple[int, ...]
+    attrs: Attrs
+    type: TensorType
+    name: str
+    loc: Loc | None = None
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        for k, v in self.attrs:
+            if k == key:
+                return v
+        return default
+
+    @property
+    def attr_dict(self) -> dict[str, Any]:
+        return dict(self.attrs)
+
+
+def make_attrs(values: dict[str, Any]) -> Attrs:
+    """Attributes are stored sorted by key, lists frozen to tuples, so equal nodes compare equal."""
+    def freeze(v):
+        return tuple(freeze(x) for x in v) if isinstance(v, (list, tuple)) else v
+    return tuple(sorted((k, freeze(v)) for k, v in values.items()))
+
+
+@dataclass
+class Graph:
+    """A model's dataflow graph.
+
+    `outputs` are node ids in declaration order; `sizes` the model's top-level integers after
+    `--set`; `policy` the precision policy by role (default, weights, activations, kv_cache).
+    """
+    model: str
+    sizes: dict[str, int] = field(default_factory=dict)
+    policy: dict[str, Format] = field(default_factory=dict)
+    dg: nx.DiGraph = field(default_factory=nx.DiGraph)
+    outputs: list[int] = field(default_factory=list)
+    _next_id: int = 0
+
+    def add(self, op: str, inputs, type: TensorType, name: str, attrs: dict | Attrs = (),
+            loc: Loc | None = None) -> Node:
+        attrs = make_attrs(attrs) if isinstance(attrs, dict) else attrs
+        node = Node(self._next_id, op, tuple(inputs), attrs, type, name, loc)
+        self._next_id += 1
+        self.dg.add_node(node.id, node=node)
+        for src in node.inputs:
+            self.dg.add_edge(src, node.id)
+        return node
+
+    def node(self, nid: int) -> Node:
+        return self.dg.nodes[nid]["node"]
+
+    def replace_node(self, node: Node, **changes) -> Node:
+        """Swap a node's payload, keeping its id: for builders, before a graph is handed on."""
+        new = replace(node, **changes)
+        for src in set(node.inputs) - set(new.inputs):
+            self.dg.remove_edge(src, node.id)
+        for src in new.inputs:
+            self.dg.add_edge(src, new.id)
+        self.dg.nodes[new.id]["node"] = new
+        return new
+
+    def nodes(self) -> Iterator[Node]:
+        """All nodes in topological order, ties broken by id (creation order)."""
+        for nid in nx.lexicographical_topological_sort(self.dg):
+            yield self.node(nid)
+
+    def users(self, nid: int) -> list[Node]:
+        return [self.node(u) for u in sorted(self.dg.successors(nid))]
+
+    def inputs_of(self, node: Node) -> list[Node]:
+        return [self.node(i) for i in node.inputs]
+
+    def by_name(self, name: str) -> Node:
+        for nid in self.dg.nodes:
+            node = self.node(nid)
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def __len__(self) -> int:
+        return self.dg.number_of_nodes()
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Graph):
+            return NotImplemented
+        return (self.model == other.model and self.outputs == other.outputs
+                and self.sizes == other.sizes and self.policy == other.policy
+                and list(self.nodes()) == list(other.nodes()))

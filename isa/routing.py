@@ -1,0 +1,83 @@
+"""MoE routing semantics, shared by the IR reference and the ISA's functional mode.
+
+Layout: `dispatch` sends each token's hidden vector to its k chosen experts, in an
+[experts, capacity, d] buffer where expert e's slots hold, in token order, the tokens that chose
+it; tokens past an expert's capacity are dropped (their combine contribution is zero).
+"""
+import numpy as np
+
+F32 = np.float32
+
+
+def topk_select(scores, k, bias=None, groups=1, topk_groups=1):
+    """Indices [T, k] of the chosen experts (DeepSeek-V3 group-limited routing).
+
+    Selection uses scores + bias; experts are split into `groups` equal groups, each group is
+    scored by the sum of its two best members, and only the best `topk_groups` groups compete.
+    Ties go to the lower index (stable sort), so the result is deterministic.
+    """
+    s = scores.astype(F32) + (bias.astype(F32) if bias is not None else F32(0))
+    tokens, experts = s.shape
+    if groups > 1:
+        grouped = s.reshape(tokens, groups, experts // groups)
+        best_two = -np.sort(-grouped, axis=-1)[..., :min(2, grouped.shape[-1])]
+        group_rank = np.argsort(-best_two.sum(-1), axis=-1, kind="stable")
+        keep = np.zeros((tokens, groups), dtype=bool)
+        np.put_along_axis(keep, group_rank[:, :topk_groups], True, axis=-1)
+        s = np.where(np.repeat(keep, experts // groups, axis=-1), s, F32(-np.inf))
+    return np.argsort(-s, axis=-1, kind="stable")[:, :k].astype(np.int32)
+
+
+def topk_weights(scores, idx, norm=True, scale=1.0):
+    """Routing weights [T, k]: the chosen experts' original scores, normalised, times `scale`."""
+    w = np.take_along_axis(scores.astype(F32), idx, axis=-1)
+    if norm:
+        w = w / np.sum(w, axis=-1, keepdims=True)
+    return (w * F32(scale)).astype(F32)
+
+
+def routing_slots(idx, experts, capacity):
+    """For each (token, choice): its slot in the expert's buffer, or -1 when dropped."""
+    flat = idx.reshape(-1)
+    order = np.argsort(flat, kind="stable")          # token order within each expert
+    counts = np.bincount(flat, minlength=experts)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty_like(flat)
+    rank[order] = np.arange(flat.size) - np.repeat(starts, counts)
+    slots = np.where(rank < capacity, rank, -1)
+    return slots.reshape(idx.shape)
+
+
+def route_rows(idx, experts, capacity):
+    """Row of [experts*capacity, d] expert outputs for each (token, choice); -1 if dropped."""
+    slots = routing_slots(idx, experts, capacity)
+    return np.where(slots >= 0, idx * capacity + slots, -1).astype(np.int32)
+
+
+def expert_tokens(idx, experts, capacity, expert):
+    """Token held by each of `expert`'s slots, -1 for an empty slot."""
+    slots = routing_slots(idx, experts, capacity)
+    out = np.full(capacity, -1, dtype=np.int32)
+    t, j = np.nonzero((idx == expert) & (slots >= 0))
+    out[slots[t, j]] = t
+    return out
+
+
+def dispatch(x, idx, experts, capacity):
+    tokens, k = idx.shape
+    out = np.zeros((experts, capacity, x.shape[-1]), dtype=F32)
+    slots = routing_slots(idx, experts, capacity)
+    t, j = np.nonzero(slots >= 0)
+    out[idx[t, j], slots[t, j]] = x[t].astype(F32)
+    return out
+
+
+def combine(y, idx, w):
+    experts, capacity, d = y.shape
+    slots = routing_slots(idx, experts, capacity)
+    gathered = np.where((slots >= 0)[..., None], y[idx, np.maximum(slots, 0)], F32(0))
+    return np.einsum("tk,tkd->td", w.astype(F32), gathered.astype(F32)).astype(F32)
+
+
+def embedding(ids, table):
+    return table[ids].astype(F32)

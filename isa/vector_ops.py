@@ -1,0 +1,170 @@
+"""The vector-unit operation catalogue: per-element cost and numpy semantics, defined once.
+
+A `vec.OP` instruction costs, per element, `alu` simple FP32 operations and `special`
+transcendental ones (exp, reciprocal, rsqrt); its cycles are
+`max(elems * alu / lanes, elems * special / special_lanes)` on the target's vector unit (see
+instructions.py). The IR ops of the same computation reuse `semantics` as their numpy
+reference, so the math exists in exactly one place. All semantics compute in float32.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from isa import routing
+
+F32 = np.float32
+
+
+@dataclass(frozen=True)
+class VectorOp:
+    name: str
+    arity: int                 # source buffers
+    alu: float | Callable[[dict], float]       # simple FP32 operations per element
+    special: float | Callable[[dict], float]   # transcendental operations per element
+    semantics: Callable        # (*arrays, **attrs) -> np.ndarray
+    doc: str
+
+    def per_element(self, attrs: dict) -> tuple[float, float]:
+        """(alu, special) operations per element for an instruction with these attributes."""
+        pick = lambda v: v(attrs) if callable(v) else v
+        return pick(self.alu), pick(self.special)
+
+
+def _sigmoid(x):
+    x = x.astype(F32)
+    return (F32(1) / (F32(1) + np.exp(-x))).astype(F32)
+
+
+def _softmax(x, axis=-1):
+    x = x.astype(F32)
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    return (e / np.sum(e, axis=axis, keepdims=True)).astype(F32)
+
+
+def _rmsnorm(x, w, eps=1e-6):
+    x = x.astype(F32)
+    inv = F32(1) / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + F32(eps))
+    return (x * inv * w.astype(F32)).astype(F32)
+
+
+def rope_angles(positions: np.ndarray, dim: int, theta: float) -> np.ndarray:
+    """Angles [len(positions), dim/2] of rotary embedding, pairs (2i, 2i+1) share frequency i."""
+    freqs = F32(1) / (F32(theta) ** (np.arange(0, dim, 2, dtype=F32) / F32(dim)))
+    return np.outer(positions.astype(F32), freqs).astype(F32)
+
+
+def row_positions(row0: int, rows: int, inner: int, seq: int, offset: int) -> np.ndarray:
+    """Sequence position of each row of a [rows, d] tile cut from a tensor flattened to rows.
+
+    Row r of the flattened tensor sits at position (r // inner) % seq + offset, where `seq` is
+    the size of the position axis and `inner` the product of the dims between it and the last.
+    """
+    r = np.arange(row0, row0 + rows)
+    return (r // inner) % seq + offset
+
+
+def _rope(x, row0=0, inner=1, seq=1, offset=0, theta=10000.0, **_):
+    """Rotate interleaved pairs of each row of x [rows, d] by its position's angles."""
+    x = x.astype(F32)
+    angles = rope_angles(row_positions(row0, x.shape[0], inner, seq, offset), x.shape[-1], theta)
+    cos, sin = np.cos(angles), np.sin(angles)
+    even, odd = x[:, 0::2], x[:, 1::2]
+    out = np.empty_like(x)
+    out[:, 0::2] = even * cos - odd * sin
+    out[:, 1::2] = even * sin + odd * cos
+    return out
+
+
+def _causal_mask(x, row0=0, inner=1, seq=1, offset=0, **_):
+    """Scores x [rows, keys]: key t is visible to a query at position p when t <= p."""
+    pos = row_positions(row0, x.shape[0], inner, seq, offset)
+    t = np.arange(x.shape[-1])[None, :]
+    return np.where(t <= pos[:, None], x.astype(F32), F32(-np.inf)).astype(F32)
+
+
+def _promote(acc, part, row_scale, col_scale, first=0, block_cols=1, **_):
+    """Columns of `part` share col_scale[j // block_cols]; each row has its own row_scale."""
+    cols = np.repeat(col_scale.astype(F32).reshape(-1), block_cols)[:part.shape[-1]]
+    scaled = part.astype(F32) * row_scale.astype(F32).reshape(-1, 1) * cols[None, :]
+    return scaled if first else (acc.astype(F32) + scaled).astype(F32)
+
+
+def _dequant(x, scale, block=(1, 1), **_):
+    """Multiply each element by the scale of its block (scale has one entry per block)."""
+    scale = scale.astype(F32).reshape(scale.shape[-2:])
+    full = np.repeat(np.repeat(scale, block[0], axis=0), block[1], axis=1)
+    return (x.astype(F32) * full[:x.shape[-2], :x.shape[-1]]).astype(F32)
+
+
+def _window(rows, attrs):
+    """Rows row0 .. row0+rows of a routing table, padded with -1 past its end."""
+    start, count = attrs.get("row0", 0), attrs.get("rows", len(rows))
+    out = np.full((count,) + rows.shape[1:], -1, dtype=np.int32)
+    part = rows[start:start + count]
+    out[:len(part)] = part
+    return out
+
+
+def _reduce(fn):
+    return lambda x, **_: fn(x.astype(F32), axis=-1, keepdims=True).astype(F32)
+
+
+def _ew(fn):
+    return lambda *xs, **_: fn(*[x.astype(F32) for x in xs]).astype(F32)
+
+
+VECTOR_OPS: dict[str, VectorOp] = {op.name: op for op in [
+    VectorOp("cvt", 1, 1, 0, _ew(lambda x: x), "y = x converted to the destination's dtype"),
+    VectorOp("add", 2, 1, 0, _ew(np.add), "y = a + b"),
+    VectorOp("sub", 2, 1, 0, _ew(np.subtract), "y = a - b"),
+    VectorOp("mul", 2, 1, 0, _ew(np.multiply), "y = a * b"),
+    VectorOp("div", 2, 1, 1, _ew(np.divide), "y = a / b (reciprocal and multiply)"),
+    VectorOp("neg", 1, 1, 0, _ew(np.negative), "y = -x"),
+    VectorOp("relu", 1, 1, 0, _ew(lambda x: np.maximum(x, F32(0))), "y = max(x, 0)"),
+    VectorOp("exp", 1, 1, 1, _ew(np.exp), "y = exp(x) (one scale, one exp2)"),
+    VectorOp("sigmoid", 1, 3, 2, lambda x, **_: _sigmoid(x), "y = 1 / (1 + exp(-x))"),
+    VectorOp("silu", 1, 4, 2, lambda x, **_: (x.astype(F32) * _sigmoid(x)).astype(F32),
+             "y = x * sigmoid(x)"),
+    VectorOp("softmax", 1, 5, 1, _softmax,
+             "row softmax: max, subtract, exp, sum, scale by the reciprocal"),
+    VectorOp("rmsnorm", 2, 4, 0, _rmsnorm, "x * rsqrt(mean(x^2) + eps) * w (one rsqrt per row)"),
+    VectorOp("rope", 1, 3, 0, _rope, "rotary embedding of interleaved pairs of each row at its "
+             "position (row0, inner, seq, offset); sin/cos tables precomputed"),
+    VectorOp("causal_mask", 1, 2, 0, _causal_mask,
+             "scores of keys after the row's position -> -inf"),
+    VectorOp("sum", 1, 1, 0, _reduce(np.sum), "sum of each row"),
+    VectorOp("max", 1, 1, 0, _reduce(np.max), "max of each row"),
+    VectorOp("mean", 1, 1, 0, _reduce(np.mean), "mean of each row"),
+    VectorOp("quant", 1, 3, 0, _ew(lambda x: x),
+             "quantise rows into the destination's block-scaled format: block amax, scale, round; "
+             "writes the elements and their scales"),
+    VectorOp("promote", 3, 2, 0, _promote,
+             "acc = (first ? 0 : acc) + part * row_scale * col_scale: FP32 promotion of a "
+             "limited-precision partial sum with its block scales"),
+    VectorOp("accumulate", 2, 1, 0,
+             lambda acc, part, first=0, **_: part.astype(F32) if first else
+             (acc.astype(F32) + part.astype(F32)).astype(F32),
+             "acc = (first ? 0 : acc) + part: FP32 promotion of a limited-precision partial sum"),
+    VectorOp("dequant", 2, 1, 0, _dequant, "y = x * its block scale (broadcast over the block)"),
+    VectorOp("topk", 1, lambda a: a.get("k", 1) + 2, 0,
+             lambda s, *bias, **a: routing.topk_select(s, a["k"], bias[0] if bias else None,
+                                                       a.get("groups", 1), a.get("topk_groups", 1)),
+             "indices of the k best scores per row (group-limited; one max-pass per pick)"),
+    VectorOp("route_weights", 2, 3, 0,
+             lambda s, idx, **a: routing.topk_weights(s, idx, a.get("norm", True), a.get("scale", 1.0)),
+             "gather the chosen scores, normalise, scale"),
+    VectorOp("route_rows", 1, 2, 0,
+             lambda idx, **a: _window(routing.route_rows(idx, a["experts"], a["capacity"]), a),
+             "per (token, choice): row expert*capacity+slot of its expert output, -1 if dropped"),
+    VectorOp("expert_tokens", 1, 2, 0,
+             lambda idx, **a: _window(routing.expert_tokens(idx, a["experts"], a["capacity"],
+                                                            a["expert"]), a),
+             "the token in each of one expert's capacity slots, -1 if empty"),
+    VectorOp("weighted_sum", 2, 2, 0,
+             lambda rows, w, **a: np.einsum("tkd,tk->td", rows.astype(F32), w.astype(F32)).astype(F32),
+             "y[t] = sum_j w[t, j] * rows[t, j] (MoE combine)"),
+]}
