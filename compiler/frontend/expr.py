@@ -1,0 +1,58 @@
+"""Expression evaluation: each syntax record type has one evaluator in `EVALUATORS`.
+
+`hint` is the name an assignment gives the node its expression produces (`v = a @ b` names
+the matmul `scope.v`); it reaches only the outermost operation of the expression, and a block
+call ignores it (its result was named inside the block).
+"""
+from __future__ import annotations
+
+from compiler.errors import DscError
+from compiler.frontend import arith, ast, calls
+from compiler.frontend.signature import Arg
+from compiler.frontend.values import expect_single
+
+
+def evaluate(b, frame, expr: ast.Expr, hint=None):
+    return EVALUATORS[type(expr)](b, frame, expr, hint)
+
+
+def evaluate_single(b, frame, expr: ast.Expr, what: str = "this expression", hint=None):
+    return expect_single(evaluate(b, frame, expr, hint), ast.start_loc(expr), what)
+
+
+def _list(b, frame, e: ast.ListExpr, hint):
+    return [evaluate_single(b, frame, item, "a list item") for item in e.items]
+
+
+def _binop(b, frame, e: ast.BinOp, hint):
+    left = evaluate_single(b, frame, e.left, f"the left operand of '{e.op}'")
+    right = evaluate_single(b, frame, e.right, f"the right operand of '{e.op}'")
+    return arith.binary(b, frame, e, left, right, hint)
+
+
+def _neg(b, frame, e: ast.Neg, hint):
+    value = evaluate_single(b, frame, e.operand, "the operand of '-'")
+    return arith.negate(b, frame, e, value, hint)
+
+
+def _call(b, frame, e: ast.Call, hint):
+    calls.check_callable(frame, e)
+    args = [Arg(evaluate_single(b, frame, a, "an argument"), ast.start_loc(a)) for a in e.args]
+    kwargs: dict[str, Arg] = {}
+    for k in e.kwargs:
+        if k.name in kwargs:
+            raise DscError(f"argument '{k.name}' is given twice", k.loc, "each argument once")
+        kwargs[k.name] = Arg(evaluate_single(b, frame, k.value, "an argument"), k.loc)
+    return calls.call(b, frame, e, args, kwargs, hint)
+
+
+EVALUATORS = {
+    ast.Num: lambda b, frame, e, hint: e.value,
+    ast.Str: lambda b, frame, e, hint: e.value,
+    ast.Bool: lambda b, frame, e, hint: e.value,
+    ast.Name: lambda b, frame, e, hint: frame.lookup(e.name, e.loc),
+    ast.ListExpr: _list,
+    ast.Neg: _neg,
+    ast.BinOp: _binop,
+    ast.Call: _call,
+}

@@ -1,0 +1,160 @@
+"""Statements: each syntax record type has one executor in `EXECUTORS`.
+
+`size`, `precision` and `output` belong at the top level of the model (not in a block or a
+repeat); `return` only as the last statement of a block. Top-level integers of the model are
+recorded in `graph.sizes` and take their `--set` value where they are defined.
+"""
+from __future__ import annotations
+
+from compiler.errors import DscError
+from compiler.frontend import ast, expr, types
+from compiler.frontend.policy import format_of
+from compiler.frontend.scope import Frame, join
+from compiler.frontend.values import Tensor, describe, expect_int, is_int
+from compiler.ir.ops import OPS, dims
+
+SOURCE_OPS = {name for name, op in OPS.items() if op.category == "source"}
+
+
+def run(b, frame: Frame, body) -> None:
+    for stmt in body:
+        EXECUTORS[type(stmt)](b, frame, stmt)
+
+
+def run_block(b, frame: Frame, defn: ast.BlockDef):
+    """Run a block's body; the value of its final `return` (a tuple for several), or None."""
+    body = defn.body
+    last = body[-1] if body and isinstance(body[-1], ast.Return) else None
+    run(b, frame, body[:-1] if last else body)
+    if last is None:
+        return None
+    values = tuple(expr.evaluate_single(b, frame, v, "a returned value") for v in last.values)
+    return values[0] if len(values) == 1 else values
+
+
+def _top_level_only(frame: Frame, loc, what: str) -> None:
+    if not frame.at_model_top:
+        where = f"block '{frame.block}'" if frame.block else "a repeat"
+        raise DscError(f"{what} cannot appear inside {where}", loc,
+                       f"{what} at the top level of the model")
+
+
+def _define_top(b, frame: Frame, name: str, value, loc):
+    """A model-level definition: apply --set at the first definition, record integers."""
+    if not frame.at_model_top:
+        return value
+    if name not in b.top_defined:
+        b.top_defined.add(name)
+        value = b.overrides.apply(name, value, loc)
+    if is_int(value):
+        b.graph.sizes[name] = value
+    return value
+
+
+def _size(b, frame: Frame, stmt: ast.SizeStmt) -> None:
+    _top_level_only(frame, stmt.loc, "a size declaration")
+    for item in stmt.items:
+        value = expr.evaluate_single(b, frame, item.value, f"size '{item.name}'")
+        value = _define_top(b, frame, item.name, value, item.loc)
+        expect_int(value, item.loc, f"size '{item.name}'", minimum=0)
+        frame.declare(item.name, value, item.loc, "size")
+
+
+def _assign(b, frame: Frame, stmt: ast.Assign) -> None:
+    value = expr.evaluate_single(b, frame, stmt.value, f"the value of '{stmt.name}'",
+                                 hint=stmt.name)
+    frame.bind(stmt.name, _define_top(b, frame, stmt.name, value, stmt.loc), stmt.loc)
+
+
+def _destructure(b, frame: Frame, stmt: ast.Destructure) -> None:
+    value = expr.evaluate(b, frame, stmt.value, hint=stmt.names)
+    count = len(value) if isinstance(value, tuple) else 1
+    if count != len(stmt.names):
+        raise DscError(f"cannot unpack {count} value{'s' if count != 1 else ''} into "
+                       f"{len(stmt.names)} names ({', '.join(stmt.names)})",
+                       ast.start_loc(stmt.value), f"an expression giving {len(stmt.names)} values")
+    for name, item in zip(stmt.names, value):
+        frame.bind(name, item, stmt.loc)
+
+
+def _precision(b, frame: Frame, stmt: ast.Precision) -> None:
+    _top_level_only(frame, stmt.loc, "a precision block")   # read before the body runs
+
+
+def _decl(b, frame: Frame, stmt: ast.Decl) -> None:
+    frame.check_new(stmt.name, stmt.loc, stmt.kind)
+    type_ = types.evaluate_type(b, frame, stmt.type, stmt.kind, stmt.name)
+    if stmt.kind == "cache" and type_.rank < 3:
+        raise DscError(f"cache '{stmt.name}' has rank {type_.rank} {dims(type_.shape)}",
+                       stmt.type.loc, "a cache shape [sequences, positions, features...]")
+    frame.declare(stmt.name, b.source(frame, stmt.kind, stmt.name, type_, stmt.loc), stmt.loc,
+                  stmt.kind)
+
+
+def _output(b, frame: Frame, stmt: ast.Output) -> None:
+    _top_level_only(frame, stmt.loc, "an output declaration")
+    frame.check_new(stmt.name, stmt.loc, "output")
+    value = expr.evaluate_single(b, frame, stmt.value, f"output '{stmt.name}'", hint=stmt.name)
+    where = ast.start_loc(stmt.value)
+    if not isinstance(value, Tensor):
+        raise DscError(f"output '{stmt.name}' must be a tensor, got {describe(value)}", where,
+                       "a tensor expression")
+    node = b.graph.node(value.id)
+    if node.op in SOURCE_OPS:
+        raise DscError(f"output '{stmt.name}' is the {node.op} '{node.name}' itself", where,
+                       "a computed value")
+    if node.id in b.graph.outputs:
+        raise DscError(f"output '{stmt.name}' is the same value as an earlier output", where,
+                       "a value not already output")
+    out = b.rename(value, join(frame.scope, stmt.name), _declared(b, frame, stmt, node.type))
+    b.graph.outputs.append(out.id)
+    for name, held in list(frame.vars.items()):
+        if isinstance(held, Tensor) and held.id == out.id:
+            frame.vars[name] = out
+    frame.declare(stmt.name, out, stmt.loc, "output")
+
+
+def _declared(b, frame: Frame, stmt: ast.Output, actual):
+    """The output's type: the declared format on the computed shape (which must match)."""
+    if stmt.type is None:
+        return None
+    shape = types.evaluate_shape(b, frame, stmt.type, stmt.name)
+    if shape != actual.shape:
+        raise DscError(f"shape mismatch: output '{stmt.name}' is declared {dims(shape)} but "
+                       f"its value has shape {dims(actual.shape)}", stmt.type.loc,
+                       f"a declared shape {dims(actual.shape)}")
+    return actual.with_format(format_of(stmt.type.format)) if stmt.type.format else None
+
+
+def _repeat(b, frame: Frame, stmt: ast.Repeat) -> None:
+    count = expr.evaluate_single(b, frame, stmt.count, "the repeat count")
+    expect_int(count, ast.start_loc(stmt.count), "the repeat count", minimum=0)
+    outer = frame.scope
+    frame.loops += 1
+    try:
+        for _ in range(count):
+            frame.scope = b.namer.iteration_scope(outer, stmt.name or "layer")
+            run(b, frame, stmt.body)
+    finally:
+        frame.scope = outer
+        frame.loops -= 1
+
+
+def _return(b, frame: Frame, stmt: ast.Return) -> None:
+    if frame.block is None:
+        raise DscError("return outside a block", stmt.loc,
+                       "'return' as the last statement of a block; a model has outputs")
+    raise DscError(f"return must be the last statement of block '{frame.block}'", stmt.loc,
+                   "'return' as the block's last statement")
+
+
+EXECUTORS = {
+    ast.SizeStmt: _size,
+    ast.Assign: _assign,
+    ast.Destructure: _destructure,
+    ast.Precision: _precision,
+    ast.Decl: _decl,
+    ast.Output: _output,
+    ast.Repeat: _repeat,
+    ast.Return: _return,
+}
