@@ -1,0 +1,186 @@
+"""Tile choice for batched GEMMs [G, M, K] x [G, K, N]: buffers, candidates, a cost estimate.
+
+`gemm_buffers` is the one list of on-chip buffers a tile needs: the template declares exactly
+these, and a candidate is kept only if they fit each target buffer space. The estimate is the
+larger of the per-wave time (compute, tile loads at the core's share of port and L2 bandwidth,
+vector promotion, or one buffer slot's round trip divided over the pipeline stages) times the
+waves, and the time to move the unique bytes through off-chip memory. Every term is a target
+figure or a cycle formula of the instructions; nothing is fitted.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from isa.formats import DTYPES, Scaling
+from isa.target_schema import Target
+
+
+@dataclass(frozen=True)
+class GemmProblem:
+    groups: int
+    m: int
+    n: int
+    k: int
+    a_dtype: str
+    b_dtype: str
+    out_dtype: str
+    fmt: str                          # matrix input format
+    k_step: int                       # bk is a multiple of this (instruction k or promotion)
+    promote: bool                     # partial sums promoted on the vector unit every bk
+    a_conv: str | None = None         # "cvt"/"dequant": A converted to fmt after loading
+    b_conv: str | None = None
+    a_scaling: Scaling | None = None  # scales loaded with A (promotion or dequantisation)
+    b_scaling: Scaling | None = None
+
+
+@dataclass(frozen=True)
+class GemmTile:
+    bm: int
+    bn: int
+    bk: int
+    stages: int
+    cluster_m: int = 1        # cores along M that receive each B tile from one multicast load
+    cluster_n: int = 1        # cores along N that receive each A tile from one multicast load
+
+    def __str__(self) -> str:
+        text = f"{self.bm}x{self.bn}x{self.bk} (bm x bn x bk), {self.stages} stages"
+        if self.cluster_m * self.cluster_n > 1:
+            text += f", cluster {self.cluster_m}x{self.cluster_n}"
+        return text
+
+
+@dataclass(frozen=True)
+class BufferSpec:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    role: str
+    slots: int
+
+    @property
+    def nbytes(self) -> int:
+        return math.ceil(math.prod(self.shape) * DTYPES[self.dtype].bits / 8) * self.slots
+
+
+def gemm_buffers(p: GemmProblem, t: GemmTile) -> list[BufferSpec]:
+    S, bm, bn, bk = t.stages, t.bm, t.bn, t.bk
+    out = [BufferSpec("sa", p.a_dtype, (bm, bk), "matrix_a", S),
+           BufferSpec("sb", p.b_dtype, (bk, bn), "matrix_b", S)]
+    if p.a_scaling:
+        out.append(BufferSpec("ssa", p.a_scaling.dtype,
+                              (1, math.ceil(bm / p.a_scaling.block[0]),
+                               math.ceil(bk / p.a_scaling.block[1])), "vector", S))
+    if p.b_scaling:
+        out.append(BufferSpec("ssb", p.b_scaling.dtype,
+                              (1, math.ceil(bk / p.b_scaling.block[0]),
+                               math.ceil(bn / p.b_scaling.block[1])), "vector", S))
+    if p.a_conv:
+        out.append(BufferSpec("ca", p.fmt, (bm, bk), "matrix_a", S))
+    if p.b_conv:
+        out.append(BufferSpec("cb", p.fmt, (bk, bn), "matrix_b", S))
+    out.append(BufferSpec("acc", "fp32", (bm, bn), "accumulator", 1))
+    if p.promote:
+        out.append(BufferSpec("part", "fp32", (bm, bn), "accumulator", 2))
+    out.append(BufferSpec("out", p.out_dtype, (bm, bn), "vector", 1))
+    return out
+
+
+def fits(buffers: list[BufferSpec], target: Target) -> bool:
+    used: dict[str, int] = {}
+    for b in buffers:
+        space = target.buffer_for(b.role)[0]
+        used[space] = used.get(space, 0) + b.nbytes
+    return all(n <= target.buffers[space].bytes for space, n in used.items())
+
+
+def candidates(p: GemmProblem, target: Target) -> list[GemmTile]:
+    im, in_, ik = target.matrix.formats[p.fmt].shape
+    step = math.lcm(ik, p.k_step)
+    bms = _multiples(im, p.m, (64, 128, 256))
+    bns = _multiples(in_, p.n, (16, 32, 64, 128, 256))
+    if p.promote:
+        bks = [step]
+    else:
+        bks = [b for b in (step, 2 * step, 4 * step) if b <= max(step, _round_up(p.k, step))]
+    out = []
+    for bm in bms:
+        for bn in bns:
+            for bk in bks:
+                for stages in (2, 3, 4):
+                    for cm, cn in _clusters(p, bm, bn, target.dma.multicast):
+                        tile = GemmTile(bm, bn, bk, stages, cm, cn)
+                        if fits(gemm_buffers(p, tile), target):
+                            out.append(tile)
+    return out
+
+
+def _clusters(p: GemmProblem, bm: int, bn: int, multicast: int) -> list[tuple[int, int]]:
+    """Cluster shapes (cores along M, along N) that split the grid evenly; each load is shared
+    by the cores of one cluster row or column, so each side is at most `multicast`."""
+    m_tiles, n_tiles = math.ceil(p.m / bm), math.ceil(p.n / bn)
+    sides = [s for s in (1, 2, 4, 8, 16) if s <= multicast]
+    return [(cm, cn) for cm in sides for cn in sides if m_tiles % cm == 0 and n_tiles % cn == 0]
+
+
+def _multiples(granule: int, size: int, preferred: tuple[int, ...]) -> list[int]:
+    """Tile sizes to try: preferred multiples of the granule below one whole dim, and the
+    largest useful size (the whole dim rounded up, capped at the largest preferred size)."""
+    limit = _round_up(size, granule)
+    sizes = {s for s in preferred if s % granule == 0 and s < limit}
+    sizes.add(_round_up(min(limit, max(preferred)), granule))
+    return sorted(sizes)
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def estimate_cycles(p: GemmProblem, t: GemmTile, target: Target) -> float:
+    bits = lambda d: DTYPES[d].bits
+    tiles = p.groups * math.ceil(p.m / t.bm) * math.ceil(p.n / t.bn)
+    waves = math.ceil(tiles / target.cores)
+    active = min(tiles, target.cores)
+    k_steps = math.ceil(p.k / t.bk)
+    unit = target.matrix.formats[p.fmt]
+    im, in_, ik = unit.shape
+    mma = 2 * _round_up(t.bm, im) * _round_up(t.bn, in_) * _round_up(t.bk, ik) / unit.flops_per_cycle
+    a_bytes, b_bytes = t.bm * t.bk * bits(p.a_dtype) / 8, t.bk * t.bn * bits(p.b_dtype) / 8
+    l2_bytes = a_bytes / t.cluster_n + b_bytes / t.cluster_m
+    port = (a_bytes + b_bytes) / target.dma.load_bytes_per_cycle
+    l2 = l2_bytes / (target.l2.bytes_per_cycle / active)
+    converted = (t.bm * t.bk if p.a_conv else 0) + (t.bk * t.bn if p.b_conv else 0)
+    vec = (t.bm * t.bn * 2 if p.promote else 0) + converted
+    vec /= target.vector.lanes
+    latency = target.l2.latency_cycles + target.memory_latency_cycles
+    # A buffer slot comes back every `stages` steps, after its load, latency, MMA and promotion.
+    round_trip = max(port, l2) + latency + mma + vec
+    step = max(mma, port, l2, vec, round_trip / t.stages)
+    epilogue = t.bm * t.bn * (1 / target.vector.lanes
+                              + bits(p.out_dtype) / 8 / target.dma.store_bytes_per_cycle)
+    per_wave = k_steps * step + latency + epilogue
+    unique = p.groups * (p.m * p.k * bits(p.a_dtype) + p.k * p.n * bits(p.b_dtype)
+                         + p.m * p.n * bits(p.out_dtype)) / 8
+    return max(waves * per_wave, unique / target.memory_bytes_per_cycle)
+
+
+_CHOICES: dict[tuple[GemmProblem, int], tuple] = {}
+
+
+def choose(p: GemmProblem, target: Target) -> tuple[GemmTile, list[tuple[GemmTile, float]]]:
+    """The cheapest candidate by estimate (ties: fewer stages, smaller clusters, larger tiles),
+    and all scores. Memoised per problem and target: a model repeats a GEMM in every layer."""
+    key = (p, id(target))
+    if key not in _CHOICES:
+        _CHOICES[key] = (target, _choose(p, target))
+    return _CHOICES[key][1]
+
+
+def _choose(p: GemmProblem, target: Target):
+    scored = [(t, estimate_cycles(p, t, target)) for t in candidates(p, target)]
+    if not scored:
+        raise ValueError("no tile fits the on-chip buffers")
+    best = min(scored, key=lambda ts: (round(ts[1], 3), ts[0].stages,
+                                       ts[0].cluster_m * ts[0].cluster_n, -ts[0].bm * ts[0].bn,
+                                       -ts[0].bk, ts[0].cluster_m))
+    return best[0], scored

@@ -1,0 +1,101 @@
+"""Static checks of a program against a target, before anything runs.
+
+Every launch binds each parameter to a declared tensor of the parameter's type; every
+instruction exists on the target, has operands of the kinds its definition lists and the
+attributes it requires, names declared buffers and parameters; every token it waits on is
+declared and either starts with credit or is signalled in the kernel; the buffers of each
+space fit the target's capacity.
+"""
+from __future__ import annotations
+
+from isa.instructions import OPERAND_TYPES, lookup
+from isa.program import Attr, Box, Buf, Kernel, Program, TensorRef, bind_name, expand_schedule, walk
+from isa.target_schema import Target
+
+
+class ProgramError(ValueError):
+    pass
+
+
+def check_program(program: Program, target: Target) -> None:
+    kernels = program.kernel_table()
+    tensors = program.tensor_table()
+    for kernel in program.kernels:
+        check_kernel(kernel, target)
+    for launch, env in expand_schedule(program.schedule):
+        if launch.kernel not in kernels:
+            raise ProgramError(f"launch of undefined kernel '{launch.kernel}'")
+        kernel = kernels[launch.kernel]
+        bound = dict(launch.args)
+        missing = [p.name for p in kernel.params if p.name not in bound]
+        extra = [p for p in bound if p not in {q.name for q in kernel.params}]
+        if missing or extra:
+            raise ProgramError(f"launch of {kernel.name}: " + (
+                f"parameter '{missing[0]}' is not bound" if missing else f"no parameter '{extra[0]}'"))
+        for param in kernel.params:
+            name = bind_name(bound[param.name], env)
+            decl = tensors.get(name)
+            if decl is None:
+                raise ProgramError(f"launch of {kernel.name}: tensor '{name}' is not declared")
+            if (decl.dtype, decl.shape) != (param.dtype, param.shape):
+                raise ProgramError(
+                    f"launch of {kernel.name}: '{param.name}' expects {param.dtype}{list(param.shape)}"
+                    f" but '{name}' is {decl.dtype}{list(decl.shape)}")
+
+
+def check_kernel(kernel: Kernel, target: Target) -> None:
+    where = f"kernel {kernel.name}"
+    buffers = {b.name: b for b in kernel.buffers}
+    params = {p.name: p for p in kernel.params}
+    tokens = dict(kernel.tokens)
+    signalled = {tok for ins in walk(kernel.body) for tok in ins.signal}
+    for ins in walk(kernel.body):
+        definition = lookup(ins.op, target)
+        if definition is None:
+            raise ProgramError(f"{where}: '{ins.op}' is not an instruction of target {target.name}")
+        _check_operands(ins, definition, buffers, params, where)
+        for tok in ins.wait + ins.signal:
+            if tok not in tokens:
+                raise ProgramError(f"{where}: {ins.op} uses undeclared token '{tok}'")
+        for tok in ins.wait:
+            if tok not in signalled and tokens[tok] <= 0:
+                raise ProgramError(f"{where}: {ins.op} waits for token '{tok}', which nothing "
+                                   "signals and which starts at 0")
+    used: dict[str, int] = {}
+    for b in kernel.buffers:
+        used[b.space] = used.get(b.space, 0) + b.nbytes
+    for space, nbytes in used.items():
+        if space not in target.buffers:
+            raise ProgramError(f"{where}: target {target.name} has no buffer '{space}'")
+        if nbytes > target.buffers[space].bytes:
+            raise ProgramError(f"{where}: buffers in {space} need {nbytes} bytes, the target "
+                               f"has {target.buffers[space].bytes}")
+
+
+def _check_operands(ins, definition, buffers, params, where) -> None:
+    operands = [a for a in ins.args if not isinstance(a, Attr)]
+    kinds = list(definition.operands)
+    if kinds and kinds[-1].endswith("*"):
+        kinds = kinds[:-1] + [kinds[-1][:-1]] * max(1, len(operands) - len(kinds) + 1)
+    elif kinds and kinds[-1].endswith("?"):
+        kinds = kinds[:-1] + ([kinds[-1][:-1]] if len(operands) == len(kinds) else [])
+    if len(operands) != len(kinds):
+        raise ProgramError(f"{where}: {ins.op} takes {len(kinds)} operands, got {len(operands)}")
+    for operand, kind in zip(operands, kinds):
+        if not isinstance(operand, OPERAND_TYPES[kind]):
+            raise ProgramError(f"{where}: {ins.op} expects a {kind} operand, got {operand}")
+        if isinstance(operand, Buf) and operand.name not in buffers:
+            raise ProgramError(f"{where}: {ins.op} uses undeclared buffer '{operand.name}'")
+        if isinstance(operand, (Box, TensorRef)) and operand.tensor not in params:
+            raise ProgramError(f"{where}: {ins.op} uses '@{operand.tensor}', not a parameter")
+        if isinstance(operand, Box) and len(operand.starts) != len(params[operand.tensor].shape):
+            raise ProgramError(f"{where}: {ins.op} box on '@{operand.tensor}' has "
+                               f"{len(operand.starts)} dims, the tensor has "
+                               f"{len(params[operand.tensor].shape)}")
+    keys = {a.key for a in ins.args if isinstance(a, Attr)}
+    for key in definition.attrs:
+        if key not in keys:
+            raise ProgramError(f"{where}: {ins.op} needs attribute '{key}'")
+    allowed = set(definition.attrs) | set(definition.optional_attrs)
+    for key in sorted(keys - allowed):
+        raise ProgramError(f"{where}: {ins.op} has no attribute '{key}'")

@@ -1,0 +1,170 @@
+"""The instruction set: every instruction defined once, as a record in `INSTRUCTIONS`.
+
+A record gives the mnemonic, the unit that executes it, its operand kinds (checked by the
+assembler), the attributes it takes, its documentation, its cost formula (as code, and as text
+for `dsc isa`), and its functional semantics (runtime/functional executes those).
+
+Costs come in three kinds, which the interpreter turns into time:
+  Compute(cycles)            the unit is busy for `cycles`
+  Transfer(bytes, tensor)    bytes move between off-chip memory and a buffer, at the rate the
+                             shared memory system gives the transfer (see runtime/bandwidth.py)
+  Fence()                    completes when every earlier instruction of its unit has completed
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from isa.program import Attr, Box, Buf, Instr, TensorRef
+from isa.target_schema import Target
+from isa.vector_ops import VECTOR_OPS
+
+
+@dataclass(frozen=True)
+class Compute:
+    cycles: float
+
+
+@dataclass(frozen=True)
+class Transfer:
+    bytes: int
+    tensor: str
+    direction: str       # "load" or "store"
+    multicast: int = 1   # cores receiving the same bytes; L2 and memory see them once
+
+
+@dataclass(frozen=True)
+class Fence:
+    pass
+
+
+@dataclass(frozen=True)
+class CostContext:
+    """What a cost formula may look at: the target, and sizes resolved for one work item."""
+    target: Target
+    box_bytes: Callable[[Box], int]          # in-bounds bytes of a box (edge tiles are clipped)
+    buffer_bytes: Callable[[str], int]       # bytes of one slot of a buffer
+    row_bytes: Callable[[str], int]          # bytes of one row (last dim) of a tensor
+
+
+@dataclass(frozen=True)
+class InstrDef:
+    mnemonic: str
+    unit: str
+    operands: tuple[str, ...]        # kinds in order: "buf", "box", "tensor"; a "?" suffix marks
+                                     # an optional last operand, "*" one or more
+    attrs: tuple[str, ...]           # attribute keys it requires
+    doc: str
+    formula: str                     # the cost formula as text, for the ISA reference
+    cost: Callable[[Instr, CostContext], object]
+    optional_attrs: tuple[str, ...] = ()
+
+
+def _box_transfer(direction: str, box_index: int):
+    def cost(ins: Instr, ctx: CostContext):
+        box = ins.args[box_index]
+        return Transfer(ctx.box_bytes(box), box.tensor, direction, ins.attr("mcast", 1))
+    return cost
+
+
+def _gather(ins: Instr, ctx: CostContext):
+    src = ins.args[1]
+    return Transfer(ins.attr("rows") * ctx.row_bytes(src.tensor), src.tensor, "load")
+
+
+def _mma(ins: Instr, ctx: CostContext):
+    m, n, k = ins.attr("shape")
+    unit = ctx.target.matrix.formats[ins.attr("fmt")]
+    im, in_, ik = unit.shape
+    padded = (math.ceil(m / im) * im) * (math.ceil(n / in_) * in_) * (math.ceil(k / ik) * ik)
+    return Compute(2 * padded / unit.flops_per_cycle)
+
+
+def _vector(name: str):
+    vop = VECTOR_OPS[name]
+
+    def cost(ins: Instr, ctx: CostContext):
+        alu, special = vop.per_element(_attr_dict(ins))
+        n = ins.attr("n")
+        vec = ctx.target.vector
+        return Compute(max(n * alu / vec.lanes, n * special / vec.special_lanes))
+    return cost
+
+
+def _fixed(ins: Instr, ctx: CostContext):
+    return Compute(ins.attr("n") / ctx.target.fixed_pipe.elements_per_cycle)
+
+
+def _attr_dict(ins: Instr) -> dict:
+    return {a.key: a.value for a in ins.args if isinstance(a, Attr)}
+
+
+_VECTOR_ATTRS = {"topk": ("k", "groups", "topk_groups"), "route_weights": ("norm", "scale"),
+                 "route_rows": ("experts", "capacity", "row0", "rows"),
+                 "expert_tokens": ("experts", "capacity", "expert", "row0", "rows"),
+                 "promote": ("first", "block_cols"), "accumulate": ("first",), "dequant": ("block",),
+                 "causal_mask": ("offset", "row0", "inner", "seq"),
+                 "rope": ("offset", "theta", "row0", "inner", "seq"), "rmsnorm": ("eps",),
+                 **{op: ("imm0", "imm1") for op in ("add", "sub", "mul", "div")}}
+
+_TABLE = [
+    InstrDef("ld.tile", "ld", ("buf", "box"), (), "load a box of an off-chip tensor into a buffer; "
+             "with mcast=C the cores of a C-core cluster receive the same box from one L2 read",
+             "bytes(box) at the transfer's share of port, L2 and memory bandwidth (L2 and "
+             "memory carry bytes/mcast), + latency", _box_transfer("load", 1),
+             optional_attrs=("mcast",)),
+    InstrDef("ld.gather", "ld", ("buf", "tensor", "buf"), ("rows",),
+             "load `rows` rows of a tensor, the row numbers taken from an index buffer (-1: zeros)",
+             "rows * row_bytes(tensor) as a transfer", _gather),
+    InstrDef("st.tile", "st", ("box", "buf"), (), "store a buffer into a box of an off-chip tensor",
+             "bytes(box) as a transfer out", _box_transfer("store", 0)),
+    InstrDef("mm.mma", "mm", ("buf", "buf", "buf"), ("shape", "fmt", "first"),
+             "acc = (first ? 0 : acc) + a @ b for an MxNxK tile in input format fmt",
+             "2 * pad(M) * pad(N) * pad(K) / flops_per_cycle(fmt), dims padded to the "
+             "matrix instruction granularity", _mma),
+]
+def _vector_operands(name: str, arity: int) -> tuple[str, ...]:
+    """dst then sources; a binary elementwise op's second source may be an immediate `imm1`,
+    and top-k's selection bias is optional."""
+    if name in ("add", "sub", "mul", "div", "topk"):
+        return ("buf", "buf", "buf?")
+    return ("buf",) + ("buf",) * arity
+
+
+_TABLE += [
+    InstrDef(f"vec.{name}", "vec", _vector_operands(name, vop.arity), ("n",),
+             vop.doc, "max(n * alu / lanes, n * special / special_lanes) with "
+             f"alu={vop.alu if not callable(vop.alu) else 'f(attrs)'}, special={vop.special}",
+             _vector(name), optional_attrs=_VECTOR_ATTRS.get(name, ()))
+    for name, vop in VECTOR_OPS.items()
+]
+_TABLE += [
+    InstrDef(f"sync.{unit}", unit, (), (), f"a fence on the {unit} unit: completes when every "
+             "earlier instruction of the unit has completed (carries wait/signal tokens)",
+             "0 cycles; waits for the unit's outstanding instructions", lambda ins, ctx: Fence())
+    for unit in ("ld", "st", "mm", "vec", "fix")
+]
+
+INSTRUCTIONS: dict[str, InstrDef] = {d.mnemonic: d for d in _TABLE}
+
+
+def fixed_pipe_instruction(op: str) -> InstrDef:
+    """`fix.OP`: an epilogue op applied by the fixed pipe on the way out of the accumulator."""
+    return InstrDef(f"fix.{op}", "fix", ("buf", "buf*"), ("n",),
+                    f"{op} applied by the fixed pipe while draining the accumulator",
+                    "n / fixed_pipe.elements_per_cycle", _fixed)
+
+
+def lookup(mnemonic: str, target: Target | None = None) -> InstrDef | None:
+    """The definition of a mnemonic, including the fixed-pipe ops the target's pipe supports."""
+    if mnemonic in INSTRUCTIONS:
+        return INSTRUCTIONS[mnemonic]
+    if mnemonic.startswith("fix.") and target and target.fixed_pipe:
+        op = mnemonic[4:]
+        if op in target.fixed_pipe.ops:
+            return fixed_pipe_instruction(op)
+    return None
+
+
+OPERAND_TYPES = {"buf": Buf, "box": Box, "tensor": TensorRef}
