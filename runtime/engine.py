@@ -1,0 +1,244 @@
+"""The discrete-event core: in-order units, dependency tokens, and transfers sharing bandwidth.
+
+A *group* is one simulated core standing for `weight` identical cores (the same instruction
+streams on the same kind of work item): its transfers count `weight` times in the bandwidth
+sharing, so the shared resources see all cores' traffic while each stream is simulated once.
+
+Rules, each checked by a hand-computed test:
+- A unit runs its ops in order. An op starts when the unit is free and each token it waits on
+  has a count above zero (the counts are consumed).
+- A compute op keeps the unit busy for its cycles and completes when it ends.
+- A transfer keeps the unit busy while its bytes move at the rate the fair share gives it
+  (runtime/bandwidth.py); it completes `latency` cycles later (the memory system pipelines
+  requests, so the unit may start its next transfer meanwhile).
+- A fence completes once every earlier op of its unit has completed.
+- An op signals its tokens when it completes.
+If nothing can move while some unit still has ops, the tokens form a cycle: DeadlockError.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from runtime.bandwidth import Flow, share
+
+COMPUTE, TRANSFER, FENCE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Op:
+    kind: int
+    label: str                          # mnemonic, for traces and stall reports
+    waits: tuple[str, ...] = ()
+    signals: tuple[str, ...] = ()
+    cycles: float = 0.0                 # COMPUTE
+    nbytes: float = 0.0                 # TRANSFER
+    path: tuple[tuple[str, float], ...] = ()
+    cap: float = 0.0
+    latency: float = 0.0
+
+
+@dataclass
+class Group:
+    name: str
+    weight: int
+    units: dict[str, list[Op]]
+
+
+class DeadlockError(RuntimeError):
+    def __init__(self, blocked: list[str]):
+        super().__init__("deadlock: " + "; ".join(blocked))
+        self.blocked = blocked
+
+
+@dataclass
+class UnitStats:
+    busy: float = 0.0
+    token_wait: dict[str, float] = field(default_factory=dict)
+    bandwidth_wait: dict[str, float] = field(default_factory=dict)
+    ops: int = 0
+
+
+@dataclass
+class WaveResult:
+    cycles: float
+    units: dict[tuple[str, str], UnitStats]         # (group, unit) -> stats of one core
+    weights: dict[str, int]
+    resource_bytes: dict[str, float]                 # all cores' traffic
+    trace: list[tuple[str, str, str, float, float]] | None = None
+
+
+class _Unit:
+    __slots__ = ("group", "name", "ops", "pc", "busy", "outstanding", "fence", "blocked_on",
+                 "blocked_since", "stats")
+
+    def __init__(self, group: "_GroupState", name: str, ops: list[Op]):
+        self.group, self.name, self.ops = group, name, ops
+        self.pc = 0
+        self.busy = False
+        self.outstanding = 0
+        self.fence: Op | None = None
+        self.blocked_on: str | None = None
+        self.blocked_since = 0.0
+        self.stats = UnitStats()
+
+
+class _GroupState:
+    __slots__ = ("group", "tokens", "waiters", "units")
+
+    def __init__(self, group: Group, tokens: dict[str, int]):
+        self.group = group
+        self.tokens = dict(tokens)
+        self.waiters: dict[str, list[_Unit]] = {}
+        self.units = [_Unit(self, name, ops) for name, ops in group.units.items()]
+
+
+class Engine:
+    def __init__(self, groups: list[Group], tokens: dict[str, int], capacity: dict[str, float],
+                 record: bool = False):
+        self.capacity = capacity
+        self.groups = [_GroupState(g, tokens) for g in groups]
+        self.now = 0.0
+        self.events: list = []
+        self.seq = 0
+        self.flows: list[tuple[Flow, _Unit, Op, float]] = []   # flow, unit, op, start time
+        self.resource_bytes: dict[str, float] = {}
+        self.trace = [] if record else None
+
+    def run(self) -> WaveResult:
+        for g in self.groups:
+            for u in g.units:
+                self._issue(u)
+        while self.events or self.flows:
+            t_event = self.events[0][0] if self.events else float("inf")
+            t_flow, first = self._next_flow_finish()
+            if t_flow <= t_event:
+                self._advance(t_flow)
+                self._finish_flow(first)
+            else:
+                self._advance(t_event)
+                _, _, unit, op = heapq.heappop(self.events)
+                self._complete(unit, op, compute=op.kind == COMPUTE)
+        self._check_done()
+        units = {(g.group.name, u.name): u.stats for g in self.groups for u in g.units}
+        return WaveResult(self.now, units, {g.group.name: g.group.weight for g in self.groups},
+                          self.resource_bytes, self.trace)
+
+    # -- time --
+
+    def _next_flow_finish(self) -> tuple[float, int]:
+        best, index = float("inf"), -1
+        for i, (flow, _, _, _) in enumerate(self.flows):
+            if flow.rate > 0:
+                t = self.now + flow.remaining / flow.rate
+                if t < best:
+                    best, index = t, i
+        return best, index
+
+    def _advance(self, t: float) -> None:
+        dt = t - self.now
+        if dt > 0:
+            for flow, _, _, _ in self.flows:
+                flow.remaining -= flow.rate * dt
+        self.now = t
+
+    def _push(self, t: float, unit: _Unit, op: Op) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (t, self.seq, unit, op))
+
+    # -- ops --
+
+    def _issue(self, u: _Unit) -> None:
+        tokens = u.group.tokens
+        while not u.busy and u.pc < len(u.ops):
+            op = u.ops[u.pc]
+            for tok in op.waits:
+                if tokens.get(tok, 0) <= 0:
+                    if u.blocked_on != tok:       # first block, or woken while another is missing
+                        if u.blocked_on is None:
+                            u.blocked_since = self.now
+                        u.blocked_on = tok
+                        u.group.waiters.setdefault(tok, []).append(u)
+                    return
+            if u.blocked_on is not None:
+                waited = u.stats.token_wait
+                waited[u.blocked_on] = waited.get(u.blocked_on, 0.0) + self.now - u.blocked_since
+                u.blocked_on = None
+            for tok in op.waits:
+                tokens[tok] -= 1
+            u.pc += 1
+            u.stats.ops += 1
+            self._start(u, op)
+
+    def _start(self, u: _Unit, op: Op) -> None:
+        if op.kind == FENCE:
+            if u.outstanding == 0:
+                self._signal(u, op)
+            else:
+                u.busy, u.fence = True, op
+            return
+        u.outstanding += 1
+        if op.kind == COMPUTE:
+            u.busy = True
+            u.stats.busy += op.cycles
+            self._record(u, op, self.now, self.now + op.cycles)
+            self._push(self.now + op.cycles, u, op)
+        elif op.nbytes <= 0:
+            self._push(self.now, u, op)
+        else:
+            u.busy = True
+            weight = u.group.group.weight
+            flow = Flow(weight, op.cap, op.path, op.nbytes)
+            for resource, coef in op.path:
+                self.resource_bytes[resource] = self.resource_bytes.get(resource, 0.0) \
+                    + op.nbytes * coef * weight
+            self.flows.append((flow, u, op, self.now))
+            share([f for f, *_ in self.flows], self.capacity)
+
+    def _finish_flow(self, index: int) -> None:
+        flow, u, op, start = self.flows.pop(index)
+        if self.flows:
+            share([f for f, *_ in self.flows], self.capacity)
+        duration = self.now - start
+        u.stats.busy += duration
+        unshared = op.nbytes / op.cap
+        if duration > unshared * (1 + 1e-9):
+            waits = u.stats.bandwidth_wait
+            waits[flow.bottleneck] = waits.get(flow.bottleneck, 0.0) + duration - unshared
+        self._record(u, op, start, self.now)
+        u.busy = False
+        self._push(self.now + op.latency, u, op)
+        self._issue(u)
+
+    def _complete(self, u: _Unit, op: Op, compute: bool) -> None:
+        if compute:
+            u.busy = False
+        u.outstanding -= 1
+        self._signal(u, op)
+        if u.fence is not None and u.outstanding == 0:
+            fence, u.fence, u.busy = u.fence, None, False
+            self._signal(u, fence)
+        self._issue(u)
+
+    def _signal(self, u: _Unit, op: Op) -> None:
+        group = u.group
+        for tok in op.signals:
+            group.tokens[tok] = group.tokens.get(tok, 0) + 1
+            for waiter in group.waiters.pop(tok, []):
+                if waiter.blocked_on == tok:
+                    self._issue(waiter)
+
+    def _record(self, u: _Unit, op: Op, start: float, end: float) -> None:
+        if self.trace is not None:
+            self.trace.append((u.group.group.name, u.name, op.label, start, end))
+
+    def _check_done(self) -> None:
+        blocked = []
+        for g in self.groups:
+            for u in g.units:
+                if u.pc < len(u.ops) or u.busy:
+                    op = u.ops[min(u.pc, len(u.ops) - 1)]
+                    reason = f"waits for token '{u.blocked_on}'" if u.blocked_on else "is stuck"
+                    blocked.append(f"{g.group.name}/{u.name} op {u.pc} ({op.label}) {reason}")
+        if blocked:
+            raise DeadlockError(blocked)

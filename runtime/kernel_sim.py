@@ -1,0 +1,220 @@
+"""Simulate one kernel launch: work items in waves over the cores, identical cores once.
+
+1. Work items differ only at the last coordinate of a grid dim (edge tiles move fewer bytes),
+   so the items fall into a few classes; each class's instruction stream is expanded once.
+2. Off-chip reads go through L2. Re-reads of the same data by other tiles hit L2 when the
+   kernel's operands fit in it: per tensor, the fraction of loaded bytes that reach memory is
+   unique bytes / loaded bytes (scaled towards 1 as the footprint outgrows L2).
+   Stores are written back: they cost L2 bandwidth when issued and their bytes reach memory in
+   the background; a kernel never takes less than its off-chip bytes over memory bandwidth.
+3. Items are dealt to the cores in waves in row-major grid order. A wave is a set of classes
+   with counts; each class runs as one engine group weighted by its count, so bandwidth sharing
+   sees every core. Identical waves are simulated once: they start from the same idle state,
+   so reusing their time is exact.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from isa.expr import compile_expr
+from isa.instructions import Compute, CostContext, Fence, Transfer, lookup
+from isa.program import Box, Kernel, Loop, TensorDecl
+from isa.target_schema import Target
+from runtime.engine import COMPUTE, FENCE, TRANSFER, Engine, Group, Op
+
+
+@dataclass
+class KernelResult:
+    cycles: float
+    items: int
+    waves: int
+    unit_busy: dict[str, float] = field(default_factory=dict)          # core-cycles, all cores
+    token_wait: dict[tuple[str, str], float] = field(default_factory=dict)
+    bandwidth_wait: dict[tuple[str, str], float] = field(default_factory=dict)
+    resource_bytes: dict[str, float] = field(default_factory=dict)
+    simulated_instructions: int = 0      # instructions the engine executed
+    executed_instructions: int = 0       # instructions they stand for, over all cores and waves
+
+
+@lru_cache(maxsize=None)
+def _compiled(expr):
+    return compile_expr(expr)
+
+
+def value(v, env):
+    """An attribute or slot: ints pass through, expressions are evaluated in `env`."""
+    return v if isinstance(v, (int, float, str, tuple)) else _compiled(v)(env)
+
+
+def expand(body, env: dict) -> list:
+    """(instruction, env) for every executed instruction of a body, loops unrolled."""
+    out = []
+    for stmt in body:
+        if isinstance(stmt, Loop):
+            for i in range(stmt.count):
+                out.extend(expand(stmt.body, {**env, stmt.var: i}))
+        else:
+            out.append((stmt, env))
+    return out
+
+
+def box_bytes(box: Box, decl: TensorDecl, env: dict) -> int:
+    """Bytes of the in-bounds part of a box (an edge tile past the tensor's end moves less)."""
+    elems = 1
+    for start, size, dim in zip(box.starts, box.sizes, decl.shape):
+        s = _compiled(start)(env)
+        elems *= max(0, min(s + size, dim) - max(s, 0))
+    return math.ceil(elems * decl.bits / 8)
+
+
+@dataclass
+class _Instance:
+    unit: str
+    label: str
+    cost: object
+    waits: tuple
+    signals: tuple
+
+
+def _class_stream(kernel: Kernel, params: dict[str, TensorDecl], target: Target, env: dict):
+    buffers = {b.name: b for b in kernel.buffers}
+    stream = []
+    fixed: dict[int, _Instance] = {}      # instructions whose cost cannot depend on the loop
+    for ins, ienv in expand(kernel.body, env):
+        if id(ins) in fixed:
+            stream.append(fixed[id(ins)])
+            continue
+        definition = lookup(ins.op, target)
+        ctx = CostContext(
+            target,
+            box_bytes=lambda box, e=ienv: box_bytes(box, params[box.tensor], e),
+            buffer_bytes=lambda name: buffers[name].slot_bytes,
+            row_bytes=lambda t: math.ceil(params[t].shape[-1] * params[t].bits / 8))
+        inst = _Instance(definition.unit, ins.op, definition.cost(ins, ctx), ins.wait, ins.signal)
+        if not any(isinstance(a, Box) for a in ins.args):
+            fixed[id(ins)] = inst
+        stream.append(inst)
+    return stream
+
+
+def _classes(kernel: Kernel):
+    """Representative coordinates per class: interior (0) or last, for each grid dim."""
+    choices = [((False, 0),) if size == 1 else ((False, 0), (True, size - 1))
+               for _, size in kernel.grid]
+    for combo in itertools.product(*choices):
+        key = tuple(flag for flag, _ in combo)
+        env = {var: coord for (var, _), (_, coord) in zip(kernel.grid, combo)}
+        count = math.prod(1 if flag else (size - 1 if size > 1 else 1)
+                          for (_, size), (flag, _) in zip(kernel.grid, combo))
+        yield key, env, count
+
+
+def _hbm_fractions(streams, counts, params, target: Target) -> dict[str, float]:
+    """Per loaded tensor: the share of its loaded bytes that miss L2 (see module doc)."""
+    loaded: dict[str, float] = {}
+    for stream, count in zip(streams, counts):
+        for inst in stream:
+            if isinstance(inst.cost, Transfer) and inst.cost.direction == "load":
+                c = inst.cost
+                loaded[c.tensor] = loaded.get(c.tensor, 0.0) + c.bytes * count / c.multicast
+    unique = {t: min(b, params[t].nbytes) for t, b in loaded.items()}
+    footprint = sum(unique.values())
+    spill = 0.0 if footprint <= target.l2.bytes else 1.0 - target.l2.bytes / footprint
+    return {t: (unique[t] / b + (1 - unique[t] / b) * spill) if b > 0 else 1.0
+            for t, b in loaded.items()}
+
+
+def _ops(stream, fractions, target: Target) -> dict[str, list[Op]]:
+    units: dict[str, list[Op]] = {}
+    l2_latency = target.l2.latency_cycles
+    for inst in stream:
+        c = inst.cost
+        if isinstance(c, Compute):
+            op = Op(COMPUTE, inst.label, inst.waits, inst.signals, cycles=c.cycles)
+        elif isinstance(c, Transfer):
+            if c.direction == "load":
+                miss = fractions[c.tensor]
+                op = Op(TRANSFER, inst.label, inst.waits, inst.signals, nbytes=c.bytes,
+                        path=(("l2", 1.0 / c.multicast), ("memory", miss / c.multicast)),
+                        cap=target.dma.load_bytes_per_cycle,
+                        latency=l2_latency + miss * target.memory_latency_cycles)
+            else:
+                # L2 is write-back: a store is done once in L2; memory absorbs it later.
+                op = Op(TRANSFER, inst.label, inst.waits, inst.signals, nbytes=c.bytes,
+                        path=(("l2", 1.0),), cap=target.dma.store_bytes_per_cycle,
+                        latency=l2_latency)
+        else:
+            assert isinstance(c, Fence)
+            op = Op(FENCE, inst.label, inst.waits, inst.signals)
+        units.setdefault(inst.unit, []).append(op)
+    return units
+
+
+def _wave_compositions(kernel: Kernel, class_of_key: dict, cores: int) -> dict[tuple, int]:
+    """How many waves have each composition ((class, count), ...)."""
+    sizes = [size for _, size in kernel.grid]
+    index = np.arange(math.prod(sizes))
+    # An item's class key has one flag per grid dim: "at the last coordinate of a dim > 1".
+    code = np.zeros(len(index), dtype=np.int64)
+    for coord, size in zip(np.unravel_index(index, sizes) if sizes else (), sizes):
+        code = code * 2 + ((coord == size - 1) & (size > 1))
+    lut = np.zeros(2 ** len(sizes), dtype=np.int64)
+    for key, cls in class_of_key.items():
+        lut[sum(int(flag) << (len(key) - 1 - d) for d, flag in enumerate(key))] = cls
+    waves = index // cores
+    table = np.zeros((int(waves[-1]) + 1, max(class_of_key.values()) + 1), dtype=np.int64)
+    np.add.at(table, (waves, lut[code]), 1)
+    out: dict[tuple, int] = {}
+    for row in table:
+        comp = tuple((c, int(n)) for c, n in enumerate(row) if n)
+        out[comp] = out.get(comp, 0) + 1
+    return out
+
+
+def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Target,
+                    record: bool = False) -> KernelResult:
+    reps = list(_classes(kernel))
+    streams, class_of_key, signatures = [], {}, {}
+    counts: list[int] = []
+    for key, env, count in reps:
+        stream = _class_stream(kernel, params, target, env)
+        sig = tuple((i.unit, i.label, i.cost, i.waits, i.signals) for i in stream)
+        if sig not in signatures:
+            signatures[sig] = len(streams)
+            streams.append(stream)
+            counts.append(0)
+        cls = signatures[sig]
+        class_of_key[key] = cls
+        counts[cls] += count
+    fractions = _hbm_fractions(streams, counts, params, target)
+    unit_ops = [_ops(s, fractions, target) for s in streams]
+    capacity = {"l2": target.l2.bytes_per_cycle, "memory": target.memory_bytes_per_cycle}
+    tokens = dict(kernel.tokens)
+    result = KernelResult(0.0, sum(counts), 0)
+    for comp, repeats in _wave_compositions(kernel, class_of_key, target.cores).items():
+        groups = [Group(f"class{cls}", count, unit_ops[cls]) for cls, count in comp]
+        wave = Engine(groups, tokens, capacity, record).run()
+        result.cycles += wave.cycles * repeats
+        result.waves += repeats
+        for (group, unit), stats in wave.units.items():
+            w = wave.weights[group] * repeats
+            result.simulated_instructions += stats.ops
+            result.executed_instructions += stats.ops * w
+            result.unit_busy[unit] = result.unit_busy.get(unit, 0.0) + stats.busy * w
+            for tok, t in stats.token_wait.items():
+                result.token_wait[(unit, tok)] = result.token_wait.get((unit, tok), 0.0) + t * w
+            for res, t in stats.bandwidth_wait.items():
+                result.bandwidth_wait[(unit, res)] = result.bandwidth_wait.get((unit, res), 0.0) + t * w
+        for res, b in wave.resource_bytes.items():
+            result.resource_bytes[res] = result.resource_bytes.get(res, 0.0) + b * repeats
+    written = sum(i.cost.bytes * n for stream, n in zip(streams, counts) for i in stream
+                  if isinstance(i.cost, Transfer) and i.cost.direction == "store")
+    result.resource_bytes["memory"] = result.resource_bytes.get("memory", 0.0) + written
+    # Write-backs drain in the background, but memory bandwidth holds over the whole kernel.
+    result.cycles = max(result.cycles, result.resource_bytes["memory"] / capacity["memory"])
+    return result

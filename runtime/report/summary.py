@@ -1,0 +1,102 @@
+"""Numbers derived from a run, in one place: per-launch utilisation and bound, unit totals.
+
+A kernel's *bound* is the resource it kept busiest, as a fraction of that resource's capacity
+over the kernel's duration: the matrix unit ("compute"), the vector unit ("vector"), off-chip
+memory ("memory") or L2 ("l2"). When even the busiest is under half used, the kernel is
+"latency"-bound: its time goes to dependency chains, pipeline fill and drain, not throughput.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from isa.target_schema import Target
+from runtime.interpreter import LaunchRecord, RunResult
+
+BOUND_OF = {"mm": "compute", "vec": "vector", "fix": "fixed_pipe", "memory": "memory", "l2": "l2"}
+LATENCY_BELOW = 0.5
+
+
+@dataclass(frozen=True)
+class LaunchSummary:
+    name: str
+    kernel: str
+    start: float
+    end: float
+    flops: float
+    bytes_offchip: float
+    utilization: dict[str, float]
+    bound: str
+    top_stall: str
+
+    @property
+    def cycles(self) -> float:
+        return self.end - self.start
+
+
+def utilization(rec: LaunchRecord, target: Target) -> dict[str, float]:
+    cycles = max(rec.end - rec.start, 1e-9)
+    r = rec.result
+    util = {unit: busy / (target.cores * cycles) for unit, busy in r.unit_busy.items()}
+    util["memory"] = r.resource_bytes.get("memory", 0.0) / (target.memory_bytes_per_cycle * cycles)
+    util["l2"] = r.resource_bytes.get("l2", 0.0) / (target.l2.bytes_per_cycle * cycles)
+    return util
+
+
+def bound(util: dict[str, float]) -> str:
+    scored = [(u, BOUND_OF[name]) for name, u in util.items() if name in BOUND_OF]
+    best, label = max(scored, key=lambda s: s[0]) if scored else (0.0, "latency")
+    return label if best >= LATENCY_BELOW else "latency"
+
+
+_UNIT_OF_BOUND = {"compute": "mm", "vector": "vec", "fixed_pipe": "fix"}
+
+
+def top_stall(rec: LaunchRecord, bound_label: str) -> str:
+    """What the unit behind the bound waited on longest: a token or a resource's bandwidth.
+
+    Compute- and vector-bound kernels report their compute unit; memory-, L2- and
+    latency-bound ones the busiest data-movement unit.
+    """
+    r = rec.result
+    movers = [u for u in ("ld", "st") if u in r.unit_busy]
+    unit = _UNIT_OF_BOUND.get(bound_label) or (
+        max(movers, key=lambda u: r.unit_busy[u]) if movers else None)
+    if unit is None or unit not in r.unit_busy:
+        return ""
+    stalls = [(t, f"{unit} waits for token '{tok}'")
+              for (u, tok), t in sorted(r.token_wait.items()) if u == unit]
+    stalls += [(t, f"{unit} waits for {res} bandwidth")
+               for (u, res), t in sorted(r.bandwidth_wait.items()) if u == unit]
+    return max(stalls)[1] if stalls else f"{unit} never waits"
+
+
+def summarize(rec: LaunchRecord, target: Target) -> LaunchSummary:
+    util = utilization(rec, target)
+    label = bound(util)
+    return LaunchSummary(rec.name, rec.kernel, rec.start, rec.end, rec.flops,
+                         rec.result.resource_bytes.get("memory", 0.0), util, label,
+                         top_stall(rec, label))
+
+
+def unit_totals(run: RunResult) -> dict[str, dict[str, float]]:
+    """Per unit: busy cycles averaged over the cores, and utilisation over the whole run."""
+    target, total = run.target, max(run.cycles, 1e-9)
+    busy: dict[str, float] = {u: 0.0 for u in target.units}
+    mem = l2 = 0.0
+    for rec in run.launches:
+        for unit, b in rec.result.unit_busy.items():
+            busy[unit] = busy.get(unit, 0.0) + b / target.cores
+        mem += rec.result.resource_bytes.get("memory", 0.0)
+        l2 += rec.result.resource_bytes.get("l2", 0.0)
+    busy["memory"] = mem / target.memory_bytes_per_cycle
+    busy["l2"] = l2 / target.l2.bytes_per_cycle
+    return {u: {"busy_cycles": b, "utilization": b / total} for u, b in busy.items()}
+
+
+_LAYER = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\.\d+\.")
+
+
+def layer_pattern(name: str) -> str:
+    """`layer.7.mla.q` -> `layer.*.mla.q`, to aggregate the same kernel over layers."""
+    return _LAYER.sub(lambda m: f"{m.group(1)}.*.", name)

@@ -1,0 +1,43 @@
+"""The terminal summary of `dsc run`: one row per kernel (same kernel over layers aggregated)."""
+from __future__ import annotations
+
+from runtime.interpreter import RunResult
+from runtime.report.summary import layer_pattern, summarize, unit_totals
+
+
+def summary_text(run: RunResult) -> str:
+    target = run.target
+    hz = target.clock_hz
+    rows: dict[tuple[str, str], list] = {}
+    for rec in run.launches:
+        rows.setdefault((layer_pattern(rec.name), rec.kernel), []).append(summarize(rec, target))
+    total = run.cycles
+    lines = [f"model {run.program.model} on {target.name}: {total / hz * 1e6:,.1f} us "
+             f"({total:,.0f} cycles at {target.clock_ghz} GHz), {len(run.launches)} kernel "
+             f"launches, {run.simulated_kernels} simulated",
+             "",
+             f"{'kernel':<34} {'n':>4} {'time us':>10} {'%':>5} {'TFLOPS':>8} {'GB/s':>8} "
+             f"{'bound':<9} top stall"]
+    for (name, kernel), group in rows.items():
+        cycles = sum(r.cycles for r in group)
+        seconds = cycles / hz
+        flops = sum(r.flops for r in group)
+        nbytes = sum(r.bytes_offchip for r in group)
+        bounds = max({r.bound for r in group}, key=lambda b: sum(r.cycles for r in group if r.bound == b))
+        lines.append(f"{_clip(name, 34):<34} {len(group):>4} {seconds * 1e6:>10.1f} "
+                     f"{100 * cycles / max(total, 1e-9):>5.1f} {flops / seconds / 1e12 if seconds else 0:>8.1f} "
+                     f"{nbytes / seconds / 1e9 if seconds else 0:>8.0f} {bounds:<9} {group[0].top_stall}")
+    flops = sum(r.flops for r in run.launches)
+    nbytes = sum(r.result.resource_bytes.get("memory", 0.0) for r in run.launches)
+    seconds = total / hz
+    lines += ["", f"total: {flops / 1e9:,.1f} GFLOP, {nbytes / 1e9:,.2f} GB off-chip; "
+              f"{flops / seconds / 1e12 if seconds else 0:,.1f} TFLOPS, "
+              f"{nbytes / seconds / 1e9 if seconds else 0:,.0f} GB/s achieved"]
+    units = unit_totals(run)
+    lines.append("utilisation: " + ", ".join(f"{u} {v['utilization'] * 100:.1f}%"
+                                             for u, v in units.items()))
+    return "\n".join(lines) + "\n"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else "..." + text[-(width - 3):]

@@ -1,0 +1,116 @@
+"""Kernel simulation: edge tiles, work-item classes, waves, the L2 model, write-back."""
+import dataclasses
+
+import pytest
+
+from isa.expr import Const, Var, mul
+from isa.program import Attr, Box, Buf, BufferDecl, Instr, Kernel, Loop, Param, TensorDecl
+from isa.target_loader import load_target
+from runtime.kernel_sim import _wave_compositions, box_bytes, simulate_kernel
+
+
+@pytest.fixture(scope="module")
+def h800():
+    return load_target("h800")
+
+
+def test_box_bytes_clip_edge_tiles():
+    decl = TensorDecl("x", "bf16", (100, 64), "temp")
+    box = Box("x", (mul(Var("m"), Const(64)), Const(0)), (64, 64))
+    assert box_bytes(box, decl, {"m": 0}) == 64 * 64 * 2
+    assert box_bytes(box, decl, {"m": 1}) == 36 * 64 * 2     # rows 64..99
+    assert box_bytes(box, decl, {"m": 2}) == 0               # past the end
+
+
+def test_fp4_bytes_are_packed():
+    decl = TensorDecl("w", "fp4_e2m1", (32, 33), "weight")
+    box = Box("w", (Const(0), Const(0)), (32, 33))
+    assert box_bytes(box, decl, {}) == (32 * 33 + 1) // 2
+
+
+def _copy_kernel(rows: int, tile: int, grid: int) -> Kernel:
+    """Each work item m loads rows m*tile.. and stores them back: one ld, one st."""
+    start = (mul(Var("m"), Const(tile)), Const(0))
+    body = (Instr("ld.tile", (Buf("s"), Box("x", start, (tile, 64))), signal=("in",)),
+            Instr("st.tile", (Box("y", start, (tile, 64)), Buf("s")), wait=("in",)))
+    return Kernel("copy", (Param("x", "bf16", (rows, 64)), Param("y", "bf16", (rows, 64), True)),
+                  (("m", grid),), (BufferDecl("s", "bf16", (tile, 64), 1, "smem"),),
+                  (("in", 0),), body)
+
+
+def test_waves_split_items_over_cores():
+    kernel = _copy_kernel(rows=5 * 64, tile=64, grid=5)
+    comps = _wave_compositions(kernel, {(False,): 0, (True,): 0}, cores=2)
+    assert comps == {((0, 2),): 2, ((0, 1),): 1}
+
+
+def test_edge_items_form_their_own_class(h800):
+    # 300 rows in tiles of 64: 4 full items and one of 44 rows.
+    kernel = _copy_kernel(rows=300, tile=64, grid=5)
+    params = {"x": TensorDecl("x", "bf16", (300, 64), "temp"),
+              "y": TensorDecl("y", "bf16", (300, 64), "temp")}
+    result = simulate_kernel(kernel, params, h800)
+    assert result.items == 5 and result.waves == 1
+    assert result.resource_bytes["l2"] == pytest.approx(2 * 300 * 64 * 2)   # loads + stores
+    assert result.resource_bytes["memory"] == pytest.approx(2 * 300 * 64 * 2)
+
+
+def test_rereads_hit_l2_when_the_operand_fits(h800):
+    # Every item loads the same 64x64 tile of w: memory sees it once, L2 every time.
+    body = (Instr("ld.tile", (Buf("s"), Box("w", (Const(0), Const(0)), (64, 64)))),)
+    kernel = Kernel("reread", (Param("w", "bf16", (64, 64)),), (("m", 8),),
+                    (BufferDecl("s", "bf16", (64, 64), 1, "smem"),), (), body)
+    result = simulate_kernel(kernel, {"w": TensorDecl("w", "bf16", (64, 64), "weight")}, h800)
+    tile = 64 * 64 * 2
+    assert result.resource_bytes["l2"] == pytest.approx(8 * tile)
+    assert result.resource_bytes["memory"] == pytest.approx(tile)
+
+
+def test_memory_bandwidth_bounds_a_kernel_with_write_back(h800):
+    # A big copy: stores drain in the background, but the kernel can't beat memory bandwidth.
+    rows = 132 * 64 * 8
+    kernel = _copy_kernel(rows=rows, tile=64, grid=132 * 8)
+    params = {"x": TensorDecl("x", "bf16", (rows, 64), "temp"),
+              "y": TensorDecl("y", "bf16", (rows, 64), "temp")}
+    result = simulate_kernel(kernel, params, h800)
+    moved = 2 * rows * 64 * 2
+    assert result.cycles >= moved / h800.memory_bytes_per_cycle * (1 - 1e-9)
+
+
+def test_multicast_loads_count_once_on_l2(h800):
+    body = (Instr("ld.tile", (Buf("s"), Box("w", (Const(0), Const(0)), (64, 64)), Attr("mcast", 2))),)
+    kernel = Kernel("mc", (Param("w", "bf16", (64, 64)),), (("m", 4),),
+                    (BufferDecl("s", "bf16", (64, 64), 1, "smem"),), (), body)
+    result = simulate_kernel(kernel, {"w": TensorDecl("w", "bf16", (64, 64), "weight")}, h800)
+    assert result.resource_bytes["l2"] == pytest.approx(4 * 64 * 64 * 2 / 2)
+
+
+def test_loop_instructions_execute_per_iteration(h800):
+    # One 128x128x128 fp8 MMA per step, 10 steps, one item: 10 x 2*128^3/8192 cycles.
+    mma = Instr("mm.mma", (Buf("acc"), Buf("a"), Buf("b"), Attr("shape", (128, 128, 128)),
+                           Attr("fmt", "fp8_e4m3"), Attr("first", 0)))
+    kernel = Kernel("mm", (), (), (), (), (Loop("k", 10, (mma,)),))
+    result = simulate_kernel(kernel, {}, h800)
+    assert result.cycles == pytest.approx(10 * 2 * 128 ** 3 / 8192)
+    assert result.unit_busy["mm"] == pytest.approx(result.cycles)
+
+
+def test_mma_pads_to_the_instruction_granularity(h800):
+    # M=4 rows still cost a 64-row wgmma: pad(4)=64.
+    mma = Instr("mm.mma", (Buf("acc"), Buf("a"), Buf("b"), Attr("shape", (4, 128, 128)),
+                           Attr("fmt", "bf16"), Attr("first", 1)))
+    kernel = Kernel("mm", (), (), (), (), (mma,))
+    assert simulate_kernel(kernel, {}, h800).cycles == pytest.approx(2 * 64 * 128 * 128 / 4096)
+
+
+def test_target_figures_drive_the_result(h800):
+    # Doubling the matrix throughput halves a pure-MMA kernel: no constant hides in between.
+    fmt = h800.matrix.formats["bf16"]
+    fast = dataclasses.replace(h800, matrix=dataclasses.replace(
+        h800.matrix, formats={**h800.matrix.formats,
+                              "bf16": dataclasses.replace(fmt, flops_per_cycle=2 * fmt.flops_per_cycle)}))
+    mma = Instr("mm.mma", (Buf("acc"), Buf("a"), Buf("b"), Attr("shape", (128, 128, 64)),
+                           Attr("fmt", "bf16"), Attr("first", 1)))
+    kernel = Kernel("mm", (), (), (), (), (mma,))
+    assert simulate_kernel(kernel, {}, fast).cycles == pytest.approx(
+        simulate_kernel(kernel, {}, h800).cycles / 2)
