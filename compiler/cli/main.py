@@ -1,0 +1,140 @@
+"""The `dsc` command line.
+
+Exit status: 0 on success, 1 on bad input (one message, no traceback), 2 on bad usage
+(argparse). Output files are written whole or not at all.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from compiler.cli.output import Progress, write_output
+from compiler.errors import DscError
+from isa.formats import FormatError
+from isa.target_loader import TargetError
+
+
+def _sets(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise DscError(f"--set expects NAME=VALUE, got '{pair}'",
+                           expected="e.g. --set batch=256 or --set weights=mxfp4")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def cmd_compile(args) -> None:
+    from compiler.driver import capacity_warning, compile_model
+    from compiler.ir.text import print_graph
+    from isa.listing import render
+    compiled = compile_model(args.model, args.target, _sets(args.set))
+    warning = capacity_warning(compiled.graph, compiled.target)
+    if warning:
+        print(warning, file=sys.stderr)
+    text = print_graph(compiled.graph) if args.emit == "ir" else render(compiled.program)
+    write_output(args.output, text)
+
+
+def cmd_run(args) -> None:
+    from compiler.driver import capacity_warning, compile_model
+    from runtime.interpreter import run_program
+    from runtime.report.json_report import report_json
+    from runtime.report.text import summary_text
+    compiled = compile_model(args.model, args.target, _sets(args.set))
+    warning = capacity_warning(compiled.graph, compiled.target)
+    if warning:
+        print(warning, file=sys.stderr)
+    with Progress("simulating") as progress:
+        run = run_program(compiled.program, compiled.target, progress=progress.update)
+    outputs = []
+    if args.json:
+        outputs.append((args.json, report_json(run)))
+    for path, text in outputs:
+        write_output(path, text)
+    if args.json != "-":
+        sys.stdout.write(summary_text(run))
+
+
+def cmd_stats(args) -> None:
+    from compiler.frontend import load_model
+    from compiler.stats import model_stats
+    stats = model_stats(load_model(args.model, _sets(args.set)))
+    if args.json:
+        sys.stdout.write(json.dumps(stats.contract(), indent=1) + "\n")
+        return
+    rows = [("parameters", f"{stats.params:,}"),
+            ("active parameters per token", f"{stats.active_params:,}"),
+            ("weight bytes", f"{stats.weight_bytes:,}"),
+            ("KV-cache bytes per token", f"{stats.kv_cache_bytes_per_token:,}"),
+            ("FLOPs per token", f"{stats.flops_per_token:,.4g} ({stats.tokens} tokens per step)")]
+    for name, value in rows:
+        print(f"{name:<30} {value}")
+
+
+def cmd_targets(args) -> None:
+    from isa.target_loader import builtin_names, load_target, resolve_target_path
+    if args.action == "show":
+        if not args.name:
+            raise DscError("'dsc targets show' needs a target name or file")
+        load_target(args.name)
+        sys.stdout.write(resolve_target_path(args.name).read_text())
+        return
+    for name in builtin_names():
+        target = load_target(name)
+        print(f"{name:<12} {target.description}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dsc", description="Compile .ds models to a virtual "
+                                     "accelerator ISA and simulate their schedules.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def model_command(name, help_text, func):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("model", help="a .ds model file")
+        p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                       help="override a top-level integer or a precision role (weights=mxfp4)")
+        p.set_defaults(func=func)
+        return p
+
+    p = model_command("compile", "compile a model and print its ISA listing or IR", cmd_compile)
+    p.add_argument("--target", required=True, help="builtin target name or a .toml file")
+    p.add_argument("--emit", choices=("ir", "isa"), default="isa")
+    p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
+    p = model_command("run", "compile and simulate; print a summary", cmd_run)
+    p.add_argument("--target", required=True, help="builtin target name or a .toml file")
+    p.add_argument("--json", metavar="FILE", help="write the JSON report (- for stdout)")
+    p = model_command("stats", "parameters, active parameters, FLOPs and KV bytes per token",
+                      cmd_stats)
+    p.add_argument("--json", action="store_true", help="print the contract JSON")
+    p = sub.add_parser("targets", help="list builtin targets, or show one")
+    p.add_argument("action", nargs="?", choices=("show",))
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=cmd_targets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (DscError, TargetError, FormatError) as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+    except Exception as err:   # a bug: say so plainly; DSC_DEBUG=1 shows the traceback
+        if os.environ.get("DSC_DEBUG"):
+            raise
+        print(f"dsc: internal error: {type(err).__name__}: {err}\n"
+              "(this is a bug in dsc; rerun with DSC_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

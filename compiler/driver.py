@@ -1,0 +1,39 @@
+"""The compiler pipeline as one readable list of stages, shared by every CLI command."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.frontend import load_model
+from compiler.ir.graph import Graph
+from compiler.lower import lower
+from compiler.stats import model_stats
+from isa.program import Program
+from isa.target_loader import load_target
+from isa.target_schema import Target
+
+
+@dataclass(frozen=True)
+class Compiled:
+    graph: Graph
+    target: Target
+    program: Program
+
+
+def compile_model(model_path: str, target_name: str, overrides: dict[str, str]) -> Compiled:
+    target = load_target(target_name)
+    graph = load_model(model_path, overrides)
+    program = lower(graph, target)
+    return Compiled(graph, target, program)
+
+
+def capacity_warning(graph: Graph, target: Target) -> str | None:
+    """A warning when weights plus KV cache exceed the device's memory (plans come later)."""
+    stats = model_stats(graph)
+    caches = sum(n.type.nbytes for n in graph.nodes() if n.op == "cache")
+    need = stats.weight_bytes + caches
+    have = target.memory.bytes * target.chip.dies
+    if need <= have:
+        return None
+    return (f"warning: weights ({stats.weight_bytes / 1e9:,.1f} GB) and KV cache "
+            f"({caches / 1e9:,.1f} GB) need {need / 1e9:,.1f} GB but one {target.name} has "
+            f"{have / 1e9:,.1f} GB; simulating one device as if they fit")

@@ -1,0 +1,89 @@
+"""`dsc stats`: parameter counts, active parameters, FLOPs and KV-cache bytes per token.
+
+Routed experts are found by dataflow, not by name: values computed from a `dispatch` output
+(up to the `combine` that gathers them back) are in the expert layout, and a weight multiplied
+with such a value is split across the experts, so per token only top_k of its `experts` slices
+are active.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from compiler.ir.graph import Graph, Node
+from compiler.ir.ops import OPS
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    params: int
+    active_params: int
+    flops_per_token: float
+    kv_cache_bytes_per_token: int
+    weight_bytes: int
+    tokens: int
+    flops: float
+
+    def contract(self) -> dict:
+        return {"params": self.params, "active_params": self.active_params,
+                "flops_per_token": self.flops_per_token,
+                "kv_cache_bytes_per_token": self.kv_cache_bytes_per_token,
+                "weight_bytes": self.weight_bytes}
+
+
+def _expert_layout(graph: Graph) -> dict[int, Node]:
+    """Value id -> the dispatch whose expert layout it is in."""
+    layout: dict[int, Node] = {}
+    for node in graph.nodes():
+        if node.op == "dispatch":
+            layout[node.id] = node
+        elif node.op != "combine":
+            for i in node.inputs:
+                if i in layout and graph.node(i).op != "weight":
+                    layout[node.id] = layout[i]
+                    break
+    return layout
+
+
+def active_fraction(graph: Graph) -> dict[int, float]:
+    """Weight id -> fraction of it a token uses (top_k / experts for routed expert weights)."""
+    layout = _expert_layout(graph)
+    fraction: dict[int, float] = {}
+    for node in graph.nodes():
+        if OPS[node.op].category != "contraction":
+            continue
+        routed = [layout[i] for i in node.inputs if i in layout]
+        for i in node.inputs:
+            if graph.node(i).op == "weight" and routed:
+                dispatch = routed[0]
+                top_k = graph.node(dispatch.inputs[1]).type.shape[-1]
+                fraction[i] = min(fraction.get(i, 1.0), top_k / dispatch.attr("experts"))
+    return fraction
+
+
+def token_count(graph: Graph) -> int:
+    """Tokens one evaluation processes: batch x seq when declared, else an input's rows."""
+    if "batch" in graph.sizes and "seq" in graph.sizes:
+        return graph.sizes["batch"] * graph.sizes["seq"]
+    inputs = [n for n in graph.nodes() if n.op == "input"]
+    if not inputs:
+        return 1
+    return max(1, math.prod(inputs[0].type.shape[:-1]))
+
+
+def model_stats(graph: Graph) -> ModelStats:
+    fraction = active_fraction(graph)
+    params = active = weight_bytes = kv = 0
+    flops = 0.0
+    for node in graph.nodes():
+        if node.op == "weight":
+            params += node.type.numel
+            active += round(node.type.numel * fraction.get(node.id, 1.0))
+            weight_bytes += node.type.nbytes
+        elif node.op == "cache":
+            kv += node.type.format.nbytes(node.type.shape[2:])
+        ins = [graph.node(i).type for i in node.inputs]
+        if OPS[node.op].category != "source":
+            flops += float(OPS[node.op].flops(ins, node.type, node.attr_dict))
+    tokens = token_count(graph)
+    return ModelStats(params, active, flops / tokens, kv, weight_bytes, tokens, flops)
