@@ -49,6 +49,10 @@ class Matrix:
     promotion_interval: int = key(
         "elements of K after which limited-precision partial sums are promoted to FP32",
         minimum=1, default=128)
+    results_to_vector: str = key(
+        "how accumulator results reach the vector unit: 'direct' (same core, e.g. GPU "
+        "registers) or 'memory' (split cube/vector cores exchange through L2 and global memory)",
+        choices=("direct", "memory"), default="direct")
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,19 @@ class DieLink:
 
 
 @dataclass(frozen=True)
+class Link:
+    bandwidth_gbs: float = key("bandwidth per device, each way", unit="GB/s", minimum=0.001)
+    latency_us: float = key("latency of one message", unit="us", minimum=0)
+
+
+@dataclass(frozen=True)
+class System:
+    devices_per_node: int = key("devices joined by the intra-node link", minimum=1)
+    intra_node: Link = key("device-to-device link inside a node (e.g. NVLink)")
+    inter_node: Link = key("network between nodes, per device (e.g. one InfiniBand NIC)")
+
+
+@dataclass(frozen=True)
 class Target:
     name: str = key("target name used on the command line")
     description: str = key("one line describing the chip")
@@ -123,6 +140,7 @@ class Target:
     fixed_pipe: FixedPipe | None = key("optional post-processing unit behind the matrix unit",
                                        default=None)
     die_link: DieLink | None = key("die-to-die link (required when chip.dies > 1)", default=None)
+    system: System | None = key("how devices of this kind are joined into a system", default=None)
 
     # -- derived quantities: the only place units are converted --
 
