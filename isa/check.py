@@ -5,16 +5,39 @@ instruction exists on the target, has operands of the kinds its definition lists
 attributes it requires, names declared buffers and parameters; every token it waits on is
 declared and either starts with credit or is signalled in the kernel; the buffers of each
 space fit the target's capacity.
+
+`check_program` runs them all. The pieces (`check_instruction`, `check_buffers`,
+`check_launch`) are also used one record at a time by the assembler, which knows the listing
+line of each record and reports it.
 """
 from __future__ import annotations
 
-from isa.instructions import OPERAND_TYPES, lookup
-from isa.program import Attr, Box, Buf, Kernel, Program, TensorRef, bind_name, expand_schedule, walk
+from dataclasses import dataclass
+
+from isa.instructions import OPERAND_TYPES, InstrDef, lookup
+from isa.program import (Attr, Box, Buf, BufferDecl, Instr, Kernel, Launch, Param, Program,
+                         TensorDecl, TensorRef, bind_name, expand_schedule, walk)
 from isa.target_schema import Target
 
 
 class ProgramError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class KernelScope:
+    """What the instructions of one kernel may name."""
+    where: str
+    buffers: dict[str, BufferDecl]
+    params: dict[str, Param]
+    tokens: dict[str, int]
+    signalled: frozenset[str]
+
+    @classmethod
+    def of(cls, kernel: Kernel) -> "KernelScope":
+        return cls(f"kernel {kernel.name}", {b.name: b for b in kernel.buffers},
+                   {p.name: p for p in kernel.params}, dict(kernel.tokens),
+                   frozenset(tok for ins in walk(kernel.body) for tok in ins.signal))
 
 
 def check_program(program: Program, target: Target) -> None:
@@ -23,53 +46,75 @@ def check_program(program: Program, target: Target) -> None:
     for kernel in program.kernels:
         check_kernel(kernel, target)
     for launch, env in expand_schedule(program.schedule):
-        if launch.kernel not in kernels:
-            raise ProgramError(f"launch of undefined kernel '{launch.kernel}'")
-        kernel = kernels[launch.kernel]
-        bound = dict(launch.args)
-        missing = [p.name for p in kernel.params if p.name not in bound]
-        extra = [p for p in bound if p not in {q.name for q in kernel.params}]
-        if missing or extra:
-            raise ProgramError(f"launch of {kernel.name}: " + (
-                f"parameter '{missing[0]}' is not bound" if missing else f"no parameter '{extra[0]}'"))
-        for param in kernel.params:
-            name = bind_name(bound[param.name], env)
-            decl = tensors.get(name)
-            if decl is None:
-                raise ProgramError(f"launch of {kernel.name}: tensor '{name}' is not declared")
-            if (decl.dtype, decl.shape) != (param.dtype, param.shape):
-                raise ProgramError(
-                    f"launch of {kernel.name}: '{param.name}' expects {param.dtype}{list(param.shape)}"
-                    f" but '{name}' is {decl.dtype}{list(decl.shape)}")
+        check_launch(launch, env, kernels, tensors)
 
 
 def check_kernel(kernel: Kernel, target: Target) -> None:
-    where = f"kernel {kernel.name}"
-    buffers = {b.name: b for b in kernel.buffers}
-    params = {p.name: p for p in kernel.params}
-    tokens = dict(kernel.tokens)
-    signalled = {tok for ins in walk(kernel.body) for tok in ins.signal}
+    scope = KernelScope.of(kernel)
     for ins in walk(kernel.body):
         definition = lookup(ins.op, target)
         if definition is None:
-            raise ProgramError(f"{where}: '{ins.op}' is not an instruction of target {target.name}")
-        _check_operands(ins, definition, buffers, params, where)
-        for tok in ins.wait + ins.signal:
-            if tok not in tokens:
-                raise ProgramError(f"{where}: {ins.op} uses undeclared token '{tok}'")
-        for tok in ins.wait:
-            if tok not in signalled and tokens[tok] <= 0:
-                raise ProgramError(f"{where}: {ins.op} waits for token '{tok}', which nothing "
-                                   "signals and which starts at 0")
+            raise ProgramError(f"{scope.where}: '{ins.op}' is not an instruction of target "
+                               f"{target.name}")
+        check_instruction(ins, definition, scope)
+    check_buffers(kernel, target)
+
+
+def check_instruction(ins: Instr, definition: InstrDef, scope: KernelScope) -> None:
+    """Operands, attributes and tokens of one instruction against its definition."""
+    _check_operands(ins, definition, scope.buffers, scope.params, scope.where)
+    for tok in ins.wait + ins.signal:
+        if tok not in scope.tokens:
+            raise ProgramError(f"{scope.where}: {ins.op} uses undeclared token '{tok}'")
+    for tok in ins.wait:
+        if tok not in scope.signalled and scope.tokens[tok] <= 0:
+            raise ProgramError(f"{scope.where}: {ins.op} waits for token '{tok}', which nothing "
+                               "signals and which starts at 0")
+
+
+def check_buffers(kernel: Kernel, target: Target) -> None:
+    """The buffers of each space fit the target's capacity for it."""
     used: dict[str, int] = {}
     for b in kernel.buffers:
         used[b.space] = used.get(b.space, 0) + b.nbytes
     for space, nbytes in used.items():
         if space not in target.buffers:
-            raise ProgramError(f"{where}: target {target.name} has no buffer '{space}'")
+            raise ProgramError(f"kernel {kernel.name}: target {target.name} has no buffer "
+                               f"'{space}'")
         if nbytes > target.buffers[space].bytes:
-            raise ProgramError(f"{where}: buffers in {space} need {nbytes} bytes, the target "
-                               f"has {target.buffers[space].bytes}")
+            raise ProgramError(f"kernel {kernel.name}: buffers in {space} need {nbytes} bytes, "
+                               f"the target has {target.buffers[space].bytes}")
+
+
+def check_launch(launch: Launch, env: dict[str, int], kernels: dict[str, Kernel],
+                 tensors: dict[str, TensorDecl]) -> None:
+    """One launch, its names bound in `env`: the kernel exists and each parameter is bound to
+    a declared tensor of the parameter's type."""
+    if launch.kernel not in kernels:
+        raise ProgramError(f"launch of undefined kernel '{launch.kernel}'")
+    kernel = kernels[launch.kernel]
+    bound = dict(launch.args)
+    missing = [p.name for p in kernel.params if p.name not in bound]
+    extra = [p for p in bound if p not in {q.name for q in kernel.params}]
+    if missing or extra:
+        raise ProgramError(f"launch of {kernel.name}: " + (
+            f"parameter '{missing[0]}' is not bound" if missing else f"no parameter '{extra[0]}'"))
+    for param in kernel.params:
+        name = bind_name(bound[param.name], env)
+        decl = tensors.get(name)
+        if decl is None:
+            raise ProgramError(f"launch of {kernel.name}: tensor '{name}' is not declared")
+        if (decl.dtype, decl.shape) != (param.dtype, param.shape):
+            raise ProgramError(
+                f"launch of {kernel.name}: '{param.name}' expects {param.dtype}{list(param.shape)}"
+                f" but '{name}' is {decl.dtype}{list(decl.shape)}")
+
+
+_KIND_NAMES = {"buf": "a buffer", "box": "a box @param[...]", "tensor": "a tensor @param"}
+
+
+def _kind_of(operand) -> str:
+    return next(kind for kind, cls in OPERAND_TYPES.items() if isinstance(operand, cls))
 
 
 def _check_operands(ins, definition, buffers, params, where) -> None:
@@ -81,9 +126,10 @@ def _check_operands(ins, definition, buffers, params, where) -> None:
         kinds = kinds[:-1] + ([kinds[-1][:-1]] if len(operands) == len(kinds) else [])
     if len(operands) != len(kinds):
         raise ProgramError(f"{where}: {ins.op} takes {len(kinds)} operands, got {len(operands)}")
-    for operand, kind in zip(operands, kinds):
+    for number, (operand, kind) in enumerate(zip(operands, kinds), 1):
         if not isinstance(operand, OPERAND_TYPES[kind]):
-            raise ProgramError(f"{where}: {ins.op} expects a {kind} operand, got {operand}")
+            raise ProgramError(f"{where}: {ins.op} operand {number} must be {_KIND_NAMES[kind]},"
+                               f" got {_KIND_NAMES[_kind_of(operand)]}")
         if isinstance(operand, Buf) and operand.name not in buffers:
             raise ProgramError(f"{where}: {ins.op} uses undeclared buffer '{operand.name}'")
         if isinstance(operand, (Box, TensorRef)) and operand.tensor not in params:

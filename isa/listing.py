@@ -2,18 +2,26 @@
 
 The formats are chosen so the assembler (assembler.py) reads any listing back into an equal
 program: off-chip tensors are written `@param`, buffers by name with an optional `[slot]`,
-attributes `key=value` (tuples as AxBxC, expressions without spaces), tokens in trailing
-`wait(...)` and `signal(...)` clauses. Tensors and launches of identical layers are folded
-with a `for i in A..B` clause / a `repeat i A..B` block, so listings stay readable.
+attributes `key=value`, tokens in trailing `wait(...)` and `signal(...)` clauses. Tensors and
+launches of identical layers are folded with a `for i in A..B` clause / a `repeat i A..B`
+block, so listings stay readable.
+
+An attribute value is written so that its text alone says its type: an integer, a float
+(repr, always with `.`, `e`, `inf` or `nan`), `true`/`false`, a tuple `AxBxC`, an expression
+over the grid and loop variables in scope, or a string, bare when it is a plain name that is
+none of the above and quoted otherwise. `fmt_value` writes a value and `parse_value` reads it
+back, side by side so the two rules cannot drift apart.
 """
 from __future__ import annotations
 
+import json
+import numbers
 import re
 from pathlib import Path
 
 import jinja2
 
-from isa.expr import Expr, to_text
+from isa.expr import Bin, Const, Var, parse_expr, to_text
 from isa.program import (Attr, Box, Buf, Instr, Kernel, Launch, Loop, Program, Repeat,
                          TensorDecl, TensorRef, ViewStep)
 
@@ -23,19 +31,111 @@ _ENV = jinja2.Environment(
     keep_trailing_newline=True, autoescape=False)
 
 
-def fmt_value(v) -> str:
+# Bare words that are values, not names: a string or variable spelled so is written otherwise.
+RESERVED_WORDS = frozenset({"true", "false", "inf", "nan"})
+BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def fmt_value(v, scope=frozenset()) -> str:
+    """An attribute value; `scope` holds the grid and loop variables visible where it is used.
+
+    A variable in scope is written bare (`expert=e`), a string bare when it is a plain name
+    that is not a variable in scope (`fmt=fp8_e4m3`) and quoted otherwise; an expression that
+    would read as something else (a constant, a variable out of scope) is parenthesised.
+    """
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, numbers.Integral):
+        return str(int(v))
+    if isinstance(v, numbers.Real):
+        return repr(float(v))
+    if isinstance(v, str):
+        bare = BARE_WORD.fullmatch(v) and v not in RESERVED_WORDS and v not in scope
+        return v if bare else json.dumps(v)
     if isinstance(v, tuple):
-        return "x".join(str(x) for x in v)
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, (int, str)):
-        return str(v)
-    return to_text(v)
+        return _fmt_tuple(v, scope)
+    if isinstance(v, Var) and v.name in scope and v.name not in RESERVED_WORDS:
+        return v.name
+    if isinstance(v, (Const, Var)):
+        return f"({to_text(v)})"
+    if isinstance(v, Bin):
+        return to_text(v)
+    raise TypeError(f"cannot write attribute value {v!r} of type {type(v).__name__}")
 
 
-def fmt_operand(op) -> str:
+def _fmt_tuple(v: tuple, scope) -> str:
+    """Two or more integers as `AxB`; any other tuple as `(a,b)`, `(a,)` or `()`."""
+    if len(v) >= 2 and all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in v):
+        return "x".join(str(int(x)) for x in v)
+    items = ",".join(fmt_value(x, scope) for x in v)
+    return f"({items},)" if len(v) == 1 else f"({items})"
+
+
+_INT = re.compile(r"-?[0-9]+")
+_FLOAT = re.compile(r"-?(?:[0-9]+\.[0-9]*(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+|inf)|nan")
+_INT_TUPLE = re.compile(r"-?[0-9]+(?:x-?[0-9]+)+")
+
+
+def parse_value(text: str, scope=frozenset()):
+    """An attribute value from its text, the inverse of `fmt_value`.
+
+    `"..."` is a string; `12`, `-3` ints; `1e-06`, `10000.0`, `inf` floats; `true`/`false`
+    bools; `128x128` and `(a,b)`, `(a,)`, `()` tuples; a bare name is the variable when it is
+    a grid or loop variable in `scope`, else a string (`fmt=fp8_e4m3`); anything else an
+    expression (`k==0`, `(w*32+t)*4`). Raises ValueError when the text is none of these.
+    """
+    if text.startswith('"'):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, str):
+            raise ValueError(f"cannot read the string {text}")
+        return value
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    if text in ("true", "false"):
+        return text == "true"
+    if _INT_TUPLE.fullmatch(text):
+        return tuple(int(x) for x in text.split("x"))
+    items = _tuple_items(text)
+    if items is not None:
+        return tuple(parse_value(item, scope) for item in items)
+    if BARE_WORD.fullmatch(text):
+        return Var(text) if text in scope else text
+    return parse_expr(text)
+
+
+def _tuple_items(text: str) -> list[str] | None:
+    """The items of `(a,b)`, `(a,)` or `()`; None for other text (a parenthesised expression
+    has no comma at its top level)."""
+    if not (text.startswith("(") and text.endswith(")")):
+        return None
+    inner = text[1:-1]
+    items, depth, start, i = [], 0, 0, 0
+    while i < len(inner):
+        ch = inner[i]
+        if ch == '"':                                    # skip a quoted string, escapes and all
+            i += 1
+            while i < len(inner) and inner[i] != '"':
+                i += 2 if inner[i] == "\\" else 1
+        elif ch in "()":
+            depth += 1 if ch == "(" else -1
+            if depth < 0:
+                return None          # `(a)*(b)`: the first `(` closes before the end
+        elif ch == "," and depth == 0:
+            items.append(inner[start:i])
+            start = i + 1
+        i += 1
+    if not items:
+        return [] if inner == "" else None
+    tail = inner[start:]
+    return items + [tail] if tail else items
+
+
+def fmt_operand(op, scope=frozenset()) -> str:
     if isinstance(op, Buf):
         return op.name if op.slot is None else f"{op.name}[{to_text(op.slot)}]"
     if isinstance(op, Box):
@@ -44,13 +144,13 @@ def fmt_operand(op) -> str:
     if isinstance(op, TensorRef):
         return f"@{op.tensor}"
     assert isinstance(op, Attr)
-    return f"{op.key}={fmt_value(op.value)}"
+    return f"{op.key}={fmt_value(op.value, scope)}"
 
 
-def fmt_instr(ins: Instr) -> str:
+def fmt_instr(ins: Instr, scope=frozenset()) -> str:
     operands = ", ".join(fmt_operand(a) for a in ins.args if not isinstance(a, Attr))
-    attrs = " ".join(fmt_operand(a) for a in ins.args if isinstance(a, Attr))
-    text = f"{ins.op:<18}{operands}"
+    attrs = " ".join(fmt_operand(a, scope) for a in ins.args if isinstance(a, Attr))
+    text = f"{ins.op:<17} {operands}"
     if attrs:
         text += f"  {attrs}"
     if ins.wait:
@@ -71,21 +171,22 @@ def fmt_step(step: ViewStep) -> str:
 def fmt_tensor(t: TensorDecl) -> str:
     scaling = f" {t.scaling}" if t.scaling else ""
     if t.kind == "view":
-        steps = ".".join(fmt_step(s) for s in t.steps)
-        return f"view {t.name}: {fmt_type(t.dtype, t.shape)}{scaling} = {t.base}.{steps}"
+        steps = "".join("." + fmt_step(s) for s in t.steps)
+        return f"view {t.name}: {fmt_type(t.dtype, t.shape)}{scaling} = {t.base}{steps}"
     return f"tensor {t.name}: {fmt_type(t.dtype, t.shape)}{scaling} {t.kind}"
 
 
-def body_lines(stmts, indent: int = 2) -> list[str]:
+def body_lines(stmts, indent: int = 2, scope=frozenset()) -> list[str]:
+    """Instruction lines; `scope` holds the grid and enclosing loop variables."""
     lines = []
     for s in stmts:
         pad = " " * indent
         if isinstance(s, Loop):
             lines.append(f"{pad}loop {s.var} {s.count}")
-            lines += body_lines(s.body, indent + 2)
+            lines += body_lines(s.body, indent + 2, scope | {s.var})
             lines.append(f"{pad}end")
         else:
-            lines.append(pad + fmt_instr(s))
+            lines.append(pad + fmt_instr(s, scope))
     return lines
 
 
@@ -93,12 +194,12 @@ def kernel_view(k: Kernel) -> dict:
     params = ", ".join(f"{'out ' if p.output else ''}{p.name}: {fmt_type(p.dtype, p.shape)}"
                        for p in k.params)
     decls = [f"buffer {b.name}: {fmt_type(b.dtype, b.shape)}"
-             + (f" x{b.slots}" if b.slots > 1 else "") + f" {b.space}" for b in k.buffers]
+             + (f" x{b.slots}" if b.slots != 1 else "") + f" {b.space}" for b in k.buffers]
     if k.tokens:
         decls.append("token " + " ".join(f"{t}={n}" for t, n in k.tokens))
     return {"header": f"kernel {k.name}({params})", "notes": list(k.notes),
             "grid": "grid " + " ".join(f"{v}={n}" for v, n in k.grid) if k.grid else "",
-            "decls": decls, "body": body_lines(k.body)}
+            "decls": decls, "body": body_lines(k.body, scope=frozenset(v for v, _ in k.grid))}
 
 
 def fmt_launch(l: Launch) -> str:

@@ -2,7 +2,7 @@
 
 Every key is a dataclass field whose metadata carries its documentation, unit and valid range;
 the loader (target_loader.py) validates a TOML file against these classes and the reference page
-(`dsc targets --schema`) is rendered from them, so the documentation cannot drift from the code.
+(`dsc targets schema`) is rendered from them, so the documentation cannot drift from the code.
 Secondary quantities (bytes per cycle, latencies in cycles, peak FLOP/s) are derived in exactly
 one place: the properties of `Target`.
 """

@@ -12,6 +12,7 @@ import sys
 
 from compiler.cli.output import Progress, write_output
 from compiler.errors import DscError
+from isa.errors import ListingError
 from isa.formats import FormatError
 from isa.target_loader import TargetError
 
@@ -40,16 +41,12 @@ def cmd_compile(args) -> None:
 
 
 def cmd_run(args) -> None:
-    from compiler.driver import capacity_warning, compile_model
     from runtime.interpreter import run_program
     from runtime.report.json_report import report_json
     from runtime.report.text import summary_text
-    compiled = compile_model(args.model, args.target, _sets(args.set))
-    warning = capacity_warning(compiled.graph, compiled.target)
-    if warning:
-        print(warning, file=sys.stderr)
+    program, target = _program_to_run(args)
     with Progress("simulating") as progress:
-        run = run_program(compiled.program, compiled.target, progress=progress.update)
+        run = run_program(program, target, progress=progress.update)
     outputs = []
     if args.json:
         outputs.append((args.json, report_json(run)))
@@ -57,6 +54,38 @@ def cmd_run(args) -> None:
         write_output(path, text)
     if args.json != "-":
         sys.stdout.write(summary_text(run))
+
+
+def _program_to_run(args):
+    """What `dsc run` simulates: a listing (.lst, .isa, or a `; dsc listing` first line) read
+    back and checked against the target, else the model compiled for it."""
+    from isa.assembler import is_listing, parse_listing
+    from isa.target_loader import load_target
+    if is_listing(args.model):
+        if args.set:
+            raise DscError("--set does not apply to a listing: its sizes are fixed "
+                           "(edit the listing, or compile the model with --set)")
+        target = load_target(args.target)
+        try:
+            with open(args.model, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise DscError(f"cannot read listing '{args.model}': {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise DscError(f"cannot read listing '{args.model}': not UTF-8 text") from None
+        return parse_listing(text, args.model, target), target
+    from compiler.driver import capacity_warning, compile_model
+    compiled = compile_model(args.model, args.target, _sets(args.set))
+    warning = capacity_warning(compiled.graph, compiled.target)
+    if warning:
+        print(warning, file=sys.stderr)
+    return compiled.program, compiled.target
+
+
+def cmd_isa(args) -> None:
+    from isa.reference import isa_reference
+    from isa.target_loader import load_target
+    sys.stdout.write(isa_reference(load_target(args.target)))
 
 
 def cmd_stats(args) -> None:
@@ -77,15 +106,29 @@ def cmd_stats(args) -> None:
 
 def cmd_targets(args) -> None:
     from isa.target_loader import builtin_names, load_target, resolve_target_path
-    if args.action == "show":
-        if not args.name:
-            raise DscError("'dsc targets show' needs a target name or file")
-        load_target(args.name)
-        sys.stdout.write(resolve_target_path(args.name).read_text())
+    from isa.target_reference import (SUMMARY_HEADER, derived_lines, render_reference,
+                                      summary_row)
+    if args.action == "schema":
+        sys.stdout.write(render_reference())
         return
-    for name in builtin_names():
-        target = load_target(name)
-        print(f"{name:<12} {target.description}")
+    if args.action in ("show", "check"):
+        if not args.name:
+            raise DscError(f"'dsc targets {args.action}' needs a target name or file")
+        target = load_target(args.name)
+        if args.action == "check":
+            print(f"{args.name}: ok ({target.name})")
+            return
+        text = resolve_target_path(args.name).read_text()
+        derived = [f"# {line}" for line in derived_lines(target)]
+        sys.stdout.write(text.rstrip("\n") + "\n\n# -- derived by the loader --\n"
+                         + "\n".join(derived) + "\n")
+        return
+    rows = [SUMMARY_HEADER] + [summary_row(load_target(name)) for name in builtin_names()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(SUMMARY_HEADER) - 1)]
+    for row in rows:
+        cells = [c.rjust(w) if 1 < i < 4 else c.ljust(w) for i, (c, w) in
+                 enumerate(zip(row, widths))]
+        print("  ".join(cells + [row[-1]]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,16 +148,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, help="builtin target name or a .toml file")
     p.add_argument("--emit", choices=("ir", "isa"), default="isa")
     p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
-    p = model_command("run", "compile and simulate; print a summary", cmd_run)
+    p = model_command("run", "compile and simulate, or simulate a listing (FILE.lst); print a "
+                      "summary", cmd_run)
     p.add_argument("--target", required=True, help="builtin target name or a .toml file")
     p.add_argument("--json", metavar="FILE", help="write the JSON report (- for stdout)")
     p = model_command("stats", "parameters, active parameters, FLOPs and KV bytes per token",
                       cmd_stats)
     p.add_argument("--json", action="store_true", help="print the contract JSON")
-    p = sub.add_parser("targets", help="list builtin targets, or show one")
-    p.add_argument("action", nargs="?", choices=("show",))
-    p.add_argument("name", nargs="?")
+    p = sub.add_parser("targets", help="list builtin targets; show or check one; print the "
+                       "target file reference")
+    p.add_argument("action", nargs="?", choices=("show", "check", "schema"),
+                   help="show T: the file and its derived figures; check FILE: validate it; "
+                        "schema: the reference of every key (default: list builtins)")
+    p.add_argument("name", nargs="?", help="builtin target name or a .toml file")
     p.set_defaults(func=cmd_targets)
+    p = sub.add_parser("isa", help="print the instruction set reference for a target")
+    p.add_argument("target", help="builtin target name or a .toml file")
+    p.set_defaults(func=cmd_isa)
     return parser
 
 
@@ -122,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DscError, TargetError, FormatError) as err:
+    except (DscError, TargetError, FormatError, ListingError) as err:
         print(str(err), file=sys.stderr)
         return 1
     except BrokenPipeError:
