@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from compiler.frontend import load_model
 from compiler.ir.graph import Graph
 from compiler.lower import lower
+from compiler.passes import PassContext, run_pipeline
 from compiler.stats import model_stats
 from isa.program import Program
 from isa.target_loader import load_target
@@ -17,13 +18,18 @@ class Compiled:
     graph: Graph
     target: Target
     program: Program
+    notes: tuple[str, ...] = ()
 
 
-def compile_model(model_path: str, target_name: str, overrides: dict[str, str]) -> Compiled:
+def compile_model(model_path: str, target_name: str, overrides: dict[str, str],
+                  after=None, passes=None) -> Compiled:
+    """Front end, graph passes (after(name, graph) runs after each), lowering."""
     target = load_target(target_name)
     graph = load_model(model_path, overrides)
+    ctx = PassContext(target)
+    graph = run_pipeline(graph, ctx, passes, after)
     program = lower(graph, target)
-    return Compiled(graph, target, program)
+    return Compiled(graph, target, program, tuple(ctx.notes))
 
 
 def capacity_warning(graph: Graph, target: Target) -> str | None:

@@ -106,6 +106,9 @@ _VECTOR_ATTRS = {"topk": ("k", "groups", "topk_groups"), "route_weights": ("norm
                  "promote": ("first", "block_cols"), "accumulate": ("first",), "dequant": ("block",),
                  "causal_mask": ("offset", "row0", "inner", "seq"),
                  "rope": ("offset", "theta", "row0", "inner", "seq"), "rmsnorm": ("eps",),
+                 "place": ("col",),
+                 "online_softmax": ("scale", "first", "offset", "row0", "inner", "seq", "col0",
+                                    "keys"),
                  **{op: ("imm0", "imm1") for op in ("add", "sub", "mul", "div")}}
 
 _TABLE = [
@@ -120,20 +123,23 @@ _TABLE = [
     InstrDef("st.tile", "st", ("box", "buf"), (), "store a buffer into a box of an off-chip tensor",
              "bytes(box) as a transfer out", _box_transfer("store", 0)),
     InstrDef("mm.mma", "mm", ("buf", "buf", "buf"), ("shape", "fmt", "first"),
-             "acc = (first ? 0 : acc) + a @ b for an MxNxK tile in input format fmt",
+             "acc = (first ? 0 : acc) + a @ b (a @ b^T with trans_b=1) for an MxNxK tile in input "
+             "format fmt; operands are read from their leading M x K and K x N corners",
              "2 * pad(M) * pad(N) * pad(K) / flops_per_cycle(fmt), dims padded to the "
-             "matrix instruction granularity", _mma),
+             "matrix instruction granularity", _mma, optional_attrs=("trans_b",)),
 ]
-def _vector_operands(name: str, arity: int) -> tuple[str, ...]:
-    """dst then sources; a binary elementwise op's second source may be an immediate `imm1`,
+def _vector_operands(name: str, arity: int, outputs: int) -> tuple[str, ...]:
+    """dsts then sources; a binary elementwise op's second source may be an immediate `imm1`,
     and top-k's selection bias is optional."""
     if name in ("add", "sub", "mul", "div", "topk"):
         return ("buf", "buf", "buf?")
-    return ("buf",) + ("buf",) * arity
+    if name == "place":       # dst is read too: the other columns are kept
+        return ("buf", "buf")
+    return ("buf",) * outputs + ("buf",) * arity
 
 
 _TABLE += [
-    InstrDef(f"vec.{name}", "vec", _vector_operands(name, vop.arity), ("n",),
+    InstrDef(f"vec.{name}", "vec", _vector_operands(name, vop.arity, vop.outputs), ("n",),
              vop.doc, "max(n * alu / lanes, n * special / special_lanes) with "
              f"alu={vop.alu if not callable(vop.alu) else 'f(attrs)'}, special={vop.special}",
              _vector(name), optional_attrs=_VECTOR_ATTRS.get(name, ()))

@@ -26,6 +26,8 @@ class VectorOp:
     special: float | Callable[[dict], float]   # transcendental operations per element
     semantics: Callable        # (*arrays, **attrs) -> np.ndarray
     doc: str
+    reads_dst: bool = False    # the destinations' old values come first among the arguments
+    outputs: int = 1           # destination operands (the semantics return a tuple if > 1)
 
     def per_element(self, attrs: dict) -> tuple[float, float]:
         """(alu, special) operations per element for an instruction with these attributes."""
@@ -100,6 +102,36 @@ def _dequant(x, scale, block=(1, 1), **_):
     return (x.astype(F32) * full[:x.shape[-2], :x.shape[-1]]).astype(F32)
 
 
+def _place(dst, src, col):
+    out = dst.astype(F32).copy()
+    out[:, col:col + src.shape[-1]] = src
+    return out
+
+
+def _online_softmax(p, alpha, m, l, s, scale=1.0, first=0, offset=None, row0=0, inner=1,
+                    seq=1, col0=0, keys=None, **_):
+    """One key block of a streaming softmax (FlashAttention): scale and mask the scores,
+    update each row's running max m and sum l, return this block's unnormalised p and the
+    factor alpha that rescales what was accumulated before."""
+    s = s.astype(F32) * F32(scale)
+    cols = np.arange(s.shape[-1]) + col0
+    valid = np.ones(s.shape, dtype=bool)
+    if keys is not None:
+        valid &= cols[None, :] < keys
+    if offset is not None:
+        pos = row_positions(row0, s.shape[0], inner, seq, offset)
+        valid &= cols[None, :] <= pos[:, None]
+    s = np.where(valid, s, F32(-np.inf))
+    m_old = np.full(s.shape[0], -np.inf, F32) if first else m.astype(F32).reshape(-1)
+    l_old = np.zeros(s.shape[0], F32) if first else l.astype(F32).reshape(-1)
+    m_new = np.maximum(m_old, s.max(axis=-1))
+    safe = np.where(np.isfinite(m_new), m_new, F32(0))
+    p_new = np.exp(s - safe[:, None]).astype(F32)
+    a = np.exp(np.where(np.isfinite(m_old), m_old - safe, F32(-np.inf))).astype(F32)
+    l_new = (l_old * a + p_new.sum(axis=-1)).astype(F32)
+    return p_new, a.reshape(alpha.shape), m_new.reshape(m.shape), l_new.reshape(l.shape)
+
+
 def _window(rows, attrs):
     """Rows row0 .. row0+rows of a routing table, padded with -1 past its end."""
     start, count = attrs.get("row0", 0), attrs.get("rows", len(rows))
@@ -139,16 +171,29 @@ VECTOR_OPS: dict[str, VectorOp] = {op.name: op for op in [
     VectorOp("sum", 1, 1, 0, _reduce(np.sum), "sum of each row"),
     VectorOp("max", 1, 1, 0, _reduce(np.max), "max of each row"),
     VectorOp("mean", 1, 1, 0, _reduce(np.mean), "mean of each row"),
+    VectorOp("place", 1, 1, 0, lambda dst, src, col=0, **_: _place(dst, src, col),
+             "copy src into dst's columns col .. col+width (one part of a concat)", reads_dst=True),
+    VectorOp("online_softmax", 1, 7, 1, _online_softmax,
+             "one key block of a streaming softmax: scale, mask, running max and sum; writes "
+             "p, the rescale factor alpha, and the running max m and sum l", reads_dst=True,
+             outputs=4),
+    VectorOp("rescale", 1, 1, 0,
+             lambda o, alpha, **_: (o.astype(F32) * alpha.astype(F32).reshape(-1, 1)).astype(F32),
+             "o = o * alpha per row (before adding the next key block)", reads_dst=True),
+    VectorOp("normalize", 2, 1, 0,
+             lambda o, l, **_: (o.astype(F32) / l.astype(F32).reshape(-1, 1)).astype(F32),
+             "out = o / l per row (the softmax denominator)"),
     VectorOp("quant", 1, 3, 0, _ew(lambda x: x),
              "quantise rows into the destination's block-scaled format: block amax, scale, round; "
-             "writes the elements and their scales"),
+             "writes the elements and their scales", outputs=2),
     VectorOp("promote", 3, 2, 0, _promote,
              "acc = (first ? 0 : acc) + part * row_scale * col_scale: FP32 promotion of a "
-             "limited-precision partial sum with its block scales"),
-    VectorOp("accumulate", 2, 1, 0,
+             "limited-precision partial sum with its block scales", reads_dst=True),
+    VectorOp("accumulate", 1, 1, 0,
              lambda acc, part, first=0, **_: part.astype(F32) if first else
              (acc.astype(F32) + part.astype(F32)).astype(F32),
-             "acc = (first ? 0 : acc) + part: FP32 promotion of a limited-precision partial sum"),
+             "acc = (first ? 0 : acc) + part: FP32 promotion of a limited-precision partial sum",
+             reads_dst=True),
     VectorOp("dequant", 2, 1, 0, _dequant, "y = x * its block scale (broadcast over the block)"),
     VectorOp("topk", 1, lambda a: a.get("k", 1) + 2, 0,
              lambda s, *bias, **a: routing.topk_select(s, a["k"], bias[0] if bias else None,

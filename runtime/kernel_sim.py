@@ -4,7 +4,8 @@
    so the items fall into a few classes; each class's instruction stream is expanded once.
 2. Off-chip reads go through L2. Re-reads of the same data by other tiles hit L2 when the
    kernel's operands fit in it: per tensor, the fraction of loaded bytes that reach memory is
-   unique bytes / loaded bytes (scaled towards 1 as the footprint outgrows L2).
+   unique bytes / loaded bytes (scaled towards 1 as the footprint outgrows L2). Items of one
+   wave that load the same box at the same time share one memory fetch whatever the footprint.
    Stores are written back: they cost L2 bandwidth when issued and their bytes reach memory in
    the background; a kernel never takes less than its off-chip bytes over memory bandwidth.
 3. Items are dealt to the cores in waves in row-major grid order. A wave is a set of classes
@@ -21,9 +22,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from isa.expr import compile_expr
+from isa.expr import compile_expr, variables
 from isa.instructions import Compute, CostContext, Fence, Transfer, lookup
-from isa.program import Box, Kernel, Loop, TensorDecl
+from isa.program import Box, Kernel, Loop, TensorDecl, walk
 from isa.target_schema import Target
 from runtime.engine import COMPUTE, FENCE, TRANSFER, Engine, Group, Op
 
@@ -79,9 +80,28 @@ class _Instance:
     cost: object
     waits: tuple
     signals: tuple
+    share: float = 1.0      # work items of a wave loading these same bytes at the same time
 
 
-def _class_stream(kernel: Kernel, params: dict[str, TensorDecl], target: Target, env: dict):
+def concurrent_share(kernel: Kernel, box: Box, cores: int) -> float:
+    """How many work items of a full wave load the same box as any one of them: items that
+    differ only in grid coordinates the box does not depend on read identical bytes together,
+    and L2 fetches them from memory once."""
+    if not kernel.grid:
+        return 1.0
+    used = set().union(*(variables(s) for s in box.starts))
+    sizes = [size for _, size in kernel.grid]
+    wave = min(cores, math.prod(sizes))
+    coords = np.unravel_index(np.arange(wave), sizes)
+    keep = [c for (var, _), c in zip(kernel.grid, coords) if var in used]
+    if not keep:
+        return float(wave)
+    distinct = len(set(zip(*keep)))
+    return wave / distinct
+
+
+def _class_stream(kernel: Kernel, params: dict[str, TensorDecl], target: Target, env: dict,
+                  shares: dict[int, float]):
     buffers = {b.name: b for b in kernel.buffers}
     stream = []
     fixed: dict[int, _Instance] = {}      # instructions whose cost cannot depend on the loop
@@ -95,7 +115,8 @@ def _class_stream(kernel: Kernel, params: dict[str, TensorDecl], target: Target,
             box_bytes=lambda box, e=ienv: box_bytes(box, params[box.tensor], e),
             buffer_bytes=lambda name: buffers[name].slot_bytes,
             row_bytes=lambda t: math.ceil(params[t].shape[-1] * params[t].bits / 8))
-        inst = _Instance(definition.unit, ins.op, definition.cost(ins, ctx), ins.wait, ins.signal)
+        inst = _Instance(definition.unit, ins.op, definition.cost(ins, ctx), ins.wait, ins.signal,
+                         shares.get(id(ins), 1.0))
         if not any(isinstance(a, Box) for a in ins.args):
             fixed[id(ins)] = inst
         stream.append(inst)
@@ -138,7 +159,7 @@ def _ops(stream, fractions, target: Target) -> dict[str, list[Op]]:
             op = Op(COMPUTE, inst.label, inst.waits, inst.signals, cycles=c.cycles)
         elif isinstance(c, Transfer):
             if c.direction == "load":
-                miss = fractions[c.tensor]
+                miss = min(fractions[c.tensor], c.multicast / inst.share)
                 op = Op(TRANSFER, inst.label, inst.waits, inst.signals, nbytes=c.bytes,
                         path=(("l2", 1.0 / c.multicast), ("memory", miss / c.multicast)),
                         cap=target.dma.load_bytes_per_cycle,
@@ -179,11 +200,13 @@ def _wave_compositions(kernel: Kernel, class_of_key: dict, cores: int) -> dict[t
 def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Target,
                     record: bool = False) -> KernelResult:
     reps = list(_classes(kernel))
+    shares = {id(ins): concurrent_share(kernel, box, target.cores) for ins in walk(kernel.body)
+              for box in ins.args if isinstance(box, Box) and ins.op.startswith("ld.")}
     streams, class_of_key, signatures = [], {}, {}
     counts: list[int] = []
     for key, env, count in reps:
-        stream = _class_stream(kernel, params, target, env)
-        sig = tuple((i.unit, i.label, i.cost, i.waits, i.signals) for i in stream)
+        stream = _class_stream(kernel, params, target, env, shares)
+        sig = tuple((i.unit, i.label, i.cost, i.waits, i.signals, i.share) for i in stream)
         if sig not in signatures:
             signatures[sig] = len(streams)
             streams.append(stream)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from compiler.driver import compile_model
+
 from compiler.cli.main import main
 from isa.target_loader import BUILTIN_DIR
 
@@ -100,7 +102,8 @@ def test_compile_emit_ir(capsys):
     assert "model gemm" in out
     assert re.search(r"^%c = matmul\(%a, %b\) : bf16\[4096,7168\]", out, re.M)
     assert "mm.mma" not in out
-    assert parse_graph(out) == load_model(GEMM)     # the IR text is the model's graph
+    # The IR after the passes, which prints and parses back to the same graph.
+    assert parse_graph(out) == compile_model(GEMM, "h800", {}).graph
 
 
 def test_compile_output_file(capsys, tmp_path):
@@ -294,7 +297,7 @@ def test_targets_lists_h800(capsys):
 def test_targets_show_prints_the_toml(capsys):
     code, out, err = dsc(capsys, "targets", "show", "h800")
     assert code == 0, err
-    assert out == H800_TEXT
+    assert out.startswith(H800_TEXT)               # the file, then the derived figures
 
 
 def test_targets_show_user_file(capsys, tmp_path):
@@ -302,7 +305,7 @@ def test_targets_show_user_file(capsys, tmp_path):
     path.write_text(H800_TEXT.replace('name = "h800"', 'name = "mine"'))
     code, out, err = dsc(capsys, "targets", "show", str(path))
     assert code == 0, err
-    assert out == path.read_text()
+    assert out.startswith(path.read_text())
 
 
 def test_targets_show_broken_file(capsys, tmp_path):
@@ -461,7 +464,7 @@ def test_console_script():
     proc = subprocess.run([str(script), "targets", "show", "h800"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == H800_TEXT
+    assert proc.stdout.startswith(H800_TEXT)
     proc = subprocess.run([str(script), "compile", "missing.ds", "--target", "h800"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1

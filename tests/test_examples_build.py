@@ -142,7 +142,8 @@ def test_tiny_moe_builds_fast_and_drops_no_token():
 
 
 def test_stdlib_blocks_build_in_both_mla_forms(tmp_path):
-    """mla_naive and mla_absorbed take the same weights and cache and compute the same."""
+    """mla_naive and mla_absorbed compute the same when the absorbed form's per-head w_uk and
+    w_uv hold wkv_b's key and value halves."""
     text = """import "std/attention.ds"
     model m {
       size B = 2, S = 3, ctx = 5
@@ -153,13 +154,20 @@ def test_stdlib_blocks_build_in_both_mla_forms(tmp_path):
     (tmp_path / "m.ds").write_text(text)
     g = load_model(str(tmp_path / "m.ds"))
     def weights(prefix):
-        return [(n.name.split(".")[-1], n.type) for n in g.nodes()
-                if n.op in ("weight", "cache") and n.name.startswith(prefix + ".")]
-    assert weights("mla_naive") == weights("mla_absorbed")
+        return {n.name.split(".")[-1]: n.type for n in g.nodes()
+                if n.op in ("weight", "cache") and n.name.startswith(prefix + ".")}
+    naive, absorbed = weights("mla_naive"), weights("mla_absorbed")
+    assert {k: v for k, v in naive.items() if k != "wkv_b"} == \
+        {k: v for k, v in absorbed.items() if k not in ("w_uk", "w_uv")}
+    heads, kv_rank, nope, v_dim = 4, 8, 8, 8      # the call: heads=4, q_rank=16, kv_rank=8, nope=8
+    assert naive["wkv_b"].numel == absorbed["w_uk"].numel + absorbed["w_uv"].numel
     assert [g.node(o).type.shape for o in g.outputs] == [(2, 3, 32), (2, 3, 32)]
     verify(g)
     feeds = random_feeds(g)
     feeds.update({name.replace("mla_naive.", "mla_absorbed."): value
                   for name, value in feeds.items() if name.startswith("mla_naive.")})
+    wkv_b = feeds["mla_naive.wkv_b"].reshape(kv_rank, heads, nope + v_dim)
+    feeds["mla_absorbed.w_uk"] = np.ascontiguousarray(wkv_b[:, :, :nope].transpose(1, 2, 0))
+    feeds["mla_absorbed.w_uv"] = np.ascontiguousarray(wkv_b[:, :, nope:].transpose(1, 0, 2))
     values = evaluate(g, feeds)
     assert np.allclose(values["naive"], values["absorbed"], rtol=1e-4, atol=1e-4)

@@ -275,7 +275,7 @@ HEAD = "# dsc ir\nmodel m\n%x = input() : bf16[2]\n"
 @pytest.mark.parametrize("body, line, col, message, expected", [
     ("%y = neg(%x) : bf16[2,\n", 4, 23, "unexpected end of line", "an integer"),
     ("%y = neg(%x) : bf16[2] $\n", 4, 24, "unexpected character '$'",
-     "'@' or 'scaled' or end of line"),
+     "'@' or 'scaled' or 'sched' or end of line"),
     ("%y = neg(%z) : bf16[2]\n", 4, 10, "%z is not defined on an earlier line", None),
     ("%y = neg(%x) : bf16[2]\n%x = neg(%y) : bf16[2]\n", 5, 1,
      "%x is defined twice (first on line 3)", None),

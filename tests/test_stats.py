@@ -44,7 +44,7 @@ def deepseek_counts(n_layers: int = N_LAYERS) -> tuple[int, int]:
     attention = (DIM * Q_LORA_RANK + Q_LORA_RANK                       # wq_a, q norm
                  + Q_LORA_RANK * HEADS * (QK_NOPE + QK_ROPE)            # wq_b
                  + DIM * (KV_LORA_RANK + QK_ROPE) + KV_LORA_RANK        # wkv_a, kv norm
-                 + KV_LORA_RANK * HEADS * (QK_NOPE + V_HEAD)            # wkv_b
+                 + KV_LORA_RANK * HEADS * (QK_NOPE + V_HEAD)            # w_uk and w_uv (wkv_b)
                  + HEADS * V_HEAD * DIM)                                # wo
     norms = 2 * DIM                                                     # attention + FFN norms
     dense_ffn = 3 * DIM * DENSE_INTER
@@ -124,9 +124,9 @@ def test_deepseek_active_fraction_by_weight(deepseek):
     fraction = active_fraction(graph)
     for name in ("embed", "head", "layer.0.mla_absorbed.wq_a", "layer.0.swiglu.w1"):
         assert fraction.get(graph.by_name(name).id, 1.0) == 1.0, name
-    routed = [n for n in weights(graph) if len(n.type.shape) == 3]
+    # Expert weights [experts, ...]; the absorbed MLA's per-head [heads, ...] weights are dense.
+    routed = [n for n in weights(graph) if len(n.type.shape) == 3 and n.type.shape[0] == N_EXPERTS]
     assert len(routed) == 3 * (N_LAYERS - N_DENSE)
-    assert all(n.type.shape[0] == N_EXPERTS for n in routed)
     assert all(fraction[n.id] == TOP_K / N_EXPERTS for n in routed)
     partial = {nid for nid, f in fraction.items() if f != 1.0}
     assert partial == {n.id for n in routed}
@@ -180,7 +180,7 @@ def test_deepseek_policy_and_explicit_weights(deepseek):
     assert leaves == {"embed", "head", "w", "w_gate", "gate_bias"}
     assert {n.type.format.dtype for n in explicit} == {"bf16", "fp32"}
     assert {n.name.rsplit(".", 1)[-1] for n in typed} == {
-        "wq_a", "wq_b", "wkv_a", "wkv_b", "wo", "w1", "w2", "w3"}
+        "wq_a", "wq_b", "wkv_a", "w_uk", "w_uv", "wo", "w1", "w2", "w3"}
 
 
 def test_mxfp4_weights_change_bytes_as_the_format_implies(deepseek, deepseek_mxfp4):

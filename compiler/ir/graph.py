@@ -53,6 +53,8 @@ Attrs = tuple[tuple[str, Any], ...]
 
 @dataclass(frozen=True)
 class Node:
+    """One op application. `attrs` are the op's own attributes (validated by its OpDef);
+    `sched` holds what passes decide about running it: its fused kernel, its tile."""
     id: int
     op: str
     inputs: tuple[int, ...]
@@ -60,12 +62,22 @@ class Node:
     type: TensorType
     name: str
     loc: Loc | None = None
+    sched: Attrs = ()
 
     def attr(self, key: str, default: Any = None) -> Any:
         for k, v in self.attrs:
             if k == key:
                 return v
         return default
+
+    def sched_get(self, key: str, default: Any = None) -> Any:
+        for k, v in self.sched:
+            if k == key:
+                return v
+        return default
+
+    def with_sched(self, **values) -> "Node":
+        return replace(self, sched=make_attrs({**dict(self.sched), **values}))
 
     @property
     def attr_dict(self) -> dict[str, Any]:
@@ -94,9 +106,10 @@ class Graph:
     _next_id: int = 0
 
     def add(self, op: str, inputs, type: TensorType, name: str, attrs: dict | Attrs = (),
-            loc: Loc | None = None) -> Node:
+            loc: Loc | None = None, sched: dict | Attrs = ()) -> Node:
         attrs = make_attrs(attrs) if isinstance(attrs, dict) else attrs
-        node = Node(self._next_id, op, tuple(inputs), attrs, type, name, loc)
+        sched = make_attrs(sched) if isinstance(sched, dict) else sched
+        node = Node(self._next_id, op, tuple(inputs), attrs, type, name, loc, sched)
         self._next_id += 1
         self.dg.add_node(node.id, node=node)
         for src in node.inputs:

@@ -85,8 +85,10 @@ def print_node(node: Node, names: dict[int, str]) -> str:
     args = ", ".join("%" + name_text(names[i]) for i in node.inputs)
     attrs = sorted(node.attrs, key=lambda kv: kv[0])
     braces = " {" + ", ".join(f"{name_text(k)}={print_value(v)}" for k, v in attrs) + "}"
+    sched = (" sched {" + ", ".join(f"{name_text(k)}={print_value(v)}" for k, v in node.sched)
+             + "}") if node.sched else ""
     return (f"%{name_text(node.name)} = {node.op}({args}){braces if attrs else ''}"
-            f" : {node.type}{print_loc(node.loc)}")
+            f" : {node.type}{sched}{print_loc(node.loc)}")
 
 
 def print_graph(g: Graph) -> str:
@@ -127,6 +129,10 @@ def _unquote(tok: lark.Token) -> str:
                          'a string with JSON escapes (\\" \\\\ \\n \\uXXXX)') from None
 
 
+class _Sched(dict):
+    """The `sched {...}` annotations of a node (a dict subclass, to tell them from attrs)."""
+
+
 class _Reader(lark.Transformer):
     """Turns parse-tree nodes into statement records `(kind, args...)`, decoding every token.
 
@@ -161,10 +167,14 @@ class _Reader(lark.Transformer):
 
     def node(self, children):
         ref, op, operands, *rest = children
-        attrs = next((r for r in rest if isinstance(r, dict)), {})
+        attrs = next((r for r in rest if type(r) is dict), {})
         type_ = next(r for r in rest if isinstance(r, TensorType))
         loc = next((r for r in rest if isinstance(r, Loc)), None)
-        return ("node", self.decoded(ref), str(op), operands, attrs, type_, loc)
+        sched = next((r for r in rest if isinstance(r, _Sched)), _Sched())
+        return ("node", self.decoded(ref), str(op), operands, attrs, type_, loc, dict(sched))
+
+    def sched(self, children):
+        return _Sched(children[0])
 
     def operands(self, children):
         return [self.decoded(tok) for tok in children]
@@ -260,12 +270,13 @@ class _Builder:
             raise _TextError(ref, f"%{name_text(ref)} is not defined on an earlier line")
         return self.ids[ref]
 
-    def node(self, ref, op, operands, attrs, type_, loc):
+    def node(self, ref, op, operands, attrs, type_, loc, sched):
         if ref in self.ids:
             raise _TextError(ref, f"%{name_text(ref)} is defined twice "
                                   f"(first on line {self.lines[ref]})")
         inputs = [self.resolve(r) for r in operands]
-        node = self.graph.add(op, inputs, type_, str(ref), make_attrs(attrs), loc)
+        node = self.graph.add(op, inputs, type_, str(ref), make_attrs(attrs), loc,
+                              make_attrs(sched))
         self.ids[str(ref)] = node.id
         self.lines[str(ref)] = ref.line
 

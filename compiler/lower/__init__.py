@@ -1,58 +1,50 @@
-"""Lowering: the IR graph to an ISA program, one kernel per op through a template registry.
-
-Sources, constants and views produce no kernel (views become view tensors). Every other op
-is lowered by the template registered for its name or, failing that, its category.
-"""
+"""Lowering: the IR graph to an ISA program, one kernel per kernel group (see groups.py),
+through a registry of templates by group kind. Sources, constants and views produce no kernel;
+views become view tensors."""
 from __future__ import annotations
 
 from compiler.errors import DscError
 from compiler.ir.graph import Graph
 from compiler.ir.ops import OPS
+from compiler.lower.groups import kernel_groups
 from compiler.lower.schedule import KernelTable, fold_layers, layer_of, order_tensors
-from compiler.lower.templates.copy import lower_cache_write, lower_concat
-from compiler.lower.templates.gemm import lower_contraction
+from compiler.lower.templates.flash import lower_flash_group
+from compiler.lower.templates.gemm import lower_gemm_group
 from compiler.lower.templates.routing import lower_combine, lower_dispatch, lower_embedding
-from compiler.lower.templates.vector import lower_vector
+from compiler.lower.templates.vector import lower_vector_group
 from compiler.lower.tensors import TensorMap
 from isa.program import Launch, Program
 from isa.target_schema import Target
 
 TEMPLATES = {
-    "contraction": lower_contraction,
-    "elementwise": lower_vector,
-    "rowwise": lower_vector,
-    "reduction": lower_vector,
-    "topk": lower_vector,
-    "topk_weights": lower_vector,
-    "dispatch": lower_dispatch,
-    "combine": lower_combine,
-    "embedding": lower_embedding,
-    "cache_write": lower_cache_write,
-    "concat": lower_concat,
+    "gemm": lower_gemm_group,
+    "vector": lower_vector_group,
+    "flash_attention": lower_flash_group,
+    "dispatch": lambda group, *rest: lower_dispatch(group.nodes[0], *rest),
+    "combine": lambda group, *rest: lower_combine(group.nodes[0], *rest),
+    "embedding": lambda group, *rest: lower_embedding(group.nodes[0], *rest),
 }
-NO_KERNEL = ("source", "view")
 
 
 def lower(graph: Graph, target: Target) -> Program:
     tmap = TensorMap(graph)
     table = KernelTable()
     launches = []
-    for node in graph.nodes():
-        category = OPS[node.op].category
-        if category in NO_KERNEL:
-            continue
-        template = TEMPLATES.get(node.op) or TEMPLATES.get(category)
+    for group in kernel_groups(graph):
+        head = group.nodes[0]
+        template = TEMPLATES.get(group.kind)
         if template is None:
-            raise DscError(f"no lowering for op '{node.op}'", node.loc)
+            raise DscError(f"no lowering for a '{group.kind}' kernel", head.loc)
         try:
-            kernel, args = template(node, graph, tmap, target)
+            kernel, args = template(group, graph, tmap, target)
         except ValueError as exc:
-            raise DscError(f"cannot lower '{node.name}' for target {target.name}: {exc}",
-                           node.loc) from None
+            raise DscError(f"cannot lower '{head.name}' for target {target.name}: {exc}",
+                           head.loc) from None
         name = table.add(kernel)
-        ins = [n.type for n in graph.inputs_of(node)]
-        flops = float(OPS[node.op].flops(ins, node.type, node.attr_dict))
-        launches.append((Launch(name, args, f"{node.name} = {node.op}", flops),
-                         layer_of(node.name)))
+        flops = sum(float(OPS[n.op].flops([graph.node(i).type for i in n.inputs], n.type,
+                                           n.attr_dict)) for n in group.nodes)
+        shown = ", ".join(n.name for n in group.outputs) or head.name
+        ops = " + ".join(n.op for n in group.nodes)
+        launches.append((Launch(name, args, f"{shown} = {ops}", flops), layer_of(head.name)))
     return Program(graph.model, target.name, order_tensors(tmap.tensors()), tuple(table.kernels),
                    tuple(fold_layers(launches)), tuple(graph.sizes.items()))

@@ -32,6 +32,11 @@ class GemmProblem:
     b_conv: str | None = None
     a_scaling: Scaling | None = None  # scales loaded with A (promotion or dequantisation)
     b_scaling: Scaling | None = None
+    store_acc: bool = True            # the product itself leaves the chip (converted to out_dtype)
+    # Fused epilogue tiles: (buffer, dtype, columns or 0 for bn, one row only (broadcast)).
+    epilogue: tuple[tuple[str, str, int, bool], ...] = ()
+    whole_rows: bool = False          # an epilogue op needs whole rows: one tile spans N
+    n_align: int = 1                  # bn a multiple of this (an epilogue's quantisation block)
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,14 @@ def gemm_buffers(p: GemmProblem, t: GemmTile) -> list[BufferSpec]:
     out.append(BufferSpec("acc", "fp32", (bm, bn), "accumulator", 1))
     if p.promote:
         out.append(BufferSpec("part", "fp32", (bm, bn), "accumulator", 2))
-    out.append(BufferSpec("out", p.out_dtype, (bm, bn), "vector", 1))
+    if p.store_acc:
+        out.append(BufferSpec("out", p.out_dtype, (bm, bn), "vector", 1))
+    for name, dtype, cols, one_row in p.epilogue:
+        shape = (1 if one_row else bm, cols or bn)
+        if isinstance(dtype, tuple):          # a quantised value's scales: (dtype, block)
+            dtype, block = dtype
+            shape = (math.ceil(shape[0] / block[0]), math.ceil(shape[1] / block[1]))
+        out.append(BufferSpec(name, dtype, shape, "vector", 1))
     return out
 
 
@@ -98,7 +110,9 @@ def candidates(p: GemmProblem, target: Target) -> list[GemmTile]:
     im, in_, ik = target.matrix.formats[p.fmt].shape
     step = math.lcm(ik, p.k_step)
     bms = _multiples(im, p.m, (64, 128, 256))
-    bns = _multiples(in_, p.n, (16, 32, 64, 128, 256))
+    bns = [_round_up(p.n, in_)] if p.whole_rows else [
+        b for b in _multiples(in_, p.n, (16, 32, 64, 128, 256))
+        if b % p.n_align == 0 or b >= p.n]
     if p.promote:
         bks = [step]
     else:

@@ -84,15 +84,13 @@ def fold_layers(launches: list[tuple[Launch, tuple[str, int] | None]]) -> list:
 
 def _abstract(body: list[Launch], layer: tuple[str, int]) -> list[Launch]:
     prefix, index = layer
-    pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.")
+    pattern = re.compile(rf"(?<![A-Za-z0-9_.]){re.escape(prefix)}\.(\d+)\.")
 
-    def rename(name: str) -> str:
-        match = pattern.match(name)
-        if not match:
-            return name
+    def relative(match) -> str:
         delta = int(match.group(1)) - index
         var = "i" if delta == 0 else (f"i+{delta}" if delta > 0 else f"i{delta}")
-        return f"{prefix}.{{{var}}}." + name[match.end():]
+        return f"{prefix}.{{{var}}}."
 
+    rename = lambda name: pattern.sub(relative, name)
     return [replace(l, args=tuple((p, rename(t)) for p, t in l.args), note=rename(l.note))
             for l in body]

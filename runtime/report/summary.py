@@ -94,7 +94,7 @@ def unit_totals(run: RunResult) -> dict[str, dict[str, float]]:
     return {u: {"busy_cycles": b, "utilization": b / total} for u, b in busy.items()}
 
 
-_LAYER = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\.\d+\.")
+_LAYER = re.compile(r"(?<![A-Za-z0-9_.])([A-Za-z_][A-Za-z0-9_]*)\.\d+\.")
 
 
 def layer_pattern(name: str) -> str:

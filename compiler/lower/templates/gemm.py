@@ -1,14 +1,14 @@
-"""Contractions (matmul, einsum) as a tiled, software-pipelined GEMM kernel.
+"""A contraction (matmul, einsum) and its fused epilogue as a tiled, pipelined GEMM kernel.
 
 The operands are viewed as [G, M, K] and [G, K, N] and the result as [G, M, N] (views, not
-copies). One work item computes one bm x bn output tile; its K loop double- (or more-) buffers
-the tile loads so the load of step k+1 overlaps the MMA of step k:
+copies). One work item computes one bm x bn output tile; its K loop keeps `stages` tiles in
+flight so loads overlap the MMAs:
 
-    for k:  ld   a, b (and their scales)         wait(free)    signal(loaded)
-            vec  cvt/dequant (mixed formats)      wait(loaded)  signal(ready)
-            mm   mma                              wait(ready)   signal(free | part_full)
-            vec  promote partial sums (scaled)    wait(part_full) signal(free, part_free)
-    epilogue: vec cvt acc -> out; st out
+    for k:  ld   a, b (and their scales)          wait(free)      signal(loaded)
+            vec  cvt/dequant (mixed formats)       wait(loaded)    signal(ready)
+            mm   mma                               wait(ready)     signal(free | part_full)
+            vec  promote partial sums (scaled)     wait(part_full) signal(free, part_free)
+    epilogue: ld its other inputs; vec each fused op on the tile; st the values used outside.
 """
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ import math
 from compiler.ir.graph import Graph, Node
 from compiler.ir.ops.contraction import contraction_of
 from compiler.lower import gemm_tiles
+from compiler.lower.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
-from compiler.lower.operand_plan import plan_operands
 from compiler.lower.tensors import TensorMap
+from compiler.lower.gemm_estimate import group_problem
+from compiler.lower.templates.tile_ops import emit_node
 from isa.expr import Bin, Const, Expr, floordiv, mul
 from isa.program import Box, Buf, TensorDecl, ViewStep
 from isa.target_schema import Target
@@ -44,34 +46,46 @@ def _scale_box(tensor: str, g: Expr, row: Expr, rows: int, col: Expr, cols: int,
                 [1, math.ceil(rows / block[0]), math.ceil(cols / block[1])])
 
 
-def lower_contraction(node: Node, graph: Graph, tmap: TensorMap, target: Target):
-    ins = graph.inputs_of(node)
-    c = contraction_of([n.type for n in ins], node.attr_dict)
+def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target,
+                     tile: gemm_tiles.GemmTile | None = None):
+    head = group.nodes[0]
+    ins = graph.inputs_of(head)
+    c = contraction_of([n.type for n in ins], head.attr_dict)
     a_idx, b_idx = c.spec.split("->")[0].split(",")
     out_idx = c.spec.split("->")[1]
     G, M, N, K = c.size(c.batch), c.size(c.m), c.size(c.n), c.size(c.k)
     a = canonical_view(tmap, tmap.of(ins[0]), a_idx, [c.batch, c.m, c.k], (G, M, K), "gmk")
     b = canonical_view(tmap, tmap.of(ins[1]), b_idx, [c.batch, c.k, c.n], (G, K, N), "gkn")
-    out = canonical_view(tmap, tmap.of(node), out_idx, [c.batch, c.m, c.n], (G, M, N), "gmn")
-    plan = plan_operands(a, b, target)
+    out = canonical_view(tmap, tmap.of(head), out_idx, [c.batch, c.m, c.n], (G, M, N), "gmn")
+    problem, plan, epi = group_problem(group, graph, target)
+    views = {v.id: tmap.view(tmap.of(v), (ViewStep("reshape", epi.view_shape(v)),), "gmn")
+             for v in epi.inputs + epi.outputs}
     a_scales, b_scales = tmap.scales_of(a), tmap.scales_of(b)
-    need_a_scales = plan.scaled or plan.a_conv == "dequant"
-    need_b_scales = plan.scaled or plan.b_conv == "dequant"
+    need_a_scales, need_b_scales = problem.a_scaling is not None, problem.b_scaling is not None
     if (need_a_scales and a_scales is None) or (need_b_scales and b_scales is None):
-        raise ValueError(f"{node.name}: a block-scaled operand is used in a layout whose scales "
+        raise ValueError(f"{head.name}: a block-scaled operand is used in a layout whose scales "
                          "cannot be tiled (its last two dims are not [M, K] / [K, N])")
-    problem = gemm_tiles.GemmProblem(
-        G, M, N, K, a.dtype, b.dtype, out.dtype, plan.fmt, plan.k_step, plan.promote,
-        plan.a_conv, plan.b_conv, a.scaling if need_a_scales else None,
-        b.scaling if need_b_scales else None)
-    tile, scored = gemm_tiles.choose(problem, target)
-    kb = KernelBuilder(node.op, target)
-    kb.note(f"{node.op} {c.spec}: G={G} M={M} N={N} K={K}, {c.flops:.4g} flops")
-    kb.note(f"tile {tile}; chosen among {len(scored)} candidates by estimate; "
+    how = head.sched_get("tile_choice", "estimate")
+    if tile is None and head.sched_get("tile"):
+        tile = gemm_tiles.GemmTile(*head.sched_get("tile"))
+    if tile is None:
+        tile, scored = gemm_tiles.choose(problem, target)
+        how = f"chosen among {len(scored)} candidates by estimate"
+    name = head.op if not epi.nodes else "_".join([head.op] + [n.op for n in epi.nodes])
+    kb = KernelBuilder(name, target)
+    kb.note(f"{head.op} {c.spec}: G={G} M={M} N={N} K={K}, {c.flops:.4g} flops"
+            + (f"; epilogue {' + '.join(n.op for n in epi.nodes)}" if epi.nodes else ""))
+    kb.note(f"tile {tile}; {how}; "
             f"mma {plan.fmt}" + (f", promote every {plan.k_step} of K" if plan.promote else ""))
-    pa, pb, pc = kb.param("a", a), kb.param("b", b), kb.param("c", out, output=True)
+    pa, pb = kb.param("a", a), kb.param("b", b)
+    pc = kb.param("c", out, output=True) if problem.store_acc else None
     psa = kb.param("a_scale", a_scales) if need_a_scales else None
     psb = kb.param("b_scale", b_scales) if need_b_scales else None
+    epi_params = {v.id: kb.param(f"e{k}", views[v.id]) for k, v in enumerate(epi.inputs)}
+    out_params = {n.id: kb.param(f"y{k}", views[n.id], output=True)
+                  for k, n in enumerate(group.outputs) if n.id != head.id}
+    scale_params = {n.id: kb.param(f"y{k}_scale", tmap.scales_of(views[n.id]), output=True)
+                    for k, n in enumerate(group.outputs) if n in epi.quantised}
     g = kb.grid_dim("g", G)
     m = kb.grid_dim("m", math.ceil(M / tile.bm))
     n = kb.grid_dim("n", math.ceil(N / tile.bn))
@@ -87,9 +101,11 @@ def lower_contraction(node: Node, graph: Graph, tmap: TensorMap, target: Target)
     if plan.promote:
         kb.token("part_full")
         kb.token("part_free", 2)
-    kb.token("out_ready")
-    if not plan.promote:
+    else:
         kb.token("acc_ready")
+    if epi.inputs:
+        kb.token("epi_loaded")
+    kb.token("out_ready")
     k_steps = math.ceil(K / bk)
     row0, col0 = mul(m, Const(bm)), mul(n, Const(bn))
     with kb.loop("k", k_steps) as k:
@@ -111,17 +127,18 @@ def lower_contraction(node: Node, graph: Graph, tmap: TensorMap, target: Target)
         conversions = []
         if plan.a_conv:
             conversions.append((Buf("ca", slot), Buf("sa", slot), Buf("ssa", slot), bm * bk,
-                                a.scaling.block if a.scaling else None))
+                                a.scaling.block if plan.a_conv == "dequant" else None))
             mma_a = Buf("ca", slot)
         if plan.b_conv:
             conversions.append((Buf("cb", slot), Buf("sb", slot), Buf("ssb", slot), bk * bn,
-                                b.scaling.block if b.scaling else None))
+                                b.scaling.block if plan.b_conv == "dequant" else None))
             mma_b = Buf("cb", slot)
         for i, (dst, src, scale, elems, block) in enumerate(conversions):
             wait = ("loaded",) if i == 0 else ()
             signal = ("ready",) if i == len(conversions) - 1 else ()
             if block is not None:
-                kb.emit("vec.dequant", dst, src, scale, wait=wait, signal=signal, n=elems, block=block)
+                kb.emit("vec.dequant", dst, src, scale, wait=wait, signal=signal, n=elems,
+                        block=block)
             else:
                 kb.emit("vec.cvt", dst, src, wait=wait, signal=signal, n=elems)
         mma_wait = ("ready",) if converts else ("loaded",)
@@ -140,11 +157,60 @@ def lower_contraction(node: Node, graph: Graph, tmap: TensorMap, target: Target)
         else:
             kb.emit("mm.mma", Buf("acc"), mma_a, mma_b, wait=mma_wait, signal=("free",),
                     shape=(bm, bn, bk), fmt=plan.fmt, first=first)
-    if plan.promote:
-        kb.emit("vec.cvt", Buf("out"), Buf("acc"), signal=("out_ready",), n=bm * bn)
-    else:
-        kb.emit("sync.mm", signal=("acc_ready",))
-        kb.emit("vec.cvt", Buf("out"), Buf("acc"), wait=("acc_ready",), signal=("out_ready",),
-                n=bm * bn)
-    kb.emit("st.tile", _box(pc, [g, row0, col0], [1, bm, bn]), Buf("out"), wait=("out_ready",))
+    _epilogue_body(kb, graph, group, head, epi, views, epi_params, out_params, scale_params,
+                   plan.promote, pc, g, row0, col0, bm, bn)
     return kb.build()
+
+
+def _epilogue_body(kb, graph, group, head, epi, views, epi_params, out_params, scale_params,
+                   promoted, pc, g, row0, col0, bm, bn) -> None:
+    """Load the epilogue's inputs, run its ops on the tile, store what leaves the chip."""
+    def box(param, view, cols):
+        rows = view.shape[1]
+        starts = [g if view.shape[0] > 1 else Const(0), row0 if rows > 1 else Const(0),
+                  col0 if cols == 0 else Const(0)]
+        return _box(param, starts, [1, bm if rows > 1 else 1, bn if cols == 0 else cols])
+
+    cols_of = {name: cols for name, _, cols, _ in epi.buffers()}
+    for k, v in enumerate(epi.inputs):
+        kb.emit("ld.tile", Buf(epi.buf[v.id]), box(epi_params[v.id], views[v.id],
+                                                     cols_of[epi.buf[v.id]]),
+                signal=("epi_loaded",) if k == len(epi.inputs) - 1 else ())
+    if not promoted:
+        kb.emit("sync.mm", signal=("acc_ready",))
+    first_wait = (() if promoted else ("acc_ready",)) + (("epi_loaded",) if epi.inputs else ())
+    ops = []
+    if epi.store_head:
+        ops.append(("cvt", None))
+    ops += [("node", n) for n in epi.nodes]
+    sources = {head.id: Buf("acc")}
+    sources.update({v.id: Buf(epi.buf[v.id]) for v in epi.inputs})
+    for k, (kind, node) in enumerate(ops):
+        wait = first_wait if k == 0 else ()
+        signal = ("out_ready",) if k == len(ops) - 1 else ()
+        if kind == "cvt":
+            kb.emit("vec.cvt", Buf("out"), Buf("acc"), wait=wait, signal=signal, n=bm * bn)
+            continue
+        cols = cols_of[epi.buf[node.id]]
+        dst = [Buf(epi.buf[node.id])] + ([Buf(epi.buf[node.id] + "s")]
+                                          if node in epi.quantised else [])
+        emit_node(kb, graph, node, dst, sources, bm, cols or bn, row0, wait=wait, signal=signal)
+        sources[node.id] = Buf(epi.buf[node.id])
+    stores = []
+    if pc is not None:
+        stores.append((_box(pc, [g, row0, col0], [1, bm, bn]), Buf("out")))
+    for node in group.outputs:
+        if node.id != head.id:
+            stores.append((box(out_params[node.id], views[node.id], cols_of[epi.buf[node.id]]),
+                           Buf(epi.buf[node.id])))
+        if node.id in scale_params:
+            block = node.type.format.scaling.block
+            cols = cols_of[epi.buf[node.id]]
+            stores.append((_box(scale_params[node.id],
+                                [g, floordiv(row0, block[0]), floordiv(col0 if cols == 0 else Const(0),
+                                                                        block[1])],
+                                [1, math.ceil(bm / block[0]),
+                                 math.ceil((bn if cols == 0 else cols) / block[1])]),
+                           Buf(epi.buf[node.id] + "s")))
+    for k, (b, src) in enumerate(stores):
+        kb.emit("st.tile", b, src, wait=("out_ready",) if k == 0 else ())

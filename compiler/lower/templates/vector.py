@@ -1,23 +1,27 @@
-"""Elementwise, row-wise, reduction and cast ops as a pipelined vector kernel.
+"""A fused group of vector ops (elementwise, row-wise, reductions, casts, concat, cache append)
+as one pipelined kernel over tiles of rows.
 
-Every operand is seen as a 2-D [rows, cols] tensor: the output as [prod(leading dims), last],
-each input the same or broadcast along rows and/or cols ([1, C], [R, 1]); scalar constants
-become immediates. A work item walks P tiles of `br` full rows with two buffer slots, so the
-load of tile t+1 and the store of tile t-1 overlap the vector work on tile t:
+Every value is seen as [rows, last dim]; the group's ops share the row space. A work item walks
+P tiles of `br` rows with two buffer slots, so loads of tile t+1 and stores of tile t-1 overlap
+the vector work of tile t:
 
-    for t:  ld  inputs            wait(free)   signal(loaded)
-            vec OP                wait(loaded) signal(done)
-            st  output            wait(done)   signal(free)
+    for t:  ld   external inputs        wait(free)   signal(loaded)
+            vec  each op, in order      wait(loaded) signal(done)
+            st   external outputs       wait(done)   signal(free)
+
+Only values used outside the group are stored; the rest never leave the chip. A group of
+elementwise ops whose row does not fit is tiled along columns too.
 """
 from __future__ import annotations
 
 import math
 
 from compiler.ir.graph import Graph, Node
-from compiler.ir.ops import OPS
-from compiler.ir.ops.rowwise import rows_layout
+from compiler.lower.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
+from compiler.lower.templates.tile_ops import (emit_node, is_whole_row, row_count, row_view_base,
+                                              tile_cols)
 from isa.expr import Bin, Const, add, floordiv, mul
 from isa.program import Box, Buf, TensorDecl, ViewStep, scale_name
 from isa.target_schema import Target
@@ -25,38 +29,29 @@ from isa.target_schema import Target
 STAGES = 2
 
 
-def _as_rows(tmap: TensorMap, decl: TensorDecl, rows: int, cols: int, suffix: str) -> TensorDecl:
-    return tmap.view(decl, (ViewStep("reshape", (rows, cols)),), suffix)
+def as_rows(tmap: TensorMap, decl: TensorDecl, rows: int, suffix: str = "rows") -> TensorDecl:
+    return tmap.view(decl, (ViewStep("reshape", (rows, decl.shape[-1] if decl.shape else 1)),),
+                     suffix)
 
 
-def _broadcast_2d(in_shape, out_shape, whole_rows: bool) -> tuple[int, int]:
-    """The [rows, cols] an input contributes to an output flattened to [R, C].
-
-    Elementwise inputs match the output or broadcast whole rows or columns; ops that consume
-    whole rows (row-wise ops, reductions, top-k) take each input's rows at its own width.
-    """
-    R, C = math.prod(out_shape[:-1]), out_shape[-1]
-    lead, last = tuple(in_shape[:-1]), (in_shape[-1] if in_shape else 1)
-    full_lead = tuple(out_shape[:-1])
-    rows = R if lead and lead == full_lead[len(full_lead) - len(lead):] and math.prod(lead) == R \
-        else (1 if math.prod(lead) == 1 else None)
-    cols = last if whole_rows else (C if last == C else (1 if last == 1 else None))
-    if rows is None or cols is None:
-        raise ValueError(f"broadcasting {list(in_shape)} to {list(out_shape)} is not supported "
-                         "by the vector lowering (only whole rows or columns broadcast)")
-    return rows, cols
+def _rows_of(shape, R: int) -> int:
+    rows = math.prod(shape[:-1])
+    if rows not in (R, 1):
+        raise ValueError(f"a {list(shape)} operand has {rows} rows; the group works on {R}")
+    return rows
 
 
-def _tile_shape(row_bytes: float, capacity: int, rows: int, cols: int,
-                whole_rows: bool) -> tuple[int, int]:
-    """(rows, cols) of a tile whose pipelined buffers fit the vector buffer: up to 256 whole
-    rows; when one row is too wide, elementwise ops split columns by powers of two."""
-    fits = lambda br, bc: STAGES * br * row_bytes * bc / cols <= capacity
+def _tile_shape(row_bytes: float, fixed_bytes: float, capacity: int, rows: int, cols: int,
+                split_cols: bool):
+    """(rows, cols) of a tile whose pipelined buffers fit: up to 256 whole rows, or, when one
+    row is too wide and the group is elementwise, a power-of-two split of the columns.
+    `fixed_bytes` are one-row (broadcast) tiles, whatever the row count."""
+    fits = lambda br, bc: STAGES * (br * row_bytes + fixed_bytes) * bc / cols <= capacity
     bc = cols
     while not fits(1, bc):
-        if whole_rows or bc == 1:
-            raise ValueError(f"one row of {row_bytes:.0f} bytes does not fit the {capacity}-byte "
-                             "vector buffer")
+        if not split_cols or bc == 1:
+            raise ValueError(f"one row ({row_bytes:.0f} bytes of tiles) does not fit the "
+                             f"{capacity}-byte vector buffer")
         bc = (bc + 1) // 2
     br = 256
     while br > 1 and not fits(br, bc):
@@ -64,83 +59,75 @@ def _tile_shape(row_bytes: float, capacity: int, rows: int, cols: int,
     return min(br, 1 << max(0, (rows - 1).bit_length())), bc
 
 
-def _vector_op(node: Node) -> tuple[str, dict]:
-    """The vec.OP instruction for a node, and its attributes other than positions."""
-    a = node.attr_dict
-    if node.op == "cast":
-        return ("quant" if node.type.format.scaling else "cvt"), {}
-    if node.op in ("sum", "max", "mean"):
-        return node.op, {}
-    if node.op == "rmsnorm":
-        return "rmsnorm", {"eps": a["eps"]}
-    if node.op == "rope":
-        return "rope", {"offset": a["offset"], "theta": a["theta"]}
-    if node.op == "causal_mask":
-        return "causal_mask", {"offset": a["offset"]}
-    if node.op == "topk":
-        return "topk", {"k": a["k"], "groups": a["groups"], "topk_groups": a["topk_groups"]}
-    if node.op == "topk_weights":
-        return "route_weights", {"norm": a["norm"], "scale": a["scale"]}
-    return node.op, {}
-
-
-WHOLE_ROW_OPS = ("topk", "topk_weights")
-
-
-def lower_vector(node: Node, graph: Graph, tmap: TensorMap, target: Target):
-    op_name, attrs = _vector_op(node)
-    ins = graph.inputs_of(node)
-    src_shape = ins[0].type.shape
-    reduces = OPS[node.op].category == "reduction"
-    whole_rows = OPS[node.op].category in ("rowwise", "reduction") or node.op in WHOLE_ROW_OPS
-    if reduces and node.attr("axis") % len(src_shape) != len(src_shape) - 1:
-        raise ValueError(f"{node.name}: reductions lower over the last axis only")
-    out_decl = tmap.of(node)
-    shape = src_shape if reduces else node.type.shape
-    R, C = math.prod(shape[:-1]), shape[-1]
-    out_cols = 1 if reduces else C
-    width = max(C, *(n.type.shape[-1] for n in ins if n.type.shape)) if whole_rows else C
-    out = _as_rows(tmap, out_decl, R, out_cols, "rows")
-    kb = KernelBuilder(node.op, target)
-    operands = []          # (param, 2-D decl, rows, cols) of tensor inputs
-    for i, src in enumerate(ins):
-        if src.op == "const":
-            attrs[f"imm{i}"] = float(src.attr("value"))
+def lower_vector_group(group: Group, graph: Graph, tmap: TensorMap, target: Target):
+    nodes = list(group.nodes)
+    # Buffers are named by position, so the same group in another layer is the same kernel.
+    local = {n.id: k for k, n in enumerate(nodes)}
+    R = row_count(nodes[0], graph)
+    for n in nodes:
+        if row_count(n, graph) != R:
+            raise ValueError(f"{n.name} works on {row_count(n, graph)} rows, the group on {R}")
+    members = {n.id for n in nodes}
+    external = [v for v in group.inputs if v.op != "const" and row_view_base(graph, v) not in members]
+    kb = KernelBuilder("_".join(dict.fromkeys(n.op for n in nodes)), target)
+    # External inputs as [rows, cols] views.
+    ins = {}
+    for k, v in enumerate(external):
+        if any(n.op == "cache_write" and n.inputs[0] == v.id for n in nodes):
+            continue                                   # the cache itself is only written
+        decl = as_rows(tmap, tmap.of(v), _rows_of(v.type.shape, R))
+        ins[v.id] = (kb.param(f"x{k}", decl), decl)
+    # Values to store: external outputs, and cache appends into their window.
+    stores = []
+    for n in group.outputs:
+        if n.op == "cache_write":
             continue
-        rows, cols = _broadcast_2d(src.type.shape, shape, whole_rows)
-        decl = _as_rows(tmap, tmap.of(src), rows, cols, "rows")
-        operands.append((kb.param(f"x{i}", decl), decl, rows, cols))
-    pout = kb.param("y", out, output=True)
-    scaled_out = node.op == "cast" and out_decl.scaling is not None
-    if scaled_out:
-        pscale = kb.param("y_scale", tmap.decls[scale_name(out.name)], output=True)
-    row_bytes = sum(d.bits * cols / 8 for _, d, rows, cols in operands) + out.bits * out_cols / 8
-    capacity = target.buffer_for("vector")[1].bytes
-    br, bc = _tile_shape(row_bytes, capacity, R, C, whole_rows or scaled_out)
-    if scaled_out:
-        br = max(br, out_decl.scaling.block[0])
-    col_tiles = math.ceil(C / bc)
+        decl = as_rows(tmap, tmap.of(n), R)
+        stores.append((n, kb.param(f"y{len(stores)}", decl, output=True), decl))
+    for n in nodes:
+        if n.op == "cache_write":
+            cache, new = tmap.of(graph.node(n.inputs[0])), graph.node(n.inputs[1])
+            offset = n.attr("offset")
+            window = tmap.view(cache, (ViewStep("slice", (1, offset, offset + new.type.shape[1])),),
+                               f"at{offset}")
+            decl = as_rows(tmap, window, R)
+            stores.append((n, kb.param(f"y{len(stores)}", decl, output=True), decl))
+    scale_stores = [(n, p, d) for n, p, d in stores if d.scaling is not None]
+    scale_params = {n.id: kb.param(f"{p}_scale", tmap.decls[scale_name(d.name)], output=True)
+                    for n, p, d in scale_stores}
+
+    elementwise_only = not any(is_whole_row(n) for n in nodes)
+    width = max([d.shape[-1] for _, d in ins.values()] + [tile_cols(n, graph) for n in nodes])
+    row_bytes = sum(d.bits * d.shape[-1] / 8 for _, d in ins.values() if d.shape[0] > 1) \
+        + sum(n.type.format.bits * tile_cols(n, graph) / 8 for n in nodes
+              if n.op != "cache_write" or _converts(n, graph))
+    fixed = sum(d.bits * d.shape[-1] / 8 for _, d in ins.values() if d.shape[0] == 1)
+    br, bc = _tile_shape(row_bytes, fixed, target.buffer_for("vector")[1].bytes, R, width,
+                         elementwise_only and not scale_stores)
+    for _, _, d in scale_stores:
+        br = max(br, d.scaling.block[0])
+    col_tiles = math.ceil(width / bc)
     tiles = math.ceil(R / br) * col_tiles
     per_item = math.ceil(tiles / target.cores)
-    items = math.ceil(tiles / per_item)
-    shape_note = f"{br} rows" + (f" x {bc} columns" if col_tiles > 1 else "")
-    kb.note(f"{node.op}: {R} rows x {C}, tiles of {shape_note}, "
-            f"{per_item} tile(s) per work item")
-    w = kb.grid_dim("w", items)
+    kb.note(f"{' + '.join(n.op for n in nodes)}: {R} rows x {width}, tiles of {br} rows"
+            + (f" x {bc} columns" if col_tiles > 1 else "") + f", {per_item} per work item")
+    w = kb.grid_dim("w", math.ceil(tiles / per_item))
     kb.token("free", STAGES)
     kb.token("loaded")
     kb.token("done")
-    tile_cols = lambda cols: bc if cols == C and col_tiles > 1 else cols
-    for param, decl, rows, cols in operands:
-        kb.buffer(f"s_{param}", decl.dtype, (min(br, rows), tile_cols(cols)), "vector", STAGES)
-    kb.buffer("so", out.dtype, (br, tile_cols(out_cols)), "vector", STAGES)
-    if scaled_out:
-        sblock = out_decl.scaling.block
-        kb.buffer("sos", out_decl.scaling.dtype,
-                  (math.ceil(br / sblock[0]), math.ceil(out_cols / sblock[1])), "vector", STAGES)
-    if node.op in ("rope", "causal_mask"):
-        axis = node.attr("axis") if node.op == "rope" else len(shape) - 2
-        attrs.update(rows_layout(shape, axis))
+    cols = lambda c: bc if col_tiles > 1 and c == width else c
+    for param, decl in ins.values():
+        kb.buffer(f"s_{param}", decl.dtype, (min(br, decl.shape[0]), cols(decl.shape[-1])),
+                  "vector", STAGES)
+    for n in nodes:
+        if n.op != "cache_write" or _converts(n, graph):
+            kb.buffer(f"v{local[n.id]}", n.type.format.dtype, (br, cols(tile_cols(n, graph))), "vector",
+                      STAGES)
+        if n.type.format.scaling and n.op in ("cast", "cache_write"):
+            block = n.type.format.scaling.block
+            kb.buffer(f"v{local[n.id]}s", n.type.format.scaling.dtype,
+                      (math.ceil(br / block[0]), math.ceil(tile_cols(n, graph) / block[1])),
+                      "vector", STAGES)
     with kb.loop("t", per_item) as t:
         slot = Bin("%", t, Const(STAGES)) if per_item > 1 else Const(0)
         tile = add(mul(w, Const(per_item)), t)
@@ -150,27 +137,67 @@ def lower_vector(node: Node, graph: Graph, tmap: TensorMap, target: Target):
         else:
             row0, col0 = mul(tile, Const(br)), Const(0)
 
-        def box(param, rows, cols):
-            start_r = row0 if rows > 1 else Const(0)
-            start_c = col0 if cols == C and col_tiles > 1 else Const(0)
-            return Box(param, (start_r, start_c), (min(br, rows), tile_cols(cols)))
+        def box(param, decl):
+            r = row0 if decl.shape[0] > 1 else Const(0)
+            c = col0 if col_tiles > 1 and decl.shape[-1] == width else Const(0)
+            return Box(param, (r, c), (min(br, decl.shape[0]), cols(decl.shape[-1])))
 
-        for i, (param, decl, rows, cols) in enumerate(operands):
-            kb.emit("ld.tile", Buf(f"s_{param}", slot), box(param, rows, cols),
-                    wait=("free",) if i == 0 else (),
-                    signal=("loaded",) if i == len(operands) - 1 else ())
-        srcs = [Buf(f"s_{p}", slot) for p, *_ in operands]
-        position = {"row0": row0} if node.op in ("rope", "causal_mask") else {}
-        dsts = [Buf("so", slot)] + ([Buf("sos", slot)] if scaled_out else [])
-        wait = ("loaded",) if operands else ("free",)
-        kb.emit(f"vec.{op_name}", *dsts, *srcs, wait=wait, signal=("done",),
-                n=br * (width if whole_rows else tile_cols(C)), **attrs, **position)
-        kb.emit("st.tile", box(pout, R, out_cols), Buf("so", slot),
-                wait=("done",), signal=() if scaled_out else ("free",))
-        if scaled_out:
-            sb = out_decl.scaling.block
-            kb.emit("st.tile", Box(pscale, (floordiv(row0, sb[0]), Const(0)),
-                                   (math.ceil(br / sb[0]), math.ceil(out_cols / sb[1]))),
-                    Buf("sos", slot), signal=("free",))
+        loads = list(ins.items())
+        for k, (vid, (param, decl)) in enumerate(loads):
+            kb.emit("ld.tile", Buf(f"s_{param}", slot), box(param, decl),
+                    wait=("free",) if k == 0 else (),
+                    signal=("loaded",) if k == len(loads) - 1 else ())
+        sources = _RowViews(graph, {vid: Buf(f"s_{param}", slot) for vid, (param, _) in ins.items()})
+        computed = [n for n in nodes if n.op != "cache_write" or _converts(n, graph)]
+        for n in nodes:
+            if n not in computed:              # an append in the entries' own format
+                sources[n.id] = sources[n.inputs[1]]
+                continue
+            k = computed.index(n)
+            dst = [Buf(f"v{local[n.id]}", slot)]
+            if n.type.format.scaling and n.op in ("cast", "cache_write"):
+                dst.append(Buf(f"v{local[n.id]}s", slot))
+            wait = (("loaded",) if loads else ("free",)) if k == 0 else ()
+            signal = ("done",) if k == len(computed) - 1 else ()
+            if n.op == "cache_write":      # entries converted to the cache's format
+                op = "vec.quant" if n.type.format.scaling else "vec.cvt"
+                kb.emit(op, *dst, sources[n.inputs[1]], wait=wait, signal=signal,
+                        n=br * tile_cols(n, graph))
+            else:
+                emit_node(kb, graph, n, dst, sources, br, cols(tile_cols(n, graph)), row0,
+                          wait=wait, signal=signal)
+            sources[n.id] = dst[0]
+        if not computed:                     # a pure copy (cache append of a loaded value)
+            kb.emit("sync.ld", wait=("loaded",), signal=("done",))
+        out_ops = []
+        for n, param, decl in stores:
+            out_ops.append((box(param, decl), sources[n.id]))
+            if n.id in scale_params:
+                block = decl.scaling.block
+                out_ops.append((Box(scale_params[n.id], (floordiv(row0, block[0]), Const(0)),
+                                    (math.ceil(br / block[0]),
+                                     math.ceil(decl.shape[-1] / block[1]))),
+                                Buf(f"v{local[n.id]}s", slot)))
+        for k, (b, src) in enumerate(out_ops):
+            kb.emit("st.tile", b, src, wait=("done",) if k == 0 else (),
+                    signal=("free",) if k == len(out_ops) - 1 else ())
     return kb.build()
 
+
+class _RowViews(dict):
+    """Tile buffers by value id, where a reshape keeping rows whole reads its base's tile."""
+
+    def __init__(self, graph: Graph, items: dict):
+        super().__init__(items)
+        self.graph = graph
+
+    def __missing__(self, vid: int):
+        base = row_view_base(self.graph, self.graph.node(vid))
+        if base is None:
+            raise KeyError(vid)
+        return self[base]
+
+
+def _converts(node: Node, graph: Graph) -> bool:
+    """A cache append whose entries change format on the way in."""
+    return node.type.format != graph.node(node.inputs[1]).type.format

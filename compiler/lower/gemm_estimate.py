@@ -1,0 +1,55 @@
+"""The GEMM problem a contraction (and its epilogue) poses, built from the IR alone.
+
+The GEMM template, the tile pass and the fuse pass's cost decisions all start here, so they
+reason about the same buffers, formats and promotion.
+"""
+from __future__ import annotations
+
+from compiler.ir.graph import Graph, Node
+from compiler.ir.ops.contraction import Contraction, contraction_of
+from compiler.lower import gemm_tiles
+from compiler.lower.epilogue import Epilogue
+from compiler.lower.groups import Group
+from compiler.lower.operand_plan import OperandPlan, plan_operands
+from isa.program import TensorDecl
+from isa.target_schema import Target
+
+
+def contraction_dims(graph: Graph, node: Node) -> tuple[Contraction, int, int, int, int]:
+    c = contraction_of([graph.node(i).type for i in node.inputs], node.attr_dict)
+    return c, c.size(c.batch), c.size(c.m), c.size(c.n), c.size(c.k)
+
+
+def gemm_problem(graph: Graph, node: Node, target: Target,
+                 **extra) -> tuple[gemm_tiles.GemmProblem, OperandPlan]:
+    a, b = graph.inputs_of(node)
+    _, G, M, N, K = contraction_dims(graph, node)
+    da = TensorDecl(a.name, a.type.format.dtype, (G, M, K), "temp", a.type.format.scaling)
+    db = TensorDecl(b.name, b.type.format.dtype, (G, K, N), "temp", b.type.format.scaling)
+    plan = plan_operands(da, db, target)
+    needs = lambda conv: plan.scaled or conv == "dequant"
+    problem = gemm_tiles.GemmProblem(
+        G, M, N, K, da.dtype, db.dtype, node.type.format.dtype, plan.fmt, plan.k_step,
+        plan.promote, plan.a_conv, plan.b_conv, da.scaling if needs(plan.a_conv) else None,
+        db.scaling if needs(plan.b_conv) else None, **extra)
+    return problem, plan
+
+
+def group_problem(group: Group, graph: Graph, target: Target):
+    """(problem, operand plan, epilogue) of a GEMM kernel group."""
+    head = group.nodes[0]
+    _, G, M, _, _ = contraction_dims(graph, head)
+    epi = Epilogue(group, graph, head, G, M)
+    problem, plan = gemm_problem(graph, head, target, store_acc=epi.store_head,
+                                 epilogue=epi.buffers(), whole_rows=epi.whole_rows,
+                                 n_align=epi.n_align)
+    return problem, plan, epi
+
+
+def gemm_cycles(problem: gemm_tiles.GemmProblem, target: Target) -> float:
+    """The estimate of the tile the search would choose; infinite when no tile fits."""
+    try:
+        tile, scored = gemm_tiles.choose(problem, target)
+    except ValueError:
+        return float("inf")
+    return dict(scored)[tile]

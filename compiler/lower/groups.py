@@ -1,0 +1,98 @@
+"""Kernel groups: the ops that run as one kernel, in an order that respects their data.
+
+The fuse pass tags each node with `sched {kernel="KIND.N"}`; nodes without a tag (sources,
+constants and views need none) form a group of their own, of the kind their category implies.
+Values crossing a group boundary live off-chip; values inside a group never leave the chip.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from compiler.ir.graph import Graph, Node
+from compiler.ir.ops import OPS
+
+NO_KERNEL = ("source", "view")
+_KIND_OF_OP = {"dispatch": "dispatch", "combine": "combine", "embedding": "embedding"}
+
+
+def default_kind(node: Node) -> str:
+    """The kernel kind a node forms on its own."""
+    if node.op in _KIND_OF_OP:
+        return _KIND_OF_OP[node.op]
+    return "gemm" if OPS[node.op].category == "contraction" else "vector"
+
+
+def needs_kernel(node: Node) -> bool:
+    return OPS[node.op].category not in NO_KERNEL
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str                    # e.g. "gemm.3"
+    kind: str                    # gemm | vector | flash_attention | dispatch | combine | embedding
+    nodes: tuple[Node, ...]      # in topological order
+    outputs: tuple[Node, ...]    # members whose value is used outside the group (or returned)
+    inputs: tuple[Node, ...]     # values from outside, in first-use order
+
+    @property
+    def ids(self) -> frozenset[int]:
+        return frozenset(n.id for n in self.nodes)
+
+
+def kernel_groups(graph: Graph) -> list[Group]:
+    """The groups of a graph in launch order (a topological order of the groups)."""
+    members: dict[str, list[Node]] = {}
+    group_of: dict[int, str] = {}
+    for node in graph.nodes():
+        if not needs_kernel(node):
+            continue
+        key = node.sched_get("kernel") or f"{default_kind(node)}.n{node.id}"
+        members.setdefault(key, []).append(node)
+        group_of[node.id] = key
+    order = _group_order(graph, members, group_of)
+    returned = set(graph.outputs)
+    groups = []
+    for key in order:
+        nodes = members[key]
+        ids = {n.id for n in nodes}
+        outputs = tuple(n for n in nodes if n.id in returned or any(
+            u.id not in ids for u in graph.users(n.id)))
+        inputs, seen = [], set()
+        for n in nodes:
+            for i in n.inputs:
+                if i not in ids and i not in seen:
+                    seen.add(i)
+                    inputs.append(graph.node(i))
+        groups.append(Group(key, key.split(".")[0], tuple(nodes), outputs, tuple(inputs)))
+    return groups
+
+
+def _group_order(graph: Graph, members, group_of) -> list[str]:
+    """Topological order of the condensed graph; ties go to the group with the lowest node id."""
+    dag = nx.DiGraph()
+    first = {key: min(n.id for n in nodes) for key, nodes in members.items()}
+    dag.add_nodes_from(members)
+    for key, nodes in members.items():
+        for n in nodes:
+            for producer in _kernel_producers(graph, n, group_of):
+                if producer != key:
+                    dag.add_edge(producer, key)
+    if not nx.is_directed_acyclic_graph(dag):
+        cycle = nx.find_cycle(dag)
+        raise ValueError("kernel groups depend on each other in a cycle: "
+                         + " -> ".join(a for a, _ in cycle))
+    return list(nx.lexicographical_topological_sort(dag, key=lambda k: first[k]))
+
+
+def _kernel_producers(graph: Graph, node: Node, group_of) -> set[str]:
+    """Groups whose kernels produce `node`'s inputs (looking through views)."""
+    out, stack = set(), list(node.inputs)
+    while stack:
+        i = stack.pop()
+        if i in group_of:
+            out.add(group_of[i])
+        else:
+            stack.extend(graph.node(i).inputs)
+    return out

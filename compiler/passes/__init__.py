@@ -1,0 +1,48 @@
+"""The pass pipeline: one readable list of named stages with a hook between them.
+
+A pass is a small frozen object with a `name` and `run(graph, ctx) -> graph` that returns a
+new graph (nodes are immutable). `run_pipeline` calls `after(name, graph)` after every pass,
+which is where `--print-after` prints and tests verify. Lowering and the `plan` pass on the
+ISA program follow the graph passes (compiler/driver.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from compiler.ir.graph import Graph
+from isa.target_schema import Target
+
+
+@dataclass
+class PassContext:
+    target: Target
+    notes: list[str] = field(default_factory=list)      # what passes want the user to know
+    # Simulate one kernel and return its cycles; injected by the driver (the compiler does
+    # not import the runtime). None: passes fall back to their estimates.
+    measure: Callable | None = None
+
+
+class Pass(Protocol):
+    name: str
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph: ...
+
+
+def pipeline() -> list[Pass]:
+    from compiler.passes.fuse import Fuse
+    from compiler.passes.precision import Precision
+    from compiler.passes.tile import Tile
+    return [Precision(), Fuse(), Tile()]
+
+
+PASS_NAMES = ("precision", "fuse", "tile", "plan")
+
+
+def run_pipeline(graph: Graph, ctx: PassContext, passes: list[Pass] | None = None,
+                 after: Callable[[str, Graph], None] | None = None) -> Graph:
+    for p in passes if passes is not None else pipeline():
+        graph = p.run(graph, ctx)
+        if after:
+            after(p.name, graph)
+    return graph

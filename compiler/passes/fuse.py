@@ -1,0 +1,249 @@
+"""fuse: group ops into kernels, so values inside a kernel never touch off-chip memory.
+
+Before:  %s = matmul(%x, %w_gate) : ...          (three kernels, scores stored and reloaded)
+         %p = sigmoid(%s) ...
+         %i = topk(%p, %bias) ...
+After:   the same nodes, each with sched {kernel="gemm.12"}     (one kernel)
+
+Rules, tried in order at each ungrouped node in topological order; the first that matches
+forms a group (a node joins only when all its other inputs are ready: sources, constants, or
+values of groups formed before, so every group is a convex piece of the graph):
+- flash_attention: scores = sum of contractions (Q K^T) -> [scale] -> [causal mask] -> softmax
+  -> contraction with V, each value used only by the next: scores stay on chip.
+- gemm: a contraction and its epilogue: elementwise ops (dequantise/scale, bias, activation,
+  residual add, requantise) on its output tile, then, when a whole row of the output fits on
+  chip, whole-row ops such as gate top-k (gate + sigmoid + top-k is one kernel).
+- vector: elementwise and row-wise ops, casts, concat and cache appends on the same rows
+  (norm + quantise prologues, the MLA latent path into the KV cache).
+Anything else runs as a kernel of its own.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from compiler.ir.graph import Graph, Node
+from compiler.ir.ops import OPS
+from compiler.ir.ops.contraction import contraction_of
+from compiler.lower.gemm_estimate import gemm_cycles, gemm_problem
+from compiler.lower.groups import default_kind, kernel_groups, needs_kernel
+from compiler.lower.templates.tile_ops import row_count, row_view_base
+from compiler.passes import PassContext
+
+VECTOR_CATEGORIES = ("elementwise", "rowwise", "reduction")
+VECTOR_OPS = ("concat", "cache_write", "topk", "topk_weights")
+
+
+def is_vector(node: Node) -> bool:
+    if node.op == "concat":
+        return node.attr("axis") % node.type.rank == node.type.rank - 1
+    return OPS[node.op].category in VECTOR_CATEGORIES or node.op in VECTOR_OPS
+
+
+class _State:
+    def __init__(self, graph: Graph, ctx: PassContext):
+        self.graph, self.ctx = graph, ctx
+        self.group_of: dict[int, str] = {}
+        self.count = 0
+
+    def ready(self, node_id: int, members: set[int]) -> bool:
+        """Available to a group being formed: grouped earlier, a source, a view of such, or a
+        member seen through reshapes that keep rows whole."""
+        node = self.graph.node(node_id)
+        if node_id in members or row_view_base(self.graph, node) in members:
+            return True
+        if not needs_kernel(node):
+            return all(self.ready(i, members) and i not in members for i in node.inputs) \
+                if OPS[node.op].category == "view" else True
+        return node_id in self.group_of
+
+    def only_user(self, node: Node) -> Node | None:
+        users = self.graph.users(node.id)
+        return users[0] if len(users) == 1 and node.id not in self.graph.outputs else None
+
+    def claim(self, kind: str, members: list[int]) -> None:
+        name = f"{kind}.{self.count}"
+        self.count += 1
+        for m in members:
+            self.group_of[m] = name
+
+
+def flash_attention(node: Node, st: _State) -> tuple[str, list[int]] | None:
+    g = st.graph
+    if OPS[node.op].category != "contraction":
+        return None
+    members, tail = [node.id], node
+    while True:
+        user = st.only_user(tail)
+        if user is None:
+            return None
+        if user.op == "add" and all(_is_score_term(g, g.node(i), st, members) or i == tail.id
+                                    for i in user.inputs):
+            members += [i for i in user.inputs if i != tail.id] + [user.id]
+        elif user.op in ("mul", "div") and any(g.node(i).op == "const" for i in user.inputs):
+            members.append(user.id)
+        elif user.op in ("causal_mask", "softmax"):
+            members.append(user.id)
+        else:
+            return None
+        tail = user
+        if user.op == "softmax":
+            break
+    pv = st.only_user(tail)
+    if pv is None or OPS[pv.op].category != "contraction" or pv.inputs[0] != tail.id \
+            or not st.ready(pv.inputs[1], set(members)):
+        return None
+    return "flash_attention", members + [pv.id]
+
+
+def _is_score_term(g: Graph, node: Node, st: _State, members) -> bool:
+    """Another Q K^T contraction summed into the scores, with ready operands."""
+    return (OPS[node.op].category == "contraction" and st.only_user(node) is not None
+            and all(st.ready(i, set(members)) for i in node.inputs))
+
+
+def gemm(node: Node, st: _State) -> tuple[str, list[int]] | None:
+    g = st.graph
+    if OPS[node.op].category != "contraction":
+        return None
+    c = contraction_of([g.node(i).type for i in node.inputs], node.attr_dict)
+    if c.spec.split("->")[1] != c.batch + c.m + c.n:
+        return "gemm", [node.id]               # output needs a transposed store: no epilogue
+    members, tail = [node.id], node
+    while (user := st.only_user(tail)) is not None and _epilogue_op(g, user, node, st, members):
+        members.append(user.id)
+        tail = user
+    users = g.users(tail.id)
+    if users and tail.id not in g.outputs and all(u.op in ("topk", "topk_weights") for u in users) \
+            and all(st.ready(i, set(members) | {u.id for u in users}) for u in users
+                    for i in u.inputs) \
+            and _whole_rows_pay(g, node, tail, users, st.ctx):
+        members += [u.id for u in sorted(users, key=lambda u: u.id)]
+    return "gemm", members
+
+
+def _epilogue_op(g: Graph, user: Node, head: Node, st: _State, members) -> bool:
+    if OPS[user.op].category != "elementwise" or user.type.shape != head.type.shape:
+        return False
+    for i in user.inputs:
+        v = g.node(i)
+        if i in members:
+            continue
+        lead = math.prod(v.type.shape[:-1])
+        if not st.ready(i, set(members)) or lead not in (1, math.prod(head.type.shape[:-1])):
+            return False
+    return True
+
+
+def _whole_rows_pay(g: Graph, head: Node, tail: Node, users: list[Node],
+                    ctx: PassContext) -> bool:
+    """Fuse row-wise ops (gate top-k) into the GEMM only when the estimate says so: one tile
+    must then span all of N, which can leave cores idle; apart, the GEMM tiles freely but its
+    output makes a round trip through memory and the row-wise ops pay a launch."""
+    target = ctx.target
+    widths = tuple((f"w{k}", u.type.format.dtype, u.type.shape[-1], False)
+                   for k, u in enumerate(users))
+    fused = gemm_cycles(gemm_problem(g, head, target, store_acc=False, whole_rows=True,
+                                     epilogue=widths)[0], target)
+    alone = gemm_cycles(gemm_problem(g, head, target)[0], target)
+    round_trip = 2 * tail.type.nbytes / target.memory_bytes_per_cycle
+    fuse = fused <= alone + round_trip + target.launch_overhead_cycles
+    ctx.notes.append(f"{head.name}: {' + '.join(u.op for u in users)} "
+                     f"{'fused into' if fuse else 'kept apart from'} the GEMM (estimate "
+                     f"{fused:,.0f} cycles fused vs {alone + round_trip + target.launch_overhead_cycles:,.0f} apart)")
+    return fuse
+
+
+def vector(node: Node, st: _State) -> tuple[str, list[int]] | None:
+    g = st.graph
+    if not is_vector(node):
+        return None
+    R = row_count(node, g)
+    members = [node.id]
+    grew = True
+    while grew:
+        grew = False
+        for m in list(members):
+            for u in _users_through_row_views(g, m):
+                if u.id in members or u.id in st.group_of or not is_vector(u) \
+                        or row_count(u, g) != R:
+                    continue
+                extra = _absorbable_inputs(u, st, set(members), R)
+                if extra is None:
+                    continue
+                members += extra + [u.id]
+                grew = True
+    return "vector", sorted(set(members))
+
+
+def _users_through_row_views(g: Graph, node_id: int) -> list[Node]:
+    out = []
+    for u in g.users(node_id):
+        out.extend(_users_through_row_views(g, u.id) if row_view_base(g, u) == node_id else [u])
+    return out
+
+
+def _absorbable_inputs(u: Node, st: _State, members: set[int], R: int) -> list[int] | None:
+    """u's inputs not yet available that can join with it (vector ops on the same rows whose
+    own inputs are ready); None when some input can be neither."""
+    g, extra = st.graph, []
+    for i in u.inputs:
+        v = g.node(i)
+        if st.ready(i, members):
+            if i not in members and math.prod(v.type.shape[:-1]) not in (R, 1) \
+                    and v.op != "const" and not (u.op == "cache_write" and i == u.inputs[0]):
+                return None
+            continue
+        if i in st.group_of or not is_vector(v) or row_count(v, g) != R \
+                or not all(st.ready(j, members) for j in v.inputs):
+            return None
+        extra.append(i)
+    return extra
+
+
+RULES = [flash_attention, gemm, vector]
+
+
+@dataclass(frozen=True)
+class Fuse:
+    name: str = "fuse"
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        st = _State(graph, ctx)
+        for node in graph.nodes():
+            if node.id in st.group_of or not needs_kernel(node):
+                continue
+            for rule in RULES:
+                found = rule(node, st)
+                if found:
+                    st.claim(*found)
+                    break
+            else:
+                st.claim(default_kind(node), [node.id])
+        out = Graph(graph.model, dict(graph.sizes), dict(graph.policy))
+        for node in graph.nodes():
+            sched = dict(node.sched)
+            if node.id in st.group_of:
+                sched["kernel"] = st.group_of[node.id]
+            out.add(node.op, node.inputs, node.type, node.name, node.attrs, node.loc, sched)
+        out.outputs = list(graph.outputs)
+        return out
+
+
+def kernel_stats(graph: Graph) -> tuple[int, int]:
+    """(kernels, off-chip bytes) of a graph as grouped: per kernel, the bytes of the values
+    it reads from memory and of those it writes back (a lone op's own byte counts)."""
+    groups = kernel_groups(graph)
+    return len(groups), sum(_group_bytes(graph, grp) for grp in groups)
+
+
+def _group_bytes(graph: Graph, group) -> int:
+    def counts(n: Node):
+        ins = [graph.node(i).type for i in n.inputs]
+        return OPS[n.op].read_bytes(ins, n.type, n.attr_dict), \
+            OPS[n.op].written_bytes(ins, n.type, n.attr_dict)
+    if len(group.nodes) == 1:
+        return sum(counts(group.nodes[0]))
+    appended = {n.inputs[0] for n in group.nodes if n.op == "cache_write"}
+    read = sum(v.type.nbytes for v in group.inputs if v.op != "const" and v.id not in appended)
+    return read + sum(counts(n)[1] for n in group.outputs)

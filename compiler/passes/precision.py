@@ -1,0 +1,108 @@
+"""precision: give the activations of low-precision GEMMs their policy format.
+
+Before:  %y = matmul(%x, %w)            %x: bf16[128,7168]  %w: fp8_e4m3[..] scaled(fp32, 128x128)
+After:   %x.q = cast(%x) {format=...}   %x.q: fp8_e4m3[128,7168] scaled(fp32, 1x128)
+         %y = matmul(%x.q, %w)
+
+Rules, applied to a fixed point:
+- quantise_gemm_input: a contraction whose weight operand is 8 bits or narrower reads its
+  activation operand in the policy's `activations` format, when the operand's last dim is the
+  reduction (blocks run along K) and the target's matrix unit takes that element format;
+  one cast per (value, format), shared by every GEMM reading it.
+- quantise_before_dispatch: a dispatch whose every user casts to the same format moves the
+  cast before it, so tokens travel (and are copied) in the narrow format.
+Weights in a format the matrix unit lacks are dequantised inside their GEMM; the pass records
+that as a note for the report rather than changing the graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.ir.graph import Node, TensorType
+from compiler.ir.ops import OPS
+from compiler.ir.ops.contraction import contraction_of
+from compiler.passes import PassContext
+from compiler.passes.rewrite import Rewriter, apply_rules
+from isa.formats import DTYPES
+
+
+def _through_views(graph, node: Node) -> Node:
+    while OPS[node.op].category == "view":
+        node = graph.node(node.inputs[0])
+    return node
+
+
+def quantise_gemm_input(node: Node, rw: Rewriter) -> int | None:
+    if OPS[node.op].category != "contraction":
+        return None
+    graph, target = rw.old, rw.ctx.target
+    a, b = graph.inputs_of(node)
+    weight = _through_views(graph, b)
+    fmt = graph.policy.get("activations")
+    if (weight.op != "weight" or DTYPES[b.type.format.dtype].bits > 8 or fmt is None
+            or a.type.format.scaling is not None or a.type.format == fmt
+            or DTYPES[a.type.format.dtype].bits <= 8):
+        return None
+    c = contraction_of([a.type, b.type], node.attr_dict)
+    if c.spec.split(",")[0][-1] not in c.k:
+        return None                           # blocks would not run along the reduction
+    if fmt.dtype not in target.matrix.formats:
+        rw.ctx.notes.append(f"{node.name}: activations stay {a.type.format.dtype}: "
+                            f"{target.name}'s matrix unit has no {fmt.dtype}")
+        return None
+    key = (a.id, str(fmt))
+    cache = rw.memo.setdefault("casts", {})
+    if key not in cache:
+        cache[key] = rw.add("cast", [rw.new_id[a.id]], TensorType(a.type.shape, fmt),
+                            f"{a.name}.q", {"format": fmt}, node.loc)
+    inputs = rw.inputs(node)
+    inputs[0] = cache[key]
+    return rw.copy(node, inputs=inputs)
+
+
+def quantise_before_dispatch(node: Node, rw: Rewriter) -> int | None:
+    graph = rw.old
+    if node.op != "cast":
+        return None
+    dispatch = graph.node(node.inputs[0])
+    users = graph.users(dispatch.id)
+    if dispatch.op != "dispatch" or any(u.op != "cast" or u.type.format != node.type.format
+                                        for u in users):
+        return None
+    x = graph.node(dispatch.inputs[0])
+    key = ("dispatch", dispatch.id)
+    cache = rw.memo.setdefault("hoisted", {})
+    if key not in cache:
+        fmt = node.type.format
+        xq = rw.add("cast", [rw.new_id[x.id]], TensorType(x.type.shape, fmt), f"{x.name}.q",
+                    {"format": fmt}, node.loc)
+        cache[key] = rw.add("dispatch", [xq, rw.new_id[dispatch.inputs[1]]],
+                            TensorType(dispatch.type.shape, fmt), dispatch.name,
+                            dispatch.attrs, dispatch.loc)
+    return cache[key]
+
+
+RULES = [quantise_gemm_input, quantise_before_dispatch]
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str = "precision"
+
+    def run(self, graph, ctx: PassContext):
+        _note_unsupported_weights(graph, ctx)
+        return apply_rules(graph, RULES, ctx)
+
+
+def _note_unsupported_weights(graph, ctx: PassContext) -> None:
+    formats = ctx.target.matrix.formats
+    seen = set()
+    for node in graph.nodes():
+        if OPS[node.op].category != "contraction":
+            continue
+        w = graph.node(node.inputs[1])
+        dtype = w.type.format.dtype
+        if dtype not in formats and dtype not in seen:
+            seen.add(dtype)
+            ctx.notes.append(f"{ctx.target.name}'s matrix unit has no {dtype}: weights in {dtype} "
+                             "are up-cast on the vector unit inside their GEMMs")
