@@ -7,6 +7,7 @@ from compiler.frontend import load_model
 from compiler.ir.graph import Graph
 from compiler.lower import lower
 from compiler.passes import PassContext, run_pipeline
+from compiler.passes.plan import Plan
 from compiler.stats import model_stats
 from isa.program import Program
 from isa.target_loader import load_target
@@ -21,14 +22,21 @@ class Compiled:
     notes: tuple[str, ...] = ()
 
 
+def simulate_cycles(target: Target):
+    """The interpreter as a measuring stick for passes: cycles of one kernel on `target`.
+    The driver hands it to the passes, so the compiler proper never imports the runtime."""
+    from runtime.kernel_sim import simulate_kernel
+    return lambda kernel, params: simulate_kernel(kernel, params, target).cycles
+
+
 def compile_model(model_path: str, target_name: str, overrides: dict[str, str],
-                  after=None, passes=None) -> Compiled:
+                  after=None, passes=None, measure: bool = True) -> Compiled:
     """Front end, graph passes (after(name, graph) runs after each), lowering."""
     target = load_target(target_name)
     graph = load_model(model_path, overrides)
-    ctx = PassContext(target)
+    ctx = PassContext(target, measure=simulate_cycles(target) if measure else None)
     graph = run_pipeline(graph, ctx, passes, after)
-    program = lower(graph, target)
+    program = Plan().run(lower(graph, target), target)
     return Compiled(graph, target, program, tuple(ctx.notes))
 
 

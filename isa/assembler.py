@@ -252,8 +252,10 @@ class _Reader(lark.Transformer):
 
     def buffer(self, children):
         name, (dtype, shape), *rest = children
+        offset = int(rest.pop()[1:]) if rest[-1].type == "OFFSET" else None
         slots = int(rest.pop(0)[1:]) if len(rest) == 2 else 1
-        return _BufferRec(name.line, BufferDecl(str(name), dtype, shape, slots, str(rest[0])))
+        return _BufferRec(name.line,
+                          BufferDecl(str(name), dtype, shape, slots, str(rest[0]), offset))
 
     def loop(self, children):
         var, count, *body = children

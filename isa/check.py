@@ -73,10 +73,12 @@ def check_instruction(ins: Instr, definition: InstrDef, scope: KernelScope) -> N
 
 
 def check_buffers(kernel: Kernel, target: Target) -> None:
-    """The buffers of each space fit the target's capacity for it."""
+    """The buffers of each space fit the target's capacity for it: placed buffers by their
+    highest byte, unplaced ones by their sum."""
     used: dict[str, int] = {}
     for b in kernel.buffers:
-        used[b.space] = used.get(b.space, 0) + b.nbytes
+        end = b.offset + b.nbytes if b.offset is not None else used.get(b.space, 0) + b.nbytes
+        used[b.space] = max(used.get(b.space, 0), end)
     for space, nbytes in used.items():
         if space not in target.buffers:
             raise ProgramError(f"kernel {kernel.name}: target {target.name} has no buffer "

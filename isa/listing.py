@@ -194,7 +194,8 @@ def kernel_view(k: Kernel) -> dict:
     params = ", ".join(f"{'out ' if p.output else ''}{p.name}: {fmt_type(p.dtype, p.shape)}"
                        for p in k.params)
     decls = [f"buffer {b.name}: {fmt_type(b.dtype, b.shape)}"
-             + (f" x{b.slots}" if b.slots != 1 else "") + f" {b.space}" for b in k.buffers]
+             + (f" x{b.slots}" if b.slots != 1 else "") + f" {b.space}"
+             + (f" @{b.offset}" if b.offset is not None else "") for b in k.buffers]
     if k.tokens:
         decls.append("token " + " ".join(f"{t}={n}" for t, n in k.tokens))
     return {"header": f"kernel {k.name}({params})", "notes": list(k.notes),

@@ -127,6 +127,7 @@ class BufferDecl:
     shape: tuple[int, ...]
     slots: int
     space: str                       # the target buffer (smem, registers, ub, l0c...) it lives in
+    offset: int | None = None        # byte offset in the space, once the plan pass placed it
 
     @property
     def slot_bytes(self) -> int:

@@ -66,11 +66,25 @@ def expand(body, env: dict) -> list:
 
 def box_bytes(box: Box, decl: TensorDecl, env: dict) -> int:
     """Bytes of the in-bounds part of a box (an edge tile past the tensor's end moves less)."""
-    elems = 1
-    for start, size, dim in zip(box.starts, box.sizes, decl.shape):
-        s = _compiled(start)(env)
-        elems *= max(0, min(s + size, dim) - max(s, 0))
-    return math.ceil(elems * decl.bits / 8)
+    return _box_counter(box, decl.shape, decl.bits)(env)
+
+
+@lru_cache(maxsize=None)
+def _box_counter(box: Box, shape: tuple, bits: int):
+    """A function env -> in-bounds bytes of `box` on a tensor of `shape` (compiled once)."""
+    dims = [(_compiled(start), size, dim) for start, size, dim in zip(box.starts, box.sizes, shape)]
+    fixed = all(not variables(start) for start in box.starts)
+
+    def count(env) -> int:
+        elems = 1
+        for start, size, dim in dims:
+            s = start(env)
+            elems *= max(0, min(s + size, dim) - max(s, 0))
+        return math.ceil(elems * bits / 8)
+    if fixed:
+        value = count({})
+        return lambda env: value
+    return count
 
 
 @dataclass
@@ -101,26 +115,45 @@ def concurrent_share(kernel: Kernel, box: Box, cores: int) -> float:
 
 
 def _class_stream(kernel: Kernel, params: dict[str, TensorDecl], target: Target, env: dict,
-                  shares: dict[int, float]):
+                  shares: dict[int, float], memo: dict) -> list[_Instance]:
+    """The instruction instances one work item executes, with their costs.
+
+    An instance's cost depends only on the values of the variables its boxes read, so costs
+    are remembered in `memo` under (instruction, those values), across loop iterations and
+    across the classes of one kernel.
+    """
     buffers = {b.name: b for b in kernel.buffers}
     stream = []
-    fixed: dict[int, _Instance] = {}      # instructions whose cost cannot depend on the loop
     for ins, ienv in expand(kernel.body, env):
-        if id(ins) in fixed:
-            stream.append(fixed[id(ins)])
-            continue
-        definition = lookup(ins.op, target)
-        ctx = CostContext(
-            target,
-            box_bytes=lambda box, e=ienv: box_bytes(box, params[box.tensor], e),
-            buffer_bytes=lambda name: buffers[name].slot_bytes,
-            row_bytes=lambda t: math.ceil(params[t].shape[-1] * params[t].bits / 8))
-        inst = _Instance(definition.unit, ins.op, definition.cost(ins, ctx), ins.wait, ins.signal,
-                         shares.get(id(ins), 1.0))
-        if not any(isinstance(a, Box) for a in ins.args):
-            fixed[id(ins)] = inst
+        reads = memo.get(id(ins))
+        if reads is None:
+            reads = memo[id(ins)] = _box_variables(ins)
+        key = (id(ins), tuple(ienv[v] for v in reads))
+        inst = memo.get(key)
+        if inst is None:
+            definition = lookup(ins.op, target)
+            ctx = CostContext(
+                target,
+                box_bytes=lambda box, e=ienv: box_bytes(box, params[box.tensor], e),
+                buffer_bytes=lambda name: buffers[name].slot_bytes,
+                row_bytes=lambda t: math.ceil(params[t].shape[-1] * params[t].bits / 8))
+            inst = _Instance(definition.unit, ins.op, definition.cost(ins, ctx), ins.wait,
+                             ins.signal, shares.get(id(ins), 1.0))
+            # Interned by value: equal instances are one object, so streams compare by id.
+            inst = memo.setdefault(("value", inst.unit, inst.label, inst.cost, inst.waits,
+                                    inst.signals, inst.share), inst)
+            memo[key] = inst
         stream.append(inst)
     return stream
+
+
+def _box_variables(ins) -> tuple[str, ...]:
+    names = set()
+    for a in ins.args:
+        if isinstance(a, Box):
+            for start in a.starts:
+                names |= variables(start)
+    return tuple(sorted(names))
 
 
 def _classes(kernel: Kernel):
@@ -204,9 +237,10 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
               for box in ins.args if isinstance(box, Box) and ins.op.startswith("ld.")}
     streams, class_of_key, signatures = [], {}, {}
     counts: list[int] = []
+    memo: dict = {}
     for key, env, count in reps:
-        stream = _class_stream(kernel, params, target, env, shares)
-        sig = tuple((i.unit, i.label, i.cost, i.waits, i.signals, i.share) for i in stream)
+        stream = _class_stream(kernel, params, target, env, shares, memo)
+        sig = tuple(id(i) for i in stream)       # equal instances are shared through memo
         if sig not in signatures:
             signatures[sig] = len(streams)
             streams.append(stream)

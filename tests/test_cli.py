@@ -418,7 +418,7 @@ def test_capacity_warning_for_full_deepseek_on_h800(capsys, tmp_path):
 def test_no_capacity_warning_when_it_fits(capsys):
     code, out, err = dsc(capsys, "compile", DEEPSEEK, "--target", "h800", *SMALL_DEEPSEEK)
     assert code == 0, err
-    assert err == ""
+    assert "warning" not in err                    # pass notes may still be shown
     assert out.startswith("; dsc listing")
 
 

@@ -12,6 +12,7 @@ import sys
 
 from compiler.cli.output import Progress, write_output
 from compiler.errors import DscError
+from compiler.passes import PASS_NAMES
 from isa.errors import ListingError
 from isa.formats import FormatError
 from isa.target_loader import TargetError
@@ -31,13 +32,48 @@ def _sets(pairs: list[str]) -> dict[str, str]:
 def cmd_compile(args) -> None:
     from compiler.driver import capacity_warning, compile_model
     from compiler.ir.text import print_graph
+    from compiler.passes.fuse import kernel_stats
     from isa.listing import render
-    compiled = compile_model(args.model, args.target, _sets(args.set))
+    dumps, counts = [], {}
+
+    def after(name, graph):
+        if name in args.print_after:
+            dumps.append(f"# after {name}\n" + print_graph(graph))
+        if args.stats and name in ("precision", "fuse"):
+            counts[name] = kernel_stats(graph)
+
+    compiled = compile_model(args.model, args.target, _sets(args.set), after=after)
+    _report_notes(compiled)
+    if args.stats:
+        (k0, b0), (k1, b1) = counts["precision"], counts["fuse"]
+        sys.stdout.write(f"kernels:        {k0:>8,d} before fusion, {k1:>8,d} after\n"
+                         f"off-chip bytes: {b0 / 1e9:>8,.2f} GB before, {b1 / 1e9:>8,.2f} GB after "
+                         "(values crossing kernel boundaries)\n")
+        if args.output == "-":
+            return
+    if "plan" in args.print_after:
+        dumps.append("# after plan\n" + render(compiled.program))
+    if dumps:
+        write_output(args.output, "".join(dumps))
+        return
+    text = print_graph(compiled.graph) if args.emit == "ir" else render(compiled.program)
+    write_output(args.output, text)
+
+
+def _report_notes(compiled) -> None:
+    """The capacity warning and the passes' notes, on stderr; notes repeated across layers
+    are shown once with their count."""
+    from runtime.report.summary import layer_pattern
+    from compiler.driver import capacity_warning
     warning = capacity_warning(compiled.graph, compiled.target)
     if warning:
         print(warning, file=sys.stderr)
-    text = print_graph(compiled.graph) if args.emit == "ir" else render(compiled.program)
-    write_output(args.output, text)
+    counts: dict[str, int] = {}
+    for note in compiled.notes:
+        key = layer_pattern(note)
+        counts[key] = counts.get(key, 0) + 1
+    for note, n in counts.items():
+        print(f"note: {note}" + (f" ({n} times)" if n > 1 else ""), file=sys.stderr)
 
 
 def cmd_run(args) -> None:
@@ -148,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, help="builtin target name or a .toml file")
     p.add_argument("--emit", choices=("ir", "isa"), default="isa")
     p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
+    p.add_argument("--print-after", action="append", default=[], metavar="PASS",
+                   choices=PASS_NAMES, help="print the IR after a pass (plan: the listing); "
+                   f"passes: {', '.join(PASS_NAMES)}")
+    p.add_argument("--stats", action="store_true",
+                   help="print kernels and off-chip bytes before and after fusion")
     p = model_command("run", "compile and simulate, or simulate a listing (FILE.lst); print a "
                       "summary", cmd_run)
     p.add_argument("--target", required=True, help="builtin target name or a .toml file")

@@ -104,6 +104,7 @@ class Graph:
     dg: nx.DiGraph = field(default_factory=nx.DiGraph)
     outputs: list[int] = field(default_factory=list)
     _next_id: int = 0
+    _id_ordered: bool = True          # every node's inputs have smaller ids (see nodes())
 
     def add(self, op: str, inputs, type: TensorType, name: str, attrs: dict | Attrs = (),
             loc: Loc | None = None, sched: dict | Attrs = ()) -> Node:
@@ -122,6 +123,8 @@ class Graph:
     def replace_node(self, node: Node, **changes) -> Node:
         """Swap a node's payload, keeping its id: for builders, before a graph is handed on."""
         new = replace(node, **changes)
+        if any(i >= new.id for i in new.inputs):
+            self._id_ordered = False
         for src in set(node.inputs) - set(new.inputs):
             self.dg.remove_edge(src, node.id)
         for src in new.inputs:
@@ -130,9 +133,15 @@ class Graph:
         return new
 
     def nodes(self) -> Iterator[Node]:
-        """All nodes in topological order, ties broken by id (creation order)."""
-        for nid in nx.lexicographical_topological_sort(self.dg):
-            yield self.node(nid)
+        """All nodes in topological order, ties broken by id (creation order).
+
+        A node can only be added after its inputs, so id order is that order unless a node
+        was rewired to read a later one; only then is a sort needed.
+        """
+        order = sorted(self.dg.nodes) if self._id_ordered else \
+            nx.lexicographical_topological_sort(self.dg)
+        for nid in order:
+            yield self.dg.nodes[nid]["node"]
 
     def users(self, nid: int) -> list[Node]:
         return [self.node(u) for u in sorted(self.dg.successors(nid))]

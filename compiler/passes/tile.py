@@ -1,12 +1,75 @@
-"""tile: placeholder until the tile search moves here from lowering (see gemm_tiles.py)."""
+"""tile: choose each GEMM kernel's tile, pipeline depth and cluster.
+
+Before:  %y = matmul(%x, %w) : ... sched {kernel="gemm.4"}
+After:   %y = matmul(%x, %w) : ... sched {kernel="gemm.4", tile=[128, 128, 128, 4, 2, 2],
+                                          tile_choice="fastest of 4 simulated ..."}
+
+Candidates are the tiles (multiples of the matrix instruction, K tiles multiples of the scale
+block or promotion interval) whose buffers, double-buffered or deeper, fit the target
+(lower/gemm_tiles.py). The cost estimate ranks them; the best `shortlist` are then lowered and
+run on the interpreter when the driver provides it (`ctx.measure`), and the fastest is kept —
+so the chosen tile is at least as fast, under the interpreter, as every candidate it ran.
+Without the interpreter the best estimate wins. Equal GEMMs (every layer's) are decided once.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from compiler.ir.graph import Graph
+from compiler.lower import gemm_tiles
+from compiler.lower.gemm_estimate import group_problem
+from compiler.lower.groups import Group, kernel_groups
+from compiler.lower.templates.gemm import lower_gemm_group
+from compiler.lower.tensors import TensorMap
+from compiler.passes import PassContext
+
+
+def considered(problem: gemm_tiles.GemmProblem, target, shortlist: int):
+    """The candidates the pass runs: the best `shortlist` by estimate, best first."""
+    scored = sorted(gemm_tiles.choose(problem, target)[1],
+                    key=lambda ts: (round(ts[1], 3), ts[0].stages, ts[0].cluster_m * ts[0].cluster_n,
+                                    -ts[0].bm * ts[0].bn, -ts[0].bk, ts[0].cluster_m))
+    return [t for t, _ in scored[:shortlist]], len(scored)
+
+
+def measure_tile(group: Group, graph: Graph, tile: gemm_tiles.GemmTile, ctx: PassContext,
+                 tmap: TensorMap) -> float:
+    kernel, args = lower_gemm_group(group, graph, tmap, ctx.target, tile)
+    return ctx.measure(kernel, {p: tmap.decls[t] for p, t in args})
 
 
 @dataclass(frozen=True)
 class Tile:
     name: str = "tile"
+    shortlist: int = 3
 
-    def run(self, graph, ctx):
-        return graph
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        decided: dict[gemm_tiles.GemmProblem, tuple] = {}
+        choice: dict[int, tuple] = {}
+        tmap = TensorMap(graph)
+        for group in kernel_groups(graph):
+            if group.kind != "gemm":
+                continue
+            problem = group_problem(group, graph, ctx.target)[0]
+            if problem not in decided:
+                decided[problem] = self._decide(group, graph, problem, ctx, tmap)
+            choice[group.nodes[0].id] = decided[problem]
+        out = Graph(graph.model, dict(graph.sizes), dict(graph.policy))
+        for node in graph.nodes():
+            sched = dict(node.sched)
+            if node.id in choice:
+                tile, how = choice[node.id]
+                sched.update(tile=(tile.bm, tile.bn, tile.bk, tile.stages, tile.cluster_m,
+                                   tile.cluster_n), tile_choice=how)
+            out.add(node.op, node.inputs, node.type, node.name, node.attrs, node.loc, sched)
+        out.outputs = list(graph.outputs)
+        return out
+
+    def _decide(self, group, graph, problem, ctx: PassContext, tmap: TensorMap):
+        tiles, total = considered(problem, ctx.target, self.shortlist)
+        if ctx.measure is None or len(tiles) == 1:
+            return tiles[0], f"best estimate of {total} candidates"
+        timed = [(measure_tile(group, graph, t, ctx, tmap), i, t) for i, t in enumerate(tiles)]
+        cycles, _, best = min(timed)
+        return best, (f"fastest of {len(tiles)} simulated ({cycles:,.0f} cycles), shortlisted "
+                      f"by estimate from {total} candidates")

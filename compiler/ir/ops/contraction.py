@@ -7,6 +7,7 @@ and the output N dims, in A and B only the reduction (K) dims.
 import math
 import string
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -45,6 +46,11 @@ class Contraction:
 
 
 def contraction(spec: str, a_shape, b_shape) -> Contraction:
+    return _contraction(spec, tuple(a_shape), tuple(b_shape))
+
+
+@lru_cache(maxsize=4096)
+def _contraction(spec: str, a_shape, b_shape) -> Contraction:
     lhs, out = spec.split("->")
     a_idx, b_idx = lhs.split(",")
     check(len(a_idx) == len(a_shape), f"einsum operand 1 has rank {len(a_shape)} but "
