@@ -73,6 +73,11 @@ def _gather(ins: Instr, ctx: CostContext):
     return Transfer(ins.attr("rows") * ctx.row_bytes(src.tensor), src.tensor, "load")
 
 
+def _scatter(ins: Instr, ctx: CostContext):
+    dst = ins.args[0]
+    return Transfer(ins.attr("rows") * ctx.row_bytes(dst.tensor), dst.tensor, "store")
+
+
 def _mma(ins: Instr, ctx: CostContext):
     m, n, k = ins.attr("shape")
     unit = ctx.target.matrix.formats[ins.attr("fmt")]
@@ -103,6 +108,7 @@ def _attr_dict(ins: Instr) -> dict:
 _VECTOR_ATTRS = {"topk": ("k", "groups", "topk_groups"), "route_weights": ("norm", "scale"),
                  "route_rows": ("experts", "capacity", "row0", "rows"),
                  "expert_tokens": ("experts", "capacity", "expert", "row0", "rows"),
+                 "route_scan": ("expert", "capacity", "row0", "first", "slot0"),
                  "promote": ("first", "block_cols"), "accumulate": ("first",), "dequant": ("block",),
                  "causal_mask": ("offset", "row0", "inner", "seq"),
                  "rope": ("offset", "theta", "row0", "inner", "seq"), "rmsnorm": ("eps",),
@@ -122,6 +128,9 @@ _TABLE = [
              "rows * row_bytes(tensor) as a transfer", _gather),
     InstrDef("st.tile", "st", ("box", "buf"), (), "store a buffer into a box of an off-chip tensor",
              "bytes(box) as a transfer out", _box_transfer("store", 0)),
+    InstrDef("st.scatter", "st", ("tensor", "buf", "buf"), ("rows",),
+             "store `rows` rows of a buffer to the rows of a tensor named by an index buffer "
+             "(-1: skipped)", "rows * row_bytes(tensor) as a transfer out", _scatter),
     InstrDef("mm.mma", "mm", ("buf", "buf", "buf"), ("shape", "fmt", "first"),
              "acc = (first ? 0 : acc) + a @ b (a @ b^T with trans_b=1) for an MxNxK tile in input "
              "format fmt; operands are read from their leading M x K and K x N corners",

@@ -63,6 +63,40 @@ def expert_tokens(idx, experts, capacity, expert):
     return out
 
 
+def route_scan(tokens, flat, rowvals, count, idx_chunk, expert, capacity, row0, first=0,
+               slot0=0):
+    """One chunk of rows of the routing indices, scanned for one expert.
+
+    Numbers, in token order, each (token, choice) of the chunk that picked `expert` with the
+    expert's next slot (while slots last), and records those whose slot falls in this work
+    item's window slot0 .. slot0+len(tokens): `tokens` gets the token, `flat` its position
+    t*k+j in the index table, `rowvals` its row expert*capacity+slot in the experts' output.
+    `count` is the running number of slots used (a one-element state).
+    """
+    if first:
+        tokens = np.full(tokens.shape, -1, np.int32)
+        flat = np.full(flat.shape, -1, np.int32)
+        rowvals = np.full(rowvals.shape, -1, np.int32)
+        count = np.zeros(1, np.int32)
+    else:
+        tokens, flat, rowvals = (a.astype(np.int32).copy() for a in (tokens, flat, rowvals))
+        count = count.astype(np.int32).copy()
+    k = idx_chunk.shape[-1]
+    t, j = np.nonzero(idx_chunk == expert)
+    used = int(count.reshape(-1)[0])
+    window = tokens.shape[0]
+    for tt, jj in zip(t, j):               # already in token order, then choice order
+        if used >= capacity:
+            break
+        if slot0 <= used < slot0 + window:
+            tokens[used - slot0] = row0 + tt
+            flat[used - slot0] = (row0 + tt) * k + jj
+            rowvals[used - slot0] = expert * capacity + used
+        used += 1
+    count.reshape(-1)[0] = used
+    return tokens, flat, rowvals, count
+
+
 def dispatch(x, idx, experts, capacity):
     tokens, k = idx.shape
     out = np.zeros((experts, capacity, x.shape[-1]), dtype=F32)

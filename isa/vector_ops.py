@@ -209,7 +209,16 @@ VECTOR_OPS: dict[str, VectorOp] = {op.name: op for op in [
              lambda idx, **a: _window(routing.expert_tokens(idx, a["experts"], a["capacity"],
                                                             a["expert"]), a),
              "the token in each of one expert's capacity slots, -1 if empty"),
+    VectorOp("route_scan", 1, 2, 0,
+             lambda tokens, flat, rowvals, count, idx, **a: routing.route_scan(
+                 tokens, flat, rowvals, count, idx, a["expert"], a["capacity"], a.get("row0", 0),
+                 a.get("first", 0), a.get("slot0", 0)),
+             "scan a chunk of routing indices for one expert: append its (token, choice) pairs "
+             "to the expert's slots (token, table position, output row) and count them",
+             reads_dst=True, outputs=4),
     VectorOp("weighted_sum", 2, 2, 0,
-             lambda rows, w, **a: np.einsum("tkd,tk->td", rows.astype(F32), w.astype(F32)).astype(F32),
+             lambda rows, w, **a: np.einsum(
+                 "tkd,tk->td", rows.astype(F32).reshape(w.shape[0], w.shape[1], -1),
+                 w.astype(F32)).astype(F32),
              "y[t] = sum_j w[t, j] * rows[t, j] (MoE combine)"),
 ]}

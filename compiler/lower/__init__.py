@@ -36,15 +36,20 @@ def lower(graph: Graph, target: Target) -> Program:
         if template is None:
             raise DscError(f"no lowering for a '{group.kind}' kernel", head.loc)
         try:
-            kernel, args = template(group, graph, tmap, target)
+            built = template(group, graph, tmap, target)
         except ValueError as exc:
             raise DscError(f"cannot lower '{head.name}' for target {target.name}: {exc}",
                            head.loc) from None
-        name = table.add(kernel)
         flops = sum(float(OPS[n.op].flops([graph.node(i).type for i in n.inputs], n.type,
                                            n.attr_dict)) for n in group.nodes)
         shown = ", ".join(n.name for n in group.outputs) or head.name
         ops = " + ".join(n.op for n in group.nodes)
-        launches.append((Launch(name, args, f"{shown} = {ops}", flops), layer_of(head.name)))
+        # A template returns its kernel, or several run in order (the last does the op).
+        kernels = built if isinstance(built, list) else [built]
+        for k, (kernel, args) in enumerate(kernels):
+            last = k == len(kernels) - 1
+            note = f"{shown} = {ops}" if last else f"{shown} = {ops} ({kernel.name})"
+            launches.append((Launch(table.add(kernel), args, note, flops if last else 0.0),
+                             layer_of(head.name)))
     return Program(graph.model, target.name, order_tensors(tmap.tensors()), tuple(table.kernels),
                    tuple(fold_layers(launches)), tuple(graph.sizes.items()))

@@ -106,6 +106,19 @@ def fits(buffers: list[BufferSpec], target: Target) -> bool:
     return all(n <= target.buffers[space].bytes for space, n in used.items())
 
 
+def _smallest_need(p: GemmProblem, target: Target) -> str:
+    """Bytes per space of the smallest tile, against what the target has."""
+    im, in_, ik = target.matrix.formats[p.fmt].shape
+    n = _round_up(p.n, in_) if p.whole_rows else in_
+    tile = GemmTile(im, n, math.lcm(ik, p.k_step), 2)
+    used: dict[str, int] = {}
+    for b in gemm_buffers(p, tile):
+        space = target.buffer_for(b.role)[0]
+        used[space] = used.get(space, 0) + b.nbytes
+    return ", ".join(f"{n:,} bytes of {s} (has {target.buffers[s].bytes:,})"
+                     for s, n in sorted(used.items()))
+
+
 def candidates(p: GemmProblem, target: Target) -> list[GemmTile]:
     im, in_, ik = target.matrix.formats[p.fmt].shape
     step = math.lcm(ik, p.k_step)
@@ -193,7 +206,8 @@ def choose(p: GemmProblem, target: Target) -> tuple[GemmTile, list[tuple[GemmTil
 def _choose(p: GemmProblem, target: Target):
     scored = [(t, estimate_cycles(p, t, target)) for t in candidates(p, target)]
     if not scored:
-        raise ValueError("no tile fits the on-chip buffers")
+        raise ValueError(f"no GEMM tile fits the on-chip buffers: the smallest needs "
+                         f"{_smallest_need(p, target)}")
     best = min(scored, key=lambda ts: (round(ts[1], 3), ts[0].stages,
                                        ts[0].cluster_m * ts[0].cluster_n, -ts[0].bm * ts[0].bn,
                                        -ts[0].bk, ts[0].cluster_m))

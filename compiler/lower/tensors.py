@@ -19,6 +19,7 @@ class TensorMap:
         self.graph = graph
         self.decls: dict[str, TensorDecl] = {}
         self._of_node: dict[int, str] = {}
+        self.routes: dict[str, tuple[TensorDecl, TensorDecl]] = {}   # idx -> (slots, rows)
         outputs = set(graph.outputs)
         for node in graph.nodes():
             if node.op in _KIND_OF_SOURCE:
@@ -82,6 +83,12 @@ class TensorMap:
                 scale_name(name), src_scale.dtype, scale_shape, "view", None,
                 src_scale.base or src_scale.name, src_scale.steps + scale_steps)
         return decl
+
+    def scratch(self, name: str, dtype: str, shape) -> TensorDecl:
+        """A temporary the lowering needs that no IR value holds (e.g. routing tables)."""
+        if name not in self.decls:
+            self.decls[name] = TensorDecl(name, dtype, tuple(shape), "temp")
+        return self.decls[name]
 
     def scales_of(self, decl: TensorDecl) -> TensorDecl | None:
         return self.decls.get(scale_name(decl.name))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from compiler.errors import DscError
 from compiler.ir.graph import Graph
 from compiler.lower import gemm_tiles
 from compiler.lower.gemm_estimate import group_problem
@@ -52,7 +53,12 @@ class Tile:
                 continue
             problem = group_problem(group, graph, ctx.target)[0]
             if problem not in decided:
-                decided[problem] = self._decide(group, graph, problem, ctx, tmap)
+                try:
+                    decided[problem] = self._decide(group, graph, problem, ctx, tmap)
+                except ValueError as exc:
+                    head = group.nodes[0]
+                    raise DscError(f"cannot tile '{head.name}' ({group.name}) for target "
+                                   f"{ctx.target.name}: {exc}", head.loc) from None
             choice[group.nodes[0].id] = decided[problem]
         out = Graph(graph.model, dict(graph.sizes), dict(graph.policy))
         for node in graph.nodes():

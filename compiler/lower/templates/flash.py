@@ -20,23 +20,17 @@ import math
 
 from compiler.ir.graph import Graph, Node
 from compiler.ir.ops import OPS
-from compiler.ir.ops.contraction import Contraction, contraction_of
+from compiler.ir.ops.contraction import contraction_of
 from compiler.lower.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
 from compiler.lower.templates.gemm import canonical_view
-from isa.expr import Bin, Const, mul
+from isa.expr import Bin, Const, add, floordiv, mul
 from isa.formats import DTYPES
-from isa.program import Box, Buf, TensorDecl
+from isa.program import Box, Buf
 from isa.target_schema import Target
 
 STAGES = 2
-
-
-def _view(tmap, decl, c: Contraction, operand: str, order, shape, suffix) -> TensorDecl:
-    a_idx, b_idx = c.spec.split("->")[0].split(",")
-    index = {"a": a_idx, "b": b_idx, "out": c.spec.split("->")[1]}[operand]
-    return canonical_view(tmap, decl, index, order, shape, suffix)
 
 
 def _leading_columns_of(graph: Graph, v: Node, k: Node) -> bool:
@@ -59,21 +53,29 @@ def lower_flash_group(group: Group, graph: Graph, tmap: TensorMap, target: Targe
     cs = [contraction_of([graph.node(i).type for i in t.inputs], t.attr_dict) for t in terms]
     cp = contraction_of([graph.node(i).type for i in pv.inputs], pv.attr_dict)
     G, M, T, Dv = cp.size(cp.batch), cp.size(cp.m), cp.size(cp.k), cp.size(cp.n)
-    for c in cs:
-        if (c.size(c.batch), c.size(c.m), c.size(c.n)) != (G, M, T):
-            raise ValueError("score terms and the P V product disagree on batch, rows or keys")
-    qs, ks = [], []
-    for i, (t, c) in enumerate(zip(terms, cs)):
-        D = c.size(c.k)
+    batch, rows = cp.batch, cp.m          # every operand is seen against the P V product's
+    qs, ks, k_g = [], [], []
+    for t, c in zip(terms, cs):
         q, k = (graph.node(j) for j in t.inputs)
-        qs.append(_view(tmap, tmap.of(q), c, "a", [c.batch, c.m, c.k], (G, M, D), "gmk"))
-        ks.append(_view(tmap, tmap.of(k), c, "b", [c.batch, c.n, c.k], (G, T, D), "gnk"))
+        q_idx, k_idx = c.spec.split("->")[0].split(",")
+        keys = c.n                        # the key index: scores' columns
+        if sorted(q_idx) != sorted(batch + rows + c.k) or c.size(keys) != T:
+            raise ValueError("a score term's queries do not cover the attention's rows")
+        D = c.size(c.k)
+        kb_letters = "".join(x for x in batch if x in k_idx)
+        qs.append(canonical_view(tmap, tmap.of(q), q_idx, [batch, rows, c.k], (G, M, D), "gmk"))
+        ks.append(canonical_view(tmap, tmap.of(k), k_idx, [kb_letters, keys, c.k],
+                                 (c.size(kb_letters), T, D), "gnk"))
+        k_g.append(kb_letters)
     v_node = graph.node(pv.inputs[1])
+    v_idx = cp.spec.split("->")[0].split(",")[1]
     reuse = next((i for i, t in enumerate(terms)
                   if _leading_columns_of(graph, v_node, graph.node(t.inputs[1]))), None)
-    v = None if reuse is not None else _view(tmap, tmap.of(v_node), cp, "b",
-                                             [cp.batch, cp.k, cp.n], (G, T, Dv), "gkn")
-    out = _view(tmap, tmap.of(pv), cp, "out", [cp.batch, cp.m, cp.n], (G, M, Dv), "gmn")
+    v_letters = "".join(x for x in batch if x in v_idx)
+    v = None if reuse is not None else canonical_view(
+        tmap, tmap.of(v_node), v_idx, [v_letters, cp.k, cp.n], (cp.size(v_letters), T, Dv), "gkn")
+    out = canonical_view(tmap, tmap.of(pv), cp.spec.split("->")[1], [batch, rows, cp.n],
+                         (G, M, Dv), "gmn")
     fmt = _matrix_format(target, [d.dtype for d in qs + ks] + ([v.dtype] if v else []))
     bm, bt = _tile(target, M, T, [d.shape[-1] for d in qs], Dv, fmt, out.dtype, v is None)
     kb = KernelBuilder("flash_attention", target)
@@ -88,6 +90,9 @@ def lower_flash_group(group: Group, graph: Graph, tmap: TensorMap, target: Targe
     po = kb.param("o", out, output=True)
     g = kb.grid_dim("g", G)
     m = kb.grid_dim("m", math.ceil(M / bm))
+    # An operand holding only some batch dims (a rope key shared by all heads) is indexed by
+    # that part of g.
+    sub_g = lambda letters: _sub_index(g, batch, letters, cp.sizes)
     for i, d in enumerate(qs):
         kb.buffer(f"sq{i}", d.dtype, (bm, d.shape[-1]), "matrix_a")
     for i, d in enumerate(ks):
@@ -110,10 +115,11 @@ def lower_flash_group(group: Group, graph: Graph, tmap: TensorMap, target: Targe
     with kb.loop("j", blocks) as j:
         slot = Bin("%", j, Const(STAGES)) if blocks > 1 else Const(0)
         key0 = mul(j, Const(bt))
-        loads = [(Buf(f"sk{i}", slot), Box(pk[i], (g, key0, Const(0)), (1, bt, d.shape[-1])))
-                 for i, d in enumerate(ks)]
+        loads = [(Buf(f"sk{i}", slot), Box(pk[i], (sub_g(k_g[i]), key0, Const(0)),
+                                             (1, bt, d.shape[-1]))) for i, d in enumerate(ks)]
         if v is not None:
-            loads.append((Buf("sv", slot), Box(pv_param, (g, key0, Const(0)), (1, bt, Dv))))
+            loads.append((Buf("sv", slot), Box(pv_param, (sub_g(v_letters), key0, Const(0)),
+                                               (1, bt, Dv))))
         for i, (buf, box) in enumerate(loads):
             kb.emit("ld.tile", buf, box, wait=("kv_free",) if i == 0 else (),
                     signal=("kv_full",) if i == len(loads) - 1 else ())
@@ -139,6 +145,21 @@ def lower_flash_group(group: Group, graph: Graph, tmap: TensorMap, target: Targe
     kb.emit("st.tile", Box(po, (g, row0, Const(0)), (1, bm, Dv)), Buf("out"),
             wait=("out_ready",))
     return kb.build()
+
+
+def _sub_index(g, letters: str, keep: str, sizes: dict):
+    """The flat index over `keep` (a subsequence of `letters`) of flat index g over `letters`."""
+    if keep == letters:
+        return g
+    out = Const(0)
+    for pos, x in enumerate(letters):
+        if x not in keep:
+            continue
+        inner = math.prod(sizes[y] for y in letters[pos + 1:])
+        digit = Bin("%", floordiv(g, inner), Const(sizes[x]))
+        stride = math.prod(sizes[y] for y in keep[keep.index(x) + 1:])
+        out = add(out, mul(digit, Const(stride)))
+    return out
 
 
 def _matrix_format(target: Target, dtypes: list[str]) -> str:

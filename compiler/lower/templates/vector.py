@@ -50,8 +50,8 @@ def _tile_shape(row_bytes: float, fixed_bytes: float, capacity: int, rows: int, 
     bc = cols
     while not fits(1, bc):
         if not split_cols or bc == 1:
-            raise ValueError(f"one row ({row_bytes:.0f} bytes of tiles) does not fit the "
-                             f"{capacity}-byte vector buffer")
+            raise ValueError(f"one row of tiles needs {STAGES * (row_bytes + fixed_bytes):,.0f} "
+                             f"bytes double-buffered; the vector buffer has {capacity:,}")
         bc = (bc + 1) // 2
     br = 256
     while br > 1 and not fits(br, bc):
