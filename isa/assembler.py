@@ -30,7 +30,7 @@ from isa.errors import ListingError  # noqa: F401  (raised here; defined apart f
 from isa.check import KernelScope, ProgramError, check_buffers, check_instruction, check_launch
 from isa.expr import Bin, Const, ExprError, Var, parse_expr, variables
 from isa.formats import DTYPES, FormatError, Scaling
-from isa.instructions import INSTRUCTIONS, InstrDef, fixed_pipe_instruction, lookup
+from isa.instructions import INSTRUCTIONS, InstrDef, lookup, lookup_any
 from isa.listing import parse_value
 from isa.program import (Attr, Box, Buf, BufferDecl, Instr, Kernel, Launch, Loop, Param,
                          Program, Repeat, TensorDecl, TensorRef, ViewStep, bind_name)
@@ -492,10 +492,12 @@ class _Assembler:
         if found is not None:
             return found
         fixed = tuple(f"fix.{o}" for o in target.fixed_pipe.ops) if target and target.fixed_pipe else ()
+        if target is None and lookup_any(op) is not None:
+            return lookup_any(op)                        # checked against a target later
         if not op.startswith("fix."):
             raise _Error(line, f"unknown opcode '{op}'{_did_you_mean(op, (*INSTRUCTIONS, *fixed))}")
         if target is None:
-            return fixed_pipe_instruction(op[4:])        # checked against a target later
+            return lookup_any(op)                        # checked against a target later
         if target.fixed_pipe is None:
             raise _Error(line, f"'{op}' is not an instruction of target {target.name}: it has "
                                "no fixed pipe")

@@ -164,22 +164,74 @@ _TABLE += [
 INSTRUCTIONS: dict[str, InstrDef] = {d.mnemonic: d for d in _TABLE}
 
 
+# What a fixed-pipe op computes, as a vector op of the same meaning (bias is an add of a row).
+FIXED_PIPE_SEMANTICS = {"bias": "add", "layout": "cvt"}
+
+
 def fixed_pipe_instruction(op: str) -> InstrDef:
     """`fix.OP`: an epilogue op applied by the fixed pipe on the way out of the accumulator."""
     return InstrDef(f"fix.{op}", "fix", ("buf", "buf*"), ("n",),
-                    f"{op} applied by the fixed pipe while draining the accumulator",
-                    "n / fixed_pipe.elements_per_cycle", _fixed)
+                    f"{op} applied by the fixed pipe while draining the accumulator "
+                    f"(computes as vec.{FIXED_PIPE_SEMANTICS.get(op, op)})",
+                    "n / fixed_pipe.elements_per_cycle", _fixed,
+                    optional_attrs=("imm0", "imm1"))
+
+
+# Units that exist only on some targets, and the instructions they carry.
+_FIXED_PIPE_STORE = InstrDef(
+    "fix.st", "fix", ("box", "buf"), (), "the fixed pipe writes a drained tile to memory",
+    "bytes(box) as a transfer out on the pipe's write path", _box_transfer("store", 0))
+_VECTOR_CORE_MOVES = {
+    "vld.tile": InstrDef("vld.tile", "vld", ("buf", "box"), (),
+                         "a vector core loads a box into its buffer (split cube/vector designs)",
+                         "as ld.tile, on the vector core's load engine", _box_transfer("load", 1)),
+    "vst.tile": InstrDef("vst.tile", "vst", ("box", "buf"), (),
+                         "a vector core stores a buffer into a box (split cube/vector designs)",
+                         "as st.tile, on the vector core's store engine",
+                         _box_transfer("store", 0)),
+}
 
 
 def lookup(mnemonic: str, target: Target | None = None) -> InstrDef | None:
-    """The definition of a mnemonic, including the fixed-pipe ops the target's pipe supports."""
+    """The definition of a mnemonic on a target: the common table, plus the fixed-pipe ops
+    and store when the target has a pipe, plus the vector cores' own loads and stores when
+    matrix results reach the vector unit through memory."""
     if mnemonic in INSTRUCTIONS:
         return INSTRUCTIONS[mnemonic]
-    if mnemonic.startswith("fix.") and target and target.fixed_pipe:
-        op = mnemonic[4:]
-        if op in target.fixed_pipe.ops:
-            return fixed_pipe_instruction(op)
+    if target is None:
+        return None
+    if mnemonic.startswith("fix.") and target.fixed_pipe:
+        if mnemonic == "fix.st":
+            return _FIXED_PIPE_STORE
+        if mnemonic[4:] in target.fixed_pipe.ops:
+            return fixed_pipe_instruction(mnemonic[4:])
+    if mnemonic in _VECTOR_CORE_MOVES and target.matrix.results_to_vector == "memory":
+        return _VECTOR_CORE_MOVES[mnemonic]
     return None
 
 
 OPERAND_TYPES = {"buf": Buf, "box": Box, "tensor": TensorRef}
+
+
+def available(target: Target) -> list[InstrDef]:
+    """Every instruction the target has, in table order: those of the units it has, then the
+    fixed pipe's ops and store, then the vector cores' own loads and stores."""
+    out = [d for d in INSTRUCTIONS.values() if d.unit in target.units]
+    if target.fixed_pipe:
+        out += [fixed_pipe_instruction(op) for op in target.fixed_pipe.ops] + [_FIXED_PIPE_STORE]
+    if target.matrix.results_to_vector == "memory":
+        out += list(_VECTOR_CORE_MOVES.values())
+    return out
+
+
+def lookup_any(mnemonic: str) -> InstrDef | None:
+    """The definition of a mnemonic on some target (for reading a listing without one)."""
+    if mnemonic in INSTRUCTIONS:
+        return INSTRUCTIONS[mnemonic]
+    if mnemonic == "fix.st":
+        return _FIXED_PIPE_STORE
+    if mnemonic in _VECTOR_CORE_MOVES:
+        return _VECTOR_CORE_MOVES[mnemonic]
+    if mnemonic.startswith("fix."):
+        return fixed_pipe_instruction(mnemonic[4:])
+    return None

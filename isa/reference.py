@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import textwrap
 
-from isa.instructions import INSTRUCTIONS, InstrDef, fixed_pipe_instruction
+from isa.instructions import INSTRUCTIONS, InstrDef, available
 from isa.target_schema import Target
 from isa.vector_ops import VECTOR_OPS
 
@@ -22,16 +22,10 @@ _FAMILIES = [
     ("mm", "Matrix unit"),
     ("vec", "Vector unit"),
     ("fix", "Fixed pipe"),
+    ("vld", "Data movement: a vector core's own loads (split cube/vector designs)"),
+    ("vst", "Data movement: a vector core's own stores (split cube/vector designs)"),
     ("sync", "Synchronisation"),
 ]
-
-
-def available(target: Target) -> list[InstrDef]:
-    """Every instruction of the target: the table (for the units it has), then `fix.OP` for
-    each op of its fixed pipe."""
-    table = [d for d in INSTRUCTIONS.values() if d.unit in target.units]
-    fixed = [fixed_pipe_instruction(op) for op in target.fixed_pipe.ops] if target.fixed_pipe else []
-    return table + fixed
 
 
 def isa_reference(target: Target) -> str:

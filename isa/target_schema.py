@@ -167,9 +167,11 @@ class Target:
 
     @property
     def units(self) -> tuple[str, ...]:
-        """The per-core units instructions are issued to."""
-        base = ("ld", "st", "mm", "vec")
-        return base + (("fix",) if self.fixed_pipe else ())
+        """The per-core units instructions are issued to: loads, stores, matrix, vector; the
+        fixed pipe; and, where matrix results reach the vector unit only through memory (split
+        cube and vector cores), the vector cores' own load and store engines."""
+        units = ("ld", "st", "mm", "vec") + (("fix",) if self.fixed_pipe else ())
+        return units + (("vld", "vst") if self.matrix.results_to_vector == "memory" else ())
 
     def peak_flops(self, dtype: str) -> float:
         """Dense matrix FLOP/s of the whole chip in `dtype` (0 when unsupported)."""

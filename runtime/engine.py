@@ -60,12 +60,23 @@ class UnitStats:
 
 
 @dataclass
+class WaveTrace:
+    """What record mode keeps of one wave, for trace and timeline reports."""
+    slices: list[tuple[str, str, str, float, float]] = field(default_factory=list)
+    #         (group, unit, mnemonic, start, end)
+    flows: list[tuple[str, str, str, float, str, float]] = field(default_factory=list)
+    #         (group, token, from unit, signalled at, to unit, consumed at)
+    counters: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    #         (time, bytes per cycle in use on each resource, all cores together)
+
+
+@dataclass
 class WaveResult:
     cycles: float
     units: dict[tuple[str, str], UnitStats]         # (group, unit) -> stats of one core
     weights: dict[str, int]
     resource_bytes: dict[str, float]                 # all cores' traffic
-    trace: list[tuple[str, str, str, float, float]] | None = None
+    trace: WaveTrace | None = None
 
 
 class _Unit:
@@ -103,7 +114,8 @@ class Engine:
         self.seq = 0
         self.flows: list[tuple[Flow, _Unit, Op, float]] = []   # flow, unit, op, start time
         self.resource_bytes: dict[str, float] = {}
-        self.trace = [] if record else None
+        self.trace = WaveTrace() if record else None
+        self._signalled: dict[tuple[str, str], list[tuple[float, str]]] = {}
 
     def run(self) -> WaveResult:
         for g in self.groups:
@@ -166,6 +178,8 @@ class Engine:
                 u.blocked_on = None
             for tok in op.waits:
                 tokens[tok] -= 1
+                if self.trace is not None:
+                    self._record_flow(u, tok)
             u.pc += 1
             u.stats.ops += 1
             self._start(u, op)
@@ -194,11 +208,13 @@ class Engine:
                     + op.nbytes * coef * weight
             self.flows.append((flow, u, op, self.now))
             share([f for f, *_ in self.flows], self.capacity)
+            self._record_counters()
 
     def _finish_flow(self, index: int) -> None:
         flow, u, op, start = self.flows.pop(index)
         if self.flows:
             share([f for f, *_ in self.flows], self.capacity)
+        self._record_counters()
         duration = self.now - start
         u.stats.busy += duration
         unshared = op.nbytes / op.cap
@@ -224,13 +240,31 @@ class Engine:
         group = u.group
         for tok in op.signals:
             group.tokens[tok] = group.tokens.get(tok, 0) + 1
+            if self.trace is not None:
+                self._signalled.setdefault((group.group.name, tok), []).append((self.now, u.name))
             for waiter in group.waiters.pop(tok, []):
                 if waiter.blocked_on == tok:
                     self._issue(waiter)
 
     def _record(self, u: _Unit, op: Op, start: float, end: float) -> None:
         if self.trace is not None:
-            self.trace.append((u.group.group.name, u.name, op.label, start, end))
+            self.trace.slices.append((u.group.group.name, u.name, op.label, start, end))
+
+    def _record_flow(self, u: _Unit, tok: str) -> None:
+        """Tokens are consumed in the order they were signalled: pair the oldest signal."""
+        pending = self._signalled.get((u.group.group.name, tok))
+        if pending:
+            at, unit = pending.pop(0)
+            self.trace.flows.append((u.group.group.name, tok, unit, at, u.name, self.now))
+
+    def _record_counters(self) -> None:
+        if self.trace is None:
+            return
+        use: dict[str, float] = {r: 0.0 for r in self.capacity}
+        for flow, *_ in self.flows:
+            for resource, coef in flow.path:
+                use[resource] += flow.rate * flow.weight * coef
+        self.trace.counters.append((self.now, use))
 
     def _check_done(self) -> None:
         blocked = []

@@ -42,7 +42,10 @@ def _signature(params: dict[str, TensorDecl]) -> tuple:
 
 
 def run_program(program: Program, target: Target,
-                progress: Callable[[int, int], None] | None = None) -> RunResult:
+                progress: Callable[[int, int], None] | None = None,
+                record: bool = False) -> RunResult:
+    """Simulate every launch; with `record`, kernels keep their waves' traces (for --trace and
+    --html)."""
     tensors = program.tensor_table()
     kernels = program.kernel_table()
     launches = list(expand_schedule(program.schedule))
@@ -54,7 +57,7 @@ def run_program(program: Program, target: Target,
         params = {p: tensors[bind_name(t, env)] for p, t in launch.args}
         key = (kernel.name, _signature(params))
         if key not in cache:
-            cache[key] = simulate_kernel(kernel, params, target)
+            cache[key] = simulate_kernel(kernel, params, target, record)
             out.simulated_kernels += 1
         result = cache[key]
         start = now + target.launch_overhead_cycles

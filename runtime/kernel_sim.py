@@ -40,6 +40,11 @@ class KernelResult:
     resource_bytes: dict[str, float] = field(default_factory=dict)
     simulated_instructions: int = 0      # instructions the engine executed
     executed_instructions: int = 0       # instructions they stand for, over all cores and waves
+    # Record mode: each wave's (start, end, composition index), and each composition's trace
+    # and groups ((class, cores), ...).
+    timeline: list[tuple[float, float, int]] = field(default_factory=list)
+    wave_traces: list = field(default_factory=list)
+    compositions: list[tuple] = field(default_factory=list)
 
 
 @lru_cache(maxsize=None)
@@ -209,8 +214,8 @@ def _ops(stream, fractions, target: Target) -> dict[str, list[Op]]:
     return units
 
 
-def _wave_compositions(kernel: Kernel, class_of_key: dict, cores: int) -> dict[tuple, int]:
-    """How many waves have each composition ((class, count), ...)."""
+def _wave_compositions(kernel: Kernel, class_of_key: dict, cores: int) -> list[tuple]:
+    """Each wave's composition ((class, count), ...), in launch order."""
     sizes = [size for _, size in kernel.grid]
     index = np.arange(math.prod(sizes))
     # An item's class key has one flag per grid dim: "at the last coordinate of a dim > 1".
@@ -223,11 +228,7 @@ def _wave_compositions(kernel: Kernel, class_of_key: dict, cores: int) -> dict[t
     waves = index // cores
     table = np.zeros((int(waves[-1]) + 1, max(class_of_key.values()) + 1), dtype=np.int64)
     np.add.at(table, (waves, lut[code]), 1)
-    out: dict[tuple, int] = {}
-    for row in table:
-        comp = tuple((c, int(n)) for c, n in enumerate(row) if n)
-        out[comp] = out.get(comp, 0) + 1
-    return out
+    return [tuple((c, int(n)) for c, n in enumerate(row) if n) for row in table]
 
 
 def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Target,
@@ -253,13 +254,22 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
     capacity = {"l2": target.l2.bytes_per_cycle, "memory": target.memory_bytes_per_cycle}
     tokens = dict(kernel.tokens)
     result = KernelResult(0.0, sum(counts), 0)
-    for comp, repeats in _wave_compositions(kernel, class_of_key, target.cores).items():
+    waves = _wave_compositions(kernel, class_of_key, target.cores)
+    repeats: dict[tuple, int] = {}
+    for comp in waves:
+        repeats[comp] = repeats.get(comp, 0) + 1
+    simulated: dict[tuple, float] = {}
+    for comp, times in repeats.items():
         groups = [Group(f"class{cls}", count, unit_ops[cls]) for cls, count in comp]
         wave = Engine(groups, tokens, capacity, record).run()
-        result.cycles += wave.cycles * repeats
-        result.waves += repeats
+        simulated[comp] = wave.cycles
+        result.cycles += wave.cycles * times
+        result.waves += times
+        if record:
+            result.compositions.append(comp)
+            result.wave_traces.append(wave.trace)
         for (group, unit), stats in wave.units.items():
-            w = wave.weights[group] * repeats
+            w = wave.weights[group] * times
             result.simulated_instructions += stats.ops
             result.executed_instructions += stats.ops * w
             result.unit_busy[unit] = result.unit_busy.get(unit, 0.0) + stats.busy * w
@@ -268,7 +278,13 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
             for res, t in stats.bandwidth_wait.items():
                 result.bandwidth_wait[(unit, res)] = result.bandwidth_wait.get((unit, res), 0.0) + t * w
         for res, b in wave.resource_bytes.items():
-            result.resource_bytes[res] = result.resource_bytes.get(res, 0.0) + b * repeats
+            result.resource_bytes[res] = result.resource_bytes.get(res, 0.0) + b * times
+    if record:
+        index = {comp: k for k, comp in enumerate(result.compositions)}
+        start = 0.0
+        for comp in waves:
+            result.timeline.append((start, start + simulated[comp], index[comp]))
+            start += simulated[comp]
     written = sum(i.cost.bytes * n for stream, n in zip(streams, counts) for i in stream
                   if isinstance(i.cost, Transfer) and i.cost.direction == "store")
     result.resource_bytes["memory"] = result.resource_bytes.get("memory", 0.0) + written

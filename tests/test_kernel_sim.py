@@ -40,8 +40,8 @@ def _copy_kernel(rows: int, tile: int, grid: int) -> Kernel:
 
 def test_waves_split_items_over_cores():
     kernel = _copy_kernel(rows=5 * 64, tile=64, grid=5)
-    comps = _wave_compositions(kernel, {(False,): 0, (True,): 0}, cores=2)
-    assert comps == {((0, 2),): 2, ((0, 1),): 1}
+    waves = _wave_compositions(kernel, {(False,): 0, (True,): 0}, cores=2)
+    assert waves == [((0, 2),), ((0, 2),), ((0, 1),)]
 
 
 def test_edge_items_form_their_own_class(h800):
@@ -114,3 +114,16 @@ def test_target_figures_drive_the_result(h800):
     kernel = Kernel("mm", (), (), (), (), (mma,))
     assert simulate_kernel(kernel, {}, fast).cycles == pytest.approx(
         simulate_kernel(kernel, {}, h800).cycles / 2)
+
+
+def test_record_mode_keeps_each_wave_and_its_trace(h800):
+    kernel = _copy_kernel(rows=5 * 64, tile=64, grid=5)
+    params = {"x": TensorDecl("x", "bf16", (320, 64), "temp"),
+              "y": TensorDecl("y", "bf16", (320, 64), "temp")}
+    result = simulate_kernel(kernel, params, h800, record=True)
+    assert len(result.timeline) == 1 and result.timeline[0][0] == 0.0
+    assert result.timeline[0][1] == pytest.approx(result.cycles)
+    trace = result.wave_traces[0]
+    assert [s[1:3] for s in trace.slices] == [("ld", "ld.tile"), ("st", "st.tile")]
+    assert [f[1:3] + f[4:5] for f in trace.flows] == [("in", "ld", "st")]   # ld -> st token
+    assert trace.counters and all(v >= 0 for _, use in trace.counters for v in use.values())

@@ -3,6 +3,11 @@
 The tile search (passes/tile.py, gemm_estimate.py) and the GEMM template both read this, so
 the buffers a tile is checked against are exactly the buffers the kernel declares. Values are
 seen as [G, M, C]: the product's rows, or one broadcast row.
+
+On a target with a fixed pipe, the accumulator drains through the pipe: the longest prefix of
+epilogue ops the pipe supports runs there (decided by the target's list of pipe ops alone),
+the rest on the vector unit — reached directly, or through memory when the target's matrix
+results reach the vector unit only that way.
 """
 from __future__ import annotations
 
@@ -13,10 +18,30 @@ from compiler.lower.groups import Group
 from compiler.lower.templates.tile_ops import is_whole_row, tile_cols
 
 
+def pipe_op(node: Node, graph: Graph) -> str:
+    """The fixed-pipe operation an epilogue node would be (bias: adding a broadcast row)."""
+    if node.op == "cast":
+        return "quant" if node.type.format.scaling else "cvt"
+    if node.op == "add" and any(math.prod(graph.node(i).type.shape[:-1]) == 1
+                                for i in node.inputs):
+        return "bias"
+    return node.op
+
+
 class Epilogue:
-    def __init__(self, group: Group, graph: Graph, head: Node, G: int, M: int):
+    def __init__(self, group: Group, graph: Graph, head: Node, G: int, M: int, target=None):
         self.graph, self.head, self.G, self.M = graph, head, G, M
         self.nodes = [n for n in group.nodes if n.id != head.id]
+        pipe = target.fixed_pipe.ops if target is not None and target.fixed_pipe else None
+        self.pipe = pipe is not None
+        self.on_pipe = []
+        for n in self.nodes if pipe else []:
+            if is_whole_row(n) or pipe_op(n, graph) not in pipe:
+                break
+            self.on_pipe.append(n)
+        self.on_vector = [n for n in self.nodes if n not in self.on_pipe]
+        self.through_memory = bool(self.on_vector and target is not None
+                                   and target.matrix.results_to_vector == "memory")
         self.inside = {n.id for n in group.nodes}
         operands = set(head.inputs)
         self.inputs = [v for v in group.inputs if v.op != "const" and
@@ -47,11 +72,21 @@ class Epilogue:
         """Quantisation blocks must not straddle tiles: bn a multiple of their columns."""
         return max([n.type.format.scaling.block[1] for n in self.quantised], default=1)
 
+    def role(self, n: Node) -> str:
+        """Where a value's tile lives: in the pipe's path out of the accumulator, or with the
+        vector unit."""
+        return "accumulator" if n in self.on_pipe else "vector"
+
     def buffers(self) -> tuple:
-        """(name, dtype or (scale dtype, block), cols or 0 for bn, one broadcast row)."""
-        specs = [(self.buf[v.id], v.type.format.dtype, self.cols(v), self.view_shape(v)[1] == 1)
-                 for v in self.inputs]
-        specs += [(self.buf[n.id], n.type.format.dtype, self.cols(n), False) for n in self.nodes]
+        """(name, dtype or (scale dtype, block), cols or 0 for bn, one broadcast row, role)."""
+        specs = [(self.buf[v.id], v.type.format.dtype, self.cols(v), self.view_shape(v)[1] == 1,
+                  "vector") for v in self.inputs]
+        specs += [(self.buf[n.id], n.type.format.dtype, self.cols(n), False, self.role(n))
+                  for n in self.nodes]
         specs += [(self.buf[n.id] + "s", (n.type.format.scaling.dtype, n.type.format.scaling.block),
-                   self.cols(n), False) for n in self.quantised]
+                   self.cols(n), False, self.role(n)) for n in self.quantised]
+        if self.through_memory:                  # the hand-over tile, arriving at the vector unit
+            handoff = self.on_pipe[-1] if self.on_pipe else self.head
+            dtype = handoff.type.format.dtype
+            specs.append(("h", dtype, self.cols(handoff) if self.on_pipe else 0, False, "vector"))
         return tuple(specs)

@@ -39,7 +39,7 @@ def group_problem(group: Group, graph: Graph, target: Target):
     """(problem, operand plan, epilogue) of a GEMM kernel group."""
     head = group.nodes[0]
     _, G, M, _, _ = contraction_dims(graph, head)
-    epi = Epilogue(group, graph, head, G, M)
+    epi = Epilogue(group, graph, head, G, M, target)
     problem, plan = gemm_problem(graph, head, target, store_acc=epi.store_head,
                                  epilogue=epi.buffers(), whole_rows=epi.whole_rows,
                                  n_align=epi.n_align)

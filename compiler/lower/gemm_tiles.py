@@ -33,8 +33,8 @@ class GemmProblem:
     a_scaling: Scaling | None = None  # scales loaded with A (promotion or dequantisation)
     b_scaling: Scaling | None = None
     store_acc: bool = True            # the product itself leaves the chip (converted to out_dtype)
-    # Fused epilogue tiles: (buffer, dtype, columns or 0 for bn, one row only (broadcast)).
-    epilogue: tuple[tuple[str, str, int, bool], ...] = ()
+    # Fused epilogue tiles: (buffer, dtype, columns or 0 for bn, one row only (broadcast), role).
+    epilogue: tuple[tuple, ...] = ()
     whole_rows: bool = False          # an epilogue op needs whole rows: one tile spans N
     n_align: int = 1                  # bn a multiple of this (an epilogue's quantisation block)
 
@@ -89,12 +89,12 @@ def gemm_buffers(p: GemmProblem, t: GemmTile) -> list[BufferSpec]:
         out.append(BufferSpec("part", "fp32", (bm, bn), "accumulator", 2))
     if p.store_acc:
         out.append(BufferSpec("out", p.out_dtype, (bm, bn), "vector", 1))
-    for name, dtype, cols, one_row in p.epilogue:
+    for name, dtype, cols, one_row, role in p.epilogue:
         shape = (1 if one_row else bm, cols or bn)
         if isinstance(dtype, tuple):          # a quantised value's scales: (dtype, block)
             dtype, block = dtype
             shape = (math.ceil(shape[0] / block[0]), math.ceil(shape[1] / block[1]))
-        out.append(BufferSpec(name, dtype, shape, "vector", 1))
+        out.append(BufferSpec(name, dtype, shape, role, 1))
     return out
 
 

@@ -40,7 +40,8 @@ class KernelBuilder:
         return name
 
     def token(self, name: str, initial: int = 0) -> str:
-        self.tokens.append((name, initial))
+        if all(t != name for t, _ in self.tokens):
+            self.tokens.append((name, initial))
         return name
 
     def note(self, text: str) -> None:

@@ -141,7 +141,7 @@ def _whole_rows_pay(g: Graph, head: Node, tail: Node, users: list[Node],
     must then span all of N, which can leave cores idle; apart, the GEMM tiles freely but its
     output makes a round trip through memory and the row-wise ops pay a launch."""
     target = ctx.target
-    widths = tuple((f"w{k}", u.type.format.dtype, u.type.shape[-1], False)
+    widths = tuple((f"w{k}", u.type.format.dtype, u.type.shape[-1], False, "vector")
                    for k, u in enumerate(users))
     fused = gemm_cycles(gemm_problem(g, head, target, store_acc=False, whole_rows=True,
                                      epilogue=widths)[0], target)

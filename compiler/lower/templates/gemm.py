@@ -21,7 +21,7 @@ from compiler.lower.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
 from compiler.lower.gemm_estimate import group_problem
-from compiler.lower.templates.tile_ops import emit_node
+from compiler.lower.templates.epilogue import EpilogueSite, emit_epilogue
 from isa.expr import Bin, Const, Expr, floordiv, mul
 from isa.program import Box, Buf, TensorDecl, ViewStep
 from isa.target_schema import Target
@@ -157,60 +157,11 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
         else:
             kb.emit("mm.mma", Buf("acc"), mma_a, mma_b, wait=mma_wait, signal=("free",),
                     shape=(bm, bn, bk), fmt=plan.fmt, first=first)
-    _epilogue_body(kb, graph, group, head, epi, views, epi_params, out_params, scale_params,
-                   plan.promote, pc, g, row0, col0, bm, bn)
+    handoff = None
+    if epi.through_memory:
+        spill = tmap.scratch(f"{head.name}.handoff", (epi.on_pipe[-1] if epi.on_pipe
+                                                      else head).type.format.dtype, (G, M, N))
+        handoff = kb.param("h", spill, output=True)
+    emit_epilogue(EpilogueSite(kb, graph, group, epi, views, epi_params, out_params, scale_params,
+                               pc, handoff, plan.promote, g, row0, col0, bm, bn))
     return kb.build()
-
-
-def _epilogue_body(kb, graph, group, head, epi, views, epi_params, out_params, scale_params,
-                   promoted, pc, g, row0, col0, bm, bn) -> None:
-    """Load the epilogue's inputs, run its ops on the tile, store what leaves the chip."""
-    def box(param, view, cols):
-        rows = view.shape[1]
-        starts = [g if view.shape[0] > 1 else Const(0), row0 if rows > 1 else Const(0),
-                  col0 if cols == 0 else Const(0)]
-        return _box(param, starts, [1, bm if rows > 1 else 1, bn if cols == 0 else cols])
-
-    cols_of = {name: cols for name, _, cols, _ in epi.buffers()}
-    for k, v in enumerate(epi.inputs):
-        kb.emit("ld.tile", Buf(epi.buf[v.id]), box(epi_params[v.id], views[v.id],
-                                                     cols_of[epi.buf[v.id]]),
-                signal=("epi_loaded",) if k == len(epi.inputs) - 1 else ())
-    if not promoted:
-        kb.emit("sync.mm", signal=("acc_ready",))
-    first_wait = (() if promoted else ("acc_ready",)) + (("epi_loaded",) if epi.inputs else ())
-    ops = []
-    if epi.store_head:
-        ops.append(("cvt", None))
-    ops += [("node", n) for n in epi.nodes]
-    sources = {head.id: Buf("acc")}
-    sources.update({v.id: Buf(epi.buf[v.id]) for v in epi.inputs})
-    for k, (kind, node) in enumerate(ops):
-        wait = first_wait if k == 0 else ()
-        signal = ("out_ready",) if k == len(ops) - 1 else ()
-        if kind == "cvt":
-            kb.emit("vec.cvt", Buf("out"), Buf("acc"), wait=wait, signal=signal, n=bm * bn)
-            continue
-        cols = cols_of[epi.buf[node.id]]
-        dst = [Buf(epi.buf[node.id])] + ([Buf(epi.buf[node.id] + "s")]
-                                          if node in epi.quantised else [])
-        emit_node(kb, graph, node, dst, sources, bm, cols or bn, row0, wait=wait, signal=signal)
-        sources[node.id] = Buf(epi.buf[node.id])
-    stores = []
-    if pc is not None:
-        stores.append((_box(pc, [g, row0, col0], [1, bm, bn]), Buf("out")))
-    for node in group.outputs:
-        if node.id != head.id:
-            stores.append((box(out_params[node.id], views[node.id], cols_of[epi.buf[node.id]]),
-                           Buf(epi.buf[node.id])))
-        if node.id in scale_params:
-            block = node.type.format.scaling.block
-            cols = cols_of[epi.buf[node.id]]
-            stores.append((_box(scale_params[node.id],
-                                [g, floordiv(row0, block[0]), floordiv(col0 if cols == 0 else Const(0),
-                                                                        block[1])],
-                                [1, math.ceil(bm / block[0]),
-                                 math.ceil((bn if cols == 0 else cols) / block[1])]),
-                           Buf(epi.buf[node.id] + "s")))
-    for k, (b, src) in enumerate(stores):
-        kb.emit("st.tile", b, src, wait=("out_ready",) if k == 0 else ())

@@ -1,0 +1,167 @@
+"""The epilogue of a GEMM kernel: from the finished accumulator tile to the values that leave.
+
+Three ways, chosen from target data (compiler/lower/epilogue.py decides the split):
+
+  vector only      vec ops on the accumulator tile, then st.tile (GPUs)
+  pipe, direct     fix ops drain the accumulator (cvt, quant, bias, add, relu...), the rest
+                   on the vector unit, which reads the pipe's output on chip
+  pipe, memory     the pipe's part, then fix.st hands the tile over through memory; a vector
+                   core loads it (vld.tile), runs the rest and stores (vst.tile). Split
+                   cube/vector cores (Ascend) exchange data this way.
+
+The pipe works concurrently with the matrix unit's next tile; the report's per-unit busy time
+shows what moved off the vector unit.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from compiler.lower.epilogue import Epilogue, pipe_op
+from compiler.lower.templates.tile_ops import emit_node
+from isa.expr import Const, Expr, floordiv
+from isa.program import Box, Buf
+
+
+@dataclass
+class EpilogueSite:
+    """Where the epilogue runs: the tile's coordinates and the kernel's parameters."""
+    kb: object
+    graph: object
+    group: object
+    epi: Epilogue
+    views: dict
+    inputs: dict          # epilogue input id -> param
+    outputs: dict         # output node id -> param
+    scales: dict          # quantised output id -> its scales' param
+    head_param: str | None
+    handoff_param: str | None
+    promoted: bool
+    g: Expr
+    row0: Expr
+    col0: Expr
+    bm: int
+    bn: int
+
+    def tile_box(self, param: str) -> Box:
+        """The product's bm x bn tile in a [G, M, N] view."""
+        return Box(param, (self.g, self.row0, self.col0), (1, self.bm, self.bn))
+
+    def box(self, param: str, view_shape, cols: int) -> Box:
+        rows = view_shape[1]
+        starts = (self.g if view_shape[0] > 1 else Const(0), self.row0 if rows > 1 else Const(0),
+                  self.col0 if cols == 0 else Const(0))
+        return Box(param, starts, (1, self.bm if rows > 1 else 1, self.bn if cols == 0 else cols))
+
+    def scale_box(self, node, param: str, cols: int) -> Box:
+        block = node.type.format.scaling.block
+        return Box(param, (self.g, floordiv(self.row0, block[0]),
+                           floordiv(self.col0 if cols == 0 else Const(0), block[1])),
+                   (1, math.ceil(self.bm / block[0]),
+                    math.ceil((self.bn if cols == 0 else cols) / block[1])))
+
+
+class _Sequence:
+    """Instructions of one unit in order: the first takes the waits that open the epilogue."""
+
+    def __init__(self, kb, opening: tuple):
+        self.kb, self.opening = kb, opening
+
+    def emit(self, op: str, *args, signal=(), **attrs) -> None:
+        self.kb.emit(op, *args, wait=self.opening, signal=signal, **attrs)
+        self.opening = ()
+
+
+def emit_epilogue(s: EpilogueSite) -> None:
+    epi, kb = s.epi, s.kb
+    cols = {spec[0]: spec[2] for spec in epi.buffers()}
+    pipe_side = {i for n in epi.on_pipe for i in n.inputs}
+    late = [v for v in epi.inputs if epi.through_memory and v.id not in pipe_side]
+    early = [v for v in epi.inputs if v not in late]
+    for k, v in enumerate(early):
+        kb.emit("ld.tile", Buf(epi.buf[v.id]), s.box(s.inputs[v.id], s.views[v.id].shape,
+                                                     cols[epi.buf[v.id]]),
+                signal=("epi_loaded",) if k == len(early) - 1 else ())
+    if not s.promoted:
+        kb.emit("sync.mm", signal=("acc_ready",))
+    opening = (() if s.promoted else ("acc_ready",)) + (("epi_loaded",) if early else ())
+    sources = {epi.head.id: Buf("acc")}
+    sources.update({v.id: Buf(epi.buf[v.id]) for v in epi.inputs})
+    head_on_pipe = epi.pipe and epi.store_head and "cvt" in kb.target.fixed_pipe.ops
+    handed = epi.on_pipe[-1] if epi.on_pipe else epi.head
+    # The pipe's part: drain, apply its ops, write what leaves and the hand-over tile.
+    fix = _Sequence(kb, opening)
+    writes = []
+    if head_on_pipe:
+        fix.emit("fix.cvt", Buf("out"), Buf("acc"), n=s.bm * s.bn)
+        writes.append((s.tile_box(s.head_param), Buf("out")))
+    for node in epi.on_pipe:
+        _emit(fix, s, node, sources, cols, unit="fix")
+        if node in s.group.outputs:
+            writes += _stores_of(s, node, cols)
+    if epi.through_memory:
+        kb.token("handed")
+        kb.token("vec_loaded")
+        if not epi.on_pipe:
+            fix.emit("fix.cvt", Buf("h"), Buf("acc"), n=s.bm * s.bn)
+        writes.append((s.tile_box(s.handoff_param), Buf("h") if not epi.on_pipe
+                       else sources[handed.id]))
+    for k, (b, src) in enumerate(writes):
+        fix.emit("fix.st", b, src,
+                 signal=("handed",) if epi.through_memory and k == len(writes) - 1 else ())
+    vector_steps = ([("head", None)] if epi.store_head and not head_on_pipe else []) + \
+        [("node", n) for n in epi.on_vector]
+    if not vector_steps:
+        return
+    # The vector unit's part: on chip after the pipe, or loaded from the hand-over tile.
+    if epi.through_memory:
+        for v in late:
+            kb.emit("vld.tile", Buf(epi.buf[v.id]), s.box(s.inputs[v.id], s.views[v.id].shape,
+                                                           cols[epi.buf[v.id]]))
+        kb.emit("vld.tile", Buf("h"), s.tile_box(s.handoff_param), wait=("handed",),
+                signal=("vec_loaded",))
+        sources[handed.id] = Buf("h")
+        opening = ("vec_loaded",)
+    elif epi.on_pipe or head_on_pipe:
+        kb.token("piped")
+        kb.emit("sync.fix", signal=("piped",))
+        opening = ("piped",)
+    vec = _Sequence(kb, opening)
+    stores = []
+    for k, (kind, node) in enumerate(vector_steps):
+        signal = ("out_ready",) if k == len(vector_steps) - 1 else ()
+        if kind == "head":
+            vec.emit("vec.cvt", Buf("out"), Buf("acc"), signal=signal, n=s.bm * s.bn)
+            stores.append((s.tile_box(s.head_param), Buf("out")))
+            continue
+        _emit(vec, s, node, sources, cols, unit="vec", signal=signal)
+        if node in s.group.outputs:
+            stores += _stores_of(s, node, cols)
+    store = "vst.tile" if epi.through_memory else "st.tile"
+    for k, (b, src) in enumerate(stores):
+        kb.emit(store, b, src, wait=("out_ready",) if k == 0 else ())
+
+
+def _emit(seq: _Sequence, s: EpilogueSite, node, sources, cols, unit: str, signal=()) -> None:
+    name = s.epi.buf[node.id]
+    dst = [Buf(name)] + ([Buf(name + "s")] if node in s.epi.quantised else [])
+    width = cols[name] or s.bn
+    if unit == "vec":
+        emit_node(seq.kb, s.graph, node, dst, sources, s.bm, width, s.row0, wait=seq.opening,
+                  signal=signal)
+        seq.opening = ()
+    else:
+        srcs = [sources[i] for i in node.inputs if s.graph.node(i).op != "const"]
+        imms = {f"imm{k}": float(s.graph.node(i).attr("value"))
+                for k, i in enumerate(node.inputs) if s.graph.node(i).op == "const"}
+        seq.emit(f"fix.{pipe_op(node, s.graph)}", *dst, *srcs, signal=signal, n=s.bm * width,
+                 **imms)
+    sources[node.id] = dst[0]
+
+
+def _stores_of(s: EpilogueSite, node, cols) -> list[tuple[Box, Buf]]:
+    name = s.epi.buf[node.id]
+    out = [(s.box(s.outputs[node.id], s.views[node.id].shape, cols[name]), Buf(name))]
+    if node.id in s.scales:
+        out.append((s.scale_box(node, s.scales[node.id], cols[name]), Buf(name + "s")))
+    return out
