@@ -7,6 +7,7 @@ from compiler.frontend import load_model
 from compiler.ir.graph import Graph
 from compiler.lower import lower
 from compiler.passes import PassContext, run_pipeline
+from compiler.passes.place import Place
 from compiler.passes.plan import Plan
 from compiler.stats import model_stats
 from isa.program import Program
@@ -30,13 +31,13 @@ def simulate_cycles(target: Target):
 
 
 def compile_model(model_path: str, target_name: str, overrides: dict[str, str],
-                  after=None, passes=None, measure: bool = True) -> Compiled:
+                  after=None, passes=None, measure: bool = True, die_mode: str = "uma") -> Compiled:
     """Front end, graph passes (after(name, graph) runs after each), lowering."""
     target = load_target(target_name)
     graph = load_model(model_path, overrides)
     ctx = PassContext(target, measure=simulate_cycles(target) if measure else None)
     graph = run_pipeline(graph, ctx, passes, after)
-    program = Plan().run(lower(graph, target), target)
+    program = Place(mode=die_mode).run(Plan().run(lower(graph, target), target), target)
     return Compiled(graph, target, program, tuple(ctx.notes))
 
 

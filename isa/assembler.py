@@ -101,6 +101,14 @@ class _Decl:
     base: str | None
     steps: tuple[ViewStep, ...]
     fold: _Fold | None
+    home: str | None = None
+
+
+@dataclass(frozen=True)
+class _Dies:
+    """A kernel's `dies VAR` line."""
+    line: int
+    var: str
 
 
 @dataclass(frozen=True)
@@ -182,11 +190,15 @@ class _Reader(lark.Transformer):
     def tensor(self, children):
         name, (dtype, shape), *rest = children
         fold = rest.pop() if rest and isinstance(rest[-1], _Fold) else None
+        home = str(rest.pop())[5:] if getattr(rest[-1], "type", None) == "HOME" else None
         kind = rest.pop()
         if kind == "view":
             raise _Error(name.line, "a view is declared as 'view NAME: TYPE = BASE.STEP(...)'")
         scaling = rest[0] if rest else None
-        return _Decl(name.line, str(name), dtype, shape, scaling, str(kind), None, (), fold)
+        return _Decl(name.line, str(name), dtype, shape, scaling, str(kind), None, (), fold, home)
+
+    def dies(self, children):
+        return _Dies(children[0].line, str(children[0]))
 
     def view(self, children):
         name, (dtype, shape), *rest = children
@@ -368,7 +380,7 @@ class _Assembler:
                 raise _Error(rec.line, f"tensor '{name}' is declared twice (first on line "
                                        f"{self.tensor_lines[name]})")
             self.tensors[name] = TensorDecl(name, rec.dtype, rec.shape, rec.kind, rec.scaling,
-                                            base, rec.steps)
+                                            base, rec.steps, rec.home)
             self.tensor_lines[name] = rec.line
 
     @staticmethod
@@ -388,8 +400,11 @@ class _Assembler:
             raise _Error(rec.line, f"kernel '{rec.name}' is defined twice (first on line "
                                    f"{self.kernel_lines[rec.name]})")
         notes, grid, buffers, tokens, stmts = [], None, [], [], []
+        die_var = None
         for number, item in enumerate(rec.items):
-            if isinstance(item, _Note):
+            if isinstance(item, _Dies):
+                die_var = item.var
+            elif isinstance(item, _Note):
                 if number == len(notes):                 # notes come first; later ones are comments
                     notes.append(item.text)
             elif isinstance(item, _Pairs) and item.kind == "grid":
@@ -411,8 +426,10 @@ class _Assembler:
             raise _Error(line, f"token '{name}' is declared twice")
         located: list[tuple[Instr, int]] = []
         body = self.body(stmts, frozenset(v for v, _ in grid), located)
+        if die_var is not None and die_var not in {v for v, _ in grid}:
+            raise _Error(rec.line, f"kernel {rec.name}: 'dies {die_var}' names no grid dim")
         kernel = Kernel(rec.name, rec.params, grid, tuple(b.decl for b in buffers),
-                        tuple((t, n) for t, n, _ in tokens), body, tuple(notes))
+                        tuple((t, n) for t, n, _ in tokens), body, tuple(notes), die_var)
         self.check_kernel(kernel, located, rec.line)
         self.kernels[rec.name] = kernel
         self.kernel_lines[rec.name] = rec.line

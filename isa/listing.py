@@ -173,7 +173,8 @@ def fmt_tensor(t: TensorDecl) -> str:
     if t.kind == "view":
         steps = "".join("." + fmt_step(s) for s in t.steps)
         return f"view {t.name}: {fmt_type(t.dtype, t.shape)}{scaling} = {t.base}{steps}"
-    return f"tensor {t.name}: {fmt_type(t.dtype, t.shape)}{scaling} {t.kind}"
+    home = f" home={t.home}" if t.home else ""
+    return f"tensor {t.name}: {fmt_type(t.dtype, t.shape)}{scaling} {t.kind}{home}"
 
 
 def body_lines(stmts, indent: int = 2, scope=frozenset()) -> list[str]:
@@ -198,6 +199,8 @@ def kernel_view(k: Kernel) -> dict:
              + (f" @{b.offset}" if b.offset is not None else "") for b in k.buffers]
     if k.tokens:
         decls.append("token " + " ".join(f"{t}={n}" for t, n in k.tokens))
+    if k.die_var:
+        decls.insert(0, f"dies {k.die_var}")
     return {"header": f"kernel {k.name}({params})", "notes": list(k.notes),
             "grid": "grid " + " ".join(f"{v}={n}" for v, n in k.grid) if k.grid else "",
             "decls": decls, "body": body_lines(k.body, scope=frozenset(v for v, _ in k.grid))}

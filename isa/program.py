@@ -35,6 +35,9 @@ class TensorDecl:
     scaling: Scaling | None = None   # the block scaling of the elements; scales are `NAME.scale`
     base: str | None = None          # views: the tensor they look into
     steps: tuple[ViewStep, ...] = ()
+    # Which die's memory holds it (multi-die targets): None = interleaved over all dies (UMA),
+    # "split:A" = halves of base axis A on successive dies, "replicate" = a copy on every die.
+    home: str | None = None
 
     @property
     def bits(self) -> int:
@@ -147,6 +150,7 @@ class Kernel:
     tokens: tuple[tuple[str, int], ...]       # (token, initial count)
     body: tuple[Stmt, ...]
     notes: tuple[str, ...] = ()               # printed as comments: source ops, tile choice
+    die_var: str | None = None                # NUMA: this grid dim's halves go to the dies
 
     @property
     def grid_size(self) -> int:

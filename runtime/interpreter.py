@@ -37,6 +37,11 @@ class RunResult:
         return self.launches[-1].end if self.launches else 0.0
 
 
+def _placement(params, bases) -> tuple:
+    """Where the bound tensors live (multi-die): part of what makes two launches identical."""
+    return tuple((p, (bases.get(p) or d).home) for p, d in sorted(params.items()))
+
+
 def _signature(params: dict[str, TensorDecl]) -> tuple:
     return tuple((p, d.dtype, d.shape, d.nbytes) for p, d in sorted(params.items()))
 
@@ -55,9 +60,10 @@ def run_program(program: Program, target: Target,
     for i, (launch, env) in enumerate(launches):
         kernel = kernels[launch.kernel]
         params = {p: tensors[bind_name(t, env)] for p, t in launch.args}
-        key = (kernel.name, _signature(params))
+        bases = {p: tensors[d.base] for p, d in params.items() if d.base in tensors}
+        key = (kernel.name, _signature(params), _placement(params, bases))
         if key not in cache:
-            cache[key] = simulate_kernel(kernel, params, target, record)
+            cache[key] = simulate_kernel(kernel, params, target, record, bases)
             out.simulated_kernels += 1
         result = cache[key]
         start = now + target.launch_overhead_cycles

@@ -6,7 +6,9 @@ import pytest
 from isa.expr import Const, Var, mul
 from isa.program import Attr, Box, Buf, BufferDecl, Instr, Kernel, Loop, Param, TensorDecl
 from isa.target_loader import load_target
-from runtime.kernel_sim import _wave_compositions, box_bytes, simulate_kernel
+from runtime.kernel_sim import simulate_kernel
+from runtime.streams import box_bytes
+from runtime.work_items import waves as wave_list
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +40,11 @@ def _copy_kernel(rows: int, tile: int, grid: int) -> Kernel:
                   (("in", 0),), body)
 
 
-def test_waves_split_items_over_cores():
+def test_waves_split_items_over_cores(h800):
     kernel = _copy_kernel(rows=5 * 64, tile=64, grid=5)
-    waves = _wave_compositions(kernel, {(False,): 0, (True,): 0}, cores=2)
-    assert waves == [((0, 2),), ((0, 2),), ((0, 1),)]
+    two_cores = dataclasses.replace(h800, chip=dataclasses.replace(h800.chip, cores_per_die=2))
+    waves = wave_list(kernel, {((False,), None): 0, ((True,), None): 0}, two_cores)
+    assert waves == [(((0, 0), 2),), (((0, 0), 2),), (((0, 0), 1),)]     # ((class, die), count)
 
 
 def test_edge_items_form_their_own_class(h800):

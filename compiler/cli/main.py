@@ -42,7 +42,8 @@ def cmd_compile(args) -> None:
         if args.stats and name in ("precision", "fuse"):
             counts[name] = kernel_stats(graph)
 
-    compiled = compile_model(args.model, args.target, _sets(args.set), after=after)
+    compiled = compile_model(args.model, args.target, _sets(args.set), after=after,
+                             die_mode=args.die_mode)
     _report_notes(compiled)
     if args.stats:
         (k0, b0), (k1, b1) = counts["precision"], counts["fuse"]
@@ -77,19 +78,49 @@ def _report_notes(compiled) -> None:
 
 
 def cmd_run(args) -> None:
+    from runtime.functional import FunctionalError, check_size, run_functional
     from runtime.interpreter import run_program
-    from runtime.report.json_report import report_json
+    from runtime.report.json_report import report_dict
     from runtime.report.text import summary_text
-    program, target = _program_to_run(args)
+    compiled = None
+    if args.functional:
+        from compiler.driver import compile_model
+        from isa.assembler import is_listing
+        if is_listing(args.model):
+            raise DscError("--functional needs a .ds model: the error is measured against "
+                           "the model's reference evaluation, which a listing does not carry")
+        compiled = compile_model(args.model, args.target, _sets(args.set),
+                                 die_mode=args.die_mode)
+        program, target = compiled.program, compiled.target
+        try:
+            check_size(program)
+        except FunctionalError as err:
+            raise DscError(str(err)) from None
+    else:
+        program, target = _program_to_run(args)
+    record = bool(args.trace or args.html)
     with Progress("simulating") as progress:
-        run = run_program(program, target, progress=progress.update)
-    outputs = []
+        run = run_program(program, target, progress=progress.update, record=record)
+    report = report_dict(run)
+    functional = None
+    if compiled is not None:
+        try:
+            functional = run_functional(compiled, seed=args.seed)
+        except FunctionalError as err:
+            raise DscError(f"functional mode: {err}") from None
+        report["functional"] = functional.to_dict()
     if args.json:
-        outputs.append((args.json, report_json(run)))
-    for path, text in outputs:
-        write_output(path, text)
+        write_output(args.json, json.dumps(report, indent=1) + "\n")
+    if args.trace:
+        from runtime.report.trace import trace_json
+        write_output(args.trace, trace_json(run))
+    if args.html:
+        from runtime.report.html import html_report
+        write_output(args.html, html_report(run))
     if args.json != "-":
         sys.stdout.write(summary_text(run))
+        if functional is not None:
+            sys.stdout.write("\n" + functional.text())
 
 
 def _program_to_run(args):
@@ -110,11 +141,9 @@ def _program_to_run(args):
         except UnicodeDecodeError:
             raise DscError(f"cannot read listing '{args.model}': not UTF-8 text") from None
         return parse_listing(text, args.model, target), target
-    from compiler.driver import capacity_warning, compile_model
-    compiled = compile_model(args.model, args.target, _sets(args.set))
-    warning = capacity_warning(compiled.graph, compiled.target)
-    if warning:
-        print(warning, file=sys.stderr)
+    from compiler.driver import compile_model
+    compiled = compile_model(args.model, args.target, _sets(args.set), die_mode=args.die_mode)
+    _report_notes(compiled)
     return compiled.program, compiled.target
 
 
@@ -180,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    def die_mode(p):
+        p.add_argument("--die-mode", choices=("uma", "numa"), default="uma",
+                       help="multi-die chips: one interleaved memory (uma, default), or work and "
+                       "data placed per die with explicit die-to-die transfers (numa)")
+
     p = model_command("compile", "compile a model and print its ISA listing or IR", cmd_compile)
     p.add_argument("--target", required=True, help="builtin target name or a .toml file")
     p.add_argument("--emit", choices=("ir", "isa"), default="isa")
@@ -189,10 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
                    f"passes: {', '.join(PASS_NAMES)}")
     p.add_argument("--stats", action="store_true",
                    help="print kernels and off-chip bytes before and after fusion")
+    die_mode(p)
     p = model_command("run", "compile and simulate, or simulate a listing (FILE.lst); print a "
                       "summary", cmd_run)
     p.add_argument("--target", required=True, help="builtin target name or a .toml file")
     p.add_argument("--json", metavar="FILE", help="write the JSON report (- for stdout)")
+    p.add_argument("--trace", metavar="FILE", help="write a Chrome trace (Perfetto, "
+                   "chrome://tracing): one track per unit, dependency arrows, bandwidth")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report: summary, "
+                   "kernel table, timeline, roofline, top stalls")
+    p.add_argument("--functional", action="store_true",
+                   help="also execute the program with numpy on random inputs and report its "
+                        "error against the model's float32 reference (small models)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the functional run's inputs")
+    die_mode(p)
     p = model_command("stats", "parameters, active parameters, FLOPs and KV bytes per token",
                       cmd_stats)
     p.add_argument("--json", action="store_true", help="print the contract JSON")

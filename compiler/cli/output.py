@@ -21,11 +21,18 @@ def write_output(path: str, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())       # mkstemp makes it private; outputs are not
         os.replace(tmp, path)
     except OSError as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise DscError(f"cannot write '{path}': {exc.strerror}") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class Progress:

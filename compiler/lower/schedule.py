@@ -94,3 +94,4 @@ def _abstract(body: list[Launch], layer: tuple[str, int]) -> list[Launch]:
     rename = lambda name: pattern.sub(relative, name)
     return [replace(l, args=tuple((p, rename(t)) for p, t in l.args), note=rename(l.note))
             for l in body]
+

@@ -34,12 +34,30 @@ class LaunchSummary:
         return self.end - self.start
 
 
+def capacity_per_cycle(target: Target) -> dict[str, float]:
+    """What each report resource can carry per cycle: all dies together, and each die / link."""
+    from runtime.paths import capacities
+    per = capacities(target)
+    out = dict(per)
+    for kind in ("l2", "memory", "link"):
+        out[kind] = sum(v for r, v in per.items() if r.startswith(kind + ".")) or 1e-30
+    return out
+
+
+def _unit_capacity(unit: str, target: Target) -> int:
+    """Cores a unit key stands for: every core, or one die's ("mm@d1")."""
+    return target.chip.cores_per_die if "@d" in unit else target.cores
+
+
 def utilization(rec: LaunchRecord, target: Target) -> dict[str, float]:
     cycles = max(rec.end - rec.start, 1e-9)
     r = rec.result
-    util = {unit: busy / (target.cores * cycles) for unit, busy in r.unit_busy.items()}
-    util["memory"] = r.resource_bytes.get("memory", 0.0) / (target.memory_bytes_per_cycle * cycles)
-    util["l2"] = r.resource_bytes.get("l2", 0.0) / (target.l2.bytes_per_cycle * cycles)
+    util = {unit: busy / (_unit_capacity(unit, target) * cycles)
+            for unit, busy in r.unit_busy.items()}
+    capacity = capacity_per_cycle(target)
+    for resource, nbytes in r.resource_bytes.items():
+        if resource in capacity:
+            util[resource] = nbytes / (capacity[resource] * cycles)
     return util
 
 
@@ -80,17 +98,24 @@ def summarize(rec: LaunchRecord, target: Target) -> LaunchSummary:
 
 
 def unit_totals(run: RunResult) -> dict[str, dict[str, float]]:
-    """Per unit: busy cycles averaged over the cores, and utilisation over the whole run."""
+    """Per unit (and per die's unit, "mm@d1"): busy cycles averaged over the cores it stands
+    for; per resource (memory, l2, link, and each die's): the cycles its bytes occupy it at
+    full bandwidth. Utilisation is either over the whole run."""
     target, total = run.target, max(run.cycles, 1e-9)
     busy: dict[str, float] = {u: 0.0 for u in target.units}
-    mem = l2 = 0.0
+    moved: dict[str, float] = {}
     for rec in run.launches:
         for unit, b in rec.result.unit_busy.items():
-            busy[unit] = busy.get(unit, 0.0) + b / target.cores
-        mem += rec.result.resource_bytes.get("memory", 0.0)
-        l2 += rec.result.resource_bytes.get("l2", 0.0)
-    busy["memory"] = mem / target.memory_bytes_per_cycle
-    busy["l2"] = l2 / target.l2.bytes_per_cycle
+            busy[unit] = busy.get(unit, 0.0) + b / _unit_capacity(unit, target)
+        for resource, nbytes in rec.result.resource_bytes.items():
+            moved[resource] = moved.get(resource, 0.0) + nbytes
+    capacity = capacity_per_cycle(target)
+    for resource in ("memory", "l2") + (("link",) if target.chip.dies > 1 else ()):
+        busy[resource] = moved.get(resource, 0.0) / capacity[resource]
+    if target.chip.dies > 1:
+        for resource in sorted(moved):
+            if "." in resource and resource in capacity:
+                busy[resource] = moved[resource] / capacity[resource]
     return {u: {"busy_cycles": b, "utilization": b / total} for u, b in busy.items()}
 
 

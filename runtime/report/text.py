@@ -23,7 +23,8 @@ def summary_text(run: RunResult) -> str:
         seconds = cycles / hz
         flops = sum(r.flops for r in group)
         nbytes = sum(r.bytes_offchip for r in group)
-        bounds = max({r.bound for r in group}, key=lambda b: sum(r.cycles for r in group if r.bound == b))
+        bounds = max(sorted({r.bound for r in group}),
+                     key=lambda b: sum(r.cycles for r in group if r.bound == b))
         lines.append(f"{_clip(name, 34):<34} {len(group):>4} {seconds * 1e6:>10.1f} "
                      f"{100 * cycles / max(total, 1e-9):>5.1f} {flops / seconds / 1e12 if seconds else 0:>8.1f} "
                      f"{nbytes / seconds / 1e9 if seconds else 0:>8.0f} {bounds:<9} {group[0].top_stall}")

@@ -1,0 +1,97 @@
+"""Which shared resources a transfer crosses, and with what share of its bytes.
+
+Every die has its own L2 and off-chip memory; a die-to-die link joins each pair of dies, one
+resource per direction. A load by a core on die r of bytes homed on die h reads h's L2 (and
+h's memory for the L2 misses) and, when h is not r, crosses the link h->r. Interleaved bytes
+(UMA) are homed on each die in equal parts; a replicated tensor is read from the reader's
+own die and written to every die. A store writes its home die's L2 (write-back) and crosses
+r->h when remote; its memory traffic is counted when it drains.
+"""
+from __future__ import annotations
+
+from isa.instructions import Compute, Fence, Transfer
+from isa.target_schema import Target
+from runtime.engine import COMPUTE, FENCE, TRANSFER, Op
+
+
+def l2(d: int) -> str:
+    return f"l2.d{d}"
+
+
+def memory(d: int) -> str:
+    return f"memory.d{d}"
+
+
+def link(a: int, b: int) -> str:
+    return f"link.d{a}>d{b}"
+
+
+def capacities(target: Target) -> dict[str, float]:
+    dies = range(target.chip.dies)
+    out = {}
+    for d in dies:
+        out[l2(d)] = target.l2.bytes_per_cycle
+        out[memory(d)] = target.memory_bytes_per_cycle
+    if target.die_link is not None:
+        per_cycle = target.die_link.bandwidth_gbs * 1e9 / target.clock_hz
+        out.update({link(a, b): per_cycle for a in dies for b in dies if a != b})
+    return out
+
+
+def homes(home, requester: int, dies: int, store: bool = False) -> list[tuple[int, float]]:
+    """(die, share of the bytes) for a transfer's bytes. A replicated tensor is read from the
+    requester's own copy, and written to every die's copy."""
+    if home is None:
+        return [(d, 1.0 / dies) for d in range(dies)]
+    if home == -1:
+        return [(d, 1.0) for d in range(dies)] if store else [(requester, 1.0)]
+    return [(home, 1.0)]
+
+
+def link_latency(target: Target) -> float:
+    return target.die_link.latency_ns * 1e-9 * target.clock_hz if target.die_link else 0.0
+
+
+def ops_for(stream, fractions: dict[str, float], target: Target, die: int) -> dict[str, list[Op]]:
+    """The engine ops of an item's stream run by a core on `die`."""
+    units: dict[str, list[Op]] = {}
+    dies = target.chip.dies
+    for inst in stream:
+        c = inst.cost
+        if isinstance(c, Compute):
+            op = Op(COMPUTE, inst.label, inst.waits, inst.signals, cycles=c.cycles)
+        elif isinstance(c, Transfer):
+            parts = homes(inst.home, die, dies, store=c.direction == "store")
+            remote = min(1.0, sum(share for h, share in parts if h != die))
+            if c.direction == "load":
+                miss = min(fractions[c.tensor], c.multicast / inst.share)
+                path = tuple((l2(h), share / c.multicast) for h, share in parts)
+                path += tuple((memory(h), share * miss / c.multicast) for h, share in parts)
+                path += tuple((link(h, die), share / c.multicast) for h, share in parts if h != die)
+                latency = (target.l2.latency_cycles + miss * target.memory_latency_cycles
+                           + remote * link_latency(target))
+                op = Op(TRANSFER, inst.label, inst.waits, inst.signals, nbytes=c.bytes,
+                        path=path, cap=target.dma.load_bytes_per_cycle, latency=latency)
+            else:
+                # L2 is write-back: a store is done once in L2; memory absorbs it later.
+                path = tuple((l2(h), share) for h, share in parts)
+                path += tuple((link(die, h), share) for h, share in parts if h != die)
+                op = Op(TRANSFER, inst.label, inst.waits, inst.signals, nbytes=c.bytes,
+                        path=path, cap=target.dma.store_bytes_per_cycle,
+                        latency=target.l2.latency_cycles + remote * link_latency(target))
+        else:
+            assert isinstance(c, Fence)
+            op = Op(FENCE, inst.label, inst.waits, inst.signals)
+        units.setdefault(inst.unit, []).append(op)
+    return units
+
+
+def written_bytes(stream, count: int, die: int, dies: int) -> dict[str, float]:
+    """Bytes an item's stores leave for memory to absorb, by the memory that absorbs them."""
+    out: dict[str, float] = {}
+    for inst in stream:
+        c = inst.cost
+        if isinstance(c, Transfer) and c.direction == "store":
+            for h, share in homes(inst.home, die, dies, store=True):
+                out[memory(h)] = out.get(memory(h), 0.0) + c.bytes * share * count
+    return out

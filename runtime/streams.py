@@ -1,0 +1,139 @@
+"""What one work item executes: its instruction instances with their costs.
+
+Costs come from the instruction table (isa/instructions.py) evaluated for the item: box sizes
+clipped at the tensor's edges, the die that holds each transfer's bytes, and how many items of
+a wave load the same bytes together. An instance's cost depends only on the values of the
+variables its boxes read, so costs are computed once per distinct value and shared.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from isa.expr import compile_expr, variables
+from isa.instructions import CostContext, Transfer, lookup
+from isa.layout import home_die
+from isa.program import Box, Kernel, Loop, TensorDecl
+from isa.target_schema import Target
+
+
+@dataclass
+class Instance:
+    unit: str
+    label: str
+    cost: object           # Compute, Transfer or Fence
+    waits: tuple
+    signals: tuple
+    share: float = 1.0     # work items of a wave loading these same bytes at the same time
+    home: object = None    # die holding a transfer's bytes: None interleaved, -1 the requester's
+
+
+@lru_cache(maxsize=None)
+def _compiled(expr):
+    return compile_expr(expr)
+
+
+def value(v, env):
+    """An attribute or slot: ints pass through, expressions are evaluated in `env`."""
+    return v if isinstance(v, (int, float, str, tuple)) else _compiled(v)(env)
+
+
+def expand(body, env: dict) -> list:
+    """(instruction, env) for every executed instruction of a body, loops unrolled."""
+    out = []
+    for stmt in body:
+        if isinstance(stmt, Loop):
+            for i in range(stmt.count):
+                out.extend(expand(stmt.body, {**env, stmt.var: i}))
+        else:
+            out.append((stmt, env))
+    return out
+
+
+def box_bytes(box: Box, decl: TensorDecl, env: dict) -> int:
+    """Bytes of the in-bounds part of a box (an edge tile past the tensor's end moves less)."""
+    return _box_counter(box, decl.shape, decl.bits)(env)
+
+
+@lru_cache(maxsize=None)
+def _box_counter(box: Box, shape: tuple, bits: int):
+    """A function env -> in-bounds bytes of `box` on a tensor of `shape` (compiled once)."""
+    dims = [(_compiled(start), size, dim) for start, size, dim in zip(box.starts, box.sizes, shape)]
+
+    def count(env) -> int:
+        elems = 1
+        for start, size, dim in dims:
+            s = start(env)
+            elems *= max(0, min(s + size, dim) - max(s, 0))
+        return math.ceil(elems * bits / 8)
+    if all(not variables(start) for start in box.starts):
+        value = count({})
+        return lambda env: value
+    return count
+
+
+def concurrent_share(kernel: Kernel, box: Box, cores: int) -> float:
+    """How many work items of a full wave load the same box as any one of them: items that
+    differ only in grid coordinates the box does not depend on read identical bytes together,
+    and L2 fetches them from memory once."""
+    if not kernel.grid:
+        return 1.0
+    used = set().union(*(variables(s) for s in box.starts))
+    sizes = [size for _, size in kernel.grid]
+    wave = min(cores, math.prod(sizes))
+    coords = np.unravel_index(np.arange(wave), sizes)
+    keep = [c for (var, _), c in zip(kernel.grid, coords) if var in used]
+    if not keep:
+        return float(wave)
+    return wave / len(set(zip(*keep)))
+
+
+def item_stream(kernel: Kernel, params: dict[str, TensorDecl], bases: dict[str, TensorDecl],
+                target: Target, env: dict, shares: dict[int, float], memo: dict) -> list[Instance]:
+    """The instances one work item at grid coordinates `env` executes, in program order."""
+    buffers = {b.name: b for b in kernel.buffers}
+    stream = []
+    for ins, ienv in expand(kernel.body, env):
+        reads = memo.get(id(ins))
+        if reads is None:
+            reads = memo[id(ins)] = _box_variables(ins)
+        key = (id(ins), tuple(ienv[v] for v in reads))
+        inst = memo.get(key)
+        if inst is None:
+            inst = _instance(ins, ienv, params, bases, buffers, target, shares)
+            # Interned by value: equal instances are one object, so streams compare by id.
+            inst = memo.setdefault(("value", inst.unit, inst.label, inst.cost, inst.waits,
+                                    inst.signals, inst.share, inst.home), inst)
+            memo[key] = inst
+        stream.append(inst)
+    return stream
+
+
+def _instance(ins, env, params, bases, buffers, target: Target, shares) -> Instance:
+    definition = lookup(ins.op, target)
+    ctx = CostContext(
+        target,
+        box_bytes=lambda box: box_bytes(box, params[box.tensor], env),
+        buffer_bytes=lambda name: buffers[name].slot_bytes,
+        row_bytes=lambda t: math.ceil(params[t].shape[-1] * params[t].bits / 8))
+    cost = definition.cost(ins, ctx)
+    home = None
+    if isinstance(cost, Transfer) and target.chip.dies > 1:
+        decl = params[cost.tensor]
+        box = next((a for a in ins.args if isinstance(a, Box)), None)
+        starts = [_compiled(s)(env) for s in box.starts] if box else [0] * len(decl.shape)
+        home = home_die(decl, bases.get(cost.tensor), starts, -1, target.chip.dies)
+    return Instance(definition.unit, ins.op, cost, ins.wait, ins.signal,
+                    shares.get(id(ins), 1.0), home)
+
+
+def _box_variables(ins) -> tuple[str, ...]:
+    names = set()
+    for a in ins.args:
+        if isinstance(a, Box):
+            for start in a.starts:
+                names |= variables(start)
+    return tuple(sorted(names))
