@@ -191,16 +191,25 @@ def estimate_cycles(p: GemmProblem, t: GemmTile, target: Target) -> float:
     return max(waves * per_wave, unique / target.memory_bytes_per_cycle)
 
 
-_CHOICES: dict[tuple[GemmProblem, int], tuple] = {}
+_CHOICES: dict[tuple[GemmProblem, str], tuple] = {}
+_KEYS: dict[int, tuple] = {}
+
+
+def target_key(target: Target) -> str:
+    """The target's full description as text: equal targets (loaded twice) share decisions."""
+    held = _KEYS.get(id(target))
+    if held is None or held[0] is not target:
+        held = _KEYS[id(target)] = (target, repr(target))
+    return held[1]
 
 
 def choose(p: GemmProblem, target: Target) -> tuple[GemmTile, list[tuple[GemmTile, float]]]:
     """The cheapest candidate by estimate (ties: fewer stages, smaller clusters, larger tiles),
     and all scores. Memoised per problem and target: a model repeats a GEMM in every layer."""
-    key = (p, id(target))
+    key = (p, target_key(target))
     if key not in _CHOICES:
-        _CHOICES[key] = (target, _choose(p, target))
-    return _CHOICES[key][1]
+        _CHOICES[key] = _choose(p, target)
+    return _CHOICES[key]
 
 
 def _choose(p: GemmProblem, target: Target):

@@ -39,22 +39,30 @@ def measure_tile(group: Group, graph: Graph, tile: gemm_tiles.GemmTile, ctx: Pas
     return ctx.measure(kernel, {p: tmap.decls[t] for p, t in args})
 
 
+# Decisions by (problem, epilogue ops, target contents, shortlist, measured): the same GEMM on
+# the same chip is decided once per process, whichever model or layer it comes from.
+_DECIDED: dict[tuple, tuple] = {}
+
+
 @dataclass(frozen=True)
 class Tile:
     name: str = "tile"
     shortlist: int = 3
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        decided: dict[gemm_tiles.GemmProblem, tuple] = {}
+        decided = _DECIDED
         choice: dict[int, tuple] = {}
         tmap = TensorMap(graph)
+        chip = gemm_tiles.target_key(ctx.target)
         for group in kernel_groups(graph):
             if group.kind != "gemm":
                 continue
-            problem = group_problem(group, graph, ctx.target)[0]
+            problem = (group_problem(group, graph, ctx.target)[0],
+                       tuple(n.op for n in group.nodes), chip, self.shortlist,
+                       ctx.measure is not None)
             if problem not in decided:
                 try:
-                    decided[problem] = self._decide(group, graph, problem, ctx, tmap)
+                    decided[problem] = self._decide(group, graph, problem[0], ctx, tmap)
                 except ValueError as exc:
                     head = group.nodes[0]
                     raise DscError(f"cannot tile '{head.name}' ({group.name}) for target "
