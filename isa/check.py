@@ -124,8 +124,9 @@ def _check_operands(ins, definition, buffers, params, where) -> None:
     kinds = list(definition.operands)
     if kinds and kinds[-1].endswith("*"):
         kinds = kinds[:-1] + [kinds[-1][:-1]] * max(1, len(operands) - len(kinds) + 1)
-    elif kinds and kinds[-1].endswith("?"):
-        kinds = kinds[:-1] + ([kinds[-1][:-1]] if len(operands) == len(kinds) else [])
+    else:                       # trailing "?" kinds may be left out, from the end
+        required = [k for k in kinds if not k.endswith("?")]
+        kinds = [k.rstrip("?") for k in kinds][:max(len(required), min(len(operands), len(kinds)))]
     if len(operands) != len(kinds):
         raise ProgramError(f"{where}: {ins.op} takes {len(kinds)} operands, got {len(operands)}")
     for number, (operand, kind) in enumerate(zip(operands, kinds), 1):

@@ -42,6 +42,31 @@ DTYPES: dict[str, DType] = {d.name: d for d in [
 ]}
 
 ELEMENT_DTYPES = tuple(n for n, d in DTYPES.items() if d.kind != "scale")
+
+# The value grid of each float element format: explicit mantissa bits, the exponent of its
+# smallest subnormal, and its largest finite value (IEEE 754, the OCP FP8 and MX
+# specifications). A format holds another exactly when it has at least its mantissa bits,
+# reaches down to its smallest subnormal and up to its largest value.
+_FLOAT_GRID: dict[str, tuple[int, int, float]] = {
+    "fp32": (23, -149, 3.4028234663852886e38),
+    "bf16": (7, -133, 3.3895313892515355e38),
+    "fp16": (10, -24, 65504.0),
+    "fp8_e4m3": (3, -9, 448.0),
+    "fp8_e5m2": (2, -16, 57344.0),
+    "fp6_e2m3": (3, -3, 7.5),
+    "fp6_e3m2": (2, -4, 28.0),
+    "fp4_e2m1": (1, -1, 6.0),
+}
+
+
+def holds_exactly(wide: str, narrow: str) -> bool:
+    """Every value of element dtype `narrow` is a value of `wide` (a conversion is exact)."""
+    if wide == narrow:
+        return True
+    if wide not in _FLOAT_GRID or narrow not in _FLOAT_GRID:
+        return False
+    (wm, wsub, wmax), (nm, nsub, nmax) = _FLOAT_GRID[wide], _FLOAT_GRID[narrow]
+    return nm <= wm and nsub >= wsub and nmax <= wmax
 SCALE_DTYPES = ("fp32", "ue8m0", "fp8_e4m3")
 
 

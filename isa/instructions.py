@@ -131,11 +131,13 @@ _TABLE = [
     InstrDef("st.scatter", "st", ("tensor", "buf", "buf"), ("rows",),
              "store `rows` rows of a buffer to the rows of a tensor named by an index buffer "
              "(-1: skipped)", "rows * row_bytes(tensor) as a transfer out", _scatter),
-    InstrDef("mm.mma", "mm", ("buf", "buf", "buf"), ("shape", "fmt", "first"),
+    InstrDef("mm.mma", "mm", ("buf", "buf", "buf", "buf?", "buf?"), ("shape", "fmt", "first"),
              "acc = (first ? 0 : acc) + a @ b (a @ b^T with trans_b=1) for an MxNxK tile in input "
-             "format fmt; operands are read from their leading M x K and K x N corners",
+             "format fmt; operands are read from their leading M x K and K x N corners. With "
+             "scale operands sa, sb (block_a, block_b) the unit applies the block scales itself",
              "2 * pad(M) * pad(N) * pad(K) / flops_per_cycle(fmt), dims padded to the "
-             "matrix instruction granularity", _mma, optional_attrs=("trans_b",)),
+             "matrix instruction granularity", _mma,
+             optional_attrs=("trans_b", "block_a", "block_b")),
 ]
 def _vector_operands(name: str, arity: int, outputs: int) -> tuple[str, ...]:
     """dsts then sources; a binary elementwise op's second source may be an immediate `imm1`,

@@ -52,6 +52,11 @@ def scale_name(tensor: str) -> str:
     return f"{tensor}.scale"
 
 
+def tensor_scale_name(tensor: str) -> str:
+    """The per-tensor scale of formats that have one (NVFP4's fp32 scale)."""
+    return f"{tensor}.tscale"
+
+
 # ---- operands ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)

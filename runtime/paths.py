@@ -9,6 +9,8 @@ r->h when remote; its memory traffic is counted when it drains.
 """
 from __future__ import annotations
 
+import re
+
 from isa.instructions import Compute, Fence, Transfer
 from isa.target_schema import Target
 from runtime.engine import COMPUTE, FENCE, TRANSFER, Op
@@ -24,6 +26,19 @@ def memory(d: int) -> str:
 
 def link(a: int, b: int) -> str:
     return f"link.d{a}>d{b}"
+
+
+def label(resource: str, dies: int) -> str:
+    """How reports name a resource: 'memory.d1' -> 'memory' (one die) or 'die 1 memory',
+    'l2.d0' -> 'L2', 'link.d0>d1' -> 'die link 0->1'."""
+    m = re.match(r"^link\.d(\d+)>d(\d+)$", resource)
+    if m:
+        return f"die link {m.group(1)}\u2192{m.group(2)}"
+    m = re.match(r"^(.*)\.d(\d+)$", resource)
+    if m:
+        kind = "L2" if m.group(1) == "l2" else m.group(1)
+        return kind if dies == 1 else f"die {m.group(2)} {kind}"
+    return resource
 
 
 def capacities(target: Target) -> dict[str, float]:

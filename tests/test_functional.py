@@ -219,6 +219,36 @@ def test_nvfp4_weights_keep_their_tensor_scale():
     assert np.array_equal(machine.memory.value(name), dequantize(q))
 
 
+PLAIN_GEMM = """
+model plain {
+  size M = 64, N = 96, K = 256
+  input x: [M, K]
+  weight w: [K, N]
+  output y = x @ w
+}"""
+
+
+@pytest.mark.parametrize("target", ["h800", "b200"])
+@pytest.mark.parametrize("weights, activations", [
+    ("mxfp8", "mxfp8"), ("mxfp4", "mxfp8"), ("nvfp4", "mxfp8"), ("mxfp6", "bf16"),
+    ("nvfp4", "fp8_e4m3 scaled(fp32, 1x128)"), ("fp8_e4m3 scaled(fp32, 128x128)", "mxfp8")])
+def test_mixed_formats_lose_nothing_beyond_their_own_rounding(tmp_path, target, weights,
+                                                              activations):
+    """Whatever path the operands take to the matrix unit (widened, hardware-scaled,
+    promoted or dequantised), the GEMM computes the product of the stored values: the error
+    against float64 on those values is accumulation and bf16 output rounding only."""
+    path = tmp_path / "plain.ds"
+    path.write_text(PLAIN_GEMM)
+    compiled = compile_model(str(path), target, {"weights": weights, "activations": activations})
+    machine = Machine(compiled.program, compiled.target)
+    machine.store_feeds(random_feeds(compiled.graph, 0))
+    machine.run()
+    a_name = "x.q" if "x.q" in compiled.program.tensor_table() else "x"
+    exact = machine.memory.value(a_name).astype(np.float64) @ machine.memory.value("w")
+    error = np.linalg.norm(machine.memory.value("y") - exact) / np.linalg.norm(exact)
+    assert error < 2.0 ** -8
+
+
 @pytest.mark.parametrize("target", ["a100", "ascend910b", "b200", "h20"])
 def test_tiny_moe_runs_on_every_builtin_target(target):
     """Every instruction the templates emit for the target has semantics (fixed-pipe ops on

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from isa.formats import holds_exactly
 from runtime.numerics import elements, scales
 
 # --------------------------------------------------------------------------- reference
@@ -383,3 +384,21 @@ def test_floor_log2_is_exact(value, floor_log2):
                                                            (224.5, 448.0, 0), (6.0, 6.0, 0), (1.0, 6.0, -2)])
 def test_ceil_log2_ratio_is_exact(value, denominator, expected):
     assert scales.ceil_log2_ratio(np.float32(value), denominator) == expected
+
+
+# --------------------------------------------------------------------------- exact widening
+
+@pytest.mark.parametrize("wide", FLOAT_FORMATS)
+@pytest.mark.parametrize("narrow", FLOAT_FORMATS)
+def test_holds_exactly_agrees_with_the_value_grids(wide, narrow):
+    """The compiler widens a matrix operand only into a format that holds it exactly
+    (isa.formats.holds_exactly): every finite value of the narrow format must then survive
+    the conversion, and some must not otherwise."""
+    if LAYOUTS[narrow].bits <= 16:
+        values = [reference_value(c, narrow) for c in range(1 << LAYOUTS[narrow].bits)]
+    else:                                       # fp32: its extremes and its precision decide
+        info = np.finfo(np.float32)
+        values = [float(info.max), float(info.smallest_subnormal), 1 + float(info.eps)]
+    finite = np.array([v for v in values if math.isfinite(v)], np.float32)
+    survives = np.array_equal(elements.decode(elements.encode(finite, wide), wide), finite)
+    assert holds_exactly(wide, narrow) == survives

@@ -79,6 +79,13 @@ def test_precision_leaves_bf16_gemms_alone():
     assert graph.node(gate.inputs[0]).op != "cast"        # the bf16 gate reads bf16
 
 
+def test_precision_refuses_nvfp4_made_on_chip(tmp_path):
+    """A per-tensor scale needs the whole tensor's amax, which a tiled kernel does not see."""
+    with pytest.raises(DscError) as err:
+        compile_model("examples/tiny_moe.ds", "b200", {"activations": "nvfp4"})
+    assert "per-tensor" in str(err.value) and "mxfp4" in err.value.expected
+
+
 # -- fuse -----------------------------------------------------------------------------------
 
 def test_fusion_forms_the_expected_kernels():

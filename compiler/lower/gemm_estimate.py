@@ -27,11 +27,15 @@ def gemm_problem(graph: Graph, node: Node, target: Target,
     da = TensorDecl(a.name, a.type.format.dtype, (G, M, K), "temp", a.type.format.scaling)
     db = TensorDecl(b.name, b.type.format.dtype, (G, K, N), "temp", b.type.format.scaling)
     plan = plan_operands(da, db, target)
-    needs = lambda conv: plan.scaled or conv == "dequant"
+    needs = lambda conv: plan.scaled or plan.hw_scaled or conv == "dequant"
+    a_scaling = da.scaling if needs(plan.a_conv) else None
+    b_scaling = db.scaling if needs(plan.b_conv) else None
+    tensor_scales = tuple(o for o, sc in (("a", a_scaling), ("b", b_scaling))
+                          if sc is not None and sc.tensor_dtype)
     problem = gemm_tiles.GemmProblem(
         G, M, N, K, da.dtype, db.dtype, node.type.format.dtype, plan.fmt, plan.k_step,
-        plan.promote, plan.a_conv, plan.b_conv, da.scaling if needs(plan.a_conv) else None,
-        db.scaling if needs(plan.b_conv) else None, **extra)
+        plan.promote, plan.a_conv, plan.b_conv, a_scaling, b_scaling,
+        tensor_scales=tensor_scales, **extra)
     return problem, plan
 
 

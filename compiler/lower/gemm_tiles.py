@@ -37,6 +37,7 @@ class GemmProblem:
     epilogue: tuple[tuple, ...] = ()
     whole_rows: bool = False          # an epilogue op needs whole rows: one tile spans N
     n_align: int = 1                  # bn a multiple of this (an epilogue's quantisation block)
+    tensor_scales: tuple[str, ...] = ()   # operands ("a", "b") with a per-tensor scale (NVFP4)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ def gemm_buffers(p: GemmProblem, t: GemmTile) -> list[BufferSpec]:
     out.append(BufferSpec("acc", "fp32", (bm, bn), "accumulator", 1))
     if p.promote:
         out.append(BufferSpec("part", "fp32", (bm, bn), "accumulator", 2))
+    for operand in p.tensor_scales:
+        out.append(BufferSpec(f"ts{operand}", "fp32", (1,), "vector", 1))
     if p.store_acc:
         out.append(BufferSpec("out", p.out_dtype, (bm, bn), "vector", 1))
     for name, dtype, cols, one_row, role in p.epilogue:

@@ -1,17 +1,23 @@
 """How a GEMM feeds its operands to the matrix unit: format, conversions, scales, promotion.
 
-The matrix unit multiplies two operands of one input format it supports. Operands already in
-that format go straight in; others are converted on the vector unit after loading (`cvt`, or
-`dequant` for block-scaled ones). When both operands are block-scaled in the MMA format, their
-scales are applied either by the matrix unit itself (formats listed in the target's
-`block_scales`) or by promoting partial sums to FP32 on the vector unit once per K block —
-which is also needed, with unit scales, when the unit keeps fewer accumulator bits than FP32.
+The matrix unit multiplies two operands of one input format it supports. The format is the
+fastest one that holds both operands' elements exactly (FP4 E2M1 fits in FP8 E4M3, FP8 in
+BF16); operands in another format are widened on the vector unit after loading (`cvt`), which
+changes no value. Block scales then stay separate from the elements: the matrix unit applies
+them itself (formats listed in the target's `block_scales`), or partial sums are promoted to
+FP32 on the vector unit once per K block, multiplied by both operands' scales — promotion is
+also needed, with unit scales, when the unit keeps fewer accumulator bits than FP32.
+
+Otherwise (one operand block-scaled and the other not, no format holding both, or scale
+blocks finer than one instruction's K) the scaled operands are dequantised (`dequant`:
+elements x scales) into a 16-bit or wider format, since a scaled value may lie outside the
+element format's own range.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from isa.formats import DTYPES, Scaling
+from isa.formats import DTYPES, Scaling, holds_exactly
 from isa.program import TensorDecl
 from isa.target_schema import Target
 
@@ -24,6 +30,7 @@ class OperandPlan:
     promote: bool                # partial sums promoted on the vector unit every k_step
     scaled: bool                 # promotion applies the operands' block scales
     k_step: int                  # K tiles are multiples of this
+    hw_scaled: bool = False      # the matrix unit applies the block scales itself
 
 
 def _k_block(scaling: Scaling, operand: str) -> int:
@@ -37,12 +44,22 @@ def _hardware_applies(target: Target, fmt: str, scaling: Scaling, operand: str) 
     return f"{scaling.dtype}:{rows}x{cols}" in target.matrix.formats[fmt].block_scales
 
 
-def _widest_supported(target: Target, dtypes) -> str:
+def _fastest(target: Target, candidates) -> str | None:
+    formats = target.matrix.formats
+    return min(candidates, default=None,
+               key=lambda d: (-formats[d].flops_per_cycle, DTYPES[d].bits, d))
+
+
+def _holding(target: Target, dtypes, min_bits: int = 0) -> str | None:
+    """The fastest supported matrix format that holds every dtype exactly."""
+    return _fastest(target, [f for f in target.matrix.formats
+                             if DTYPES[f].bits >= min_bits
+                             and all(holds_exactly(f, d) for d in dtypes)])
+
+
+def _rounding_fallback(target: Target) -> str:
+    """No supported format holds the operands: bf16 if there is one, else the widest."""
     supported = target.matrix.formats
-    by_bits = sorted(dtypes, key=lambda d: -DTYPES[d].bits)
-    for d in by_bits:
-        if d in supported and DTYPES[d].kind == "float":
-            return d
     if "bf16" in supported:
         return "bf16"
     return max(supported, key=lambda d: (DTYPES[d].bits, d))
@@ -52,23 +69,25 @@ def plan_operands(a: TensorDecl, b: TensorDecl, target: Target) -> OperandPlan:
     formats = target.matrix.formats
     limited = lambda fmt: formats[fmt].accumulator_bits is not None
     interval = target.matrix.promotion_interval
-    if a.dtype == b.dtype and a.dtype in formats and (a.scaling is None) == (b.scaling is None):
-        fmt = a.dtype
-        k_step = formats[fmt].shape[2]
-        if a.scaling is None:
-            return OperandPlan(fmt, None, None, limited(fmt), False,
-                               interval if limited(fmt) else k_step)
+    step_of = lambda fmt: interval if limited(fmt) else formats[fmt].shape[2]
+    widen = lambda t, fmt: None if t.dtype == fmt else "cvt"
+    if a.scaling is None and b.scaling is None:
+        fmt = _holding(target, (a.dtype, b.dtype)) or _rounding_fallback(target)
+        return OperandPlan(fmt, widen(a, fmt), widen(b, fmt), limited(fmt), False, step_of(fmt))
+    fmt = _holding(target, (a.dtype, b.dtype)) if a.scaling and b.scaling else None
+    if fmt is not None:
         if (_hardware_applies(target, fmt, a.scaling, "a")
                 and _hardware_applies(target, fmt, b.scaling, "b")):
-            return OperandPlan(fmt, None, None, limited(fmt), False,
+            return OperandPlan(fmt, widen(a, fmt), widen(b, fmt), limited(fmt), False,
                                max(_k_block(a.scaling, "a"), _k_block(b.scaling, "b"),
-                                   interval if limited(fmt) else k_step))
-        step = min(_k_block(a.scaling, "a"), _k_block(b.scaling, "b"))
-        if limited(fmt):
-            step = min(step, interval)
-        return OperandPlan(fmt, None, None, True, True, step)
-    fmt = _widest_supported(target, [a.dtype, b.dtype])
-    conv = lambda t: None if (t.dtype == fmt and t.scaling is None) else (
-        "dequant" if t.scaling else "cvt")
-    return OperandPlan(fmt, conv(a), conv(b), limited(fmt), False,
-                       interval if limited(fmt) else formats[fmt].shape[2])
+                                   step_of(fmt)), hw_scaled=True)
+        blocks = (_k_block(a.scaling, "a"), _k_block(b.scaling, "b"))
+        step = min(*blocks, interval) if limited(fmt) else min(blocks)
+        # One promotion per scale block needs K tiles of exactly one block, made of whole
+        # instructions: an NVFP4 block of 16 under a K-32 instruction cannot be promoted.
+        if step % formats[fmt].shape[2] == 0 and all(blk % step == 0 for blk in blocks):
+            return OperandPlan(fmt, widen(a, fmt), widen(b, fmt), True, True, step)
+    unscaled = [t.dtype for t in (a, b) if t.scaling is None]
+    fmt = _holding(target, unscaled, min_bits=16) or _rounding_fallback(target)
+    conv = lambda t: "dequant" if t.scaling else widen(t, fmt)
+    return OperandPlan(fmt, conv(a), conv(b), limited(fmt), False, step_of(fmt))

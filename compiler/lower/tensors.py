@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from compiler.ir.graph import Graph, Node
 from isa.formats import Format
-from isa.program import TensorDecl, ViewStep, scale_name
+from isa.program import TensorDecl, ViewStep, scale_name, tensor_scale_name
 
 _KIND_OF_SOURCE = {"input": "input", "weight": "weight", "cache": "cache"}
 
@@ -52,6 +52,9 @@ class TensorMap:
             sname = scale_name(name)
             self.decls[sname] = TensorDecl(sname, fmt.scaling.dtype,
                                            fmt.scaling.scale_shape(tuple(shape)), "scale")
+            if fmt.scaling.tensor_dtype:
+                tname = tensor_scale_name(name)
+                self.decls[tname] = TensorDecl(tname, fmt.scaling.tensor_dtype, (1,), "scale")
         return decl
 
     def view(self, src: TensorDecl, steps: tuple[ViewStep, ...], suffix: str,
@@ -89,6 +92,10 @@ class TensorMap:
         if name not in self.decls:
             self.decls[name] = TensorDecl(name, dtype, tuple(shape), "temp")
         return self.decls[name]
+
+    def tensor_scale_of(self, decl: TensorDecl) -> TensorDecl | None:
+        """The per-tensor scale of a tensor or of the base of a view (NVFP4)."""
+        return self.decls.get(tensor_scale_name(decl.base or decl.name))
 
     def scales_of(self, decl: TensorDecl) -> TensorDecl | None:
         return self.decls.get(scale_name(decl.name))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from compiler.errors import DscError
 from compiler.ir.graph import Node, TensorType
 from compiler.ir.ops import OPS
 from compiler.ir.ops.contraction import contraction_of
@@ -91,7 +92,22 @@ class Precision:
 
     def run(self, graph, ctx: PassContext):
         _note_unsupported_weights(graph, ctx)
-        return apply_rules(graph, RULES, ctx)
+        out = apply_rules(graph, RULES, ctx)
+        _refuse_tensor_scaled_quantisation(out)
+        return out
+
+
+def _refuse_tensor_scaled_quantisation(graph) -> None:
+    """A per-tensor scale (NVFP4) is set from the amax of the whole tensor, which a kernel
+    quantising tile by tile does not know: such formats suit weights and inputs quantised
+    ahead of time, not values made on chip."""
+    for node in graph.nodes():
+        fmt = node.type.format
+        if node.op in ("cast", "cache_write") and fmt.scaling and fmt.scaling.tensor_dtype:
+            raise DscError(f"'{node.name}' would be quantised on chip to {fmt}, whose per-tensor "
+                           "scale needs the whole tensor's amax",
+                           node.loc, expected="nvfp4 for weights or inputs only; mxfp4 (or another "
+                           "block-only format) for activations and the KV cache")
 
 
 def _note_unsupported_weights(graph, ctx: PassContext) -> None:

@@ -20,7 +20,7 @@ from isa.formats import Format
 from isa.instructions import FIXED_PIPE_SEMANTICS
 from isa.program import Instr
 from isa.vector_ops import VECTOR_OPS
-from runtime.functional.storage import FunctionalError, divisors
+from runtime.functional.storage import FunctionalError
 from runtime.numerics import decode, quantize, round_to_mantissa_bits
 from runtime.numerics.matmul import MMA_K
 
@@ -95,11 +95,15 @@ def mma(ctx, ins: Instr) -> None:
     and the running sum rounded to that many mantissa bits. Otherwise it is summed in float64
     and rounded once, to the destination buffer's dtype.
     """
-    dst, a_buf, b_buf = ins.operands
+    dst, a_buf, b_buf, *scale_bufs = ins.operands
     attrs = ctx.attrs(ins)
     m, n, k = attrs["shape"]
-    a = _matrix(ctx.read(a_buf))[:m, :k].astype(np.float64)
+    a = _matrix(ctx.read(a_buf))
     b = _matrix(ctx.read(b_buf))
+    if scale_bufs:                 # block scales the matrix unit applies itself
+        a = a * _blocks(ctx.read(scale_bufs[0]), attrs["block_a"], a.shape)
+        b = b * _blocks(ctx.read(scale_bufs[1]), attrs["block_b"], b.shape)
+    a = a[:m, :k].astype(np.float64)
     b = (b[:n, :k].T if attrs.get("trans_b") else b[:k, :n]).astype(np.float64)
     if a.shape != (m, k) or b.shape != (k, n):
         raise FunctionalError(f"mm.mma {m}x{n}x{k} in kernel {ctx.kernel.name}: operands "
@@ -114,6 +118,12 @@ def mma(ctx, ins: Instr) -> None:
             acc = round_to_mantissa_bits(acc + a[:, g:g + MMA_K] @ b[g:g + MMA_K, :], bits)
     ctx.write(dst, acc)
     ctx.note_mma(attrs["fmt"], dst, k, bool(attrs["first"]))
+
+
+def _blocks(scales: np.ndarray, block, shape) -> np.ndarray:
+    """A tile's block scales spread over the tile (one per block of its last two dims)."""
+    scales = scales.reshape(scales.shape[-2:])
+    return np.repeat(np.repeat(scales, block[0], axis=0), block[1], axis=1)[:shape[0], :shape[1]]
 
 
 def _matrix(x: np.ndarray) -> np.ndarray:
@@ -190,9 +200,12 @@ def quant(ctx, ins: Instr) -> None:
         raise FunctionalError(f"vec.quant in kernel {ctx.kernel.name}: {scales.name} "
                               f"{list(have)} cannot hold the {list(expected)} scales of a "
                               f"{list(x.shape)} tile in blocks of {scaling.block}")
+    if scaling.tensor_dtype:
+        raise FunctionalError(f"vec.quant in kernel {ctx.kernel.name}: quantising on chip to a "
+                              "format with a per-tensor scale needs the whole tensor's amax")
     q = quantize(x, Format(dtype, scaling))
     ctx.write(elements, decode(q.codes, dtype))
-    ctx.write(scales, divisors(q))
+    ctx.write(scales, q.scales)
 
 
 def _no_op(ctx, ins: Instr) -> None:

@@ -7,10 +7,8 @@ Rules, stated once (docs/functional.md explains them with examples):
   saturating); i32 tensors hold int32 indices.
 * A block-scaled tensor `X` holds its *element* values; the decoded block scales live in its
   companion `X.scale`. The value an element stands for is element x scale of its block.
-* A per-tensor scale (NVFP4's fp32 scale) has no tensor of its own in a program, so the
-  companion of such a format stores the whole divisor, block scale x per-tensor scale, as fp32
-  (exactly the float32 number `runtime.numerics.dequantize` multiplies by). This is the one
-  place where storage is wider than the declared dtype.
+* A per-tensor scale (NVFP4's fp32 scale) lives in its own one-element tensor `X.tscale`; the
+  GEMM applies it once to the product (`vec.tscale`).
 * Views are not storage: a view is an address map, the flat index in its base of each of its
   elements, made by applying the view steps to an index array. Loads and stores through a
   view read and write the base, which equals materialising the bound views at a launch and
@@ -24,7 +22,7 @@ import math
 import numpy as np
 
 from isa.formats import Format
-from isa.program import Program, TensorDecl, scale_name
+from isa.program import Program, TensorDecl, scale_name, tensor_scale_name
 from runtime.numerics import decode, quantize, round_to_element
 
 SCALE_SUFFIX = ".scale"
@@ -140,10 +138,6 @@ class Memory:
         return self.dtypes[self.root(name)]
 
     def _storage_dtype(self, decl: TensorDecl) -> str:
-        if decl.kind == "scale" and decl.name.endswith(SCALE_SUFFIX):
-            owner = self.decls.get(decl.name[:-len(SCALE_SUFFIX)])
-            if owner is not None and owner.scaling and owner.scaling.tensor_dtype:
-                return "fp32"          # block scale x per-tensor scale (see module doc)
         return decl.dtype
 
     def _flat_index(self, name: str) -> np.ndarray:
@@ -207,6 +201,10 @@ class Memory:
         if decl.scaling is None:
             return values
         scales = self.read(scale_name(name))
+        if decl.scaling.tensor_dtype:
+            # The same float32 divisor the quantiser used: block scale x tensor scale, then x element.
+            tensor_scale = self.read(tensor_scale_name(decl.base or name)).reshape(-1)[0]
+            scales = (scales * tensor_scale).astype(np.float32)
         return (values * expand_scales(scales, decl.scaling.block, decl.shape)).astype(np.float32)
 
     # -- feeds --
@@ -223,19 +221,14 @@ class Memory:
             self.written.add(name)
             return
         q = quantize(value.astype(np.float32), Format(decl.dtype, decl.scaling))
-        scales = divisors(q)
         sname = scale_name(name)
         self.arrays[name] = decode(q.codes, decl.dtype).copy()
-        self.arrays[sname] = round_to_dtype(scales, self.dtypes[sname]).copy()
+        self.arrays[sname] = round_to_dtype(q.scales, self.dtypes[sname]).copy()
         self.written.update((name, sname))
-
-
-def divisors(q) -> np.ndarray:
-    """What each block's elements are multiplied by: block scale [x per-tensor scale], the
-    float32 product runtime.numerics.dequantize uses."""
-    if q.tensor_scale is None:
-        return q.scales
-    return (q.scales * q.tensor_scale).astype(np.float32)
+        if q.tensor_scale is not None:           # NVFP4: the per-tensor scale, its own tensor
+            tname = tensor_scale_name(name)
+            self.arrays[tname] = np.array([q.tensor_scale], dtype=np.float32)
+            self.written.add(tname)
 
 
 def expand_scales(scales: np.ndarray, block: tuple[int, int], shape: tuple[int, ...]) -> np.ndarray:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import jinja2
 
+from runtime import paths
 from runtime.interpreter import RunResult
 from runtime.report.summary import (_UNIT_OF_BOUND, LaunchSummary, layer_pattern, summarize,
                                     unit_totals)
@@ -199,7 +200,7 @@ def _units(run: RunResult) -> list[dict]:
         if "@" in unit:                                 # "ld@d1": one die's share
             continue
         u = v["utilization"]
-        name = names.get(unit) or _resource_name(unit, run.target.chip.dies)
+        name = names.get(unit) or paths.label(unit, run.target.chip.dies)
         out.append({"name": name, "percent": _percent(u),
                     "width": _n(min(100.0, 100 * u)),
                     "busy": _fmt(v["busy_cycles"], 0)})
@@ -532,18 +533,6 @@ def _overlap(a, b) -> bool:
 
 # -- stalls --
 
-def _resource_name(resource: str, dies: int) -> str:
-    """'memory.d1' -> 'memory' (one die) or 'die 1 memory'; 'link.d0>d1' -> 'die link 0->1'."""
-    m = re.match(r"^link\.d(\d+)>d(\d+)$", resource)
-    if m:
-        return f"die link {m.group(1)}\u2192{m.group(2)}"
-    m = re.match(r"^(.*)\.d(\d+)$", resource)
-    if m:
-        kind = "L2" if m.group(1) == "l2" else m.group(1)
-        return kind if dies == 1 else f"die {m.group(2)} {kind}"
-    return resource
-
-
 def _critical_unit(rec, bound_label: str) -> str | None:
     """The unit behind a launch's bound, by the rule of summary.top_stall: the compute unit of
     a compute-, vector- or fixed-pipe-bound launch, else the busier of ld and st."""
@@ -594,7 +583,7 @@ def _stalls(run: RunResult, rows: list[KernelRow], summaries) -> list[dict]:
             reason = f"{unit} waits for token '{what}'" + (
                 f" (signalled by {', '.join(src)})" if src else "")
         else:
-            reason = f"{unit} waits for {_resource_name(what, t.chip.dies)} bandwidth"
+            reason = f"{unit} waits for {paths.label(what, t.chip.dies)} bandwidth"
         per_core = total[key] / t.cores
         best = min(where[key], key=lambda k: (-where[key][k], k))
         row = by_index[best]

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from isa.target_schema import Target
+from runtime import paths
 from runtime.interpreter import LaunchRecord, RunResult
 
 BOUND_OF = {"mm": "compute", "vec": "vector", "fix": "fixed_pipe", "memory": "memory", "l2": "l2"}
@@ -70,7 +71,7 @@ def bound(util: dict[str, float]) -> str:
 _UNIT_OF_BOUND = {"compute": "mm", "vector": "vec", "fixed_pipe": "fix"}
 
 
-def top_stall(rec: LaunchRecord, bound_label: str) -> str:
+def top_stall(rec: LaunchRecord, bound_label: str, dies: int = 1) -> str:
     """What the unit behind the bound waited on longest: a token or a resource's bandwidth.
 
     Compute- and vector-bound kernels report their compute unit; memory-, L2- and
@@ -84,7 +85,7 @@ def top_stall(rec: LaunchRecord, bound_label: str) -> str:
         return ""
     stalls = [(t, f"{unit} waits for token '{tok}'")
               for (u, tok), t in sorted(r.token_wait.items()) if u == unit]
-    stalls += [(t, f"{unit} waits for {res} bandwidth")
+    stalls += [(t, f"{unit} waits for {paths.label(res, dies)} bandwidth")
                for (u, res), t in sorted(r.bandwidth_wait.items()) if u == unit]
     return max(stalls)[1] if stalls else f"{unit} never waits"
 
@@ -94,7 +95,7 @@ def summarize(rec: LaunchRecord, target: Target) -> LaunchSummary:
     label = bound(util)
     return LaunchSummary(rec.name, rec.kernel, rec.start, rec.end, rec.flops,
                          rec.result.resource_bytes.get("memory", 0.0), util, label,
-                         top_stall(rec, label))
+                         top_stall(rec, label, target.chip.dies))
 
 
 def unit_totals(run: RunResult) -> dict[str, dict[str, float]]:

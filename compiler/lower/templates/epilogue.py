@@ -42,6 +42,7 @@ class EpilogueSite:
     col0: Expr
     bm: int
     bn: int
+    tensor_scales: tuple = ()   # per-tensor scales (NVFP4) to apply to the finished product
 
     def tile_box(self, param: str) -> Box:
         """The product's bm x bn tile in a [G, M, N] view."""
@@ -85,6 +86,13 @@ def emit_epilogue(s: EpilogueSite) -> None:
     if not s.promoted:
         kb.emit("sync.mm", signal=("acc_ready",))
     opening = (() if s.promoted else ("acc_ready",)) + (("epi_loaded",) if early else ())
+    if s.tensor_scales:           # (a * ta) @ (b * tb) = ta * tb * (a @ b): once, at the end
+        kb.token("acc_scaled")
+        for k, ts in enumerate(s.tensor_scales):
+            kb.emit("vec.tscale", Buf("acc"), ts, wait=opening if k == 0 else (),
+                    signal=("acc_scaled",) if k == len(s.tensor_scales) - 1 else (),
+                    n=s.bm * s.bn)
+        opening = ("acc_scaled",)
     sources = {epi.head.id: Buf("acc")}
     sources.update({v.id: Buf(epi.buf[v.id]) for v in epi.inputs})
     head_on_pipe = epi.pipe and epi.store_head and "cvt" in kb.target.fixed_pipe.ops

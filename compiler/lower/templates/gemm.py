@@ -81,6 +81,8 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
     pc = kb.param("c", out, output=True) if problem.store_acc else None
     psa = kb.param("a_scale", a_scales) if need_a_scales else None
     psb = kb.param("b_scale", b_scales) if need_b_scales else None
+    tensor_scales = {o: kb.param(f"{o}_tscale", tmap.tensor_scale_of(d))
+                     for o, d in (("a", a), ("b", b)) if o in problem.tensor_scales}
     epi_params = {v.id: kb.param(f"e{k}", views[v.id]) for k, v in enumerate(epi.inputs)}
     out_params = {n.id: kb.param(f"y{k}", views[n.id], output=True)
                   for k, n in enumerate(group.outputs) if n.id != head.id}
@@ -108,6 +110,8 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
     kb.token("out_ready")
     k_steps = math.ceil(K / bk)
     row0, col0 = mul(m, Const(bm)), mul(n, Const(bn))
+    for o, param in tensor_scales.items():          # one number per operand, used at the end
+        kb.emit("ld.tile", Buf(f"ts{o}"), Box(param, (Const(0),), (1,)))
     with kb.loop("k", k_steps) as k:
         slot = Bin("%", k, Const(S)) if k_steps > 1 else Const(0)
         kk = mul(k, Const(bk))
@@ -155,13 +159,20 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
                 kb.emit("vec.accumulate", Buf("acc"), Buf("part", pslot), wait=("part_full",),
                         signal=("free", "part_free"), n=bm * bn, first=first)
         else:
-            kb.emit("mm.mma", Buf("acc"), mma_a, mma_b, wait=mma_wait, signal=("free",),
-                    shape=(bm, bn, bk), fmt=plan.fmt, first=first)
+            scaled = {}
+            if plan.hw_scaled:             # the matrix unit applies the block scales itself
+                mma_scales = (Buf("ssa", slot), Buf("ssb", slot))
+                scaled = {"block_a": a.scaling.block, "block_b": b.scaling.block}
+            else:
+                mma_scales = ()
+            kb.emit("mm.mma", Buf("acc"), mma_a, mma_b, *mma_scales, wait=mma_wait,
+                    signal=("free",), shape=(bm, bn, bk), fmt=plan.fmt, first=first, **scaled)
     handoff = None
     if epi.through_memory:
         spill = tmap.scratch(f"{head.name}.handoff", (epi.on_pipe[-1] if epi.on_pipe
                                                       else head).type.format.dtype, (G, M, N))
         handoff = kb.param("h", spill, output=True)
     emit_epilogue(EpilogueSite(kb, graph, group, epi, views, epi_params, out_params, scale_params,
-                               pc, handoff, plan.promote, g, row0, col0, bm, bn))
+                               pc, handoff, plan.promote, g, row0, col0, bm, bn,
+                               tuple(Buf(f"ts{o}") for o in tensor_scales)))
     return kb.build()
