@@ -97,6 +97,14 @@ class Instr:
     wait: tuple[str, ...] = ()               # tokens consumed before the instruction starts
     signal: tuple[str, ...] = ()             # tokens produced when it completes
 
+    def __hash__(self) -> int:
+        # Kernels are de-duplicated by value (lower/schedule.py): hash each instruction once.
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.op, self.args, self.wait, self.signal))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
     def attr(self, key: str, default=None):
         for a in self.args:
             if isinstance(a, Attr) and a.key == key:

@@ -68,37 +68,42 @@ def link_latency(target: Target) -> float:
 
 
 def ops_for(stream, fractions: dict[str, float], target: Target, die: int) -> dict[str, list[Op]]:
-    """The engine ops of an item's stream run by a core on `die`."""
+    """The engine ops of an item's stream run by a core on `die`. Streams share interned
+    instances (streams.py), so each distinct instance becomes one op, reused."""
     units: dict[str, list[Op]] = {}
-    dies = target.chip.dies
+    made: dict[int, Op] = {}
     for inst in stream:
-        c = inst.cost
-        if isinstance(c, Compute):
-            op = Op(COMPUTE, inst.label, inst.waits, inst.signals, cycles=c.cycles)
-        elif isinstance(c, Transfer):
-            parts = homes(inst.home, die, dies, store=c.direction == "store")
-            remote = min(1.0, sum(share for h, share in parts if h != die))
-            if c.direction == "load":
-                miss = min(fractions[c.tensor], c.multicast / inst.share)
-                path = tuple((l2(h), share / c.multicast) for h, share in parts)
-                path += tuple((memory(h), share * miss / c.multicast) for h, share in parts)
-                path += tuple((link(h, die), share / c.multicast) for h, share in parts if h != die)
-                latency = (target.l2.latency_cycles + miss * target.memory_latency_cycles
-                           + remote * link_latency(target))
-                op = Op(TRANSFER, inst.label, inst.waits, inst.signals, nbytes=c.bytes,
-                        path=path, cap=target.dma.load_bytes_per_cycle, latency=latency)
-            else:
-                # L2 is write-back: a store is done once in L2; memory absorbs it later.
-                path = tuple((l2(h), share) for h, share in parts)
-                path += tuple((link(die, h), share) for h, share in parts if h != die)
-                op = Op(TRANSFER, inst.label, inst.waits, inst.signals, nbytes=c.bytes,
-                        path=path, cap=target.dma.store_bytes_per_cycle,
-                        latency=target.l2.latency_cycles + remote * link_latency(target))
-        else:
-            assert isinstance(c, Fence)
-            op = Op(FENCE, inst.label, inst.waits, inst.signals)
+        op = made.get(id(inst))
+        if op is None:
+            op = made[id(inst)] = _op(inst, fractions, target, die)
         units.setdefault(inst.unit, []).append(op)
     return units
+
+
+def _op(inst, fractions: dict[str, float], target: Target, die: int) -> Op:
+    c = inst.cost
+    if isinstance(c, Compute):
+        return Op(COMPUTE, inst.label, inst.waits, inst.signals, cycles=c.cycles)
+    if isinstance(c, Fence):
+        return Op(FENCE, inst.label, inst.waits, inst.signals)
+    assert isinstance(c, Transfer)
+    parts = homes(inst.home, die, target.chip.dies, store=c.direction == "store")
+    remote = min(1.0, sum(share for h, share in parts if h != die))
+    if c.direction == "load":
+        miss = min(fractions[c.tensor], c.multicast / inst.share)
+        path = tuple((l2(h), share / c.multicast) for h, share in parts)
+        path += tuple((memory(h), share * miss / c.multicast) for h, share in parts)
+        path += tuple((link(h, die), share / c.multicast) for h, share in parts if h != die)
+        latency = (target.l2.latency_cycles + miss * target.memory_latency_cycles
+                   + remote * link_latency(target))
+        return Op(TRANSFER, inst.label, inst.waits, inst.signals, nbytes=c.bytes,
+                  path=path, cap=target.dma.load_bytes_per_cycle, latency=latency)
+    # L2 is write-back: a store is done once in L2; memory absorbs it later.
+    path = tuple((l2(h), share) for h, share in parts)
+    path += tuple((link(die, h), share) for h, share in parts if h != die)
+    return Op(TRANSFER, inst.label, inst.waits, inst.signals, nbytes=c.bytes,
+              path=path, cap=target.dma.store_bytes_per_cycle,
+              latency=target.l2.latency_cycles + remote * link_latency(target))
 
 
 def written_bytes(stream, count: int, die: int, dies: int) -> dict[str, float]:

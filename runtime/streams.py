@@ -97,10 +97,10 @@ def item_stream(kernel: Kernel, params: dict[str, TensorDecl], bases: dict[str, 
     buffers = {b.name: b for b in kernel.buffers}
     stream = []
     for ins, ienv in expand(kernel.body, env):
-        reads = memo.get(id(ins))
-        if reads is None:
-            reads = memo[id(ins)] = _box_variables(ins)
-        key = (id(ins), tuple(ienv[v] for v in reads))
+        keyer = memo.get(id(ins))
+        if keyer is None:
+            keyer = memo[id(ins)] = _cost_key(ins, params, target.chip.dies)
+        key = (id(ins), keyer(ienv))
         inst = memo.get(key)
         if inst is None:
             inst = _instance(ins, ienv, params, bases, buffers, target, shares)
@@ -130,10 +130,27 @@ def _instance(ins, env, params, bases, buffers, target: Target, shares) -> Insta
                     shares.get(id(ins), 1.0), home)
 
 
-def _box_variables(ins) -> tuple[str, ...]:
-    names = set()
-    for a in ins.args:
-        if isinstance(a, Box):
-            for start in a.starts:
+def _cost_key(ins, params: dict[str, TensorDecl], dies: int):
+    """A function env -> what the instance's cost depends on. On one die that is the in-bounds
+    extent of each box (most loop iterations move equal tiles); on several, the box starts
+    themselves, which also decide the die holding the bytes."""
+    boxes = [a for a in ins.args if isinstance(a, Box)]
+    if not boxes:
+        return lambda env: ()
+    if dies > 1:
+        names = set()
+        for box in boxes:
+            for start in box.starts:
                 names |= variables(start)
-    return tuple(sorted(names))
+        reads = tuple(sorted(names))
+        return lambda env: tuple(env[v] for v in reads)
+    dims = [(_compiled(start), size, dim) for box in boxes
+            for start, size, dim in zip(box.starts, box.sizes, params[box.tensor].shape)]
+
+    def extents(env):
+        out = []
+        for start, size, dim in dims:
+            s = start(env)
+            out.append(min(s + size, dim) - max(s, 0))
+        return tuple(out)
+    return extents

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from isa.listing import abstract_layer, fmt_tensor, kernel_view
+from isa.listing import abstract_layer, fmt_tensor
 from isa.program import Kernel, Launch, Repeat
 
 _SCOPE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\.(\d+)\.")
@@ -17,15 +17,12 @@ _SCOPE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\.(\d+)\.")
 
 class KernelTable:
     def __init__(self):
-        self._names: dict[str, str] = {}
+        self._names: dict[Kernel, str] = {}
         self._counts: dict[str, int] = {}
         self.kernels: list[Kernel] = []
 
     def add(self, kernel: Kernel) -> str:
-        # Keyed by the kernel's listing text: equal text is an equal kernel (the listing
-        # round-trips), and hashing text is far cheaper than hashing the nested records.
-        view = kernel_view(replace(kernel, name=""))
-        key = "\n".join([view["header"], *view["notes"], view["grid"], *view["decls"], *view["body"]])
+        key = replace(kernel, name="")          # equal but for the name: the same kernel
         if key not in self._names:
             base = kernel.name
             number = self._counts.get(base, 0)

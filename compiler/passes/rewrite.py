@@ -105,6 +105,8 @@ def _drop_dead(g: Graph) -> Graph:
         if node.id in keep or node.op in ("input", "weight", "cache"):
             keep.add(node.id)
             keep.update(node.inputs)
+    if len(keep) == len(g):
+        return g
     out = Graph(g.model, dict(g.sizes), dict(g.policy))
     ids = {}
     for node in g.nodes():
