@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from isa.instructions import Transfer
+from isa.instructions import Transfer, lookup
 from isa.program import Box, Kernel, TensorDecl, walk
 from isa.target_schema import Target
 from runtime import paths
@@ -35,6 +35,10 @@ class KernelResult:
     token_wait: dict[tuple[str, str], float] = field(default_factory=dict)
     bandwidth_wait: dict[tuple[str, str], float] = field(default_factory=dict)
     resource_bytes: dict[str, float] = field(default_factory=dict)
+    # Who releases each token (units whose instructions signal it), and which tokens count
+    # free buffer slots (those starting above zero): what the stall reasons name.
+    token_sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    slot_tokens: frozenset = frozenset()
     simulated_instructions: int = 0      # instructions the engine executed
     executed_instructions: int = 0       # instructions they stand for, over all cores and waves
     # Record mode: each wave's (start, end, composition index), and each composition's trace
@@ -84,7 +88,8 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
     ops: dict[tuple[int, int], dict] = {}
     capacity = paths.capacities(target)
     tokens = dict(kernel.tokens)
-    result = KernelResult(0.0, sum(counts), 0)
+    result = KernelResult(0.0, sum(counts), 0, token_sources=_token_sources(kernel, target),
+                          slot_tokens=frozenset(t for t, n in kernel.tokens if n > 0))
     repeats: dict[tuple, int] = {}
     for comp in sequence:
         repeats[comp] = repeats.get(comp, 0) + 1
@@ -120,6 +125,14 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
                   default=0.0)
     result.cycles = max(result.cycles, per_die / target.memory_bytes_per_cycle)
     return result
+
+
+def _token_sources(kernel: Kernel, target: Target) -> dict[str, tuple[str, ...]]:
+    sources: dict[str, set[str]] = {}
+    for ins in walk(kernel.body):
+        for tok in ins.signal:
+            sources.setdefault(tok, set()).add(lookup(ins.op, target).unit)
+    return {tok: tuple(sorted(units)) for tok, units in sorted(sources.items())}
 
 
 def _accumulate(result: KernelResult, wave, times: int, per_die: bool) -> None:

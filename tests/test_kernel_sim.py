@@ -130,3 +130,26 @@ def test_record_mode_keeps_each_wave_and_its_trace(h800):
     assert [s[1:3] for s in trace.slices] == [("ld", "ld.tile"), ("st", "st.tile")]
     assert [f[1:3] + f[4:5] for f in trace.flows] == [("in", "ld", "st")]   # ld -> st token
     assert trace.counters and all(v >= 0 for _, use in trace.counters for v in use.values())
+
+
+def test_stall_reasons_name_the_releasing_unit_and_free_buffers(h800):
+    """One buffer slot: the load of tile k+1 waits until the vector unit frees the slot, and
+    the vector unit waits for each load. The reasons say so, naming the other unit."""
+    from runtime.interpreter import LaunchRecord
+    from runtime.report.summary import stall_reason, top_stall
+    body = (Loop("k", 8, (
+        Instr("ld.tile", (Buf("s"), Box("x", (mul(Var("k"), Const(64)), Const(0)), (64, 64))),
+              wait=("free",), signal=("loaded",)),
+        Instr("vec.exp", (Buf("s"), Buf("s"), Attr("n", 64 * 64)),
+              wait=("loaded",), signal=("free",)))),)
+    kernel = Kernel("k", (Param("x", "bf16", (512, 64)),), (), (
+        BufferDecl("s", "bf16", (64, 64), 1, "smem"),), (("free", 1), ("loaded", 0)), body)
+    result = simulate_kernel(kernel, {"x": TensorDecl("x", "bf16", (512, 64), "temp")}, h800)
+    assert result.token_sources == {"free": ("vec",), "loaded": ("ld",)}
+    assert result.slot_tokens == {"free"}
+    assert result.token_wait[("ld", "free")] > 0 and result.token_wait[("vec", "loaded")] > 0
+    rec = LaunchRecord("k", "k", 0.0, result.cycles, 0.0, result)
+    assert top_stall(rec, "vector") == "vec waits for 'loaded' from ld"
+    assert top_stall(rec, "memory") == "ld waits for a free buffer ('free', released by vec)"
+    assert stall_reason("bandwidth", "ld", "link.d0>d1", (), (), 2) == \
+        "ld waits for die link 0\u21921 bandwidth"

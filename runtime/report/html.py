@@ -31,8 +31,8 @@ import jinja2
 
 from runtime import paths
 from runtime.interpreter import RunResult
-from runtime.report.summary import (_UNIT_OF_BOUND, LaunchSummary, layer_pattern, summarize,
-                                    unit_totals)
+from runtime.report.summary import (LaunchSummary, critical_unit, layer_pattern, stall_reason,
+                                    summarize, unit_totals)
 
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -533,15 +533,6 @@ def _overlap(a, b) -> bool:
 
 # -- stalls --
 
-def _critical_unit(rec, bound_label: str) -> str | None:
-    """The unit behind a launch's bound, by the rule of summary.top_stall: the compute unit of
-    a compute-, vector- or fixed-pipe-bound launch, else the busier of ld and st."""
-    r = rec.result
-    movers = [u for u in ("ld", "st") if u in r.unit_busy]
-    return _UNIT_OF_BOUND.get(bound_label) or (
-        max(movers, key=lambda u: r.unit_busy[u]) if movers else None)
-
-
 def _stalls(run: RunResult, rows: list[KernelRow], summaries) -> list[dict]:
     """The costliest wait reasons over the run: the waits of the unit behind each launch's
     bound (a store unit waiting for its next tile in a load-bound kernel costs nothing), by
@@ -554,11 +545,11 @@ def _stalls(run: RunResult, rows: list[KernelRow], summaries) -> list[dict]:
             row_of[i] = r
     total: dict[tuple[str, str, str], float] = {}
     where: dict[tuple[str, str, str], dict[int, float]] = {}
-    producers: dict[tuple[str, str], set[str]] = {}
-    seen: set[int] = set()
+    producers: dict[str, set[str]] = {}
+    slots: set[str] = set()
     for i, rec in enumerate(run.launches):
         r = rec.result
-        unit = _critical_unit(rec, summaries[i].bound)
+        unit = critical_unit(rec, summaries[i].bound)
         items = [(("token", u, tok), c) for (u, tok), c in r.token_wait.items() if u == unit]
         items += [(("bandwidth", u, res), c) for (u, res), c in r.bandwidth_wait.items()
                   if u == unit]
@@ -568,22 +559,16 @@ def _stalls(run: RunResult, rows: list[KernelRow], summaries) -> list[dict]:
             total[key] = total.get(key, 0.0) + c
             per_row = where.setdefault(key, {})
             per_row[row_of[i].index] = per_row.get(row_of[i].index, 0.0) + c
-        if id(r) not in seen:
-            seen.add(id(r))
-            for trace in r.wave_traces:
-                for _, tok, src, _, dst, _ in trace.flows:
-                    producers.setdefault((dst, tok), set()).add(src)
+        for tok, units in r.token_sources.items():
+            producers.setdefault(tok, set()).update(units)
+        slots.update(r.slot_tokens)
     by_index = {r.index: r for r in rows}
     run_cycles = max(run.cycles, 1e-9)
     out = []
     for key in sorted(total, key=lambda k: (-total[k], k))[:TOP_STALLS]:
         kind, unit, what = key
-        if kind == "token":
-            src = sorted(producers.get((unit, what), ()))
-            reason = f"{unit} waits for token '{what}'" + (
-                f" (signalled by {', '.join(src)})" if src else "")
-        else:
-            reason = f"{unit} waits for {paths.label(what, t.chip.dies)} bandwidth"
+        reason = stall_reason(kind, unit, what, sorted(producers.get(what, ())), slots,
+                              t.chip.dies)
         per_core = total[key] / t.cores
         best = min(where[key], key=lambda k: (-where[key][k], k))
         row = by_index[best]

@@ -71,23 +71,44 @@ def bound(util: dict[str, float]) -> str:
 _UNIT_OF_BOUND = {"compute": "mm", "vector": "vec", "fixed_pipe": "fix"}
 
 
+def critical_unit(rec: LaunchRecord, bound_label: str) -> str | None:
+    """The unit behind a launch's bound: the compute unit of a compute-, vector- or
+    fixed-pipe-bound launch, else the busier of ld and st."""
+    r = rec.result
+    movers = [u for u in ("ld", "st") if u in r.unit_busy]
+    unit = _UNIT_OF_BOUND.get(bound_label) or (
+        max(movers, key=lambda u: r.unit_busy[u]) if movers else None)
+    return unit if unit in r.unit_busy else None
+
+
+def stall_reason(kind: str, unit: str, what: str, sources, slot_tokens, dies: int) -> str:
+    """A wait in words: on a token from the units that signal it, on a free buffer slot
+    (a token that starts above zero counts free slots), or on a resource's bandwidth."""
+    if kind == "bandwidth":
+        return f"{unit} waits for {paths.label(what, dies)} bandwidth"
+    units = ", ".join(sources)
+    if what in slot_tokens:
+        return f"{unit} waits for a free buffer ('{what}'" + (f", released by {units})" if units else ")")
+    return f"{unit} waits for '{what}'" + (f" from {units}" if units else "")
+
+
 def top_stall(rec: LaunchRecord, bound_label: str, dies: int = 1) -> str:
-    """What the unit behind the bound waited on longest: a token or a resource's bandwidth.
+    """The largest wait of the unit behind the bound (summed over the launch's cores).
 
     Compute- and vector-bound kernels report their compute unit; memory-, L2- and
     latency-bound ones the busiest data-movement unit.
     """
     r = rec.result
-    movers = [u for u in ("ld", "st") if u in r.unit_busy]
-    unit = _UNIT_OF_BOUND.get(bound_label) or (
-        max(movers, key=lambda u: r.unit_busy[u]) if movers else None)
-    if unit is None or unit not in r.unit_busy:
+    unit = critical_unit(rec, bound_label)
+    if unit is None:
         return ""
-    stalls = [(t, f"{unit} waits for token '{tok}'")
-              for (u, tok), t in sorted(r.token_wait.items()) if u == unit]
-    stalls += [(t, f"{unit} waits for {paths.label(res, dies)} bandwidth")
-               for (u, res), t in sorted(r.bandwidth_wait.items()) if u == unit]
-    return max(stalls)[1] if stalls else f"{unit} never waits"
+    stalls = [(t, ("token", tok)) for (u, tok), t in sorted(r.token_wait.items()) if u == unit]
+    stalls += [(t, ("bandwidth", res)) for (u, res), t in sorted(r.bandwidth_wait.items())
+               if u == unit]
+    if not stalls:
+        return f"{unit} never waits"
+    _, (kind, what) = max(stalls)
+    return stall_reason(kind, unit, what, r.token_sources.get(what, ()), r.slot_tokens, dies)
 
 
 def summarize(rec: LaunchRecord, target: Target) -> LaunchSummary:

@@ -34,6 +34,12 @@ def summary_text(run: RunResult) -> str:
     lines += ["", f"total: {flops / 1e9:,.1f} GFLOP, {nbytes / 1e9:,.2f} GB off-chip; "
               f"{flops / seconds / 1e12 if seconds else 0:,.1f} TFLOPS, "
               f"{nbytes / seconds / 1e9 if seconds else 0:,.0f} GB/s achieved"]
+    waiting = sum(rec.start - prev for rec, prev in
+                  zip(run.launches, [0.0] + [r.end for r in run.launches[:-1]]))
+    if run.launches:
+        lines.append(f"launch overhead: {len(run.launches)} launches x "
+                     f"{target.launch_overhead_us:g} us = {waiting / hz * 1e6:,.1f} us "
+                     f"({100 * waiting / max(total, 1e-9):.1f}% of the run, every unit idle)")
     units = unit_totals(run)
     lines.append("utilisation: " + ", ".join(f"{u} {v['utilization'] * 100:.1f}%"
                                              for u, v in units.items()))
