@@ -45,9 +45,24 @@ class Group:
     units: dict[str, list[Op]]
 
 
+@dataclass(frozen=True)
+class Blocked:
+    """A unit that can never go on: its next op (index `pc` in its queue) and the token it
+    waits for (None: waiting for its own transfers or fence, which cannot happen alone)."""
+    group: str
+    unit: str
+    pc: int
+    label: str
+    token: str | None
+
+    def __str__(self) -> str:
+        reason = f"waits for token '{self.token}'" if self.token else "is stuck"
+        return f"{self.group}/{self.unit} op {self.pc} ({self.label}) {reason}"
+
+
 class DeadlockError(RuntimeError):
-    def __init__(self, blocked: list[str]):
-        super().__init__("deadlock: " + "; ".join(blocked))
+    def __init__(self, blocked: list[Blocked]):
+        super().__init__("deadlock: " + "; ".join(map(str, blocked)))
         self.blocked = blocked
 
 
@@ -272,7 +287,6 @@ class Engine:
             for u in g.units:
                 if u.pc < len(u.ops) or u.busy:
                     op = u.ops[min(u.pc, len(u.ops) - 1)]
-                    reason = f"waits for token '{u.blocked_on}'" if u.blocked_on else "is stuck"
-                    blocked.append(f"{g.group.name}/{u.name} op {u.pc} ({op.label}) {reason}")
+                    blocked.append(Blocked(g.group.name, u.name, u.pc, op.label, u.blocked_on))
         if blocked:
             raise DeadlockError(blocked)

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from isa.program import Program, TensorDecl, bind_name, expand_schedule
+from isa.program import Kernel, Program, TensorDecl, bind_name, expand_schedule
 from isa.target_schema import Target
-from runtime.kernel_sim import KernelResult, simulate_kernel
+from runtime.engine import DeadlockError
+from runtime.errors import SimulationError
+from runtime.kernel_sim import KernelResult, simulate_kernel, token_sources
 
 
 @dataclass
@@ -62,14 +64,39 @@ def run_program(program: Program, target: Target,
         params = {p: tensors[bind_name(t, env)] for p, t in launch.args}
         bases = {p: tensors[d.base] for p, d in params.items() if d.base in tensors}
         key = (kernel.name, _signature(params), _placement(params, bases))
+        name = bind_name(launch.note, env).split(" = ")[0]
         if key not in cache:
-            cache[key] = simulate_kernel(kernel, params, target, record, bases)
+            try:
+                cache[key] = simulate_kernel(kernel, params, target, record, bases)
+            except DeadlockError as err:
+                raise SimulationError(_deadlock_message(kernel, i, name, err, target)) from None
             out.simulated_kernels += 1
         result = cache[key]
         start = now + target.launch_overhead_cycles
         now = start + result.cycles
-        name = bind_name(launch.note, env).split(" = ")[0]
         out.launches.append(LaunchRecord(name, kernel.name, start, now, launch.flops, result))
         if progress:
             progress(i + 1, len(launches))
     return out
+
+
+def _deadlock_message(kernel: Kernel, index: int, name: str, err: DeadlockError,
+                      target: Target) -> str:
+    """Which units wait for which token, with who would signal it: enough to find the
+    wait/signal list or token count that is wrong."""
+    initial = dict(kernel.tokens)
+    sources = token_sources(kernel, target)
+    lines = [f"error: kernel {kernel.name} (launch {index + 1}, {name}) deadlocks: no unit can go on"]
+    seen = set()
+    for b in err.blocked:
+        if (b.unit, b.token) in seen:
+            continue
+        seen.add((b.unit, b.token))
+        if b.token is None:
+            lines.append(f"  {b.unit}: instruction {b.pc + 1} of its queue ({b.label}) is stuck")
+            continue
+        signalled = ", ".join(sources.get(b.token, ())) or "no instruction"
+        lines.append(f"  {b.unit}: instruction {b.pc + 1} of its queue ({b.label}) waits for "
+                     f"'{b.token}' (starts at {initial.get(b.token, 0)}, signalled by {signalled})")
+    lines.append("check the token counts and the wait(...)/signal(...) lists of these instructions")
+    return "\n".join(lines)

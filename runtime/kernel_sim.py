@@ -88,7 +88,7 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
     ops: dict[tuple[int, int], dict] = {}
     capacity = paths.capacities(target)
     tokens = dict(kernel.tokens)
-    result = KernelResult(0.0, sum(counts), 0, token_sources=_token_sources(kernel, target),
+    result = KernelResult(0.0, sum(counts), 0, token_sources=token_sources(kernel, target),
                           slot_tokens=frozenset(t for t, n in kernel.tokens if n > 0))
     repeats: dict[tuple, int] = {}
     for comp in sequence:
@@ -127,7 +127,7 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
     return result
 
 
-def _token_sources(kernel: Kernel, target: Target) -> dict[str, tuple[str, ...]]:
+def token_sources(kernel: Kernel, target: Target) -> dict[str, tuple[str, ...]]:
     sources: dict[str, set[str]] = {}
     for ins in walk(kernel.body):
         for tok in ins.signal:

@@ -469,3 +469,18 @@ def test_console_script():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "missing.ds" in proc.stderr
+
+
+def test_a_listing_that_deadlocks_is_an_error_naming_the_tokens(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    listing = tmp_path / "gemm.lst"
+    assert main(["compile", "examples/gemm.ds", "--target", "h800", "-o", str(listing)]) == 0
+    text = listing.read_text()
+    assert "token free=4 " in text
+    listing.write_text(text.replace("token free=4 ", "token free=0 "))
+    capsys.readouterr()
+    assert main(["run", str(listing), "--target", "h800"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: kernel matmul_0 (launch 1, c) deadlocks")
+    assert "ld: instruction 1 of its queue (ld.tile) waits for 'free' (starts at 0, signalled by vec)" in err
+    assert "Traceback" not in err and "internal error" not in err

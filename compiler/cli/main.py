@@ -16,6 +16,7 @@ from compiler.passes import PASS_NAMES
 from isa.errors import ListingError
 from isa.formats import FormatError
 from isa.target_loader import TargetError
+from runtime.errors import SimulationError
 
 
 def _sets(pairs: list[str]) -> dict[str, str]:
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DscError, TargetError, FormatError, ListingError) as err:
+    except (DscError, TargetError, FormatError, ListingError, SimulationError) as err:
         print(str(err), file=sys.stderr)
         return 1
     except BrokenPipeError:
