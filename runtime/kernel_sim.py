@@ -7,7 +7,10 @@
    unique bytes / loaded bytes (scaled towards 1 as the footprint outgrows L2). Items of one
    wave that load the same box at the same time share one memory fetch whatever the footprint.
    Stores are written back: they cost L2 bandwidth when issued and their bytes reach memory in
-   the background; a kernel never takes less than its off-chip bytes over memory bandwidth.
+   the background, once per distinct byte (a region rewritten while in L2 is written back
+   once); a kernel never takes less than its off-chip bytes over memory bandwidth. A tensor
+   a kernel both stores and loads is a hand-over through L2 (split cube/vector cores pass
+   tiles this way): its loads hit L2 unless the tensor itself outgrows L2.
 3. Items are dealt to the cores in waves. A wave is a set of (class, die) groups with counts;
    each group runs as one engine group weighted by its count, so bandwidth sharing sees every
    core (paths.py says which resources each transfer crosses). Identical waves are simulated
@@ -48,19 +51,30 @@ class KernelResult:
     compositions: list[tuple] = field(default_factory=list)
 
 
-def _hbm_fractions(streams, counts, params, target: Target) -> dict[str, float]:
-    """Per loaded tensor: the share of its loaded bytes that miss L2 (see module doc)."""
+def _memory_shares(streams, counts, params, target: Target):
+    """Per loaded tensor, the share of its loaded bytes that miss L2; per stored tensor, the
+    share of its stored bytes that memory absorbs (see module doc)."""
     loaded: dict[str, float] = {}
+    stored: dict[str, float] = {}
     for stream, count in zip(streams, counts):
         for inst in stream:
-            if isinstance(inst.cost, Transfer) and inst.cost.direction == "load":
-                c = inst.cost
-                loaded[c.tensor] = loaded.get(c.tensor, 0.0) + c.bytes * count / c.multicast
+            c = inst.cost
+            if isinstance(c, Transfer):
+                into = loaded if c.direction == "load" else stored
+                into[c.tensor] = into.get(c.tensor, 0.0) + c.bytes * count / c.multicast
     unique = {t: min(b, params[t].nbytes) for t, b in loaded.items()}
     footprint = sum(unique.values())
-    spill = 0.0 if footprint <= target.l2.bytes else 1.0 - target.l2.bytes / footprint
-    return {t: (unique[t] / b + (1 - unique[t] / b) * spill) if b > 0 else 1.0
-            for t, b in loaded.items()}
+    spill = lambda nbytes: 0.0 if nbytes <= target.l2.bytes else 1.0 - target.l2.bytes / nbytes
+    miss = {}
+    for t, b in loaded.items():
+        if b <= 0:
+            miss[t] = 1.0
+        elif t in stored:          # handed over through L2: read back what this kernel wrote
+            miss[t] = spill(params[t].nbytes)
+        else:
+            miss[t] = unique[t] / b + (1 - unique[t] / b) * spill(footprint)
+    absorbed = {t: min(b, params[t].nbytes) / b if b > 0 else 1.0 for t, b in stored.items()}
+    return miss, absorbed
 
 
 def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Target,
@@ -84,7 +98,7 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
     for comp in sequence:
         for (cls, _), count in comp:
             counts[cls] += count
-    fractions = _hbm_fractions(streams, counts, params, target)
+    fractions, absorbed = _memory_shares(streams, counts, params, target)
     ops: dict[tuple[int, int], dict] = {}
     capacity = paths.capacities(target)
     tokens = dict(kernel.tokens)
@@ -117,7 +131,8 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
             result.timeline.append((start, start + simulated[comp], index[comp]))
             start += simulated[comp]
     for (cls, die), count in on_die.items():
-        for res, b in paths.written_bytes(streams[cls], count, die, target.chip.dies).items():
+        written = paths.written_bytes(streams[cls], count, die, target.chip.dies, absorbed)
+        for res, b in written.items():
             result.resource_bytes[res] = result.resource_bytes.get(res, 0.0) + b
     _totals(result)
     # Write-backs drain in the background, but memory bandwidth holds over the whole kernel.

@@ -106,12 +106,16 @@ def _op(inst, fractions: dict[str, float], target: Target, die: int) -> Op:
               latency=target.l2.latency_cycles + remote * link_latency(target))
 
 
-def written_bytes(stream, count: int, die: int, dies: int) -> dict[str, float]:
-    """Bytes an item's stores leave for memory to absorb, by the memory that absorbs them."""
+def written_bytes(stream, count: int, die: int, dies: int,
+                  absorbed: dict[str, float]) -> dict[str, float]:
+    """Bytes an item's stores leave for memory to absorb, by the memory that absorbs them;
+    `absorbed`: per tensor, the share of stored bytes that reach memory (rewrites of lines
+    still in L2 reach it once)."""
     out: dict[str, float] = {}
     for inst in stream:
         c = inst.cost
         if isinstance(c, Transfer) and c.direction == "store":
+            nbytes = c.bytes * absorbed.get(c.tensor, 1.0) * count
             for h, share in homes(inst.home, die, dies, store=True):
-                out[memory(h)] = out.get(memory(h), 0.0) + c.bytes * share * count
+                out[memory(h)] = out.get(memory(h), 0.0) + nbytes * share
     return out

@@ -153,3 +153,23 @@ def test_stall_reasons_name_the_releasing_unit_and_free_buffers(h800):
     assert top_stall(rec, "memory") == "ld waits for a free buffer ('free', released by vec)"
     assert stall_reason("bandwidth", "ld", "link.d0>d1", (), (), 2) == \
         "ld waits for die link 0\u21921 bandwidth"
+
+
+def test_a_hand_over_through_l2_reaches_memory_once(h800):
+    """Each item writes its tile to a scratch region 4 times and reads it back each time (how
+    split cube/vector cores pass tiles): the reads hit L2 and memory absorbs each scratch byte
+    once, so off-chip traffic is the input read plus the scratch's size."""
+    tile = (64, 64)
+    start = (mul(Var("m"), Const(64)), Const(0))
+    body = (Instr("ld.tile", (Buf("s"), Box("x", start, tile)), signal=("in",)),
+            Loop("j", 4, (
+                Instr("st.tile", (Box("h", start, tile), Buf("s")), wait=("in",), signal=("out",)),
+                Instr("ld.tile", (Buf("s"), Box("h", start, tile)), wait=("out",), signal=("in",)))))
+    kernel = Kernel("handoff", (Param("x", "bf16", (512, 64)), Param("h", "bf16", (512, 64), True)),
+                    (("m", 8),), (BufferDecl("s", "bf16", tile, 1, "smem"),),
+                    (("in", 0), ("out", 0)), body)
+    params = {n: TensorDecl(n, "bf16", (512, 64), "temp") for n in ("x", "h")}
+    result = simulate_kernel(kernel, params, h800)
+    size = 512 * 64 * 2
+    assert result.resource_bytes["l2"] == pytest.approx(size + 4 * size + 4 * size)
+    assert result.resource_bytes["memory"] == pytest.approx(size + size)
