@@ -27,7 +27,8 @@ import lark
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from isa.errors import ListingError  # noqa: F401  (raised here; defined apart for the CLI)
-from isa.check import KernelScope, ProgramError, check_buffers, check_instruction, check_launch
+from isa.check import (KernelScope, ProgramError, check_buffers, check_instruction, check_launch,
+                       check_reach)
 from isa.expr import Bin, Const, ExprError, Var, parse_expr, variables
 from isa.formats import DTYPES, FormatError, Scaling
 from isa.instructions import INSTRUCTIONS, InstrDef, lookup, lookup_any
@@ -494,7 +495,10 @@ class _Assembler:
         scope = KernelScope.of(kernel)
         for ins, ins_line in located:
             with _at(ins_line):
-                check_instruction(ins, self.definition(ins.op, ins_line), scope)
+                definition = self.definition(ins.op, ins_line)
+                check_instruction(ins, definition, scope)
+                if self.target is not None:
+                    check_reach(ins, definition, scope, self.target)
         if self.target is not None:
             with _at(line):
                 check_buffers(kernel, self.target)

@@ -57,7 +57,29 @@ def check_kernel(kernel: Kernel, target: Target) -> None:
             raise ProgramError(f"{scope.where}: '{ins.op}' is not an instruction of target "
                                f"{target.name}")
         check_instruction(ins, definition, scope)
+        check_reach(ins, definition, scope, target)
     check_buffers(kernel, target)
+
+
+# On split cube/vector designs each compute unit touches only its own core's buffers: the
+# vector unit those holding vector data, the matrix unit those holding its operands and
+# accumulators. Everything else crosses through memory (vld/vst, fix.st, ld/st).
+_OWN_ROLES = {"vec": {"vector"}, "mm": {"matrix_a", "matrix_b", "accumulator"}}
+
+
+def check_reach(ins: Instr, definition: InstrDef, scope: KernelScope, target: Target) -> None:
+    roles = _OWN_ROLES.get(definition.unit)
+    if roles is None or target.matrix.results_to_vector != "memory":
+        return
+    for a in ins.args:
+        if isinstance(a, Buf) and a.name in scope.buffers:
+            space = scope.buffers[a.name].space
+            if space in target.buffers and not roles & set(target.buffers[space].holds):
+                raise ProgramError(
+                    f"{scope.where}: {ins.op} reaches buffer {a.name} in {space}, which the "
+                    f"{definition.unit} unit of target {target.name} cannot access (its cores "
+                    f"are split: {space} holds {', '.join(target.buffers[space].holds)}); "
+                    "data crosses between the cores through memory")
 
 
 def check_instruction(ins: Instr, definition: InstrDef, scope: KernelScope) -> None:

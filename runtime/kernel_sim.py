@@ -10,7 +10,8 @@
    the background, once per distinct byte (a region rewritten while in L2 is written back
    once); a kernel never takes less than its off-chip bytes over memory bandwidth. A tensor
    a kernel both stores and loads is a hand-over through L2 (split cube/vector cores pass
-   tiles this way): its loads hit L2 unless the tensor itself outgrows L2.
+   tiles this way): its loads hit L2 unless what one wave's items write to it (an upper
+   bound on what is live at once) outgrows L2.
 3. Items are dealt to the cores in waves. A wave is a set of (class, die) groups with counts;
    each group runs as one engine group weighted by its count, so bandwidth sharing sees every
    core (paths.py says which resources each transfer crosses). Identical waves are simulated
@@ -56,12 +57,18 @@ def _memory_shares(streams, counts, params, target: Target):
     share of its stored bytes that memory absorbs (see module doc)."""
     loaded: dict[str, float] = {}
     stored: dict[str, float] = {}
+    per_item: dict[str, float] = {}            # most bytes one item stores to a tensor
     for stream, count in zip(streams, counts):
+        mine: dict[str, float] = {}
         for inst in stream:
             c = inst.cost
             if isinstance(c, Transfer):
                 into = loaded if c.direction == "load" else stored
                 into[c.tensor] = into.get(c.tensor, 0.0) + c.bytes * count / c.multicast
+                if c.direction == "store":
+                    mine[c.tensor] = mine.get(c.tensor, 0.0) + c.bytes
+        for t, b in mine.items():
+            per_item[t] = max(per_item.get(t, 0.0), b)
     unique = {t: min(b, params[t].nbytes) for t, b in loaded.items()}
     footprint = sum(unique.values())
     spill = lambda nbytes: 0.0 if nbytes <= target.l2.bytes else 1.0 - target.l2.bytes / nbytes
@@ -69,8 +76,9 @@ def _memory_shares(streams, counts, params, target: Target):
     for t, b in loaded.items():
         if b <= 0:
             miss[t] = 1.0
-        elif t in stored:          # handed over through L2: read back what this kernel wrote
-            miss[t] = spill(params[t].nbytes)
+        elif t in stored:          # handed over through L2: read back what this kernel wrote,
+            # soon after: at most what the cores of one wave write is live at once.
+            miss[t] = spill(min(params[t].nbytes, target.cores * per_item[t]))
         else:
             miss[t] = unique[t] / b + (1 - unique[t] / b) * spill(footprint)
     absorbed = {t: min(b, params[t].nbytes) / b if b > 0 else 1.0 for t, b in stored.items()}

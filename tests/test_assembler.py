@@ -247,3 +247,14 @@ def test_isa_reference_of_a_target_with_a_fixed_pipe_lists_its_ops():
     for op in target.fixed_pipe.ops:
         assert f"fix.{op} " in out
     assert f"n / {target.fixed_pipe.elements_per_cycle} cycles" in out
+
+
+def test_a_vector_op_on_the_cubes_buffer_is_reported_on_split_cores():
+    """ascend910b's vector cores cannot read the cube's L0C: an edit making the softmax read
+    the scores accumulator instead of their copy in the unified buffer is an error there."""
+    text = render(compile_model("examples/tiny_moe.ds", "ascend910b", {}).program)
+    lines = text.splitlines()
+    number = _edit(lines, "vec.online_softmax", ", ss  ", ", s[0]  ")
+    err = _error(lines, "ascend910b")
+    assert err.line == number
+    assert "vec.online_softmax reaches buffer s in l0c, which the vec unit" in str(err)

@@ -83,6 +83,19 @@ model attention {{
   o = einsum("bhst,bthe->bshe", p, values)
   output y = reshape(o, [B, S, heads * hd]) @ wo
 }}""",
+    "long_attention": f"""
+model long_attention {{
+  size B = 1, S = 2, ctx = 300
+  heads = 2
+  hd = 16
+  {FP32}
+  input q: [B, S, heads, hd]
+  cache k_cache: [B, ctx + S, heads, hd]
+  cache v_cache: [B, ctx + S, heads, hd]
+  scores = einsum("bshe,bthe->bhst", q, k_cache) * (1 / sqrt(hd))
+  p = softmax(causal_mask(scores, ctx))
+  output o = einsum("bhst,bthe->bshe", p, v_cache)
+}}""",
     "moe": f"""
 model moe {{
   size T = 8
@@ -103,7 +116,7 @@ model moe {{
   output y = combine(ye, idx, w)
 }}""",
 }
-KERNELS = {"attention": "flash_attention", "moe": "dispatch", "epilogue": "matmul_add_silu"}
+KERNELS = {"attention": "flash_attention", "long_attention": "flash_attention", "moe": "dispatch", "epilogue": "matmul_add_silu"}
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +132,25 @@ def fp32_target(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="module")
+def fp32_split_target(tmp_path_factory) -> str:
+    """ascend910b (split cube/vector cores, fixed pipe) plus an fp32 matrix format."""
+    text = (BUILTIN_DIR / "ascend910b.toml").read_text()
+    text = text.replace('name = "ascend910b"', 'name = "ascend_fp32"', 1).replace(
+        "[matrix.formats.fp16]",
+        "[matrix.formats.fp32]\nshape = [16, 16, 8]\nflops_per_cycle = 2048\n\n"
+        "[matrix.formats.fp16]", 1)
+    path = tmp_path_factory.mktemp("targets") / "ascend_fp32.toml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("target", ["fp32_target", "fp32_split_target"])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_full_precision_matches_reference(name, tmp_path, fp32_target):
+def test_full_precision_matches_reference(name, target, tmp_path, request):
     path = tmp_path / f"{name}.ds"
     path.write_text(MODELS[name])
-    compiled = compile_model(str(path), fp32_target, {})
+    compiled = compile_model(str(path), request.getfixturevalue(target), {})
     assert {t.dtype for t in compiled.program.tensors} <= {"fp32", "i32"}
     if name in KERNELS:
         assert any(k.name.startswith(KERNELS[name]) for k in compiled.program.kernels)

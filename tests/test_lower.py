@@ -22,9 +22,12 @@ def test_listing_matches_golden(name, golden):
     golden(GOLDEN / f"{name}.h800.lst", render(_compile(name).program))
 
 
+@pytest.mark.parametrize("target", ["h800", "ascend910b", "b200"])
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_every_program_passes_the_static_checks(name):
-    compiled = _compile(name)
+def test_every_program_passes_the_static_checks(name, target):
+    """Including, on split cube/vector cores, that no compute unit touches the other core's
+    buffers."""
+    compiled = _compile(name, target)
     check_program(compiled.program, compiled.target)
 
 

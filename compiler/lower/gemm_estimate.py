@@ -32,10 +32,11 @@ def gemm_problem(graph: Graph, node: Node, target: Target,
     b_scaling = db.scaling if needs(plan.b_conv) else None
     tensor_scales = tuple(o for o, sc in (("a", a_scaling), ("b", b_scaling))
                           if sc is not None and sc.tensor_dtype)
+    split = target.matrix.results_to_vector == "memory" and bool(plan.a_conv or plan.b_conv)
     problem = gemm_tiles.GemmProblem(
         G, M, N, K, da.dtype, db.dtype, node.type.format.dtype, plan.fmt, plan.k_step,
         plan.promote, plan.a_conv, plan.b_conv, a_scaling, b_scaling,
-        tensor_scales=tensor_scales, **extra)
+        tensor_scales=tensor_scales, hw_scaled=plan.hw_scaled, split=split, **extra)
     return problem, plan
 
 

@@ -38,6 +38,8 @@ class GemmProblem:
     whole_rows: bool = False          # an epilogue op needs whole rows: one tile spans N
     n_align: int = 1                  # bn a multiple of this (an epilogue's quantisation block)
     tensor_scales: tuple[str, ...] = ()   # operands ("a", "b") with a per-tensor scale (NVFP4)
+    hw_scaled: bool = False           # the matrix unit applies the loaded block scales
+    split: bool = False               # conversions cross from vector to cube cores via memory
 
 
 @dataclass(frozen=True)
@@ -71,20 +73,26 @@ class BufferSpec:
 
 def gemm_buffers(p: GemmProblem, t: GemmTile) -> list[BufferSpec]:
     S, bm, bn, bk = t.stages, t.bm, t.bn, t.bk
-    out = [BufferSpec("sa", p.a_dtype, (bm, bk), "matrix_a", S),
-           BufferSpec("sb", p.b_dtype, (bk, bn), "matrix_b", S)]
+    # Raw tiles converted on split cores land in the vector core's buffers; scales go where
+    # the unit applying them reads (the matrix unit, or the vector unit).
+    raw_role = lambda conv, role: "vector" if p.split and conv else role
+    scale_role = lambda role: role if p.hw_scaled else "vector"
+    out = [BufferSpec("sa", p.a_dtype, (bm, bk), raw_role(p.a_conv, "matrix_a"), S),
+           BufferSpec("sb", p.b_dtype, (bk, bn), raw_role(p.b_conv, "matrix_b"), S)]
     if p.a_scaling:
         out.append(BufferSpec("ssa", p.a_scaling.dtype,
                               (1, math.ceil(bm / p.a_scaling.block[0]),
-                               math.ceil(bk / p.a_scaling.block[1])), "vector", S))
+                               math.ceil(bk / p.a_scaling.block[1])), scale_role("matrix_a"), S))
     if p.b_scaling:
         out.append(BufferSpec("ssb", p.b_scaling.dtype,
                               (1, math.ceil(bk / p.b_scaling.block[0]),
-                               math.ceil(bn / p.b_scaling.block[1])), "vector", S))
-    if p.a_conv:
-        out.append(BufferSpec("ca", p.fmt, (bm, bk), "matrix_a", S))
-    if p.b_conv:
-        out.append(BufferSpec("cb", p.fmt, (bk, bn), "matrix_b", S))
+                               math.ceil(bn / p.b_scaling.block[1])), scale_role("matrix_b"), S))
+    for name, conv, shape, role in (("a", p.a_conv, (bm, bk), "matrix_a"),
+                                    ("b", p.b_conv, (bk, bn), "matrix_b")):
+        if conv and p.split:
+            out.append(BufferSpec(f"v{name}", p.fmt, shape, "vector", S))
+        if conv:
+            out.append(BufferSpec(f"c{name}", p.fmt, shape, role, S))
     out.append(BufferSpec("acc", "fp32", (bm, bn), "accumulator", 1))
     if p.promote:
         out.append(BufferSpec("part", "fp32", (bm, bn), "accumulator", 2))

@@ -34,6 +34,13 @@ class KernelBuilder:
         self.grid.append((var, size))
         return Var(var)
 
+    def item_index(self) -> Expr:
+        """The work item's position in the grid, row-major over the dims declared so far."""
+        index: Expr = Const(0)
+        for var, size in self.grid:
+            index = add(mul(index, Const(size)), Var(var))
+        return index
+
     def buffer(self, name: str, dtype: str, shape, role: str, slots: int = 1) -> str:
         space, _ = self.target.buffer_for(role)
         self.buffers.append(BufferDecl(name, dtype, tuple(int(d) for d in shape), slots, space))

@@ -8,8 +8,9 @@ them itself (formats listed in the target's `block_scales`), or partial sums are
 FP32 on the vector unit once per K block, multiplied by both operands' scales — promotion is
 also needed, with unit scales, when the unit keeps fewer accumulator bits than FP32.
 
-Otherwise (one operand block-scaled and the other not, no format holding both, or scale
-blocks finer than one instruction's K) the scaled operands are dequantised (`dequant`:
+Otherwise (one operand block-scaled and the other not, no format holding both, scale
+blocks finer than one instruction's K, or split cube/vector cores, whose vector unit never
+sees the accumulator) the scaled operands are dequantised (`dequant`:
 elements x scales) into a 16-bit or wider format, since a scaled value may lie outside the
 element format's own range.
 """
@@ -85,7 +86,9 @@ def plan_operands(a: TensorDecl, b: TensorDecl, target: Target) -> OperandPlan:
         step = min(*blocks, interval) if limited(fmt) else min(blocks)
         # One promotion per scale block needs K tiles of exactly one block, made of whole
         # instructions: an NVFP4 block of 16 under a K-32 instruction cannot be promoted.
-        if step % formats[fmt].shape[2] == 0 and all(blk % step == 0 for blk in blocks):
+        # Split cube/vector cores cannot promote: the vector unit never sees the accumulator.
+        if (step % formats[fmt].shape[2] == 0 and all(blk % step == 0 for blk in blocks)
+                and target.matrix.results_to_vector != "memory"):
             return OperandPlan(fmt, widen(a, fmt), widen(b, fmt), True, True, step)
     unscaled = [t.dtype for t in (a, b) if t.scaling is None]
     fmt = _holding(target, unscaled, min_bits=16) or _rounding_fallback(target)

@@ -35,7 +35,7 @@ class EpilogueSite:
     outputs: dict         # output node id -> param
     scales: dict          # quantised output id -> its scales' param
     head_param: str | None
-    handoff_param: str | None
+    handoff: object              # the Workspace tiles cross to the vector core through
     promoted: bool
     g: Expr
     row0: Expr
@@ -112,7 +112,7 @@ def emit_epilogue(s: EpilogueSite) -> None:
         kb.token("vec_loaded")
         if not epi.on_pipe:
             fix.emit("fix.cvt", Buf("h"), Buf("acc"), n=s.bm * s.bn)
-        writes.append((s.tile_box(s.handoff_param), Buf("h") if not epi.on_pipe
+        writes.append((s.handoff.box(Const(0)), Buf("h") if not epi.on_pipe
                        else sources[handed.id]))
     for k, (b, src) in enumerate(writes):
         fix.emit("fix.st", b, src,
@@ -126,7 +126,7 @@ def emit_epilogue(s: EpilogueSite) -> None:
         for v in late:
             kb.emit("vld.tile", Buf(epi.buf[v.id]), s.box(s.inputs[v.id], s.views[v.id].shape,
                                                            cols[epi.buf[v.id]]))
-        kb.emit("vld.tile", Buf("h"), s.tile_box(s.handoff_param), wait=("handed",),
+        kb.emit("vld.tile", Buf("h"), s.handoff.box(Const(0)), wait=("handed",),
                 signal=("vec_loaded",))
         sources[handed.id] = Buf("h")
         opening = ("vec_loaded",)

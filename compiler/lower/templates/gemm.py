@@ -22,6 +22,9 @@ from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
 from compiler.lower.gemm_estimate import group_problem
 from compiler.lower.templates.epilogue import EpilogueSite, emit_epilogue
+from compiler.lower.templates.workspace import Workspace
+from compiler.lower.templates.gemm_operands import (OperandTile, emit_operand_tiles,
+                                                     operand_tokens)
 from isa.expr import Bin, Const, Expr, floordiv, mul
 from isa.program import Box, Buf, TensorDecl, ViewStep
 from isa.target_schema import Target
@@ -96,10 +99,12 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
     for spec in gemm_tiles.gemm_buffers(problem, tile):
         kb.buffer(spec.name, spec.dtype, spec.shape, spec.role, spec.slots)
     converts = bool(plan.a_conv or plan.b_conv)
-    kb.token("free", S)
-    kb.token("loaded")
-    if converts:
-        kb.token("ready")
+    scratch = {o: Workspace(kb, tmap, f"{head.name}.{o}_conv", plan.fmt, rows, cols, S,
+                            f"{o}_conv")
+               for o, conv, rows, cols in (("a", plan.a_conv, bm, bk), ("b", plan.b_conv, bk, bn))
+               if conv and problem.split}
+    operand_tokens(kb, converts, problem.split, tile.stages,
+                   cube_loads=not (problem.split and plan.a_conv and plan.b_conv))
     if plan.promote:
         kb.token("part_full")
         kb.token("part_free", 2)
@@ -115,37 +120,18 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
     with kb.loop("k", k_steps) as k:
         slot = Bin("%", k, Const(S)) if k_steps > 1 else Const(0)
         kk = mul(k, Const(bk))
-        loads = [(Buf("sa", slot), _box(pa, [g, row0, kk], [1, bm, bk]), tile.cluster_n)]
-        if need_a_scales:
-            loads.append((Buf("ssa", slot), _scale_box(psa, g, row0, bm, kk, bk, a.scaling.block),
-                          tile.cluster_n))
-        loads.append((Buf("sb", slot), _box(pb, [g, kk, col0], [1, bk, bn]), tile.cluster_m))
-        if need_b_scales:
-            loads.append((Buf("ssb", slot), _scale_box(psb, g, kk, bk, col0, bn, b.scaling.block),
-                          tile.cluster_m))
-        for i, (buf, box, mcast) in enumerate(loads):
-            extra = {"mcast": mcast} if mcast > 1 else {}
-            kb.emit("ld.tile", buf, box, wait=("free",) if i == 0 else (),
-                    signal=("loaded",) if i == len(loads) - 1 else (), **extra)
-        mma_a, mma_b = Buf("sa", slot), Buf("sb", slot)
-        conversions = []
-        if plan.a_conv:
-            conversions.append((Buf("ca", slot), Buf("sa", slot), Buf("ssa", slot), bm * bk,
-                                a.scaling.block if plan.a_conv == "dequant" else None))
-            mma_a = Buf("ca", slot)
-        if plan.b_conv:
-            conversions.append((Buf("cb", slot), Buf("sb", slot), Buf("ssb", slot), bk * bn,
-                                b.scaling.block if plan.b_conv == "dequant" else None))
-            mma_b = Buf("cb", slot)
-        for i, (dst, src, scale, elems, block) in enumerate(conversions):
-            wait = ("loaded",) if i == 0 else ()
-            signal = ("ready",) if i == len(conversions) - 1 else ()
-            if block is not None:
-                kb.emit("vec.dequant", dst, src, scale, wait=wait, signal=signal, n=elems,
-                        block=block)
-            else:
-                kb.emit("vec.cvt", dst, src, wait=wait, signal=signal, n=elems)
-        mma_wait = ("ready",) if converts else ("loaded",)
+        tiles = [
+            OperandTile("a", _box(pa, [g, row0, kk], [1, bm, bk]), tile.cluster_n,
+                        _scale_box(psa, g, row0, bm, kk, bk, a.scaling.block)
+                        if need_a_scales else None, plan.a_conv,
+                        a.scaling.block if plan.a_conv == "dequant" else None, bm * bk,
+                        scratch.get("a")),
+            OperandTile("b", _box(pb, [g, kk, col0], [1, bk, bn]), tile.cluster_m,
+                        _scale_box(psb, g, kk, bk, col0, bn, b.scaling.block)
+                        if need_b_scales else None, plan.b_conv,
+                        b.scaling.block if plan.b_conv == "dequant" else None, bk * bn,
+                        scratch.get("b"))]
+        mma_a, mma_b, mma_wait = emit_operand_tiles(kb, tiles, slot, problem.split)
         first = Bin("==", k, Const(0)) if k_steps > 1 else Const(1)
         if plan.promote:
             pslot = Bin("%", k, Const(2)) if k_steps > 1 else Const(0)
@@ -169,9 +155,9 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
                     signal=("free",), shape=(bm, bn, bk), fmt=plan.fmt, first=first, **scaled)
     handoff = None
     if epi.through_memory:
-        spill = tmap.scratch(f"{head.name}.handoff", (epi.on_pipe[-1] if epi.on_pipe
-                                                      else head).type.format.dtype, (G, M, N))
-        handoff = kb.param("h", spill, output=True)
+        handoff = Workspace(kb, tmap, f"{head.name}.handoff", (epi.on_pipe[-1] if epi.on_pipe
+                                                               else head).type.format.dtype,
+                            bm, bn, 1, "h")
     emit_epilogue(EpilogueSite(kb, graph, group, epi, views, epi_params, out_params, scale_params,
                                pc, handoff, plan.promote, g, row0, col0, bm, bn,
                                tuple(Buf(f"ts{o}") for o in tensor_scales)))
