@@ -32,12 +32,17 @@ def simulate_cycles(target: Target):
 
 def compile_model(model_path: str, target_name: str, overrides: dict[str, str],
                   after=None, passes=None, measure: bool = True, die_mode: str = "uma") -> Compiled:
-    """Front end, graph passes (after(name, graph) runs after each), lowering."""
+    """Front end, graph passes, lowering, program passes; `after(name, graph or program)`
+    runs after each pass."""
     target = load_target(target_name)
     graph = load_model(model_path, overrides)
     ctx = PassContext(target, measure=simulate_cycles(target) if measure else None)
     graph = run_pipeline(graph, ctx, passes, after)
-    program = Place(mode=die_mode).run(Plan().run(lower(graph, target), target), target)
+    program = lower(graph, target)
+    for program_pass in (Plan(), Place(mode=die_mode)):
+        program = program_pass.run(program, target)
+        if after:
+            after(program_pass.name, program)
     return Compiled(graph, target, program, tuple(ctx.notes))
 
 

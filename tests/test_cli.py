@@ -484,3 +484,19 @@ def test_a_listing_that_deadlocks_is_an_error_naming_the_tokens(tmp_path, capsys
     assert err.startswith("error: kernel matmul_0 (launch 1, c) deadlocks")
     assert "ld: instruction 1 of its queue (ld.tile) waits for 'free' (starts at 0, signalled by vec)" in err
     assert "Traceback" not in err and "internal error" not in err
+
+
+def test_print_after_shows_each_pass_in_pipeline_order(capsys, monkeypatch):
+    """Graph passes print IR text; program passes (plan, place) print the listing, with the
+    buffer offsets plan chose."""
+    monkeypatch.chdir(ROOT)
+    assert main(["compile", "examples/gemm.ds", "--target", "h800", "--print-after", "place",
+                 "--print-after", "fuse", "--print-after", "plan"]) == 0
+    out = capsys.readouterr().out
+    heads = [line for line in out.splitlines() if line.startswith("# after ")]
+    assert heads == ["# after fuse", "# after plan", "# after place"]
+    fuse = out.split("# after plan")[0]
+    assert "sched {kernel=" in fuse and "tile=" not in fuse          # tile runs after fuse
+    plan = out.split("# after plan")[1].split("# after place")[0]
+    assert plan.startswith("\n; dsc listing: model gemm, target h800")
+    assert re.search(r"buffer sa: fp8_e4m3\[128,128\] x4 smem @\d+", plan)

@@ -32,16 +32,18 @@ def _sets(pairs: list[str]) -> dict[str, str]:
 
 def cmd_compile(args) -> None:
     from compiler.driver import capacity_warning, compile_model
+    from compiler.ir.graph import Graph
     from compiler.ir.text import print_graph
     from compiler.passes.fuse import kernel_stats
     from isa.listing import render
     dumps, counts = [], {}
 
-    def after(name, graph):
+    def after(name, result):                    # a graph, or a program after plan and place
         if name in args.print_after:
-            dumps.append(f"# after {name}\n" + print_graph(graph))
+            text = print_graph(result) if isinstance(result, Graph) else render(result)
+            dumps.append(f"# after {name}\n" + text)
         if args.stats and name in ("precision", "fuse"):
-            counts[name] = kernel_stats(graph)
+            counts[name] = kernel_stats(result)
 
     compiled = compile_model(args.model, args.target, _sets(args.set), after=after,
                              die_mode=args.die_mode)
@@ -53,8 +55,6 @@ def cmd_compile(args) -> None:
                          "(values crossing kernel boundaries)\n")
         if args.output == "-":
             return
-    if "plan" in args.print_after:
-        dumps.append("# after plan\n" + render(compiled.program))
     if dumps:
         write_output(args.output, "".join(dumps))
         return
@@ -220,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emit", choices=("ir", "isa"), default="isa")
     p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
     p.add_argument("--print-after", action="append", default=[], metavar="PASS",
-                   choices=PASS_NAMES, help="print the IR after a pass (plan: the listing); "
+                   choices=PASS_NAMES,
+                   help="print the IR after a graph pass, the listing after a program pass; "
                    f"passes: {', '.join(PASS_NAMES)}")
     p.add_argument("--stats", action="store_true",
                    help="print kernels and off-chip bytes before and after fusion")

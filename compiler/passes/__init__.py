@@ -2,8 +2,8 @@
 
 A pass is a small frozen object with a `name` and `run(graph, ctx) -> graph` that returns a
 new graph (nodes are immutable). `run_pipeline` calls `after(name, graph)` after every pass,
-which is where `--print-after` prints and tests verify. Lowering and the `plan` pass on the
-ISA program follow the graph passes (compiler/driver.py).
+which is where `--print-after` prints and tests verify. Lowering and the program passes
+(`plan`, `place`, which take and return an ISA program) follow (compiler/driver.py).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def pipeline() -> list[Pass]:
     return [Precision(), Fuse(), Tile()]
 
 
-PASS_NAMES = ("precision", "fuse", "tile", "plan")
+PASS_NAMES = ("precision", "fuse", "tile", "plan", "place")     # graph passes, then program passes
 
 
 def run_pipeline(graph: Graph, ctx: PassContext, passes: list[Pass] | None = None,

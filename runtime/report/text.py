@@ -40,10 +40,23 @@ def summary_text(run: RunResult) -> str:
         lines.append(f"launch overhead: {len(run.launches)} launches x "
                      f"{target.launch_overhead_us:g} us = {waiting / hz * 1e6:,.1f} us "
                      f"({100 * waiting / max(total, 1e-9):.1f}% of the run, every unit idle)")
-    units = unit_totals(run)
-    lines.append("utilisation: " + ", ".join(f"{u} {v['utilization'] * 100:.1f}%"
-                                             for u, v in units.items()))
+    lines += _utilisation(unit_totals(run), target.chip.dies)
     return "\n".join(lines) + "\n"
+
+
+def _utilisation(units: dict, dies: int) -> list[str]:
+    """Whole-chip figures on one line; on a multi-die chip, one more line per die."""
+    pct = lambda v: f"{v['utilization'] * 100:.1f}%"
+    chip = {u: v for u, v in units.items() if "@" not in u and "." not in u}
+    lines = ["utilisation: " + ", ".join(f"{u} {pct(v)}" for u, v in chip.items())]
+    for d in range(dies if dies > 1 else 0):
+        mine = [(u.split("@")[0], v) for u, v in units.items() if u.endswith(f"@d{d}")]
+        mine += [(r.split(".")[0], v) for r, v in units.items() if r.endswith(f".d{d}")]
+        mine += [(f"link to d{r.split('>d')[1]}", v) for r, v in units.items()
+                 if r.startswith(f"link.d{d}>")]
+        lines.append(f"  die {d}: " + ", ".join(f"{u} {pct(v)}" for u, v in sorted(
+            mine, key=lambda uv: list(chip).index(uv[0]) if uv[0] in chip else len(chip))))
+    return lines
 
 
 def _clip(text: str, width: int) -> str:
