@@ -1,15 +1,17 @@
 """The compiler pipeline as one readable list of stages, shared by every CLI command."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from compiler import capacity
+from compiler.errors import DscError
 from compiler.frontend import load_model
 from compiler.ir.graph import Graph
 from compiler.lower import lower
 from compiler.passes import PassContext, run_pipeline
 from compiler.passes.place import Place
 from compiler.passes.plan import Plan
-from compiler.stats import model_stats
+from isa.deployment import Deployment, DeploymentError, make_deployment, parse_plan
 from isa.program import Program
 from isa.target_loader import load_target
 from isa.target_schema import Target
@@ -31,14 +33,21 @@ def simulate_cycles(target: Target):
 
 
 def compile_model(model_path: str, target_name: str, overrides: dict[str, str],
-                  after=None, passes=None, measure: bool = True, die_mode: str = "uma") -> Compiled:
+                  after=None, passes=None, measure: bool = True, die_mode: str = "uma",
+                  devices: int | None = None, plan: str | None = None,
+                  check_fit: bool = True) -> Compiled:
     """Front end, graph passes, lowering, program passes; `after(name, graph or program)`
-    runs after each pass."""
+    runs after each pass. `devices` and `plan` (e.g. "attn=dp,moe=ep") override the model's
+    deploy block; with `check_fit`, a model that does not fit its devices is an error."""
     target = load_target(target_name)
-    graph = load_model(model_path, overrides)
-    ctx = PassContext(target, measure=simulate_cycles(target) if measure else None)
-    graph = run_pipeline(graph, ctx, passes, after)
-    program = lower(graph, target)
+    replica = load_model(model_path, overrides)
+    deployment = resolve_deployment(replica, target, devices, plan)
+    ctx = PassContext(target, measure=simulate_cycles(target) if measure else None,
+                      deployment=deployment)
+    graph = run_pipeline(replica, ctx, passes, after)
+    if check_fit:
+        capacity.check_fit(graph, replica, target, deployment)
+    program = replace(lower(graph, target), deployment=deployment)
     for program_pass in (Plan(), Place(mode=die_mode)):
         program = program_pass.run(program, target)
         if after:
@@ -46,14 +55,19 @@ def compile_model(model_path: str, target_name: str, overrides: dict[str, str],
     return Compiled(graph, target, program, tuple(ctx.notes))
 
 
-def capacity_warning(graph: Graph, target: Target) -> str | None:
-    """A warning when weights plus KV cache exceed the device's memory (plans come later)."""
-    stats = model_stats(graph)
-    caches = sum(n.type.nbytes for n in graph.nodes() if n.op == "cache")
-    need = stats.weight_bytes + caches
-    have = target.memory.bytes * target.chip.dies
-    if need <= have:
-        return None
-    return (f"warning: weights ({stats.weight_bytes / 1e9:,.1f} GB) and KV cache "
-            f"({caches / 1e9:,.1f} GB) need {need / 1e9:,.1f} GB but one {target.name} has "
-            f"{have / 1e9:,.1f} GB; simulating one device as if they fit")
+def resolve_deployment(graph: Graph, target: Target, devices: int | None,
+                       plan: str | None) -> Deployment:
+    """The model's deploy block, with the command line's device count and plan items over it."""
+    items = {k: v for k, v in graph.deploy.items() if k != "devices"}
+    try:
+        items.update(parse_plan(plan or ""))
+        count = devices if devices is not None else int(graph.deploy.get("devices", 1))
+        if count > 1 and target.system is None:
+            raise DscError(f"target {target.name} has no [system] table, so it cannot be "
+                           f"deployed on {count} devices",
+                           expected="a target file with [system] (devices_per_node, "
+                                    "intra_node and inter_node links)")
+        per_node = target.system.devices_per_node if target.system else 1
+        return make_deployment(count, per_node, items)
+    except DeploymentError as err:
+        raise DscError(str(err), expected="e.g. --devices 32 --plan attn=dp,moe=ep") from None

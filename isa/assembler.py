@@ -27,6 +27,7 @@ import lark
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from isa.errors import ListingError  # noqa: F401  (raised here; defined apart for the CLI)
+from isa.deployment import Deployment, DeploymentError
 from isa.check import (KernelScope, ProgramError, check_buffers, check_instruction, check_launch,
                        check_reach)
 from isa.expr import Bin, Const, ExprError, Var, parse_expr, variables
@@ -34,7 +35,7 @@ from isa.formats import DTYPES, FormatError, Scaling
 from isa.instructions import INSTRUCTIONS, InstrDef, lookup, lookup_any
 from isa.listing import parse_value
 from isa.program import (Attr, Box, Buf, BufferDecl, Instr, Kernel, Launch, Loop, Param,
-                         Program, Repeat, TensorDecl, TensorRef, ViewStep, bind_name)
+                         Program, Repeat, STREAMS, TensorDecl, TensorRef, ViewStep, bind_name)
 from isa.target_schema import Target
 
 HEADER = "; dsc listing"
@@ -184,6 +185,25 @@ class _Reader(lark.Transformer):
         key, value = children
         return key, int(value)
 
+    def deploy(self, children):
+        keyword, *settings = children
+        values = {str(k): (int(v) if v.type == "INT" else str(v)) for k, v in settings}
+        try:
+            return ("deploy", Deployment(
+                values.pop("devices"), values.pop("per_node"), values.pop("attn"),
+                values.pop("ffn"), values.pop("moe"), values.pop("mb")), keyword.line, values)
+        except KeyError as missing:
+            raise _Error(keyword.line, f"deploy line without {missing.args[0]}= (expected "
+                                       "devices, per_node, attn, ffn, moe and mb)") from None
+        except (DeploymentError, TypeError) as err:
+            raise _Error(keyword.line, f"bad deploy line: {err}") from None
+
+    def setting(self, children):
+        return children[0], children[1]
+
+    def stream(self, children):
+        return ("stream", str(children[0]), children[0].line)
+
     def note(self, children):
         text = str(children[0])[1:].rstrip("\r")
         return _Note(children[0].line, text[1:] if text.startswith(" ") else text)
@@ -324,9 +344,14 @@ class _Reader(lark.Transformer):
         if rest and rest[-1].type == "COMMENT":
             text = str(rest.pop())[1:].rstrip("\r")
             note = text[1:] if text.startswith(" ") else text
+        stream = "compute"
+        if rest and isinstance(rest[-1], tuple) and rest[-1][0] == "stream":
+            _, stream, line = rest.pop()
+            if stream not in STREAMS:
+                raise _Error(line, f"unknown stream '{stream}' (expected {', '.join(STREAMS)})")
         flops = rest.pop()
         flops = int(flops) if flops.type == "INT" else float(flops)
-        return _LaunchRec(kernel.line, Launch(str(kernel), tuple(rest), note, flops))
+        return _LaunchRec(kernel.line, Launch(str(kernel), tuple(rest), note, flops, stream))
 
     def binding(self, children):
         param, tensor = children
@@ -354,6 +379,11 @@ class _Assembler:
     def program(self, records) -> Program:
         (_, model, target_name), *rest = records
         sizes = rest.pop(0).pairs if rest and isinstance(rest[0], _Pairs) else ()
+        deployment = Deployment()
+        if rest and isinstance(rest[0], tuple) and rest[0][0] == "deploy":
+            _, deployment, line, extra = rest.pop(0)
+            if extra:
+                raise _Error(line, f"unknown deploy setting '{next(iter(extra))}'")
         _, schedule = rest.pop()
         notes, leading = [], True
         for rec in rest:
@@ -368,7 +398,8 @@ class _Assembler:
                 self.kernel(rec)
         items = self.schedule(schedule, [{}])
         return Program(model, target_name, tuple(self.tensors.values()),
-                       tuple(self.kernels.values()), items, tuple(sizes), tuple(notes))
+                       tuple(self.kernels.values()), items, tuple(sizes), tuple(notes),
+                       deployment)
 
     # -- tensors
 

@@ -6,8 +6,9 @@ for `dsc isa`), and its functional semantics (runtime/functional executes those)
 
 Costs come in three kinds, which the interpreter turns into time:
   Compute(cycles)            the unit is busy for `cycles`
-  Transfer(bytes, tensor)    bytes move between off-chip memory and a buffer, at the rate the
-                             shared memory system gives the transfer (see runtime/bandwidth.py)
+  Transfer(bytes, tensor)    bytes move between off-chip memory and a buffer (or, for a send,
+                             to another device over a link), at the rate the shared memory
+                             system and links give the transfer (see runtime/bandwidth.py)
   Fence()                    completes when every earlier instruction of its unit has completed
 """
 from __future__ import annotations
@@ -30,8 +31,9 @@ class Compute:
 class Transfer:
     bytes: int
     tensor: str
-    direction: str       # "load" or "store"
+    direction: str       # "load", "store", or "send" (to another device)
     multicast: int = 1   # cores receiving the same bytes; L2 and memory see them once
+    link: str = ""       # a send's link: "nvlink" (inside a node), "network", "local"
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,14 @@ def _gather(ins: Instr, ctx: CostContext):
 def _scatter(ins: Instr, ctx: CostContext):
     dst = ins.args[0]
     return Transfer(ins.attr("rows") * ctx.row_bytes(dst.tensor), dst.tensor, "store")
+
+
+LINKS = ("nvlink", "network", "local")
+
+
+def _send(ins: Instr, ctx: CostContext):
+    src = ins.args[1]
+    return Transfer(ctx.box_bytes(src), src.tensor, "send", link=ins.attr("link"))
 
 
 def _mma(ins: Instr, ctx: CostContext):
@@ -131,6 +141,12 @@ _TABLE = [
     InstrDef("st.scatter", "st", ("tensor", "buf", "buf"), ("rows",),
              "store `rows` rows of a buffer to the rows of a tensor named by an index buffer "
              "(-1: skipped)", "rows * row_bytes(tensor) as a transfer out", _scatter),
+    InstrDef("net.send", "net", ("box", "box"), ("link",),
+             "send a box of a local tensor into a box of the same tensor on other devices "
+             "(SPMD: every device sends alike, so each also receives as many bytes); link= "
+             "nvlink (inside a node), network (to other nodes) or local (this device)",
+             "bytes(src) at the transfer's share of the link's bandwidth each way (local: of "
+             "L2 and memory), + the link's latency", _send),
     InstrDef("mm.mma", "mm", ("buf", "buf", "buf", "buf?", "buf?"), ("shape", "fmt", "first"),
              "acc = (first ? 0 : acc) + a @ b (a @ b^T with trans_b=1) for an MxNxK tile in input "
              "format fmt; operands are read from their leading M x K and K x N corners. With "

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import jinja2
 
+from isa.deployment import Deployment
 from isa.expr import Bin, Const, Var, parse_expr, to_text
 from isa.program import (Attr, Box, Buf, Instr, Kernel, Launch, Loop, Program, Repeat,
                          TensorDecl, TensorRef, ViewStep)
@@ -209,7 +210,8 @@ def kernel_view(k: Kernel) -> dict:
 def fmt_launch(l: Launch) -> str:
     args = ", ".join(f"{p}={t}" for p, t in l.args)
     note = f"  ; {l.note}" if l.note else ""
-    return f"launch {l.kernel}({args}) flops={l.flops!r}{note}"
+    stream = f" stream={l.stream}" if l.stream != "compute" else ""
+    return f"launch {l.kernel}({args}) flops={l.flops!r}{stream}{note}"
 
 
 def schedule_lines(items, indent: int = 2) -> list[str]:
@@ -274,9 +276,15 @@ def tensor_lines(tensors) -> list[str]:
     return lines
 
 
+def fmt_deployment(d: Deployment) -> str:
+    return (f"deploy devices={d.devices} per_node={d.per_node} attn={d.attn} ffn={d.ffn} "
+            f"moe={d.moe} mb={d.micro_batches}")
+
+
 def render(program: Program) -> str:
     sizes = " ".join(f"{k}={v}" for k, v in program.sizes)
+    deploy = fmt_deployment(program.deployment) if program.deployment.devices > 1 else ""
     return _ENV.get_template("listing.j2").render(
-        program=program, sizes=sizes, tensor_lines=tensor_lines(program.tensors),
+        program=program, sizes=sizes, deploy=deploy, tensor_lines=tensor_lines(program.tensors),
         kernels=[kernel_view(k) for k in program.kernels],
         schedule_lines=schedule_lines(program.schedule))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Union
 
+from isa.deployment import Deployment
 from isa.expr import Expr
 from isa.formats import DTYPES, Scaling
 
@@ -176,12 +177,18 @@ class Kernel:
         raise KeyError(name)
 
 
+# The in-order queues launches run on: the cores, and one per link to other devices (a
+# collective's sends run there while the cores compute).
+STREAMS = ("compute", "nvlink", "network")
+
+
 @dataclass(frozen=True)
 class Launch:
     kernel: str
     args: tuple[tuple[str, str], ...]        # (param, tensor name template, e.g. layer.{i}.w1)
     note: str = ""                           # what it computes, in IR names
     flops: float = 0.0                       # the model's FLOPs for it (padding excluded)
+    stream: str = "compute"                  # the in-order queue it runs on (runtime/streams)
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,7 @@ class Program:
     schedule: tuple[Item, ...]
     sizes: tuple[tuple[str, int], ...] = ()
     notes: tuple[str, ...] = field(default=())
+    deployment: Deployment = Deployment()    # the program is what each device runs
 
     def tensor_table(self) -> dict[str, TensorDecl]:
         return {t.name: t for t in self.tensors}

@@ -168,15 +168,31 @@ class Target:
     @property
     def units(self) -> tuple[str, ...]:
         """The per-core units instructions are issued to: loads, stores, matrix, vector; the
-        fixed pipe; and, where matrix results reach the vector unit only through memory (split
-        cube and vector cores), the vector cores' own load and store engines."""
+        fixed pipe; where matrix results reach the vector unit only through memory (split
+        cube and vector cores), the vector cores' own load and store engines; and, on a chip
+        that can be part of a system, the engine that sends to other devices."""
         units = ("ld", "st", "mm", "vec") + (("fix",) if self.fixed_pipe else ())
-        return units + (("vld", "vst") if self.matrix.results_to_vector == "memory" else ())
+        units += ("vld", "vst") if self.matrix.results_to_vector == "memory" else ()
+        return units + (("net",) if self.system else ())
 
     def peak_flops(self, dtype: str) -> float:
         """Dense matrix FLOP/s of the whole chip in `dtype` (0 when unsupported)."""
         fmt = self.matrix.formats.get(dtype)
         return fmt.flops_per_cycle * self.cores * self.clock_hz if fmt else 0.0
+
+    def link_bytes_per_cycle(self, link: str) -> float:
+        """Bandwidth of one device's link ("nvlink": system.intra_node, "network":
+        system.inter_node), each way, in bytes per core clock."""
+        return self._link(link).bandwidth_gbs * 1e9 / self.clock_hz
+
+    def link_latency_cycles(self, link: str) -> float:
+        """Latency of one message over a device link ("nvlink" or "network") in core clocks."""
+        return self._link(link).latency_us * 1e-6 * self.clock_hz
+
+    def _link(self, link: str) -> Link:
+        if self.system is None:
+            raise ValueError(f"target {self.name} has no [system] table, so no {link} link")
+        return self.system.intra_node if link == "nvlink" else self.system.inter_node
 
     @property
     def peak_memory_bandwidth(self) -> float:

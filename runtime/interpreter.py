@@ -1,9 +1,19 @@
-"""Run a program's schedule: kernels one after another on one stream, each after a launch.
+"""Run a program's schedule: every launch on its stream, after what it depends on.
 
-Kernel k starts `launch_overhead` cycles after kernel k-1 ends. Kernels on one stream do not
-overlap, so each starts with idle cores and memory and its time depends only on the kernel and
-the shapes bound to it: launches of the same kernel on same-shaped tensors (the 58 identical
-MoE layers) are simulated once and their result reused, which is exact.
+Launches run in order on their stream (the cores' `compute` stream, or a link's: a
+collective's sends). A launch starts `launch_overhead` after the later of its stream coming
+free and the launches it depends on finishing: those that wrote what it reads or writes
+(read after write, write after write) and those that read what it writes (write after read),
+by base tensor. On one stream this is kernel after kernel; across streams it is what lets
+one micro-batch's all-to-all run under the other's compute. A compute launch that waits for
+a link's launch beyond its stream's own order is exposed communication.
+
+Each kernel's time is simulated as if it had the chip to itself: it starts with idle cores
+and memory, so its time depends only on the kernel and the shapes bound to it, and launches
+of the same kernel on same-shaped tensors (the 58 identical MoE layers) are simulated once and
+their result reused, which is exact. Kernels on different streams that overlap do not slow
+each other down here (the sends of a collective mostly load the links, not the memory the
+cores use; docs/timing.md).
 """
 from __future__ import annotations
 
@@ -25,6 +35,8 @@ class LaunchRecord:
     end: float
     flops: float
     result: KernelResult
+    stream: str = "compute"
+    exposed: float = 0.0   # cycles its stream sat idle waiting for another stream's launches
 
 
 @dataclass
@@ -36,7 +48,7 @@ class RunResult:
 
     @property
     def cycles(self) -> float:
-        return self.launches[-1].end if self.launches else 0.0
+        return max((r.end for r in self.launches), default=0.0)
 
 
 def _placement(params, bases) -> tuple:
@@ -58,7 +70,9 @@ def run_program(program: Program, target: Target,
     launches = list(expand_schedule(program.schedule))
     cache: dict[tuple, KernelResult] = {}
     out = RunResult(program, target)
-    now = 0.0
+    free: dict[str, float] = {}                      # stream -> when its last launch ends
+    written: dict[str, tuple[float, str]] = {}       # base tensor -> (when written, by stream)
+    read: dict[str, tuple[float, str]] = {}          # base tensor -> (when last read, by)
     for i, (launch, env) in enumerate(launches):
         kernel = kernels[launch.kernel]
         params = {p: tensors[bind_name(t, env)] for p, t in launch.args}
@@ -72,9 +86,23 @@ def run_program(program: Program, target: Target,
                 raise SimulationError(_deadlock_message(kernel, i, name, err, target)) from None
             out.simulated_kernels += 1
         result = cache[key]
-        start = now + target.launch_overhead_cycles
-        now = start + result.cycles
-        out.launches.append(LaunchRecord(name, kernel.name, start, now, launch.flops, result))
+        outputs = {p.name for p in kernel.params if p.output}
+        touched = {p: (d.base or d.name) for p, d in params.items()}
+        after = [written.get(t, (0.0, "")) for t in touched.values()]
+        after += [read.get(t, (0.0, "")) for p, t in touched.items() if p in outputs]
+        own = free.get(launch.stream, 0.0)
+        ready, by = max(after + [(own, launch.stream)])
+        start = ready + target.launch_overhead_cycles
+        end = start + result.cycles
+        exposed = ready - own if launch.stream == "compute" and by not in ("", "compute") else 0.0
+        free[launch.stream] = end
+        for p, t in touched.items():
+            if p in outputs:
+                written[t] = (end, launch.stream)
+            else:
+                read[t] = max(read.get(t, (0.0, "")), (end, launch.stream))
+        out.launches.append(LaunchRecord(name, kernel.name, start, end, launch.flops, result,
+                                         launch.stream, exposed))
         if progress:
             progress(i + 1, len(launches))
     return out

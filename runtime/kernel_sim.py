@@ -63,7 +63,7 @@ def _memory_shares(streams, counts, params, target: Target):
         for inst in stream:
             c = inst.cost
             if isinstance(c, Transfer):
-                into = loaded if c.direction == "load" else stored
+                into = stored if c.direction == "store" else loaded      # a send reads
                 into[c.tensor] = into.get(c.tensor, 0.0) + c.bytes * count / c.multicast
                 if c.direction == "store":
                     mine[c.tensor] = mine.get(c.tensor, 0.0) + c.bytes

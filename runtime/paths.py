@@ -41,6 +41,11 @@ def label(resource: str, dies: int) -> str:
     return resource
 
 
+# A device's links to other devices, each way. SPMD devices send as much as they receive, so
+# a send's bytes are counted once, on its device's outgoing link.
+DEVICE_LINKS = ("nvlink", "network")
+
+
 def capacities(target: Target) -> dict[str, float]:
     dies = range(target.chip.dies)
     out = {}
@@ -50,6 +55,8 @@ def capacities(target: Target) -> dict[str, float]:
     if target.die_link is not None:
         per_cycle = target.die_link.bandwidth_gbs * 1e9 / target.clock_hz
         out.update({link(a, b): per_cycle for a in dies for b in dies if a != b})
+    if target.system is not None:
+        out.update({name: target.link_bytes_per_cycle(name) for name in DEVICE_LINKS})
     return out
 
 
@@ -87,6 +94,8 @@ def _op(inst, fractions: dict[str, float], target: Target, die: int) -> Op:
     if isinstance(c, Fence):
         return Op(FENCE, inst.label, inst.waits, inst.signals)
     assert isinstance(c, Transfer)
+    if c.direction == "send":
+        return _send_op(inst, fractions, target, die)
     parts = homes(inst.home, die, target.chip.dies, store=c.direction == "store")
     remote = min(1.0, sum(share for h, share in parts if h != die))
     if c.direction == "load":
@@ -106,6 +115,31 @@ def _op(inst, fractions: dict[str, float], target: Target, die: int) -> Op:
               latency=target.l2.latency_cycles + remote * link_latency(target))
 
 
+def _send_op(inst, fractions: dict[str, float], target: Target, die: int) -> Op:
+    """A send reads its bytes here (L2, memory for the misses) and puts them on the link; the
+    same number of bytes arrives from other devices and is written to this die's L2."""
+    c = inst.cost
+    parts = homes(inst.home, die, target.chip.dies)
+    miss = fractions.get(c.tensor, 1.0)
+    path = tuple((l2(h), share) for h, share in parts)
+    path += tuple((memory(h), share * miss) for h, share in parts)
+    if c.link == "local":
+        cap, latency = target.dma.load_bytes_per_cycle, target.l2.latency_cycles
+    else:
+        path += ((c.link, 1.0),)
+        cap, latency = target.link_bytes_per_cycle(c.link), target.link_latency_cycles(c.link)
+    path = _merged(path + ((l2(die), 1.0),))
+    return Op(TRANSFER, inst.label, inst.waits, inst.signals, nbytes=c.bytes, path=path, cap=cap,
+              latency=latency + miss * target.memory_latency_cycles)
+
+
+def _merged(path) -> tuple:
+    out: dict[str, float] = {}
+    for resource, coef in path:
+        out[resource] = out.get(resource, 0.0) + coef
+    return tuple(out.items())
+
+
 def written_bytes(stream, count: int, die: int, dies: int,
                   absorbed: dict[str, float]) -> dict[str, float]:
     """Bytes an item's stores leave for memory to absorb, by the memory that absorbs them;
@@ -118,4 +152,6 @@ def written_bytes(stream, count: int, die: int, dies: int,
             nbytes = c.bytes * absorbed.get(c.tensor, 1.0) * count
             for h, share in homes(inst.home, die, dies, store=True):
                 out[memory(h)] = out.get(memory(h), 0.0) + nbytes * share
+        elif isinstance(c, Transfer) and c.direction == "send":    # what arrives, written here
+            out[memory(die)] = out.get(memory(die), 0.0) + c.bytes * count
     return out

@@ -402,23 +402,34 @@ def test_usage_errors_in_process(capsys):
     assert code == 2 and "--target" in err
 
 
-# -- the capacity warning --------------------------------------------------------------------
+# -- capacity -----------------------------------------------------------------------------------
 
 
-def test_capacity_warning_for_full_deepseek_on_h800(capsys, tmp_path):
+def test_full_deepseek_on_one_h800_is_rejected_with_a_plan_that_fits(capsys, tmp_path):
     listing = tmp_path / "deepseek.lst"
     code, out, err = dsc(capsys, "compile", DEEPSEEK, "--target", "h800", "-o", str(listing))
-    assert code == 0, err
-    assert out == ""
-    assert "warning" in err
-    assert "GB" in err and "h800" in err
-    assert listing.read_text().startswith("; dsc listing")
+    assert code == 1 and out == "" and not listing.exists()
+    first, second = err.splitlines()[:2]
+    assert first.startswith("error: deepseek_v3 does not fit one h800: it needs 710.0 GB per "
+                            "device (weights 673.2 GB, KV cache 36.9 GB, activations ")
+    assert first.endswith("and a device has 84.9 GB")
+    assert second.startswith("expected: the smallest plan that fits: --devices 24 --plan "
+                             "attn=dp,ffn=dp,moe=ep (per device: weights 47.2 GB")
+    assert "Traceback" not in err
 
 
-def test_no_capacity_warning_when_it_fits(capsys):
+def test_the_suggested_plan_fits_and_the_one_before_does_not():
+    from compiler.errors import DscError
+    compiled = compile_model(DEEPSEEK, "h800", {}, measure=False, devices=24)
+    assert compiled.program.deployment.devices == 24
+    with pytest.raises(DscError, match="does not fit a device of 16 x h800"):
+        compile_model(DEEPSEEK, "h800", {}, measure=False, devices=16)
+
+
+def test_no_capacity_error_when_it_fits(capsys):
     code, out, err = dsc(capsys, "compile", DEEPSEEK, "--target", "h800", *SMALL_DEEPSEEK)
     assert code == 0, err
-    assert "warning" not in err                    # pass notes may still be shown
+    assert "error" not in err                      # pass notes may still be shown
     assert out.startswith("; dsc listing")
 
 

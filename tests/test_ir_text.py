@@ -51,6 +51,7 @@ def every_op_graph() -> Graph:
     """Tokens -> embedding, a norm and a gated MoE, attention-like ops and views; all valid."""
     b = Builder("every_op")
     b.g.sizes.update(tokens=4, dim=8, experts=4)
+    b.g.deploy.update(devices=2, moe="ep")
     b.g.policy.update(default=parse_format("bf16"),
                       weights=parse_format("fp8_e4m3 scaled(fp32, 128x128)"))
     b("ids", "input", [], T([4], "i32"))
@@ -80,8 +81,10 @@ def every_op_graph() -> Graph:
       topk_groups=1)
     b("rw", "topk_weights", ["scores", "idx"], T([4, 2], "fp32"), norm=True, scale=2.5)
     b("xe", "dispatch", ["a", "idx"], T([4, 4, 8]), experts=4, capacity=4)
-    b("layer.0.experts", "weight", [], T([4, 8, 8]))
-    b("ye", "matmul", ["xe", "layer.0.experts"], T([4, 4, 8]))
+    b("xr", "all_to_all", ["xe"], T([2, 8, 8]), devices=2, split=0, concat=1, size=0)
+    b("layer.0.experts", "weight", [], T([2, 8, 8]))
+    b("yr", "matmul", ["xr", "layer.0.experts"], T([2, 8, 8]))
+    b("ye", "all_to_all", ["yr"], T([4, 4, 8]), devices=2, split=1, concat=0, size=4)
     b("moe", "combine", ["ye", "idx", "rw"], T([4, 8]))
     b("masked", "causal_mask", ["logits"], T([4, 4], "fp32"), offset=1)
     b("p", "softmax", ["masked"], T([4, 4], "fp32"), axis=-1)
@@ -137,7 +140,7 @@ def test_printed_lines():
     assert ('%hq = cast(%h) {format=format("fp8_e4m3 scaled(fp32, 1x128)")}'
             ' : fp8_e4m3[4,8] scaled(fp32, 1x128) @ "t.ds":7:3') in lines
     assert '%half = const() {value=0.5} : fp32[] @ "t.ds":9:3' in lines
-    assert '%tr2 = transpose(%rot) {perm=none} : bf16[8,4] @ "t.ds":37:3' in lines
+    assert '%tr2 = transpose(%rot) {perm=none} : bf16[8,4] @ "t.ds":39:3' in lines
     assert lines[-6:] == ["output %cat", "output %kv2", "output %ps", "output %pm",
                           "output %pa", "output %flat"]
 

@@ -48,7 +48,7 @@ def test_identical_layers_fold_into_repeats():
 
 
 def test_full_model_is_a_short_program():
-    program = compile_model("examples/deepseek_v3.ds", "h800", {}).program
+    program = compile_model("examples/deepseek_v3.ds", "h800", {}, check_fit=False).program
     assert len(program.kernels) < 60                    # one kernel per distinct op shape
     assert len(program.schedule) < 80                   # 61 layers folded
     listing = render(program)

@@ -131,7 +131,7 @@ def test_fused_attention_scores_never_touch_memory():
 
 def test_gate_topk_fuses_only_when_the_estimate_says_it_pays():
     decode = compile_model(DEEPSEEK, "h800", SMALL)
-    big = compile_model(DEEPSEEK, "h800", {**SMALL, "batch": "8192"})
+    big = compile_model(DEEPSEEK, "h800", {**SMALL, "batch": "8192"}, check_fit=False)
     gate = ["matmul", "sigmoid", "topk", "topk_weights"]
     assert gate not in _groups(decode.graph).values()
     assert ["matmul", "sigmoid"] in _groups(decode.graph).values()
@@ -142,7 +142,7 @@ def test_gate_topk_fuses_only_when_the_estimate_says_it_pays():
 
 def test_fusion_cuts_kernels_and_bytes_on_the_flagship():
     counts = {}
-    compile_model(DEEPSEEK, "h800", {}, after=lambda name, g: counts.update(
+    compile_model(DEEPSEEK, "h800", {}, check_fit=False, after=lambda name, g: counts.update(
         {name: kernel_stats(g)} if name in ("precision", "fuse") else {}))
     (k0, b0), (k1, b1) = counts["precision"], counts["fuse"]
     assert k1 < k0 * 0.7 and b1 < b0

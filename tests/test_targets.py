@@ -101,7 +101,7 @@ def test_h800_derived_figures_match_hand_computation():
 
 def test_h800_structure():
     t = load_target("h800")
-    assert t.units == ("ld", "st", "mm", "vec")       # no fixed pipe on a GPU
+    assert t.units == ("ld", "st", "mm", "vec", "net")    # no fixed pipe on a GPU; a system
     assert t.fixed_pipe is None and t.die_link is None
     assert t.matrix.formats["fp8_e4m3"].shape == (64, 8, 32)
     assert t.matrix.formats["fp8_e4m3"].accumulator_bits == 13
@@ -149,7 +149,7 @@ def test_optional_keys_take_their_defaults(tmp_path):
 def test_user_fixed_pipe_adds_a_unit(tmp_path):
     text = H800_TEXT + '\n[fixed_pipe]\nops = ["dequant", "relu"]\nelements_per_cycle = 256\n'
     t = load_target(str(write(tmp_path, text)))
-    assert t.units == ("ld", "st", "mm", "vec", "fix")
+    assert t.units == ("ld", "st", "mm", "vec", "fix", "net")      # h800 has a [system]
     assert t.fixed_pipe.ops == ("dequant", "relu")
 
 

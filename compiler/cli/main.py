@@ -31,7 +31,7 @@ def _sets(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_compile(args) -> None:
-    from compiler.driver import capacity_warning, compile_model
+    from compiler.driver import compile_model
     from compiler.ir.graph import Graph
     from compiler.ir.text import print_graph
     from compiler.passes.fuse import kernel_stats
@@ -46,7 +46,7 @@ def cmd_compile(args) -> None:
             counts[name] = kernel_stats(result)
 
     compiled = compile_model(args.model, args.target, _sets(args.set), after=after,
-                             die_mode=args.die_mode)
+                             die_mode=args.die_mode, **_deployment(args))
     _report_notes(compiled)
     if args.stats:
         (k0, b0), (k1, b1) = counts["precision"], counts["fuse"]
@@ -63,13 +63,9 @@ def cmd_compile(args) -> None:
 
 
 def _report_notes(compiled) -> None:
-    """The capacity warning and the passes' notes, on stderr; notes repeated across layers
-    are shown once with their count."""
+    """The passes' notes, on stderr; notes repeated across layers are shown once with their
+    count."""
     from runtime.report.summary import layer_pattern
-    from compiler.driver import capacity_warning
-    warning = capacity_warning(compiled.graph, compiled.target)
-    if warning:
-        print(warning, file=sys.stderr)
     counts: dict[str, int] = {}
     for note in compiled.notes:
         key = layer_pattern(note)
@@ -91,7 +87,7 @@ def cmd_run(args) -> None:
             raise DscError("--functional needs a .ds model: the error is measured against "
                            "the model's reference evaluation, which a listing does not carry")
         compiled = compile_model(args.model, args.target, _sets(args.set),
-                                 die_mode=args.die_mode)
+                                 die_mode=args.die_mode, **_deployment(args))
         program, target = compiled.program, compiled.target
         try:
             check_size(program)
@@ -124,15 +120,20 @@ def cmd_run(args) -> None:
             sys.stdout.write("\n" + functional.text())
 
 
+def _deployment(args) -> dict:
+    return {"devices": args.devices, "plan": args.plan}
+
+
 def _program_to_run(args):
     """What `dsc run` simulates: a listing (.lst, .isa, or a `; dsc listing` first line) read
     back and checked against the target, else the model compiled for it."""
     from isa.assembler import is_listing, parse_listing
     from isa.target_loader import load_target
     if is_listing(args.model):
-        if args.set:
-            raise DscError("--set does not apply to a listing: its sizes are fixed "
-                           "(edit the listing, or compile the model with --set)")
+        if args.set or args.devices or args.plan:
+            raise DscError("--set, --devices and --plan do not apply to a listing: it is "
+                           "compiled for its sizes and deployment (edit the listing, or "
+                           "compile the model with those options)")
         target = load_target(args.target)
         try:
             with open(args.model, encoding="utf-8") as f:
@@ -143,7 +144,8 @@ def _program_to_run(args):
             raise DscError(f"cannot read listing '{args.model}': not UTF-8 text") from None
         return parse_listing(text, args.model, target), target
     from compiler.driver import compile_model
-    compiled = compile_model(args.model, args.target, _sets(args.set), die_mode=args.die_mode)
+    compiled = compile_model(args.model, args.target, _sets(args.set), die_mode=args.die_mode,
+                             **_deployment(args))
     _report_notes(compiled)
     return compiled.program, compiled.target
 
@@ -210,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    def deployment(p):
+        p.add_argument("--devices", type=int, metavar="N",
+                       help="run on N devices (the target's [system] joins them); the model's "
+                       "sizes are one data-parallel replica's")
+        p.add_argument("--plan", metavar="PLAN", help="how the model is spread: attn=dp|tpN, "
+                       "ffn=dp|tpN, moe=ep|dp|tpN, mb=1|2 (default attn=dp,moe=ep)")
+
     def die_mode(p):
         p.add_argument("--die-mode", choices=("uma", "numa"), default="uma",
                        help="multi-die chips: one interleaved memory (uma, default), or work and "
@@ -226,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", action="store_true",
                    help="print kernels and off-chip bytes before and after fusion")
     die_mode(p)
+    deployment(p)
     p = model_command("run", "compile and simulate, or simulate a listing (FILE.lst); print a "
                       "summary", cmd_run)
     p.add_argument("--target", required=True, help="builtin target name or a .toml file")
@@ -239,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "error against the model's float32 reference (small models)")
     p.add_argument("--seed", type=int, default=0, help="seed of the functional run's inputs")
     die_mode(p)
+    deployment(p)
     p = model_command("stats", "parameters, active parameters, FLOPs and KV bytes per token",
                       cmd_stats)
     p.add_argument("--json", action="store_true", help="print the contract JSON")

@@ -153,6 +153,19 @@ class Precision:
 
 
 @dataclass(frozen=True)
+class DeployEntry:
+    key: str
+    value: int | str
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Deploy:
+    entries: tuple[DeployEntry, ...]
+    loc: Loc
+
+
+@dataclass(frozen=True)
 class Decl:
     kind: str           # input | weight | cache
     name: str

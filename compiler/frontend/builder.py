@@ -13,6 +13,7 @@ from compiler.frontend.composites import COMPOSITES
 from compiler.frontend.expr import evaluate_single
 from compiler.frontend.loader import BlockRef, Loader, Unit
 from compiler.frontend.overrides import Overrides, read_overrides
+from compiler.frontend.deploy import build_deploy
 from compiler.frontend.policy import build_policy
 from compiler.frontend.scope import Frame, Namer, join
 from compiler.frontend.values import Tensor
@@ -106,6 +107,7 @@ def _build(path: str, overrides: dict[str, str] | None) -> Graph:
     model = _the_model(main)
     given = read_overrides(model, overrides)
     builder = Builder(model, given, build_policy(model, given.roles))
+    builder.graph.deploy = build_deploy(model)
     statements.run(builder, builder.frame(main, ""), model.body)
     if not builder.graph.outputs:
         raise DscError(f"model '{model.name}' has no outputs", model.loc,

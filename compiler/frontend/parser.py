@@ -188,6 +188,13 @@ class _ToAst(Transformer):
     def prec_entry(self, meta, c):
         return ast.PrecisionEntry(str(c[0]), c[1], self._tok(c[0]))
 
+    def deploy(self, meta, c):
+        return ast.Deploy(tuple(c), self._loc(meta))
+
+    def deploy_entry(self, meta, c):
+        value = int(c[1]) if c[1].type == "INT" else str(c[1])
+        return ast.DeployEntry(str(c[0]), value, self._tok(c[0]))
+
     def decl(self, meta, c):
         kind, name, type_ = c
         return ast.Decl(str(kind), str(name), type_, self._tok(name))

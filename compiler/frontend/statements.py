@@ -81,6 +81,10 @@ def _precision(b, frame: Frame, stmt: ast.Precision) -> None:
     _top_level_only(frame, stmt.loc, "a precision block")   # read before the body runs
 
 
+def _deploy(b, frame: Frame, stmt: ast.Deploy) -> None:
+    _top_level_only(frame, stmt.loc, "a deploy block")      # read before the body runs
+
+
 def _decl(b, frame: Frame, stmt: ast.Decl) -> None:
     frame.check_new(stmt.name, stmt.loc, stmt.kind)
     type_ = types.evaluate_type(b, frame, stmt.type, stmt.kind, stmt.name)
@@ -153,6 +157,7 @@ EXECUTORS = {
     ast.Assign: _assign,
     ast.Destructure: _destructure,
     ast.Precision: _precision,
+    ast.Deploy: _deploy,
     ast.Decl: _decl,
     ast.Output: _output,
     ast.Repeat: _repeat,

@@ -96,15 +96,21 @@ class Graph:
     """A model's dataflow graph.
 
     `outputs` are node ids in declaration order; `sizes` the model's top-level integers after
-    `--set`; `policy` the precision policy by role (default, weights, activations, kv_cache).
+    `--set`; `policy` the precision policy by role (default, weights, activations, kv_cache);
+    `deploy` the deployment the model declares (isa/deployment.py), empty if none.
     """
     model: str
     sizes: dict[str, int] = field(default_factory=dict)
     policy: dict[str, Format] = field(default_factory=dict)
+    deploy: dict[str, int | str] = field(default_factory=dict)   # the model's deploy block
     dg: nx.DiGraph = field(default_factory=nx.DiGraph)
     outputs: list[int] = field(default_factory=list)
     _next_id: int = 0
     _id_ordered: bool = True          # every node's inputs have smaller ids (see nodes())
+
+    def empty_like(self) -> "Graph":
+        """A graph with this one's header (model, sizes, policy, deploy) and no nodes."""
+        return Graph(self.model, dict(self.sizes), dict(self.policy), dict(self.deploy))
 
     def add(self, op: str, inputs, type: TensorType, name: str, attrs: dict | Attrs = (),
             loc: Loc | None = None, sched: dict | Attrs = ()) -> Node:
@@ -164,4 +170,5 @@ class Graph:
             return NotImplemented
         return (self.model == other.model and self.outputs == other.outputs
                 and self.sizes == other.sizes and self.policy == other.policy
+                and self.deploy == other.deploy
                 and list(self.nodes()) == list(other.nodes()))

@@ -95,6 +95,7 @@ def print_graph(g: Graph) -> str:
     lines = [HEADER, f"model {name_text(g.model)}"]
     lines += [f"size {name_text(k)} = {v}" for k, v in g.sizes.items()]
     lines += [f"policy {name_text(k)} = {f}" for k, f in g.policy.items()]
+    lines += [f"deploy {name_text(k)} = {v}" for k, v in g.deploy.items()]
     names: dict[int, str] = {}
     for node in g.nodes():
         lines.append(print_node(node, names))
@@ -161,6 +162,10 @@ class _Reader(lark.Transformer):
     def policy(self, children):
         name, fmt = children
         return ("policy", name, fmt)
+
+    def deploy(self, children):
+        name, value = children
+        return ("deploy", name, int(value) if value.isdigit() else str(value))
 
     def output(self, children):
         return ("output", self.decoded(children[0]))
@@ -264,6 +269,11 @@ class _Builder:
         if name in self.graph.policy:
             raise _TextError(name, f"policy '{name}' is given twice")
         self.graph.policy[str(name)] = fmt
+
+    def deploy(self, name, value):
+        if name in self.graph.deploy:
+            raise _TextError(name, f"deploy '{name}' is given twice")
+        self.graph.deploy[str(name)] = value
 
     def resolve(self, ref: lark.Token) -> int:
         if ref not in self.ids:

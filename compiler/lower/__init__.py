@@ -8,12 +8,13 @@ from compiler.ir.graph import Graph
 from compiler.ir.ops import OPS
 from compiler.lower.groups import kernel_groups
 from compiler.lower.schedule import KernelTable, fold_layers, layer_of, order_tensors
+from compiler.lower.templates.collective import lower_collective
 from compiler.lower.templates.flash import lower_flash_group
 from compiler.lower.templates.gemm import lower_gemm_group
 from compiler.lower.templates.routing import lower_combine, lower_dispatch, lower_embedding
 from compiler.lower.templates.vector import lower_vector_group
 from compiler.lower.tensors import TensorMap
-from isa.program import Launch, Program
+from isa.program import Launch, Program, walk
 from isa.target_schema import Target
 
 TEMPLATES = {
@@ -23,7 +24,18 @@ TEMPLATES = {
     "dispatch": lambda group, *rest: lower_dispatch(group.nodes[0], *rest),
     "combine": lambda group, *rest: lower_combine(group.nodes[0], *rest),
     "embedding": lambda group, *rest: lower_embedding(group.nodes[0], *rest),
+    "collective": lower_collective,
 }
+
+
+def stream_of(kernel) -> str:
+    """A kernel made only of sends over one link runs on that link's stream; the rest on the
+    cores' (isa.program.STREAMS)."""
+    links = {ins.attr("link") for ins in walk(kernel.body)
+             if ins.op == "net.send"} - {"local"}
+    if len(links) == 1 and all(ins.op == "net.send" for ins in walk(kernel.body)):
+        return links.pop()
+    return "compute"
 
 
 def lower(graph: Graph, target: Target) -> Program:
@@ -49,7 +61,7 @@ def lower(graph: Graph, target: Target) -> Program:
         for k, (kernel, args) in enumerate(kernels):
             last = k == len(kernels) - 1
             note = f"{shown} = {ops}" if last else f"{shown} = {ops} ({kernel.name})"
-            launches.append((Launch(table.add(kernel), args, note, flops if last else 0.0),
-                             layer_of(head.name)))
+            launches.append((Launch(table.add(kernel), args, note, flops if last else 0.0,
+                                    stream_of(kernel)), layer_of(head.name)))
     return Program(graph.model, target.name, order_tensors(tmap.tensors()), tuple(table.kernels),
                    tuple(fold_layers(launches)), tuple(graph.sizes.items()))

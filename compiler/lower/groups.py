@@ -21,7 +21,8 @@ def default_kind(node: Node) -> str:
     """The kernel kind a node forms on its own."""
     if node.op in _KIND_OF_OP:
         return _KIND_OF_OP[node.op]
-    return "gemm" if OPS[node.op].category == "contraction" else "vector"
+    category = OPS[node.op].category
+    return {"contraction": "gemm", "collective": "collective"}.get(category, "vector")
 
 
 def needs_kernel(node: Node) -> bool:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from compiler.ir.graph import Graph
+from isa.deployment import Deployment
 from isa.target_schema import Target
 
 
@@ -21,6 +22,7 @@ class PassContext:
     # Simulate one kernel and return its cycles; injected by the driver (the compiler does
     # not import the runtime). None: passes fall back to their estimates.
     measure: Callable | None = None
+    deployment: Deployment | None = None                # None: one device
 
 
 class Pass(Protocol):
@@ -32,11 +34,12 @@ class Pass(Protocol):
 def pipeline() -> list[Pass]:
     from compiler.passes.fuse import Fuse
     from compiler.passes.precision import Precision
+    from compiler.passes.shard import Shard
     from compiler.passes.tile import Tile
-    return [Precision(), Fuse(), Tile()]
+    return [Shard(), Precision(), Fuse(), Tile()]
 
 
-PASS_NAMES = ("precision", "fuse", "tile", "plan", "place")     # graph passes, then program passes
+PASS_NAMES = ("shard", "precision", "fuse", "tile", "plan", "place")     # graph passes, then program passes
 
 
 def run_pipeline(graph: Graph, ctx: PassContext, passes: list[Pass] | None = None,

@@ -220,7 +220,7 @@ class Fuse:
                     break
             else:
                 st.claim(default_kind(node), [node.id])
-        out = Graph(graph.model, dict(graph.sizes), dict(graph.policy))
+        out = graph.empty_like()
         for node in graph.nodes():
             sched = dict(node.sched)
             if node.id in st.group_of:

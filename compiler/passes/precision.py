@@ -9,8 +9,8 @@ Rules, applied to a fixed point:
   activation operand in the policy's `activations` format, when the operand's last dim is the
   reduction (blocks run along K) and the target's matrix unit takes that element format;
   one cast per (value, format), shared by every GEMM reading it.
-- quantise_before_dispatch: a dispatch whose every user casts to the same format moves the
-  cast before it, so tokens travel (and are copied) in the narrow format.
+- quantise_before_movement: a dispatch or all-to-all whose every user casts to the same format
+  moves the cast before it, so tokens travel (are copied, cross between devices) narrow.
 Weights in a format the matrix unit lacks are dequantised inside their GEMM; the pass records
 that as a note for the report rather than changing the graph.
 """
@@ -61,29 +61,34 @@ def quantise_gemm_input(node: Node, rw: Rewriter) -> int | None:
     return rw.copy(node, inputs=inputs)
 
 
-def quantise_before_dispatch(node: Node, rw: Rewriter) -> int | None:
+MOVERS = ("dispatch", "all_to_all")      # ops that only move rows: they keep any format
+
+
+def quantise_before_movement(node: Node, rw: Rewriter) -> int | None:
+    """cast(move(x)) -> move(cast(x)) when every user of the move casts to one format, so the
+    rows travel (are copied, or cross between devices) in the narrow format."""
     graph = rw.old
     if node.op != "cast":
         return None
-    dispatch = graph.node(node.inputs[0])
-    users = graph.users(dispatch.id)
-    if dispatch.op != "dispatch" or any(u.op != "cast" or u.type.format != node.type.format
-                                        for u in users):
+    mover = graph.node(node.inputs[0])
+    users = graph.users(mover.id)
+    if mover.op not in MOVERS or any(u.op != "cast" or u.type.format != node.type.format
+                                     for u in users):
         return None
-    x = graph.node(dispatch.inputs[0])
-    key = ("dispatch", dispatch.id)
+    x = graph.node(mover.inputs[0])
+    key = (mover.op, mover.id)
     cache = rw.memo.setdefault("hoisted", {})
     if key not in cache:
         fmt = node.type.format
         xq = rw.add("cast", [rw.new_id[x.id]], TensorType(x.type.shape, fmt), f"{x.name}.q",
                     {"format": fmt}, node.loc)
-        cache[key] = rw.add("dispatch", [xq, rw.new_id[dispatch.inputs[1]]],
-                            TensorType(dispatch.type.shape, fmt), dispatch.name,
-                            dispatch.attrs, dispatch.loc)
+        cache[key] = rw.add(mover.op, [xq] + [rw.new_id[i] for i in mover.inputs[1:]],
+                            TensorType(mover.type.shape, fmt), mover.name, mover.attrs,
+                            mover.loc)
     return cache[key]
 
 
-RULES = [quantise_gemm_input, quantise_before_dispatch]
+RULES = [quantise_gemm_input, quantise_before_movement]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ class Rewriter:
     def __init__(self, old: Graph, ctx):
         self.old = old
         self.ctx = ctx
-        self.new = Graph(old.model, dict(old.sizes), dict(old.policy))
+        self.new = old.empty_like()
         self.new_id: dict[int, int] = {}          # old node id -> new node id of its value
         self.names = {n.name for n in old.nodes()}
         self.changed = False
@@ -107,7 +107,7 @@ def _drop_dead(g: Graph) -> Graph:
             keep.update(node.inputs)
     if len(keep) == len(g):
         return g
-    out = Graph(g.model, dict(g.sizes), dict(g.policy))
+    out = g.empty_like()
     ids = {}
     for node in g.nodes():
         if node.id in keep:

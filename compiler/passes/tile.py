@@ -68,7 +68,7 @@ class Tile:
                     raise DscError(f"cannot tile '{head.name}' ({group.name}) for target "
                                    f"{ctx.target.name}: {exc}", head.loc) from None
             choice[group.nodes[0].id] = decided[problem]
-        out = Graph(graph.model, dict(graph.sizes), dict(graph.policy))
+        out = graph.empty_like()
         for node in graph.nodes():
             sched = dict(node.sched)
             if node.id in choice:

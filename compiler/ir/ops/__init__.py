@@ -25,7 +25,8 @@ class ShapeError(ValueError):
 @dataclass(frozen=True)
 class OpDef:
     name: str
-    category: str   # source | elementwise | contraction | rowwise | reduction | routing | view | memory
+    category: str   # source | elementwise | contraction | rowwise | reduction | routing | view
+                    # | memory | collective
     arity: int | None                       # tensor operands; None = one or more
     infer: Callable[[list[TensorType], dict], tuple[int, ...]]
     reference: Callable[..., np.ndarray]     # (list of arrays, attrs) -> array, float32 math
@@ -94,5 +95,5 @@ def norm_axis(axis: int, rank: int) -> int:
 
 
 # Importing the families registers their ops.
-from compiler.ir.ops import (contraction, elementwise, memory, reduction, routing,  # noqa: E402,F401
-                             rowwise, sources, views)
+from compiler.ir.ops import (collective, contraction, elementwise, memory,  # noqa: E402,F401
+                             reduction, routing, rowwise, sources, views)

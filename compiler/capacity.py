@@ -1,0 +1,118 @@
+"""Does a deployment fit its devices' memory, and if not, which is the smallest that does?
+
+A device holds its weights, its KV caches and the activations alive at once. Weights and
+caches are the per-device graph's sources. Activations are the values that cross kernel
+boundaries (values inside a fused kernel never reach memory), each alive from the kernel that
+writes it to the last kernel that reads it; the peak of their sum over the launch order.
+
+The suggestion is worked out from the single-replica graph without compiling each candidate:
+under expert parallelism over D devices a device holds ceil(E / D) of every routed expert
+weight, everything else is replicated, and its caches and activations stay those of one
+replica (its own requests, and the tokens routed to its experts).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from compiler.errors import DscError
+from compiler.ir.graph import Graph
+from compiler.lower.groups import kernel_groups
+from compiler.passes.shard import expert_values
+from isa.deployment import Deployment, make_deployment
+from isa.target_schema import Target
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Need:
+    weights: int
+    caches: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.caches + self.activations
+
+    def __str__(self) -> str:
+        return (f"weights {size(self.weights)}, KV cache {size(self.caches)}, "
+                f"activations {size(self.activations)}")
+
+
+def size(nbytes: float) -> str:
+    return f"{nbytes / GB:,.1f} GB" if nbytes >= 0.1 * GB else f"{nbytes / 1e6:,.1f} MB"
+
+
+def device_need(graph: Graph) -> Need:
+    weights = sum(n.type.nbytes for n in graph.nodes() if n.op == "weight")
+    caches = sum(n.type.nbytes for n in graph.nodes() if n.op == "cache")
+    return Need(weights, caches, activation_peak(graph))
+
+
+def activation_peak(graph: Graph) -> int:
+    groups = kernel_groups(graph)
+    last_use: dict[int, int] = {}
+    for k, group in enumerate(groups):
+        for v in group.inputs:
+            last_use[v.id] = k
+    for o in graph.outputs:
+        last_use[o] = len(groups)
+    live, peak = 0, 0
+    ending: dict[int, int] = {}
+    for k, group in enumerate(groups):
+        for n in group.outputs:
+            if n.op != "cache_write":
+                live += n.type.nbytes
+                end = last_use.get(n.id, k)
+                ending[end] = ending.get(end, 0) + n.type.nbytes
+        peak = max(peak, live)
+        live -= ending.pop(k, 0)
+    return peak
+
+
+def check_fit(graph: Graph, replica: Graph, target: Target, dep: Deployment) -> None:
+    """`graph`: what one device runs; `replica`: the model before sharding (for suggestions)."""
+    need, have = device_need(graph), target.memory.bytes * target.chip.dies
+    if need.total <= have:
+        return
+    where = f"one {target.name}" if dep.devices == 1 else \
+        f"a device of {dep.devices} x {target.name} ({dep.plan_text})"
+    best = smallest_plan(replica, target, need.activations)
+    hint = (f"the smallest plan that fits: --devices {best[0].devices} --plan "
+            f"{best[0].plan_text} (per device: {best[1]})" if best else
+            "no plan fits: the weights every device must hold are too large (tensor "
+            "parallelism is not supported yet)")
+    raise DscError(f"{graph.model} does not fit {where}: it needs {size(need.total)} per "
+                   f"device ({need}) and a device has {size(have)}", expected=hint)
+
+
+def smallest_plan(replica: Graph, target: Target, activations: int):
+    """(deployment, need) of the fewest devices that fit, data-parallel attention and expert
+    parallelism; None when even one expert per device does not fit."""
+    if target.system is None:
+        return None
+    _, expert_weights = expert_values(replica)
+    experts = max((replica.node(w).type.shape[0] for w in expert_weights), default=1)
+    routed = sum(replica.node(w).type.nbytes for w in expert_weights)
+    other = sum(n.type.nbytes for n in replica.nodes() if n.op == "weight") - routed
+    caches = sum(n.type.nbytes for n in replica.nodes() if n.op == "cache")
+    per_node = target.system.devices_per_node
+    have = target.memory.bytes * target.chip.dies
+    for devices in _candidates(per_node, experts):
+        need = Need(other + routed * math.ceil(experts / devices) // experts, caches, activations)
+        if need.total <= have:
+            return make_deployment(devices, per_node, {"attn": "dp", "moe": "ep"}), need
+    return None
+
+
+def _candidates(per_node: int, experts: int):
+    """1, 2, 4 ... up to a node, then whole nodes, until every expert has its own device."""
+    d = 1
+    while d < per_node:
+        yield d
+        d *= 2
+    nodes = 1
+    while (nodes - 1) * per_node < max(experts, per_node):
+        yield nodes * per_node
+        nodes += 1

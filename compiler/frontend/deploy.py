@@ -1,0 +1,48 @@
+"""A model's `deploy { ... }` block: the deployment it is meant for, checked where it is written.
+
+    deploy {
+      devices 144
+      attn dp
+      moe ep
+      micro_batches 2
+    }
+
+`dsc run --devices N --plan ...` overrides it (isa/deployment.py says what each key means).
+"""
+from __future__ import annotations
+
+from compiler.errors import DscError, did_you_mean
+from compiler.frontend import ast
+from isa.deployment import DeploymentError, make_deployment
+
+KEYS = {"devices": int, "attn": str, "ffn": str, "moe": str, "micro_batches": int}
+
+
+def build_deploy(model: ast.ModelDef) -> dict[str, int | str]:
+    blocks = [s for s in model.body if isinstance(s, ast.Deploy)]
+    if len(blocks) > 1:
+        raise DscError("duplicate declaration: a second deploy block", blocks[1].loc,
+                       "one deploy block per model")
+    if not blocks:
+        return {}
+    out: dict[str, int | str] = {}
+    for entry in blocks[0].entries:
+        kind = KEYS.get(entry.key)
+        if kind is None:
+            raise DscError(f"unknown deploy key '{entry.key}'{did_you_mean(entry.key, KEYS)}",
+                           entry.loc, "one of " + ", ".join(KEYS))
+        if entry.key in out:
+            raise DscError(f"duplicate declaration: deploy key '{entry.key}' is given twice",
+                           entry.loc, "each key once")
+        if not isinstance(entry.value, kind):
+            raise DscError(f"deploy {entry.key} {entry.value}: expected "
+                           f"{'an integer' if kind is int else 'a mode name'}", entry.loc,
+                           "e.g. devices 32, attn dp, moe ep, micro_batches 2")
+        out[entry.key] = entry.value
+    plan = {k: v for k, v in out.items() if k != "devices"}
+    try:
+        make_deployment(int(out.get("devices", 1)), 1, plan)
+    except DeploymentError as err:
+        culprit = next((e for e in blocks[0].entries if f" {e.key}=" in f" {err}"), blocks[0])
+        raise DscError(str(err), culprit.loc, "a plan that the devices allow") from None
+    return out

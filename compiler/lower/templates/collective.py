@@ -1,0 +1,81 @@
+"""An all-to-all as the sends one device makes, one kernel per link.
+
+The input splits into `devices` chunks along `split`; chunk j goes to device j, into block j
+(along `concat`) of its output. Numbering devices from this one, chunk 0 stays here, chunks
+1 .. per_node-1 go to the other devices of the node over NVLink, the rest over the network:
+
+    kernel all_to_all_nvlink(x, out y)            launch ... stream=nvlink
+      loop p 7                                    (the node's other devices)
+        net.send  @y[block p+1], @x[chunk p+1]  link=nvlink
+      net.send    @y[block 0], @x[chunk 0]      link=local
+    kernel all_to_all_network(x, out y)           launch ... stream=network
+      loop p 24
+        net.send  @y[block p+8], @x[chunk p+8]  link=network
+
+Each kernel runs on its link's stream, so the two links work at once and the cores are free
+for other kernels. One engine sends one chunk after another: every send has the whole link's
+bandwidth and the link's latency overlaps the next send. Block scales travel with their
+elements, chunk for chunk.
+"""
+from __future__ import annotations
+
+from compiler.ir.graph import Graph
+from compiler.ir.ops.collective import chunk
+from compiler.lower.groups import Group
+from compiler.lower.kernel_builder import KernelBuilder
+from compiler.lower.tensors import TensorMap
+from isa.expr import Const, Expr, add, mul
+from isa.program import Box, TensorDecl
+from isa.target_schema import Target
+
+
+def lower_collective(group: Group, graph: Graph, tmap: TensorMap, target: Target):
+    node = group.nodes[0]
+    if node.op != "all_to_all":
+        raise ValueError(f"no lowering for collective '{node.op}'")
+    devices, split, concat = node.attr("devices"), node.attr("split"), node.attr("concat")
+    if target.system is None:
+        raise ValueError(f"target {target.name} has no [system] table: it cannot reach other "
+                         "devices")
+    x, y = tmap.of(graph.node(node.inputs[0])), tmap.of(node)
+    pairs = [(x, y)]
+    if tmap.scales_of(x) is not None:
+        pairs.append((tmap.scales_of(x), tmap.scales_of(y)))
+    per_node = min(target.system.devices_per_node, devices)
+    kernels = []
+    for link, first, count in (("nvlink", 1, per_node - 1), ("network", per_node,
+                                                              devices - per_node)):
+        if count <= 0:
+            continue
+        kb = KernelBuilder(f"all_to_all_{link}", target)
+        kb.note(f"all-to-all over {devices} devices ({per_node} per node): split dim {split}, "
+                f"join dim {concat}; chunks {first}..{first + count - 1} over {link}")
+        params = [(kb.param(f"x{i}", src), kb.param(f"y{i}", dst, output=True), src, dst)
+                  for i, (src, dst) in enumerate(pairs)]
+        with kb.loop("p", count) as p:
+            peer = add(p, Const(first))
+            for px, py, src, dst in params:
+                kb.emit("net.send", _block(py, dst, concat, src.shape[concat], peer),
+                        _chunk(px, src, split, devices, peer), link=link)
+        if link == "nvlink":                    # this device's own chunk: a local copy
+            for px, py, src, dst in params:
+                kb.emit("net.send", _block(py, dst, concat, src.shape[concat], Const(0)),
+                        _chunk(px, src, split, devices, Const(0)), link="local")
+        kernels.append(kb.build())
+    return kernels
+
+
+def _chunk(param: str, t: TensorDecl, axis: int, devices: int, j: Expr) -> Box:
+    size = chunk(t.shape[axis], devices)
+    return _slab(param, t, axis, mul(j, Const(size)), size)
+
+
+def _block(param: str, t: TensorDecl, axis: int, size: int, j: Expr) -> Box:
+    return _slab(param, t, axis, mul(j, Const(size)), size)
+
+
+def _slab(param: str, t: TensorDecl, axis: int, start: Expr, size: int) -> Box:
+    """The whole tensor but `size` entries of `axis` from `start` (clipped at its end)."""
+    starts = tuple(start if d == axis else Const(0) for d in range(len(t.shape)))
+    sizes = tuple(size if d == axis else n for d, n in enumerate(t.shape))
+    return Box(param, starts, sizes)

@@ -1,0 +1,118 @@
+"""shard: the graph one device runs in a deployment.
+
+Before (one replica: 128 tokens, 256 routed experts):
+    %xe = dispatch(%x, %idx) {experts=256, capacity=4} : fp8_e4m3[256,4,7168]
+    %h  = matmul(%xe, %w1) : bf16[256,4,2048]              %w1 = weight() : [256,7168,2048]
+    %y  = combine(%ye, %idx, %w) : bf16[128,7168]
+After (--devices 32, moe=ep):
+    %xe     = dispatch(%x, %idx) : fp8_e4m3[256,4,7168]    (this device's tokens, every expert)
+    %xe.a2a = all_to_all(%xe) {devices=32, split=0, concat=1} : fp8_e4m3[8,128,7168]
+    %h      = matmul(%xe.a2a, %w1) : bf16[8,128,2048]      %w1 = weight() : [8,7168,2048]
+    %ye.a2a = all_to_all(%ye) {devices=32, split=1, concat=0, size=256} : [256,4,7168]
+    %y      = combine(%ye.a2a, %idx, %w)
+
+Every device runs the same graph (SPMD), so the interpreter simulates one. Under expert
+parallelism each device holds ceil(experts / devices) experts (the most any device holds, which
+sets the pace when they do not divide evenly) and computes them for the tokens every device
+routed there: with balanced routing, `devices x capacity` rows per expert. Attention, dense
+FFNs and shared experts stay data parallel: replicated weights, each device its own requests.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.errors import DscError
+from compiler.ir.graph import Graph, Node, TensorType
+from compiler.ir.ops import OPS
+from compiler.ir.ops.collective import chunk
+from compiler.passes import PassContext
+from compiler.passes.rewrite import Rewriter
+from isa.deployment import Deployment
+
+
+def expert_values(graph: Graph) -> tuple[set[int], set[int]]:
+    """(values in a dispatch's expert layout, routed-expert weights), found by dataflow: a
+    value computed from a dispatch output is in its layout until a combine; a weight
+    multiplied with such a value is a routed expert's."""
+    layout: set[int] = set()
+    weights: set[int] = set()
+    for node in graph.nodes():
+        if node.op == "dispatch":
+            layout.add(node.id)
+        elif node.op != "combine" and any(i in layout for i in node.inputs):
+            layout.add(node.id)
+            weights.update(i for i in node.inputs if graph.node(i).op == "weight")
+    return layout, weights
+
+
+def _retyped(node: Node, rw: Rewriter, shape=None) -> int:
+    """Copy `node` with its shape inferred again from its (possibly resized) inputs."""
+    ins = [rw.new.node(i).type for i in rw.inputs(node)]
+    if shape is None:
+        shape = OPS[node.op].infer(ins, OPS[node.op].full_attrs(node.attr_dict))
+    return rw.copy(node, type=TensorType(tuple(shape), node.type.format))
+
+
+def _expert_parallel(graph: Graph, ctx: PassContext, devices: int) -> Graph:
+    layout, weights = expert_values(graph)
+    rw = Rewriter(graph, ctx)
+    for node in graph.nodes():
+        if node.id in weights:
+            experts = node.type.shape[0]
+            rw.new_id[node.id] = _retyped(node, rw, (chunk(experts, devices), *node.type.shape[1:]))
+        elif node.op == "dispatch":
+            sent = rw.copy(node)
+            rw.new_id[node.id] = rw.add(
+                "all_to_all", [sent], _a2a_type(node.type, devices, 0, 1), f"{node.name}.a2a",
+                {"devices": devices, "split": 0, "concat": 1}, node.loc)
+        elif node.op == "combine":
+            ye = graph.node(node.inputs[0])
+            experts = graph.node(_dispatch_of(graph, node)).attr("experts")
+            back = rw.add("all_to_all", [rw.new_id[ye.id]], ye.type, f"{ye.name}.a2a",
+                          {"devices": devices, "split": 1, "concat": 0, "size": experts},
+                          node.loc)
+            inputs = rw.inputs(node)
+            inputs[0] = back
+            rw.new_id[node.id] = rw.copy(node, inputs=inputs)
+        elif node.id in layout:
+            rw.new_id[node.id] = _retyped(node, rw)
+        else:
+            rw.new_id[node.id] = rw.copy(node)
+    return rw.finish()
+
+
+def _a2a_type(t: TensorType, devices: int, split: int, concat: int) -> TensorType:
+    shape = list(t.shape)
+    shape[split] = chunk(shape[split], devices)
+    shape[concat] *= devices
+    return TensorType(tuple(shape), t.format)
+
+
+def _dispatch_of(graph: Graph, combine: Node) -> int:
+    """The dispatch whose routing indices a combine shares."""
+    idx = combine.inputs[1]
+    return next(n.id for n in graph.nodes() if n.op == "dispatch" and n.inputs[1] == idx)
+
+
+@dataclass(frozen=True)
+class Shard:
+    name: str = "shard"
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        dep: Deployment = ctx.deployment
+        if dep is None or dep.devices == 1:
+            return graph
+        for part in ("attn", "ffn"):
+            if dep.tp(part) > 1:
+                raise DscError(f"plan {part}={getattr(dep, part)}: tensor parallelism is not "
+                               "supported yet", expected=f"{part}=dp")
+        if dep.moe == "ep":
+            if not any(n.op == "dispatch" for n in graph.nodes()):
+                ctx.notes.append(f"moe=ep: model '{graph.model}' has no routed experts; "
+                                 "every device runs it data parallel")
+                return graph
+            return _expert_parallel(graph, ctx, dep.devices)
+        if dep.moe != "dp":
+            raise DscError(f"plan moe={dep.moe}: tensor-parallel experts are not supported yet",
+                           expected="moe=ep or moe=dp")
+        return graph

@@ -1,0 +1,113 @@
+"""A deployment: how many devices run a model, and how each part of it is spread over them.
+
+    --devices 144 --plan attn=dp,moe=ep,mb=2
+
+| key | values | meaning |
+|---|---|---|
+| `attn` | `dp`, `tpN` | attention and everything outside the FFNs: data parallel (replicated weights, each replica its own requests), or tensor parallel over groups of N devices (heads split) |
+| `ffn` | `dp`, `tpN` | dense FFNs and shared experts; default: as `attn` |
+| `moe` | `ep`, `dp`, `tpN` | routed experts: expert parallel over all devices (dispatch and combine become all-to-all), replicated, or each expert split over N devices |
+| `mb` | `1`, `2` | micro-batches: with 2, one half-batch's communication overlaps the other's compute |
+
+The model's sizes describe one attention replica (`batch` requests on each data-parallel
+replica); the devices of a tensor-parallel group share one replica's requests. The plan text
+is the same on the command line, in a listing header and in a model's `deploy { ... }` block.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+_MODES = {"attn": ("dp", "tp"), "ffn": ("dp", "tp"), "moe": ("ep", "dp", "tp")}
+
+
+class DeploymentError(ValueError):
+    """A plan or device count that cannot be used; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    devices: int = 1
+    per_node: int = 1                 # devices joined by the intra-node link
+    attn: str = "dp"
+    ffn: str = "dp"
+    moe: str = "ep"
+    micro_batches: int = 1
+
+    def __post_init__(self):
+        if self.devices < 1 or self.per_node < 1:
+            raise DeploymentError(f"--devices must be a positive integer, got {self.devices}")
+        for part in ("attn", "ffn", "moe"):
+            mode = getattr(self, part)
+            if not re.fullmatch(rf"({'|'.join(_MODES[part])})(\d*)", mode) or (
+                    mode[:2] != "tp" and mode[2:]):
+                raise DeploymentError(f"plan {part}={mode}: expected one of "
+                                      f"{', '.join(m + ('N' if m == 'tp' else '') for m in _MODES[part])}")
+            if self.tp(part) > self.devices or self.devices % self.tp(part):
+                raise DeploymentError(f"plan {part}={mode}: the tensor-parallel degree must divide "
+                                      f"the {self.devices} devices")
+        if self.micro_batches not in (1, 2):
+            raise DeploymentError(f"plan mb={self.micro_batches}: expected 1 or 2 micro-batches")
+
+    # -- derived --
+
+    def tp(self, part: str) -> int:
+        """The tensor-parallel degree of a part (1 unless its mode is tpN; bare tp: all devices)."""
+        mode = getattr(self, part)
+        if not mode.startswith("tp"):
+            return 1
+        return int(mode[2:]) if mode[2:] else self.devices
+
+    @property
+    def replicas(self) -> int:
+        """Data-parallel attention replicas: each runs the model's batch."""
+        return self.devices // self.tp("attn")
+
+    @property
+    def nodes(self) -> int:
+        return math.ceil(self.devices / self.per_node)
+
+    @property
+    def expert_parallel(self) -> int:
+        return self.devices if self.moe == "ep" else 1
+
+    @property
+    def plan_text(self) -> str:
+        text = f"attn={self.attn},ffn={self.ffn},moe={self.moe}"
+        return text + (f",mb={self.micro_batches}" if self.micro_batches > 1 else "")
+
+    def __str__(self) -> str:
+        if self.devices == 1:
+            return "1 device"
+        return (f"{self.devices} devices ({self.nodes} nodes x {self.per_node}), "
+                f"{self.plan_text.replace(',', ' ')}")
+
+
+def parse_plan(text: str) -> dict[str, str | int]:
+    """`attn=dp,moe=ep,mb=2` -> {"attn": "dp", "moe": "ep", "micro_batches": 2}."""
+    out: dict[str, str | int] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not value:
+            raise DeploymentError(f"plan item '{item}': expected KEY=VALUE, e.g. attn=dp,moe=ep")
+        if ("micro_batches" if key == "mb" else key) in out:
+            raise DeploymentError(f"plan key '{key}' is given twice")
+        if key == "mb":
+            if not value.isdigit():
+                raise DeploymentError(f"plan mb={value}: expected 1 or 2 micro-batches")
+            out["micro_batches"] = int(value)
+        elif key in _MODES:
+            out[key] = value
+        else:
+            raise DeploymentError(f"unknown plan key '{key}' (expected attn, ffn, moe or mb)")
+    return out
+
+
+def make_deployment(devices: int, per_node: int, plan: dict[str, str | int]) -> Deployment:
+    """A deployment from a device count and parsed plan items; `ffn` follows `attn` unless
+    given."""
+    items = dict(plan)
+    items.setdefault("ffn", items.get("attn", "dp"))
+    return Deployment(devices, min(per_node, devices), **items)
