@@ -44,10 +44,12 @@ def size(nbytes: float) -> str:
     return f"{nbytes / GB:,.1f} GB" if nbytes >= 0.1 * GB else f"{nbytes / 1e6:,.1f} MB"
 
 
-def device_need(graph: Graph) -> Need:
+def device_need(graph: Graph, micro_batches: int = 1) -> Need:
+    """`graph` is one micro-batch's: each has its own caches and activations (counted as if
+    both peaked at once), the weights serve them all."""
     weights = sum(n.type.nbytes for n in graph.nodes() if n.op == "weight")
     caches = sum(n.type.nbytes for n in graph.nodes() if n.op == "cache")
-    return Need(weights, caches, activation_peak(graph))
+    return Need(weights, caches * micro_batches, activation_peak(graph) * micro_batches)
 
 
 def activation_peak(graph: Graph) -> int:
@@ -73,12 +75,12 @@ def activation_peak(graph: Graph) -> int:
 
 def check_fit(graph: Graph, replica: Graph, target: Target, dep: Deployment) -> None:
     """`graph`: what one device runs; `replica`: the model before sharding (for suggestions)."""
-    need, have = device_need(graph), target.memory.bytes * target.chip.dies
+    need, have = device_need(graph, dep.micro_batches), target.memory.bytes * target.chip.dies
     if need.total <= have:
         return
     where = f"one {target.name}" if dep.devices == 1 else \
         f"a device of {dep.devices} x {target.name} ({dep.plan_text})"
-    best = smallest_plan(replica, target, need.activations)
+    best = smallest_plan(replica, target, need.activations, dep.micro_batches)
     hint = (f"the smallest plan that fits: --devices {best[0].devices} --plan "
             f"{best[0].plan_text} (per device: {best[1]})" if best else
             "no plan fits: the weights every device must hold are too large (tensor "
@@ -87,7 +89,7 @@ def check_fit(graph: Graph, replica: Graph, target: Target, dep: Deployment) -> 
                    f"device ({need}) and a device has {size(have)}", expected=hint)
 
 
-def smallest_plan(replica: Graph, target: Target, activations: int):
+def smallest_plan(replica: Graph, target: Target, activations: int, micro_batches: int = 1):
     """(deployment, need) of the fewest devices that fit, data-parallel attention and expert
     parallelism; None when even one expert per device does not fit."""
     if target.system is None:
@@ -96,13 +98,14 @@ def smallest_plan(replica: Graph, target: Target, activations: int):
     experts = max((replica.node(w).type.shape[0] for w in expert_weights), default=1)
     routed = sum(replica.node(w).type.nbytes for w in expert_weights)
     other = sum(n.type.nbytes for n in replica.nodes() if n.op == "weight") - routed
-    caches = sum(n.type.nbytes for n in replica.nodes() if n.op == "cache")
+    caches = sum(n.type.nbytes for n in replica.nodes() if n.op == "cache") * micro_batches
     per_node = target.system.devices_per_node
     have = target.memory.bytes * target.chip.dies
     for devices in _candidates(per_node, experts):
         need = Need(other + routed * math.ceil(experts / devices) // experts, caches, activations)
         if need.total <= have:
-            return make_deployment(devices, per_node, {"attn": "dp", "moe": "ep"}), need
+            plan = {"attn": "dp", "moe": "ep", "micro_batches": micro_batches}
+            return make_deployment(devices, per_node, plan), need
     return None
 
 

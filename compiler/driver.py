@@ -9,6 +9,7 @@ from compiler.frontend import load_model
 from compiler.ir.graph import Graph
 from compiler.lower import lower
 from compiler.passes import PassContext, run_pipeline
+from compiler.passes.micro_batch import MicroBatch
 from compiler.passes.place import Place
 from compiler.passes.plan import Plan
 from isa.deployment import Deployment, DeploymentError, make_deployment, parse_plan
@@ -42,17 +43,31 @@ def compile_model(model_path: str, target_name: str, overrides: dict[str, str],
     target = load_target(target_name)
     replica = load_model(model_path, overrides)
     deployment = resolve_deployment(replica, target, devices, plan)
+    if deployment.micro_batches > 1:
+        replica = load_model(model_path, micro_batch_sizes(replica, overrides, deployment))
     ctx = PassContext(target, measure=simulate_cycles(target) if measure else None,
                       deployment=deployment)
     graph = run_pipeline(replica, ctx, passes, after)
     if check_fit:
         capacity.check_fit(graph, replica, target, deployment)
     program = replace(lower(graph, target), deployment=deployment)
-    for program_pass in (Plan(), Place(mode=die_mode)):
+    for program_pass in (MicroBatch(), Plan(), Place(mode=die_mode)):
         program = program_pass.run(program, target)
         if after:
             after(program_pass.name, program)
     return Compiled(graph, target, program, tuple(ctx.notes))
+
+
+def micro_batch_sizes(graph: Graph, overrides: dict[str, str], dep: Deployment) -> dict:
+    """The size overrides that compile one micro-batch: the model's `batch` divided by their
+    count (micro-batches split requests, never one request's tokens)."""
+    batch = graph.sizes.get("batch")
+    if batch is None or batch % dep.micro_batches:
+        raise DscError(f"plan mb={dep.micro_batches} splits the size 'batch' into equal "
+                       f"micro-batches, but model {graph.model} has "
+                       + ("no size 'batch'" if batch is None else f"batch = {batch}"),
+                       expected=f"a model with a size 'batch' divisible by {dep.micro_batches}")
+    return {**overrides, "batch": str(batch // dep.micro_batches)}
 
 
 def resolve_deployment(graph: Graph, target: Target, devices: int | None,

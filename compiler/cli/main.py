@@ -89,6 +89,11 @@ def cmd_run(args) -> None:
         compiled = compile_model(args.model, args.target, _sets(args.set),
                                  die_mode=args.die_mode, **_deployment(args))
         program, target = compiled.program, compiled.target
+        if program.deployment.devices > 1:
+            raise DscError(f"--functional runs one device's program, and this one exchanges "
+                           f"data with {program.deployment.devices - 1} other devices",
+                           expected="a run without --devices (functional mode checks numerics; "
+                                    "deployments are timed without it)")
         try:
             check_size(program)
         except FunctionalError as err:

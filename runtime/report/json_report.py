@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from runtime.interpreter import RunResult
+from runtime.report.deployment import deployment_dict
 from runtime.report.summary import summarize, unit_totals
 
 
@@ -29,6 +30,7 @@ def report_dict(run: RunResult) -> dict:
                   for u, v in unit_totals(run).items()},
         "sizes": dict(run.program.sizes),
         "simulated_kernels": run.simulated_kernels,
+        "deployment": deployment_dict(run),
     }
 
 

@@ -2,7 +2,7 @@
 
 A kernel's *bound* is the resource it kept busiest, as a fraction of that resource's capacity
 over the kernel's duration: the matrix unit ("compute"), the vector unit ("vector"), off-chip
-memory ("memory") or L2 ("l2"). When even the busiest is under half used, the kernel is
+memory ("memory"), L2 ("l2") or a link to other devices ("nvlink", "network"). When even the busiest is under half used, the kernel is
 "latency"-bound: its time goes to dependency chains, pipeline fill and drain, not throughput.
 """
 from __future__ import annotations
@@ -14,7 +14,8 @@ from isa.target_schema import Target
 from runtime import paths
 from runtime.interpreter import LaunchRecord, RunResult
 
-BOUND_OF = {"mm": "compute", "vec": "vector", "fix": "fixed_pipe", "memory": "memory", "l2": "l2"}
+BOUND_OF = {"mm": "compute", "vec": "vector", "fix": "fixed_pipe", "memory": "memory", "l2": "l2",
+            "nvlink": "nvlink", "network": "network"}
 LATENCY_BELOW = 0.5
 
 
@@ -134,6 +135,9 @@ def unit_totals(run: RunResult) -> dict[str, dict[str, float]]:
     capacity = capacity_per_cycle(target)
     for resource in ("memory", "l2") + (("link",) if target.chip.dies > 1 else ()):
         busy[resource] = moved.get(resource, 0.0) / capacity[resource]
+    for resource in paths.DEVICE_LINKS:
+        if resource in moved:
+            busy[resource] = moved[resource] / capacity[resource]
     if target.chip.dies > 1:
         for resource in sorted(moved):
             if "." in resource and resource in capacity:
@@ -142,8 +146,10 @@ def unit_totals(run: RunResult) -> dict[str, dict[str, float]]:
 
 
 _LAYER = re.compile(r"(?<![A-Za-z0-9_.])([A-Za-z_][A-Za-z0-9_]*)\.\d+\.")
+_MICRO_BATCH = re.compile(r"(?<![A-Za-z0-9_])mb\d+\.")
 
 
 def layer_pattern(name: str) -> str:
-    """`layer.7.mla.q` -> `layer.*.mla.q`, to aggregate the same kernel over layers."""
-    return _LAYER.sub(lambda m: f"{m.group(1)}.*.", name)
+    """`layer.7.mla.q` -> `layer.*.mla.q` and `layer.7.mb1.mla.q` -> `layer.*.mb*.mla.q`, to
+    aggregate the same kernel over layers and micro-batches."""
+    return _MICRO_BATCH.sub("mb*.", _LAYER.sub(lambda m: f"{m.group(1)}.*.", name))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from runtime.interpreter import RunResult
+from runtime.report.deployment import deployment_text
 from runtime.report.summary import layer_pattern, summarize, unit_totals
 
 
@@ -34,13 +35,15 @@ def summary_text(run: RunResult) -> str:
     lines += ["", f"total: {flops / 1e9:,.1f} GFLOP, {nbytes / 1e9:,.2f} GB off-chip; "
               f"{flops / seconds / 1e12 if seconds else 0:,.1f} TFLOPS, "
               f"{nbytes / seconds / 1e9 if seconds else 0:,.0f} GB/s achieved"]
-    waiting = sum(rec.start - prev for rec, prev in
-                  zip(run.launches, [0.0] + [r.end for r in run.launches[:-1]]))
-    if run.launches:
-        lines.append(f"launch overhead: {len(run.launches)} launches x "
+    compute = [r for r in run.launches if r.stream == "compute"]
+    if compute:
+        waiting = len(compute) * target.launch_overhead_cycles
+        lines.append(f"launch overhead: {len(compute)} launches x "
                      f"{target.launch_overhead_us:g} us = {waiting / hz * 1e6:,.1f} us "
-                     f"({100 * waiting / max(total, 1e-9):.1f}% of the run, every unit idle)")
+                     f"({100 * waiting / max(total, 1e-9):.1f}% of the run, the cores idle)")
     lines += _utilisation(unit_totals(run), target.chip.dies)
+    if run.program.deployment.devices > 1:
+        lines += [""] + deployment_text(run)
     return "\n".join(lines) + "\n"
 
 

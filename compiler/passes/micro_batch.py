@@ -1,0 +1,108 @@
+"""micro_batch: two half-batches in one schedule, so one's communication hides under the other's
+compute (the plan's `mb=2`).
+
+Runs on the program compiled for half the batch. Every tensor but the weights (and their
+scales and views) gets a copy per micro-batch, tagged after its layer scope:
+
+    layer.3.moe.xe  ->  layer.3.mb0.moe.xe, layer.3.mb1.moe.xe        h -> mb0.h, mb1.h
+
+The launch list is cut into phases: a phase is the compute up to and including a run of
+communication launches (a dispatch's or a combine's all-to-all), or a whole layer that has no
+communication. Phases then alternate between the micro-batches:
+
+    attn(3)+dispatch mb0 | a2a mb0 || attn(3)+dispatch mb1 | a2a mb1 || experts(3) mb0 | a2a mb0 || ...
+
+Streams are in-order queues, so mb0's all-to-all runs on its link while mb1's attention runs on
+the cores; mb0's experts wait for mb0's all-to-all only. Whatever of a transfer the other
+micro-batch's compute does not cover is exposed, and the report shows it per layer.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from compiler.lower.schedule import fold_layers, layer_of, order_tensors
+from isa.program import Launch, Program, TensorDecl, bind_name, expand_schedule
+from isa.target_schema import Target
+
+_SCOPE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*\.\d+\.)")
+
+
+def tagged(name: str, mb: int) -> str:
+    """`layer.3.x` -> `layer.3.mb1.x`; `h` -> `mb1.h`. Tagging after the layer scope keeps
+    layer folding and the `.scale` suffix of a tensor's block scales as they are."""
+    match = _SCOPE.match(name)
+    return f"{match.group(1)}mb{mb}.{name[match.end():]}" if match else f"mb{mb}.{name}"
+
+
+def shared_tensors(tensors: tuple[TensorDecl, ...]) -> set[str]:
+    """The weights, their scales and the views into them: one copy serves both halves."""
+    table = {t.name: t for t in tensors}
+
+    def is_shared(t: TensorDecl) -> bool:
+        owner = t.base or (t.name.rsplit(".", 1)[0] if t.kind == "scale" else None)
+        return t.kind == "weight" or (owner in table and is_shared(table[owner]))
+    return {t.name for t in tensors if is_shared(t)}
+
+
+def phases(launches: list[Launch]) -> list[list[Launch]]:
+    """Cut after each run of communication, and between layers of a layer without any."""
+    out: list[list[Launch]] = []
+    current: list[Launch] = []
+    layer, layer_talks = None, False
+    for launch in launches:
+        here = layer_of(launch.note)
+        comm = launch.stream != "compute"
+        ended_comm = current and current[-1].stream != "compute" and not comm
+        quiet_boundary = current and here != layer and not layer_talks
+        if ended_comm or quiet_boundary:
+            out.append(current)
+            current = []
+        if here != layer:
+            layer, layer_talks = here, False
+        layer_talks |= comm
+        current.append(launch)
+    return out + ([current] if current else [])
+
+
+def _fold_tag(phase: list[Launch], launch: Launch):
+    """The layer a launch folds with: its phase's communication's layer (a phase that carries
+    layer i's all-to-all also holds the end of layer i-1), else its own."""
+    comm = [l for l in phase if l.stream != "compute"]
+    return layer_of(comm[-1].note) if comm else layer_of(launch.note)
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    name: str = "micro_batch"
+
+    def run(self, program: Program, target: Target) -> Program:
+        count = program.deployment.micro_batches
+        if count == 1:
+            return program
+        shared = shared_tensors(program.tensors)
+        rename = lambda name, mb: name if name in shared else tagged(name, mb)
+        tensors = [t for t in program.tensors if t.name in shared]
+        for mb in range(count):
+            tensors += [replace(t, name=rename(t.name, mb),
+                                base=t.base and rename(t.base, mb))
+                        for t in program.tensors if t.name not in shared]
+        bound = [replace(l, args=tuple((p, bind_name(t, env)) for p, t in l.args),
+                         note=bind_name(l.note, env))
+                 for l, env in expand_schedule(program.schedule)]
+        schedule = []
+        for phase in phases(bound):
+            for mb in range(count):
+                for launch in phase:
+                    copy = replace(launch, args=tuple((p, rename(t, mb)) for p, t in launch.args),
+                                   note=_tag_note(launch.note, mb))
+                    schedule.append((copy, _fold_tag(phase, launch)))
+        sizes = tuple((k, v * count if k == "batch" else v) for k, v in program.sizes)
+        return replace(program, tensors=order_tensors(tensors), sizes=sizes,
+                       schedule=tuple(fold_layers(schedule)))
+
+
+def _tag_note(note: str, mb: int) -> str:
+    """The note's names (`a, b = op + op`) tagged like the tensors they computed."""
+    names, sep, ops = note.partition(" = ")
+    return ", ".join(tagged(n, mb) for n in names.split(", ")) + sep + ops

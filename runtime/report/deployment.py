@@ -1,0 +1,112 @@
+"""What a deployment's run means per layer and per device: time per layer, the communication a
+layer carries and how much of it the cores waited for, tokens per second.
+
+Every device runs the same program (SPMD), so one device's schedule is every device's. A
+layer's time is the time between the ends of its last launch and of the previous layer's
+(with two micro-batches the layers overlap, and this is the pace at which they complete).
+Its communication is the time some link was busy with its all-to-alls; exposed is the time
+its compute launches waited for a link's launch beyond their own stream's order (the
+interpreter's LaunchRecord.exposed). Tokens per step are the elements of the model's integer
+inputs (its token ids), for each micro-batch.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from isa.formats import DTYPES
+from runtime.interpreter import RunResult
+from runtime.report.summary import layer_pattern
+
+_LAYER = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class LayerRun:
+    first: int
+    last: int
+    time: float           # cycles per layer, mean over first..last
+    comm: float           # cycles a link was busy, per layer
+    exposed: float        # cycles the cores waited for a link, per layer
+
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1
+
+
+def tokens_per_step(run: RunResult) -> int:
+    return sum(math.prod(t.shape) for t in run.program.tensors
+               if t.kind == "input" and DTYPES[t.dtype].kind == "int")
+
+
+def layer_runs(run: RunResult) -> list[LayerRun]:
+    """Consecutive layers made of the same kernels, averaged together."""
+    by_layer: dict[int, list] = {}
+    for rec in run.launches:
+        m = _LAYER.match(rec.name)
+        if m:
+            by_layer.setdefault(int(m.group(2)), []).append(rec)
+    if not by_layer:
+        return []
+    previous_end = min(r.start for r in run.launches) - run.target.launch_overhead_cycles
+    rows = []
+    for index in sorted(by_layer):
+        recs = by_layer[index]
+        end = max(r.end for r in recs)
+        shape = frozenset((layer_pattern(r.name), r.kernel) for r in recs)
+        comm = _union([(r.start, r.end) for r in recs if r.stream != "compute"])
+        rows.append((index, shape, end - previous_end, comm, sum(r.exposed for r in recs)))
+        previous_end = end
+    out: list[LayerRun] = []
+    start = 0
+    for i in range(1, len(rows) + 1):
+        if i == len(rows) or rows[i][1] != rows[start][1] or rows[i][0] != rows[i - 1][0] + 1:
+            group = rows[start:i]
+            n = len(group)
+            out.append(LayerRun(group[0][0], group[-1][0], sum(g[2] for g in group) / n,
+                                sum(g[3] for g in group) / n, sum(g[4] for g in group) / n))
+            start = i
+    return out
+
+
+def _union(intervals: list[tuple[float, float]]) -> float:
+    total, reach = 0.0, -math.inf
+    for a, b in sorted(intervals):
+        if b > reach:
+            total += b - max(a, reach)
+            reach = b
+    return total
+
+
+def deployment_dict(run: RunResult) -> dict:
+    dep, hz = run.program.deployment, run.target.clock_hz
+    seconds = run.cycles / hz
+    tokens = tokens_per_step(run)
+    us = lambda cycles: round(cycles / hz * 1e6, 3)
+    return {
+        "devices": dep.devices, "per_node": dep.per_node, "nodes": dep.nodes,
+        "plan": dep.plan_text, "micro_batches": dep.micro_batches,
+        "tokens_per_device": tokens,
+        "tokens_per_s_per_device": tokens / seconds if seconds else 0.0,
+        "tokens_per_s": tokens * dep.devices / seconds if seconds else 0.0,
+        "exposed_comm_us": us(sum(r.exposed for r in run.launches)),
+        "layers": [{"first": r.first, "last": r.last, "time_us": us(r.time),
+                    "comm_us": us(r.comm), "exposed_comm_us": us(r.exposed)}
+                   for r in layer_runs(run)],
+    }
+
+
+def deployment_text(run: RunResult) -> list[str]:
+    d = deployment_dict(run)
+    lines = [f"deployment: {run.program.deployment} of {run.target.name}; "
+             f"{d['tokens_per_device']:,} tokens per device per step",
+             f"  {d['tokens_per_s_per_device']:,.0f} tokens/s per device, "
+             f"{d['tokens_per_s']:,.0f} tokens/s in all; "
+             f"exposed communication {d['exposed_comm_us']:,.1f} us per step"]
+    for r in d["layers"]:
+        span = f"layer {r['first']}" if r["first"] == r["last"] else \
+            f"layers {r['first']}-{r['last']}"
+        lines.append(f"  {span:<14} {r['time_us']:>9,.1f} us per layer, communication "
+                     f"{r['comm_us']:,.1f} us of which {r['exposed_comm_us']:,.1f} us exposed")
+    return lines
