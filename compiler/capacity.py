@@ -91,7 +91,11 @@ def check_fit(graph: Graph, replica: Graph, target: Target, dep: Deployment) -> 
 
 def smallest_plan(replica: Graph, target: Target, activations: int, micro_batches: int = 1):
     """(deployment, need) of the fewest devices that fit, data-parallel attention and expert
-    parallelism; None when even one expert per device does not fit."""
+    parallelism; None when even one expert per device does not fit.
+
+    Candidates are screened with this device's activations, then the first that passes is
+    checked on its own sharded and fused graph: expert parallelism adds the all-to-all
+    buffers (and rounds the expert rows up to whole experts per device)."""
     if target.system is None:
         return None
     _, expert_weights = expert_values(replica)
@@ -103,10 +107,24 @@ def smallest_plan(replica: Graph, target: Target, activations: int, micro_batche
     have = target.memory.bytes * target.chip.dies
     for devices in _candidates(per_node, experts):
         need = Need(other + routed * math.ceil(experts / devices) // experts, caches, activations)
+        if need.total > have:
+            continue
+        plan = {"attn": "dp", "moe": "ep", "micro_batches": micro_batches}
+        dep = make_deployment(devices, per_node, plan)
+        need = _sharded_need(replica, target, dep)
         if need.total <= have:
-            plan = {"attn": "dp", "moe": "ep", "micro_batches": micro_batches}
-            return make_deployment(devices, per_node, plan), need
+            return dep, need
     return None
+
+
+def _sharded_need(replica: Graph, target: Target, dep: Deployment) -> Need:
+    from compiler.passes import PassContext, run_pipeline
+    from compiler.passes.fuse import Fuse
+    from compiler.passes.precision import Precision
+    from compiler.passes.shard import Shard
+    graph = run_pipeline(replica, PassContext(target, deployment=dep),
+                         [Shard(), Precision(), Fuse()])
+    return device_need(graph, dep.micro_batches)
 
 
 def _candidates(per_node: int, experts: int):

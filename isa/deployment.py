@@ -23,7 +23,12 @@ _MODES = {"attn": ("dp", "tp"), "ffn": ("dp", "tp"), "moe": ("ep", "dp", "tp")}
 
 
 class DeploymentError(ValueError):
-    """A plan or device count that cannot be used; the message says what was expected."""
+    """A plan or device count that cannot be used; the message says what was expected and
+    `key` which item is wrong (devices, attn, ffn, moe or micro_batches)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -37,18 +42,21 @@ class Deployment:
 
     def __post_init__(self):
         if self.devices < 1 or self.per_node < 1:
-            raise DeploymentError(f"--devices must be a positive integer, got {self.devices}")
+            raise DeploymentError(f"the device count must be a positive integer, got "
+                                  f"{self.devices}", "devices")
         for part in ("attn", "ffn", "moe"):
             mode = getattr(self, part)
             if not re.fullmatch(rf"({'|'.join(_MODES[part])})(\d*)", mode) or (
-                    mode[:2] != "tp" and mode[2:]):
+                    mode[:2] != "tp" and mode[2:]) or mode[2:].startswith("0"):
                 raise DeploymentError(f"plan {part}={mode}: expected one of "
-                                      f"{', '.join(m + ('N' if m == 'tp' else '') for m in _MODES[part])}")
+                                      f"{', '.join(m + ('N' if m == 'tp' else '') for m in _MODES[part])}"
+                                      " (N a positive integer)", part)
             if self.tp(part) > self.devices or self.devices % self.tp(part):
                 raise DeploymentError(f"plan {part}={mode}: the tensor-parallel degree must divide "
-                                      f"the {self.devices} devices")
+                                      f"the {self.devices} devices", part)
         if self.micro_batches not in (1, 2):
-            raise DeploymentError(f"plan mb={self.micro_batches}: expected 1 or 2 micro-batches")
+            raise DeploymentError(f"plan mb={self.micro_batches}: expected 1 or 2 micro-batches",
+                                  "micro_batches")
 
     # -- derived --
 

@@ -4,7 +4,8 @@ Launches run in order on their stream (the cores' `compute` stream, or a link's:
 collective's sends). A launch starts `launch_overhead` after the later of its stream coming
 free and the launches it depends on finishing: those that wrote what it reads or writes
 (read after write, write after write) and those that read what it writes (write after read),
-by base tensor. On one stream this is kernel after kernel; across streams it is what lets
+by base tensor (except two links' sends of one collective: they write disjoint blocks). On
+one stream this is kernel after kernel; across streams it is what lets
 one micro-batch's all-to-all run under the other's compute. A compute launch that waits for
 a link's launch beyond its stream's own order is exposed communication.
 
@@ -89,6 +90,7 @@ def run_program(program: Program, target: Target,
         outputs = {p.name for p in kernel.params if p.output}
         touched = {p: (d.base or d.name) for p, d in params.items()}
         after = [written.get(t, (0.0, "")) for t in touched.values()]
+        after = [(t, by) for t, by in after if not _disjoint_links(by, launch.stream)]
         after += [read.get(t, (0.0, "")) for p, t in touched.items() if p in outputs]
         own = free.get(launch.stream, 0.0)
         ready, by = max(after + [(own, launch.stream)])
@@ -98,7 +100,7 @@ def run_program(program: Program, target: Target,
         free[launch.stream] = end
         for p, t in touched.items():
             if p in outputs:
-                written[t] = (end, launch.stream)
+                written[t] = max(written.get(t, (0.0, "")), (end, launch.stream))
             else:
                 read[t] = max(read.get(t, (0.0, "")), (end, launch.stream))
         out.launches.append(LaunchRecord(name, kernel.name, start, end, launch.flops, result,
@@ -106,6 +108,12 @@ def run_program(program: Program, target: Target,
         if progress:
             progress(i + 1, len(launches))
     return out
+
+
+def _disjoint_links(earlier: str, later: str) -> bool:
+    """Writes that need no order: a collective's sends over two different links reach
+    different peers, so they fill disjoint blocks of the tensor they both write."""
+    return earlier != later and earlier not in ("", "compute") and later != "compute"
 
 
 def _deadlock_message(kernel: Kernel, index: int, name: str, err: DeadlockError,

@@ -135,7 +135,7 @@ def _program_to_run(args):
     from isa.assembler import is_listing, parse_listing
     from isa.target_loader import load_target
     if is_listing(args.model):
-        if args.set or args.devices or args.plan:
+        if args.set or args.devices is not None or args.plan is not None:
             raise DscError("--set, --devices and --plan do not apply to a listing: it is "
                            "compiled for its sizes and deployment (edit the listing, or "
                            "compile the model with those options)")

@@ -43,6 +43,6 @@ def build_deploy(model: ast.ModelDef) -> dict[str, int | str]:
     try:
         make_deployment(int(out.get("devices", 1)), 1, plan)
     except DeploymentError as err:
-        culprit = next((e for e in blocks[0].entries if f" {e.key}=" in f" {err}"), blocks[0])
+        culprit = next((e for e in blocks[0].entries if e.key == err.key), blocks[0])
         raise DscError(str(err), culprit.loc, "a plan that the devices allow") from None
     return out

@@ -39,9 +39,11 @@ _ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined, autoescape=True, trim_blocks=True, lstrip_blocks=True,
     keep_trailing_newline=True)
 
-BOUNDS = ("compute", "vector", "fixed_pipe", "memory", "l2", "latency")
+BOUNDS = ("compute", "vector", "fixed_pipe", "memory", "l2", "nvlink", "network", "latency")
 COLORS = {"compute": "#0072b2", "vector": "#009e73", "fixed_pipe": "#56b4e9",
-          "memory": "#d55e00", "l2": "#e69f00", "latency": "#8c8c8c"}
+          "memory": "#d55e00", "l2": "#e69f00", "latency": "#8c8c8c",
+          "nvlink": "#cc79a7", "network": "#7a4f9a"}
+LINK_STREAMS = ("nvlink", "network")       # a deployment's collectives, beside the kernels
 UNIT_ORDER = ("ld", "mm", "fix", "vld", "vec", "vst", "st")
 TOP_STALLS = 10
 
@@ -239,11 +241,13 @@ class _Bin:
     members: list[int]
 
 
-def _merge(run: RunResult, scale: float) -> list[_Bin]:
-    """Consecutive launches grouped so that each bar is at least one pixel wide."""
+def _merge(run: RunResult, scale: float, stream: str = "compute") -> list[_Bin]:
+    """Consecutive launches of a stream grouped so that each bar is at least one pixel wide."""
     bins: list[_Bin] = []
     current: _Bin | None = None
     for i, rec in enumerate(run.launches):
+        if rec.stream != stream:
+            continue
         if current is None:
             current = _Bin(rec.start, rec.end, [i])
         else:
@@ -284,8 +288,10 @@ def _timeline(run: RunResult, summaries) -> dict:
                if "@" not in u}                        # "ld@d1": one die's share
     units = [u for u in UNIT_ORDER if u in present] + sorted(present - set(UNIT_ORDER))
     memory_per_cycle = t.peak_memory_bandwidth / t.clock_hz       # all dies
-    row_names = ["kernels"] + units + ["memory"]
-    labels = {"kernels": "launches", "memory": "off-chip mem"}
+    links = [s for s in LINK_STREAMS if any(rec.stream == s for rec in run.launches)]
+    row_names = ["kernels"] + links + units + ["memory"]
+    labels = {"kernels": "launches", "memory": "off-chip mem", "nvlink": "nvlink sends",
+              "network": "network sends"}
     rows = [{"label": labels.get(name, name), "y": _n(TL_TOP + k * TL_ROW),
              "text_y": _n(TL_TOP + k * TL_ROW + TL_BAR / 2 + 4), "height": _n(TL_BAR)}
             for k, name in enumerate(row_names)]
@@ -302,7 +308,7 @@ def _timeline(run: RunResult, summaries) -> dict:
         w = max((b.end - b.start) * scale, 0.5)
         seconds = (b.end - b.start) / t.clock_hz
         util = {}
-        for name in row_names[1:]:
+        for name in row_names[1 + len(links):]:
             if name == "memory":
                 used = sum(run.launches[i].result.resource_bytes.get("memory", 0.0)
                            for i in b.members) / memory_per_cycle
@@ -312,18 +318,27 @@ def _timeline(run: RunResult, summaries) -> dict:
         if len(group) == 1:
             s = group[0]
             title = (f"{s.name} ({s.kernel}): {_time(seconds)}, {s.bound}-bound; "
-                     + ", ".join(f"{u} {100 * util[u]:.0f}%" for u in row_names[1:]))
+                     + ", ".join(f"{u} {100 * util[u]:.0f}%" for u in util))
         else:
             title = (f"{len(group)} launches, {group[0].name} \u2026 {group[-1].name}: "
                      f"{_time(seconds)}, mostly {bound}-bound")
         bars.append({"x": _n(x), "y": _n(TL_TOP), "w": _n(w), "h": _n(TL_BAR),
                      "color": COLORS.get(bound, COLORS["latency"]), "title": title})
         for k, name in enumerate(row_names[1:], start=1):
-            if util[name] <= 0:
+            if util.get(name, 0.0) <= 0:
                 continue
             h = max(util[name] * TL_BAR, 0.5)
             y = TL_TOP + k * TL_ROW + TL_BAR - h
             paths.setdefault((k, bound), []).append(f"M{_n(x)} {_n(y)}h{_n(w)}v{_n(h)}h{_n(-w)}z")
+    for k, stream in enumerate(links, start=1):       # a collective's sends: one bar each
+        for b in _merge(run, scale, stream):
+            group = [summaries[i] for i in b.members]
+            title = (f"{len(group)} launch{'es' if len(group) > 1 else ''}, {group[0].name}"
+                     + (f" \u2026 {group[-1].name}" if len(group) > 1 else "")
+                     + f": {_time((b.end - b.start) / t.clock_hz)} on {stream}")
+            bars.append({"x": _n(TL_LEFT + b.start * scale), "y": _n(TL_TOP + k * TL_ROW),
+                         "w": _n(max((b.end - b.start) * scale, 0.5)), "h": _n(TL_BAR),
+                         "color": COLORS.get(stream, COLORS["latency"]), "title": title})
     seconds = run.cycles / t.clock_hz
     ticks, unit, factor = _time_ticks(seconds)
     axis_y = TL_TOP + len(row_names) * TL_ROW

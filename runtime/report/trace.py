@@ -10,7 +10,9 @@ tracks:
 - thread "kernels": one complete event per launch (name = what it computes, args: kernel,
   cycles, FLOPs, off-chip bytes, bound, top stall, utilisation);
 - thread "waves": one slice per wave of every launch (which classes of work item it ran on
-  how many cores of which die).
+  how many cores of which die);
+- in a deployment, threads "nvlink launches" and "network launches": the collectives' sends,
+  which run on the links' own streams, concurrently with the kernels.
 
 Each die has:
 
@@ -21,7 +23,8 @@ Each die has:
 - flow arrows (token dependencies) from the slice that signalled a token to the slice that
   consumed it;
 - counters "<resource> bandwidth": GB/s in use on the die's memory and L2 (all its cores), and
-  on the die-to-die links leaving it.
+  on the die-to-die links leaving it; in a deployment also on the device's NVLink and network
+  links (set by the collectives; the memory and L2 counters follow the kernels).
 
 Level of detail (the DeepSeek-V3 decode step has about 1,600 launches and up to hundreds of
 waves each): every launch gets its kernel slice and its wave slices. Instruction slices, flows
@@ -52,6 +55,8 @@ from runtime.report.summary import summarize
 UNIT_ORDER = ("ld", "mm", "fix", "vld", "vec", "vst", "st")
 TRANSFER_UNITS = ("ld", "st", "vld", "vst")
 KERNELS_TID, WAVES_TID, FIRST_UNIT_TID = 1, 2, 10
+STREAM_TIDS = {"nvlink": 3, "network": 4}       # launches on a link's stream (deployments)
+LINK_RESOURCES = tuple(STREAM_TIDS)
 EPS = 1e-6          # cycles
 _ON_DIE = re.compile(r"^(.*)\.d(\d+)$")
 _LINK = re.compile(r"^link\.d(\d+)>d(\d+)$")
@@ -206,6 +211,8 @@ class _Trace:
                 out.append({"ph": "M", "pid": pid, "name": "process_labels",
                             "args": {"labels": label}})
         threads = [(1, KERNELS_TID, "kernels"), (1, WAVES_TID, "waves")]
+        streams = {rec.stream for rec in self.run.launches}
+        threads += [(1, tid, f"{s} launches") for s, tid in STREAM_TIDS.items() if s in streams]
         threads += [(pid, tid, f"{split_die(g)[0]} / {u}")
                     for (g, u), (pid, tid) in self.tids.items()]
         for pid, tid, name in threads:
@@ -217,9 +224,12 @@ class _Trace:
 
     # -- counters --
 
-    def counter(self, cycles: float, values: dict[str, float]) -> None:
+    def counter(self, cycles: float, values: dict[str, float], link: bool = False) -> None:
+        """Set the counters a launch drives: its link's (a collective) or the others."""
         ts = self.us(self.ns(cycles))
         for res in self.resources:
+            if (res in LINK_RESOURCES) != link:
+                continue
             v = round(values.get(res, 0.0) * self.gbs_per_bpc, 3)
             last = self.counter_last.get(res)
             if last is not None and last["ts"] == ts:      # same nanosecond: the later value
@@ -258,7 +268,9 @@ class _Trace:
     def launch(self, index: int, rec: LaunchRecord, detailed: bool) -> None:
         s = summarize(rec, self.target)
         r = rec.result
-        self.slice(1, KERNELS_TID, rec.name, "kernel", rec.start, rec.end, {
+        on_link = rec.stream != "compute"
+        self.slice(1, STREAM_TIDS.get(rec.stream, KERNELS_TID), rec.name, "kernel", rec.start,
+                   rec.end, {
             "launch": index, "kernel": rec.kernel, "cycles": round(rec.end - rec.start, 4),
             "start_cycle": round(rec.start, 4), "end_cycle": round(rec.end, 4),
             "flops": float(rec.flops), "bytes": float(s.bytes_offchip),
@@ -272,20 +284,22 @@ class _Trace:
             groups = composition_groups(r.compositions[comp])
             cores = ", ".join(f"{split_die(g)[0]} x{k}" + (f" on die {d}" if dies > 1 else "")
                               for g, d, k in groups)
-            self.slice(1, WAVES_TID, f"wave {w + 1}/{n}", "wave", rec.start + ws, rec.start + we,
-                       {"launch": rec.name, "kernel": rec.kernel, "wave": w,
-                        "cycles": round(we - ws, 4), "cores": cores})
+            if not on_link:             # a collective's one engine: its launch slice says all
+                self.slice(1, WAVES_TID, f"wave {w + 1}/{n}", "wave", rec.start + ws,
+                           rec.start + we, {"launch": rec.name, "kernel": rec.kernel, "wave": w,
+                                            "cycles": round(we - ws, 4), "cores": cores})
             if detailed and w == 0:
                 self.wave_detail(rec, w, ws, r.wave_traces[comp],
-                                 {g: k for g, _, k in groups})
+                                 {g: k for g, _, k in groups}, on_link)
             else:
                 key = (id(r), comp)         # launches of one simulation share its waves
                 if key not in self.averages:
                     self.averages[key] = self._averages(r.wave_traces[comp], we - ws)
-                self.counter(rec.start + ws, self.averages[key])
-        self.counter(rec.end if not r.timeline else rec.start + r.timeline[-1][1], {})
+                self.counter(rec.start + ws, self.averages[key], on_link)
+        self.counter(rec.end if not r.timeline else rec.start + r.timeline[-1][1], {}, on_link)
 
-    def wave_detail(self, rec: LaunchRecord, wave: int, offset: float, trace, cores) -> None:
+    def wave_detail(self, rec: LaunchRecord, wave: int, offset: float, trace, cores,
+                    link: bool = False) -> None:
         base = rec.start + offset
         per_unit: dict[tuple[str, str], list[tuple[float, float, dict]]] = {}
         for group, unit, mnemonic, start, end in sorted(
@@ -318,7 +332,7 @@ class _Trace:
                     flow["bp"] = "e"
                 self.events.append(flow)
         for t, use in self._steps(trace.counters):
-            self.counter(base + t, use)
+            self.counter(base + t, use, link)
 
     @staticmethod
     def _producer(slices, ends, by: float):
