@@ -126,7 +126,8 @@ def cmd_run(args) -> None:
 
 
 def _deployment(args) -> dict:
-    return {"devices": args.devices, "plan": args.plan}
+    return {"devices": args.devices, "plan": args.plan,
+            "check_fit": not getattr(args, "ignore_capacity", False)}
 
 
 def _program_to_run(args):
@@ -135,8 +136,9 @@ def _program_to_run(args):
     from isa.assembler import is_listing, parse_listing
     from isa.target_loader import load_target
     if is_listing(args.model):
-        if args.set or args.devices is not None or args.plan is not None:
-            raise DscError("--set, --devices and --plan do not apply to a listing: it is "
+        if args.set or args.devices is not None or args.plan is not None or args.ignore_capacity:
+            raise DscError("--set, --devices, --plan and --ignore-capacity do not apply to a "
+                           "listing: it is "
                            "compiled for its sizes and deployment (edit the listing, or "
                            "compile the model with those options)")
         target = load_target(args.target)
@@ -223,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "sizes are one data-parallel replica's")
         p.add_argument("--plan", metavar="PLAN", help="how the model is spread: attn=dp|tpN, "
                        "ffn=dp|tpN, moe=ep|dp|tpN, mb=1|2 (default attn=dp,moe=ep)")
+        p.add_argument("--ignore-capacity", action="store_true",
+                       help="compile even if the weights, caches and activations do not fit a "
+                       "device's memory (a what-if: the time as if they did)")
 
     def die_mode(p):
         p.add_argument("--die-mode", choices=("uma", "numa"), default="uma",

@@ -39,7 +39,7 @@ def pipeline() -> list[Pass]:
     return [Shard(), Precision(), Fuse(), Tile()]
 
 
-PASS_NAMES = ("shard", "precision", "fuse", "tile", "plan", "place")     # graph passes, then program passes
+PASS_NAMES = ("shard", "precision", "fuse", "tile", "micro_batch", "plan", "place")  # graph passes, then program passes
 
 
 def run_pipeline(graph: Graph, ctx: PassContext, passes: list[Pass] | None = None,
