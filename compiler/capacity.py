@@ -83,15 +83,15 @@ def check_fit(graph: Graph, replica: Graph, target: Target, dep: Deployment) -> 
     best = smallest_plan(replica, target, need.activations, dep.micro_batches)
     hint = (f"the smallest plan that fits: --devices {best[0].devices} --plan "
             f"{best[0].plan_text} (per device: {best[1]})" if best else
-            "no plan fits: the weights every device must hold are too large (tensor "
-            "parallelism is not supported yet)")
+            "no plan fits: the weights every device must hold are too large, under expert "
+            "parallelism and under tensor parallelism of up to 64 devices")
     raise DscError(f"{graph.model} does not fit {where}: it needs {size(need.total)} per "
                    f"device ({need}) and a device has {size(have)}", expected=hint)
 
 
 def smallest_plan(replica: Graph, target: Target, activations: int, micro_batches: int = 1):
-    """(deployment, need) of the fewest devices that fit, data-parallel attention and expert
-    parallelism; None when even one expert per device does not fit.
+    """(deployment, need) of the fewest devices that fit with data-parallel attention and
+    expert parallelism, else with the whole model tensor parallel; None when neither does.
 
     Candidates are screened with this device's activations, then the first that passes is
     checked on its own sharded and fused graph: expert parallelism adds the all-to-all
@@ -112,6 +112,15 @@ def smallest_plan(replica: Graph, target: Target, activations: int, micro_batche
         plan = {"attn": "dp", "moe": "ep", "micro_batches": micro_batches}
         dep = make_deployment(devices, per_node, plan)
         need = _sharded_need(replica, target, dep)
+        if need.total <= have:
+            return dep, need
+    for n in (2, 4, 8, 16, 32, 64):      # then the whole model tensor parallel
+        plan = {"attn": f"tp{n}", "moe": f"tp{n}", "micro_batches": micro_batches}
+        dep = make_deployment(n, per_node, plan)
+        try:
+            need = _sharded_need(replica, target, dep)
+        except DscError:                 # a size the group does not divide
+            continue
         if need.total <= have:
             return dep, need
     return None

@@ -88,7 +88,8 @@ class Deployment:
     def __str__(self) -> str:
         if self.devices == 1:
             return "1 device"
-        return (f"{self.devices} devices ({self.nodes} nodes x {self.per_node}), "
+        nodes = f"{self.nodes} node{'s' if self.nodes > 1 else ''}"
+        return (f"{self.devices} devices ({nodes} x {self.per_node}), "
                 f"{self.plan_text.replace(',', ' ')}")
 
 

@@ -166,9 +166,14 @@ def test_tp0_on_the_command_line_is_a_user_error(capsys):
     (["--devices", "6", "--plan", "attn=tp4"],
      "error: plan attn=tp4: the tensor-parallel degree must divide the 6 devices"),
     (["--devices", "4", "--plan", "attn=tp2"],
-     "error: plan attn=tp2: tensor parallelism is not supported yet"),
+     "error: plan attn=tp2,ffn=tp2,moe=ep: tensor parallelism is supported for the whole model "
+     "over one group size"),
     (["--devices", "4", "--plan", "moe=tp2"],
-     "error: plan moe=tp2: tensor-parallel experts are not supported yet"),
+     "error: plan attn=dp,ffn=dp,moe=tp2: tensor parallelism is supported for the whole model "
+     "over one group size"),
+    (["--devices", "4", "--plan", "attn=dp,ffn=tp4"],
+     "error: plan attn=dp,ffn=tp4,moe=ep: tensor parallelism is supported for the whole model "
+     "over one group size"),
 ])
 def test_bad_plans_on_the_command_line(capsys, argv, message):
     code, out, err = dsc(capsys, "compile", TINY, "--target", "h800", *argv)
@@ -663,7 +668,8 @@ def test_no_plan_fits_when_the_replicated_weights_do_not(capsys, tmp_path):
     code, _, err = dsc(capsys, "compile", TINY, "--target", _small_memory(tmp_path, 100_000))
     assert_user_error(code, err)
     assert err.splitlines()[1] == ("expected: no plan fits: the weights every device must hold "
-                                   "are too large (tensor parallelism is not supported yet)")
+                                   "are too large, under expert parallelism and under tensor "
+                                   "parallelism of up to 64 devices")
 
 
 def test_the_suggested_plan_fits(capsys, tmp_path):
@@ -820,3 +826,104 @@ def test_micro_batches_need_an_even_batch(capsys):
                        "--plan", MB2, "--set", "batch=3")
     assert_user_error(code, err)
     assert "splits the size 'batch' into equal micro-batches, but model tiny_moe has batch = 3" in err
+
+
+# -- 9. tensor parallelism (compiler/passes/tensor_parallel.py) --------------------------------
+
+TP4 = "attn=tp4,moe=tp4"
+
+
+def _sharded(devices: int, plan: str, sets: tuple = ()):
+    graph = load_model(TINY, dict(sets))
+    target = load_target("h800")
+    dep = resolve_deployment(graph, target, devices, plan)
+    return graph, Shard().run(graph, PassContext(target, deployment=dep))
+
+
+def _named(graph, suffix: str):
+    return [n for n in graph.nodes() if n.name.endswith(suffix)]
+
+
+def test_tensor_parallel_splits_ffn_columns_then_rows_and_reduces_once():
+    whole, tp = _sharded(4, TP4)
+    for name, axis in (("layer.0.swiglu.w1", 1), ("layer.0.swiglu.w3", 1),
+                       ("layer.0.swiglu.w2", 0), ("layer.1.moe.w1", 2), ("layer.1.moe.w2", 1),
+                       ("layer.0.mla_absorbed.wq_b", 1), ("layer.0.mla_absorbed.w_uk", 0),
+                       ("layer.0.mla_absorbed.wo", 0), ("head", 1)):
+        before, after = _named(whole, name)[0].type.shape, _named(tp, name)[0].type.shape
+        assert after[axis] * 4 == before[axis] and [
+            d for i, d in enumerate(after) if i != axis] == [
+            d for i, d in enumerate(before) if i != axis], name
+    # low-rank down-projections and the router feed whole-row ops: left whole, not gathered
+    for name in ("layer.0.mla_absorbed.wq_a", "layer.0.mla_absorbed.wkv_a", "layer.1.moe.w_gate"):
+        assert _named(tp, name)[0].type.shape == _named(whole, name)[0].type.shape, name
+    gathers = [n for n in tp.nodes() if n.op == "all_gather"]
+    exchanges = [n for n in tp.nodes() if n.op == "all_to_all"]
+    # one all-reduce (exchange + sum + gather) per attention and per FFN, the routed and shared
+    # experts' partial sums added before it; one gather of the logits
+    layers = tp.sizes["n_layers"]
+    assert len(exchanges) == 2 * layers
+    assert len(gathers) == 2 * layers + 1
+    assert all(g.attr("devices") == 4 for g in gathers + exchanges)
+    out = tp.node(tp.outputs[0])
+    assert out.op == "all_gather" and out.type.shape == whole.node(whole.outputs[0]).type.shape
+    combine = next(n for n in tp.nodes() if n.op == "combine")
+    assert tp.node(combine.inputs[0]).op == "matmul"      # partials travel through the combine
+
+
+def test_tensor_parallel_attention_keeps_its_heads_on_the_device():
+    whole, tp = _sharded(4, TP4)
+    heads = whole.sizes["heads"]
+    q = _named(tp, "layer.0.mla_absorbed.q")[0]
+    assert q.op == "reshape" and q.type.shape[2] == heads // 4
+    scores = _named(tp, "layer.0.mla_absorbed.p")[0]
+    assert scores.type.shape[1] == heads // 4
+    cache = _named(tp, "layer.0.mla_absorbed.kv_cache")[0]      # the latent is every head's
+    assert cache.type == _named(whole, "layer.0.mla_absorbed.kv_cache")[0].type
+
+
+def test_tensor_parallel_weights_shrink_and_the_run_reports_the_group():
+    one = device_need(_compiled("h800", (), None, None, False).graph)
+    four = device_need(_compiled("h800", (), 4, TP4, False).graph)
+    assert four.caches == one.caches
+    assert one.weights / 4 < four.weights < one.weights / 2     # wq_a, wkv_a, router, norms whole
+    compiled, run = _run("h800", (), 4, TP4, False)
+    report = json.loads(json.dumps(__import__("runtime.report.json_report",
+                                              fromlist=["report_dict"]).report_dict(run)))
+    dep = report["deployment"]
+    tokens = math.prod(load_model(TINY).node(0).type.shape)
+    assert dep["plan"] == "attn=tp4,ffn=tp4,moe=tp4"
+    assert dep["tokens_per_device"] * 4 == tokens                # the group shares its batch
+    assert {r.stream for r in run.launches} == {"compute", "nvlink"}   # a group inside a node
+
+
+def test_all_gather_time_from_the_link_figures():
+    compiled, run = _run("h800", (("batch", "8"),), 4, TP4, False)
+    f = _figures(H800_TEXT)
+    tensors = compiled.program.tensor_table()
+    checked = 0
+    for (launch, env), rec in zip(expand_schedule(compiled.program.schedule), run.launches):
+        if not rec.kernel.startswith("all_gather_nvlink"):
+            continue
+        x = tensors[bind_name(dict(launch.args)["x0"], env)]
+        whole = x.nbytes                         # every peer gets the whole input
+        # three peers at the link's rate, its latency once; the input was just written, so
+        # it may still be in L2 (docs/timing.md): between no and a full memory latency more
+        low = 3 * whole / f["R_nv"] + max(f["L_nv"], whole / f["dma"] + f["L_l2"])
+        assert low <= rec.end - rec.start <= low + f["L_mem"], rec.name
+        checked += 1
+    assert checked >= 3
+
+
+def test_a_dense_model_too_big_for_one_device_is_offered_tensor_parallelism(capsys, tmp_path):
+    sets = ("--set", "n_experts=2", "--set", "n_groups=1", "--set", "top_k=1")
+    one = device_need(_compiled("h800", (("n_experts", "2"), ("n_groups", "1"),
+                                         ("top_k", "1")), None, None, False).graph)
+    target = _small_memory(tmp_path, int(one.total * 0.6), "tight")
+    code, _, err = dsc(capsys, "compile", TINY, "--target", target, *sets)
+    assert_user_error(code, err)
+    suggested = re.search(r"--devices (\d+) --plan (\S+)", err)
+    assert suggested and "tp" in suggested[2], err
+    code, _, err = dsc(capsys, "compile", TINY, "--target", target, *sets,
+                       "--devices", suggested[1], "--plan", suggested[2])
+    assert code == 0, err

@@ -27,6 +27,7 @@ from compiler.ir.ops import OPS
 from compiler.ir.ops.collective import chunk
 from compiler.passes import PassContext
 from compiler.passes.rewrite import Rewriter
+from compiler.passes.tensor_parallel import TensorParallel
 from isa.deployment import Deployment
 
 
@@ -94,6 +95,29 @@ def _dispatch_of(graph: Graph, combine: Node) -> int:
     return next(n.id for n in graph.nodes() if n.op == "dispatch" and n.inputs[1] == idx)
 
 
+def _tensor_parallel(graph: Graph, ctx: PassContext, dep: Deployment) -> Graph:
+    """Everything tensor parallel over groups of N devices (attn=tpN, ffn=tpN, and moe=tpN
+    when the model has routed experts); each group runs one replica's batch."""
+    n = dep.tp("attn")
+    has_experts = any(node.op == "dispatch" for node in graph.nodes())
+    wanted = {"attn": dep.attn, "ffn": dep.ffn} | ({"moe": dep.moe} if has_experts else {})
+    if n == 1 or any(dep.tp(part) != n for part in wanted):
+        plan = ",".join(f"{part}=tp{max(n, 2)}" for part in wanted)
+        raise DscError(f"plan {dep.plan_text}: tensor parallelism is supported for the whole "
+                       "model over one group size (mixing it with data or expert parallelism "
+                       "is not supported yet)", expected=f"e.g. --plan {plan}")
+    contracted = {i for node in graph.nodes() if OPS[node.op].category == "contraction"
+                  for i in node.inputs}
+    weights = {node.id for node in graph.nodes() if node.op == "weight" and node.id in contracted}
+    for _ in range(3):
+        tp = TensorParallel(graph, ctx, n, weights)
+        out = tp.run()
+        if not tp.regret:
+            break
+        weights -= tp.regret
+    return out
+
+
 @dataclass(frozen=True)
 class Shard:
     name: str = "shard"
@@ -102,10 +126,11 @@ class Shard:
         dep: Deployment = ctx.deployment
         if dep is None or dep.devices == 1:
             return graph
-        for part in ("attn", "ffn"):
-            if dep.tp(part) > 1:
-                raise DscError(f"plan {part}={getattr(dep, part)}: tensor parallelism is not "
-                               "supported yet", expected=f"{part}=dp")
+        if any(dep.tp(part) > 1 for part in ("attn", "ffn", "moe")):
+            return _tensor_parallel(graph, ctx, dep)
+        if dep.ffn != "dp":
+            raise DscError(f"plan ffn={dep.ffn} with attn=dp: not supported yet",
+                           expected="ffn=dp (or attn=tpN with ffn=tpN)")
         if dep.moe == "ep":
             if not any(n.op == "dispatch" for n in graph.nodes()):
                 ctx.notes.append(f"moe=ep: model '{graph.model}' has no routed experts; "

@@ -6,8 +6,9 @@ layer's time is the time between the ends of its last launch and of the previous
 (with two micro-batches the layers overlap, and this is the pace at which they complete).
 Its communication is the time some link was busy with its all-to-alls; exposed is the time
 its compute launches waited for a link's launch beyond their own stream's order (the
-interpreter's LaunchRecord.exposed). Tokens per step are the elements of the model's integer
-inputs (its token ids), for each micro-batch.
+interpreter's LaunchRecord.exposed; it includes the collectives' launch overhead, during which
+the cores wait too). Tokens per step are the elements of the model's integer inputs (its token
+ids), for each micro-batch, shared by the devices of a tensor-parallel group.
 """
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def _union(intervals: list[tuple[float, float]]) -> float:
 def deployment_dict(run: RunResult) -> dict:
     dep, hz = run.program.deployment, run.target.clock_hz
     seconds = run.cycles / hz
-    tokens = tokens_per_step(run)
+    tokens = tokens_per_step(run) // dep.tp("attn")   # a tensor-parallel group shares them
     us = lambda cycles: round(cycles / hz * 1e6, 3)
     return {
         "devices": dep.devices, "per_node": dep.per_node, "nodes": dep.nodes,

@@ -2,10 +2,14 @@
 
 Per-device semantics in an SPMD program: every device runs the same graph on its own data.
 `all_to_all` splits its input along `split` into `devices` equal chunks (the last padded),
-sends chunk j to device j and concatenates what it receives along `concat`; `size` clips the
-concatenated dim (the experts when they do not divide evenly). The numpy reference evaluates
-device 0 of a symmetric deployment, where every device holds the same values: it receives
-chunk 0 from everyone.
+sends chunk j to device j and concatenates what it receives along `concat` (the same axis as
+`split`: block j of the result came from device j); `size` clips the concatenated dim (the
+experts when they do not divide evenly). `all_gather` sends its whole input to every device
+and concatenates the `devices` inputs along `axis`. The tensor-parallel reductions are built
+from these (compiler/passes/tensor_parallel.py): reduce-scatter is an all-to-all along one axis
+and a sum over the received blocks, all-reduce a reduce-scatter and an all-gather. The numpy
+references evaluate device 0 of a symmetric deployment, where every device holds the same
+values: it receives chunk 0 (or the whole input) from everyone.
 """
 import math
 
@@ -21,11 +25,10 @@ def chunk(n: int, devices: int) -> int:
 def _all_to_all_shape(ins, a):
     x = ins[0]
     split, concat = norm_axis(a["split"], x.rank), norm_axis(a["concat"], x.rank)
-    check(split != concat, f"all_to_all needs different split and concat axes, got {split}")
     check(a["devices"] >= 2, f"all_to_all needs at least 2 devices, got {a['devices']}")
     shape = list(x.shape)
     shape[split] = chunk(x.shape[split], a["devices"])
-    joined = a["devices"] * x.shape[concat]
+    joined = a["devices"] * shape[concat]
     size = a["size"] or joined
     check(0 < size <= joined, f"all_to_all size {size} exceeds the {joined} received along "
                               f"axis {concat} of {dims(x.shape)}")
@@ -44,6 +47,17 @@ def _all_to_all_ref(ins, a):
     return np.take(joined, range(a["size"] or joined.shape[concat]), axis=concat)
 
 
+def _all_gather_shape(ins, a):
+    x = ins[0]
+    axis = norm_axis(a["axis"], x.rank)
+    check(a["devices"] >= 2, f"all_gather needs at least 2 devices, got {a['devices']}")
+    return tuple(d * a["devices"] if i == axis else d for i, d in enumerate(x.shape))
+
+
+def _all_gather_ref(ins, a):
+    return np.concatenate([ins[0].astype(np.float32)] * a["devices"], axis=a["axis"])
+
+
 def link_bytes(x_bytes: int, devices: int) -> float:
     """Bytes a device sends to other devices: all chunks but its own."""
     return x_bytes * (devices - 1) / devices
@@ -54,3 +68,7 @@ register(OpDef("all_to_all", "collective", 1, infer=_all_to_all_shape, result="i
                doc="exchange chunks between devices: split along `split`, chunk j to device j, "
                    "received chunks joined along `concat` (clipped to `size`)",
                attrs={"devices": REQUIRED, "split": REQUIRED, "concat": REQUIRED, "size": 0}))
+register(OpDef("all_gather", "collective", 1, infer=_all_gather_shape, result="input",
+               reference=_all_gather_ref,
+               doc="every device's input to every device, joined along `axis`",
+               attrs={"devices": REQUIRED, "axis": REQUIRED}))

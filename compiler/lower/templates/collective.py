@@ -30,14 +30,22 @@ from isa.target_schema import Target
 
 
 def lower_collective(group: Group, graph: Graph, tmap: TensorMap, target: Target):
+    """An all-to-all sends chunk p of its input to peer p; an all-gather (tensor parallelism)
+    sends its whole input to every peer. Either way what peer p sends lands in block p of
+    the output."""
     node = group.nodes[0]
-    if node.op != "all_to_all":
+    if node.op == "all_to_all":
+        devices, split, concat = node.attr("devices"), node.attr("split"), node.attr("concat")
+    elif node.op == "all_gather":
+        devices, split, concat = node.attr("devices"), None, node.attr("axis")
+    else:
         raise ValueError(f"no lowering for collective '{node.op}'")
-    devices, split, concat = node.attr("devices"), node.attr("split"), node.attr("concat")
     if target.system is None:
         raise ValueError(f"target {target.name} has no [system] table: it cannot reach other "
                          "devices")
     x, y = tmap.of(graph.node(node.inputs[0])), tmap.of(node)
+    concat %= len(x.shape)
+    split = None if split is None else split % len(x.shape)
     pairs = [(x, y)]
     if tmap.scales_of(x) is not None:
         pairs.append((tmap.scales_of(x), tmap.scales_of(y)))
@@ -47,22 +55,38 @@ def lower_collective(group: Group, graph: Graph, tmap: TensorMap, target: Target
                                                               devices - per_node)):
         if count <= 0:
             continue
-        kb = KernelBuilder(f"all_to_all_{link}", target)
-        kb.note(f"all-to-all over {devices} devices ({per_node} per node): split dim {split}, "
-                f"join dim {concat}; chunks {first}..{first + count - 1} over {link}")
+        kb = KernelBuilder(f"{node.op}_{link}", target)
+        what = (f"all-to-all: split dim {split}, join dim {concat}" if split is not None else
+                f"all-gather along dim {concat}")
+        kb.note(f"{what} over {devices} devices ({per_node} per node); "
+                f"peers {first}..{first + count - 1} over {link}")
         params = [(kb.param(f"x{i}", src), kb.param(f"y{i}", dst, output=True), src, dst)
                   for i, (src, dst) in enumerate(pairs)]
         with kb.loop("p", count) as p:
             peer = add(p, Const(first))
             for px, py, src, dst in params:
-                kb.emit("net.send", _block(py, dst, concat, src.shape[concat], peer),
-                        _chunk(px, src, split, devices, peer), link=link)
+                kb.emit("net.send", _block(py, dst, concat, _block_size(src, split, concat,
+                                                                       devices), peer),
+                        _source(px, src, split, devices, peer), link=link)
         if link == "nvlink":                    # this device's own chunk: a local copy
             for px, py, src, dst in params:
-                kb.emit("net.send", _block(py, dst, concat, src.shape[concat], Const(0)),
-                        _chunk(px, src, split, devices, Const(0)), link="local")
+                kb.emit("net.send", _block(py, dst, concat, _block_size(src, split, concat,
+                                                                       devices), Const(0)),
+                        _source(px, src, split, devices, Const(0)), link="local")
         kernels.append(kb.build())
     return kernels
+
+
+def _source(param: str, t: TensorDecl, split: int | None, devices: int, j: Expr) -> Box:
+    """What goes to peer j: chunk j along `split`, or the whole input (no split)."""
+    if split is None:
+        return Box(param, tuple(Const(0) for _ in t.shape), tuple(t.shape))
+    return _chunk(param, t, split, devices, j)
+
+
+def _block_size(t: TensorDecl, split: int | None, concat: int, devices: int) -> int:
+    """The extent along `concat` of what one peer sends."""
+    return chunk(t.shape[split], devices) if split == concat else t.shape[concat]
 
 
 def _chunk(param: str, t: TensorDecl, axis: int, devices: int, j: Expr) -> Box:
