@@ -86,6 +86,8 @@ def every_op_graph() -> Graph:
     b("yr", "matmul", ["xr", "layer.0.experts"], T([2, 8, 8]))
     b("ye", "all_to_all", ["yr"], T([4, 4, 8]), devices=2, split=1, concat=0, size=4)
     b("moe", "combine", ["ye", "idx", "rw"], T([4, 8]))
+    b("moe.parts", "all_to_all", ["moe"], T([4, 8]), devices=2, split=1, concat=1, size=0)
+    b("moe.all", "all_gather", ["moe.parts"], T([4, 16]), devices=2, axis=-1)
     b("masked", "causal_mask", ["logits"], T([4, 4], "fp32"), offset=1)
     b("p", "softmax", ["masked"], T([4, 4], "fp32"), axis=-1)
     b("ps", "sum", ["p"], T([4, 1], "fp32"), axis=-1, keepdims=True)
@@ -140,7 +142,7 @@ def test_printed_lines():
     assert ('%hq = cast(%h) {format=format("fp8_e4m3 scaled(fp32, 1x128)")}'
             ' : fp8_e4m3[4,8] scaled(fp32, 1x128) @ "t.ds":7:3') in lines
     assert '%half = const() {value=0.5} : fp32[] @ "t.ds":9:3' in lines
-    assert '%tr2 = transpose(%rot) {perm=none} : bf16[8,4] @ "t.ds":39:3' in lines
+    assert '%tr2 = transpose(%rot) {perm=none} : bf16[8,4] @ "t.ds":41:3' in lines
     assert lines[-6:] == ["output %cat", "output %kv2", "output %ps", "output %pm",
                           "output %pa", "output %flat"]
 
