@@ -511,3 +511,12 @@ def test_print_after_shows_each_pass_in_pipeline_order(capsys, monkeypatch):
     plan = out.split("# after plan")[1].split("# after place")[0]
     assert plan.startswith("\n; dsc listing: model gemm, target h800")
     assert re.search(r"buffer sa: fp8_e4m3\[128,128\] x4 smem @\d+", plan)
+
+
+def test_a_reduction_over_an_inner_dim_is_refused_where_it_is_written(capsys, tmp_path):
+    model = tmp_path / "inner.ds"
+    model.write_text("model inner {\n  input x: bf16[4, 8, 128]\n  output y = sum(x, axis=-2)\n}\n")
+    code, out, err = dsc(capsys, "compile", str(model), "--target", "h800")
+    assert_one_error(code, out, err)
+    assert err.startswith(f"{model}:3:14: error: cannot lower 'y' for target h800: sum over dim "
+                          "-2 of [4, 8, 128]: the vector unit reduces along the last dim")

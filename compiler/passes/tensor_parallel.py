@@ -5,7 +5,7 @@ group's devices must add up (P). Walking the graph in order, each op's rule says
 it accepts and what it produces; a value in another state is converted first:
 
     S(a) -> R    all_gather along a                        (communication)
-    P -> S(a)    reduce-scatter: all_to_all along a, sum of the received blocks
+    P -> S(a)    reduce-scatter: all_to_all along a, the received blocks added up
     P -> R       reduce-scatter, then all_gather           (all-reduce)
     R -> S(a)    this device's slice                       (free: it holds the whole value)
 
@@ -111,12 +111,17 @@ class TensorParallel:
                            f"{self.n} devices, no dim divides", node.loc)
         ex = self.rw.add("all_to_all", [node.id], node.type, f"{node.name}.a2a",
                          {"devices": self.n, "split": axis, "concat": axis}, node.loc)
-        blocks = list(shape[:axis]) + [self.n, shape[axis] // self.n] + list(shape[axis + 1:])
-        r = self.rw.add("reshape", [ex], node.type.with_shape(blocks), f"{node.name}.blocks",
-                        {"shape": blocks}, node.loc)
-        out = self.rw.add("sum", [r], node.type.with_shape(
-            [d // self.n if i == axis else d for i, d in enumerate(shape)]),
-            f"{node.name}.reduced", {"axis": axis, "keepdims": False}, node.loc)
+        size = shape[axis] // self.n
+        part = node.type.with_shape([size if i == axis else d for i, d in enumerate(shape)])
+        out = None
+        for j in range(self.n):          # block j came from device j: add them up
+            block = self.rw.add("slice", [ex], part, f"{node.name}.block{j}",
+                                {"axis": axis, "start": j * size, "stop": (j + 1) * size},
+                                node.loc)
+            out = block if out is None else self.rw.add(
+                "add", [out, block], part,
+                f"{node.name}.reduced" if j == self.n - 1 else f"{node.name}.sum{j}", None,
+                node.loc)
         return out, axis
 
     # -- the walk --

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 from compiler.ir.graph import Graph, Node
+from compiler.ir.ops import OPS
 from compiler.lower.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
@@ -65,6 +66,10 @@ def lower_vector_group(group: Group, graph: Graph, tmap: TensorMap, target: Targ
     local = {n.id: k for k, n in enumerate(nodes)}
     R = row_count(nodes[0], graph)
     for n in nodes:
+        x = graph.node(n.inputs[0]).type if n.inputs else n.type
+        if OPS[n.op].category == "reduction" and n.attr("axis") % max(x.rank, 1) != x.rank - 1:
+            raise ValueError(f"{n.op} over dim {n.attr('axis')} of {list(x.shape)}: the vector "
+                             "unit reduces along the last dim (transpose the operand first)")
         if row_count(n, graph) != R:
             raise ValueError(f"{n.name} works on {row_count(n, graph)} rows, the group on {R}")
     members = {n.id for n in nodes}
