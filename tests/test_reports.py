@@ -293,3 +293,32 @@ def test_chromium_screenshot(tmp_path, deepseek_html):
     assert done.returncode == 0, done.stderr[-2000:]
     assert png.is_file() and png.stat().st_size > 10_000
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- deployments: link streams beside the kernels --
+
+@pytest.fixture(scope="module")
+def deployed():
+    c = compile_model(str(ROOT / "examples" / "tiny_moe.ds"), "h800", {}, devices=16,
+                      plan="attn=dp,moe=ep,mb=2")
+    return run_program(c.program, c.target, record=True)
+
+
+def test_trace_puts_each_link_stream_on_its_own_thread(deployed):
+    trace = json.loads(trace_json(deployed))
+    threads = {name: tid for tid, name in _threads(trace).items()}
+    for stream in ("compute", "nvlink", "network"):
+        tid = threads["kernels" if stream == "compute" else f"{stream} launches"]
+        slices = _slices(trace, tid)
+        recs = [r for r in deployed.launches if r.stream == stream]
+        assert [e["name"] for e in slices] == [r.name for r in recs]
+        for a, b in zip(slices, slices[1:]):           # a stream runs one launch at a time
+            assert a["ts"] + a["dur"] <= b["ts"] + 1e-3
+    counters = {e["name"] for e in trace["traceEvents"] if e["ph"] == "C"}
+    assert {"nvlink bandwidth", "network bandwidth"} <= counters
+
+
+def test_html_timeline_has_a_row_per_link(deployed):
+    page = html_report(deployed)
+    assert "nvlink sends" in page and "network sends" in page
+    assert page.count("<svg") == 2
