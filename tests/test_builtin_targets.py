@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler.cli.main import main
+from cli_helpers import dsc, in_repo_root  # noqa: F401  (autouse fixture)
+
 from compiler.driver import compile_model
 from isa.target_loader import BUILTIN_DIR, builtin_names, load_target
 from isa.target_reference import MARKER, render_reference
@@ -24,21 +25,6 @@ BUILTINS = ("a100", "ascend910b", "b200", "h20", "h800")
 NPU256 = ROOT / "examples" / "targets" / "npu256.toml"
 DOCS = ROOT / "docs" / "targets.md"
 T = 1e12
-
-
-@pytest.fixture(autouse=True)
-def in_repo_root(monkeypatch):
-    monkeypatch.chdir(ROOT)
-
-
-def dsc(capsys, *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def simulated_seconds(model: str, target: str, overrides: dict[str, str]) -> float:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import dsc, in_repo_root  # noqa: F401  (autouse fixture)
+
 from compiler.driver import compile_model
 
 from compiler.cli.main import main
@@ -33,23 +35,6 @@ model bad {
   output c: bf16[M, M] = a @@ a
 }
 """
-
-
-@pytest.fixture(autouse=True)
-def in_repo_root(monkeypatch):
-    """Run as a user would, from the repository root with relative example paths."""
-    monkeypatch.chdir(ROOT)
-
-
-def dsc(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in-process; (exit status, stdout, stderr). Usage errors exit via SystemExit."""
-    capsys.readouterr()
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def dsc_process(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import dsc, in_repo_root  # noqa: F401  (autouse fixture)
+
 from compiler.capacity import device_need
-from compiler.cli.main import main
 from compiler.driver import compile_model, resolve_deployment
 from compiler.frontend import load_model
 from compiler.ir.text import print_graph
@@ -41,22 +42,6 @@ EP = "attn=dp,moe=ep"
 E32 = {"n_experts": "32"}                       # 2 experts per device on 16 devices
 # Bandwidth-dominated all-to-alls: 256 tokens of 512 per replica, one MoE layer.
 BIG = {"n_experts": "32", "dim": "512", "batch": "64", "n_layers": "2"}
-
-
-@pytest.fixture(autouse=True)
-def in_repo_root(monkeypatch):
-    monkeypatch.chdir(ROOT)
-
-
-def dsc(capsys, *argv: str) -> tuple[int, str, str]:
-    """The CLI in-process: (exit status, stdout, stderr); usage errors exit via SystemExit."""
-    capsys.readouterr()
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_user_error(code: int, err: str) -> None:
