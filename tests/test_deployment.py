@@ -912,3 +912,15 @@ def test_a_dense_model_too_big_for_one_device_is_offered_tensor_parallelism(caps
     code, _, err = dsc(capsys, "compile", TINY, "--target", target, *sets,
                        "--devices", suggested[1], "--plan", suggested[2])
     assert code == 0, err
+
+
+def test_tensor_parallel_listing_round_trips_and_reruns(capsys, tmp_path):
+    compiled, run = _run("h800", (), 4, TP4, False)
+    text = render(compiled.program)
+    assert "kernel all_gather_nvlink" in text
+    assert render(parse_listing(text, "tp.lst", load_target("h800"))) == text
+    listing = tmp_path / "tp.lst"
+    listing.write_text(text)
+    code, out, err = dsc(capsys, "run", str(listing), "--target", "h800", "--json", "-")
+    assert code == 0, err
+    assert json.loads(out)["total_cycles"] == round(run.cycles)
