@@ -924,3 +924,13 @@ def test_tensor_parallel_listing_round_trips_and_reruns(capsys, tmp_path):
     code, out, err = dsc(capsys, "run", str(listing), "--target", "h800", "--json", "-")
     assert code == 0, err
     assert json.loads(out)["total_cycles"] == round(run.cycles)
+
+
+def test_micro_batches_run_independent_work_before_waiting():
+    _, run = _run("h800", (("batch", "16"),), 16, MB2)
+    order = [r.name for r in run.launches]
+    first = lambda pattern: next(i for i, n in enumerate(order) if re.match(pattern, n))
+    # both shared experts of layer 1 run before micro-batch 0's combine waits for its transfer
+    combine0 = first(r"layer\.1\.mb0\.moe\.y\b")
+    assert first(r"layer\.1\.mb0\.moe\.shared_experts") < combine0
+    assert first(r"layer\.1\.mb1\.moe\.shared_experts") < combine0

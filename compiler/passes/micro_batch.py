@@ -12,8 +12,10 @@ communication. Phases then alternate between the micro-batches:
 
     attn(3)+dispatch mb0 | a2a mb0 || attn(3)+dispatch mb1 | a2a mb1 || experts(3) mb0 | a2a mb0 || ...
 
-Streams are in-order queues, so mb0's all-to-all runs on its link while mb1's attention runs on
-the cores; mb0's experts wait for mb0's all-to-all only. Whatever of a transfer the other
+Within a phase, the launches that do not read what the last transfer brings (a shared expert,
+beside the combine that waits for the experts' results) go first, for every micro-batch. Streams
+are in-order queues, so mb0's all-to-all runs on its link while mb1's attention runs on the
+cores; mb0's experts wait for mb0's all-to-all only. Whatever of a transfer the other
 micro-batch's compute does not cover is exposed, and the report shows it per layer.
 """
 from __future__ import annotations
@@ -90,16 +92,47 @@ class MicroBatch:
         bound = [replace(l, args=tuple((p, bind_name(t, env)) for p, t in l.args),
                          note=bind_name(l.note, env))
                  for l, env in expand_schedule(program.schedule)]
-        schedule = []
+        access = _access(program)
+        schedule, arriving = [], set()
         for phase in phases(bound):
-            for mb in range(count):
-                for launch in phase:
-                    copy = replace(launch, args=tuple((p, rename(t, mb)) for p, t in launch.args),
-                                   note=_tag_note(launch.note, mb))
-                    schedule.append((copy, _fold_tag(phase, launch)))
+            for part in _split_by_arrivals(phase, arriving, access):
+                for mb in range(count):
+                    for launch in part:
+                        copy = replace(launch, note=_tag_note(launch.note, mb),
+                                       args=tuple((p, rename(t, mb)) for p, t in launch.args))
+                        schedule.append((copy, _fold_tag(phase, launch)))
+            arriving = {t for l in phase if l.stream != "compute" for t in access(l)[1]}
         sizes = tuple((k, v * count if k == "batch" else v) for k, v in program.sizes)
         return replace(program, tensors=order_tensors(tensors), sizes=sizes,
                        schedule=tuple(fold_layers(schedule)))
+
+
+def _access(program: Program):
+    """launch -> (base tensors it reads, base tensors it writes)."""
+    kernels, tensors = program.kernel_table(), program.tensor_table()
+    outputs = {k.name: {p.name for p in k.params if p.output} for k in kernels.values()}
+
+    def access(launch: Launch) -> tuple[set[str], set[str]]:
+        reads, writes = set(), set()
+        for p, t in launch.args:
+            (writes if p in outputs[launch.kernel] else reads).add(tensors[t].base or t)
+        return reads, writes
+    return access
+
+
+def _split_by_arrivals(phase: list[Launch], arriving: set[str], access):
+    """(launches that do not need what the last communication brings, the rest), in order:
+    every micro-batch runs its independent work (a shared expert beside a combine) before
+    any of them waits for its transfer."""
+    waiting, early, late = set(arriving), [], []
+    for launch in phase:
+        reads, writes = access(launch)
+        if reads & waiting:
+            late.append(launch)
+            waiting |= writes
+        else:
+            early.append(launch)
+    return [part for part in (early, late) if part]
 
 
 def _tag_note(note: str, mb: int) -> str:
