@@ -5,10 +5,10 @@ caches are the per-device graph's sources. Activations are the values that cross
 boundaries (values inside a fused kernel never reach memory), each alive from the kernel that
 writes it to the last kernel that reads it; the peak of their sum over the launch order.
 
-The suggestion is worked out from the single-replica graph without compiling each candidate:
-under expert parallelism over D devices a device holds ceil(E / D) of every routed expert
-weight, everything else is replicated, and its caches and activations stay those of one
-replica (its own requests, and the tokens routed to its experts).
+The suggestion is screened from the single-replica graph (under expert parallelism over D
+devices a device holds ceil(E / D) of every routed expert weight, everything else replicated,
+its caches those of its own requests), then confirmed on the candidate's own sharded and fused
+graph; tensor-parallel candidates are checked that way directly.
 """
 from __future__ import annotations
 
@@ -81,10 +81,13 @@ def check_fit(graph: Graph, replica: Graph, target: Target, dep: Deployment) -> 
     where = f"one {target.name}" if dep.devices == 1 else \
         f"a device of {dep.devices} x {target.name} ({dep.plan_text})"
     best = smallest_plan(replica, target, need.activations, dep.micro_batches)
+    largest = max((need.weights, "weights"), (need.caches, "KV cache"),
+                  (need.activations, "activations"))
     hint = (f"the smallest plan that fits: --devices {best[0].devices} --plan "
-            f"{best[0].plan_text} (per device: {best[1]})" if best else
-            "no plan fits: the weights every device must hold are too large, under expert "
-            "parallelism and under tensor parallelism of up to 64 devices")
+            f"{_plan_arg(best[0], replica)} (per device: {best[1]})" if best else
+            "no plan fits: neither expert parallelism nor tensor parallelism over up to 64 "
+            f"devices brings a device under {size(have)} (the largest part here: "
+            f"{largest[1]}, {size(largest[0])})")
     raise DscError(f"{graph.model} does not fit {where}: it needs {size(need.total)} per "
                    f"device ({need}) and a device has {size(have)}", expected=hint)
 
@@ -110,20 +113,30 @@ def smallest_plan(replica: Graph, target: Target, activations: int, micro_batche
         if need.total > have:
             continue
         plan = {"attn": "dp", "moe": "ep", "micro_batches": micro_batches}
-        dep = make_deployment(devices, per_node, plan)
-        need = _sharded_need(replica, target, dep)
-        if need.total <= have:
-            return dep, need
+        found = _fits(replica, target, make_deployment(devices, per_node, plan), have)
+        if found:
+            return found
     for n in (2, 4, 8, 16, 32, 64):      # then the whole model tensor parallel
         plan = {"attn": f"tp{n}", "moe": f"tp{n}", "micro_batches": micro_batches}
-        dep = make_deployment(n, per_node, plan)
-        try:
-            need = _sharded_need(replica, target, dep)
-        except DscError:                 # a size the group does not divide
-            continue
-        if need.total <= have:
-            return dep, need
+        found = _fits(replica, target, make_deployment(n, per_node, plan), have)
+        if found:
+            return found
     return None
+
+
+def _fits(replica: Graph, target: Target, dep: Deployment, have: float):
+    try:
+        need = _sharded_need(replica, target, dep)
+    except DscError:                     # a plan this model cannot take (sizes, experts)
+        return None
+    return (dep, need) if need.total <= have else None
+
+
+def _plan_arg(dep: Deployment, replica: Graph) -> str:
+    """The --plan text of a suggestion, without the routed-expert item for a dense model."""
+    if any(n.op == "dispatch" for n in replica.nodes()):
+        return dep.plan_text
+    return ",".join(item for item in dep.plan_text.split(",") if not item.startswith("moe="))
 
 
 def _sharded_need(replica: Graph, target: Target, dep: Deployment) -> Need:

@@ -77,10 +77,6 @@ class Deployment:
         return math.ceil(self.devices / self.per_node)
 
     @property
-    def expert_parallel(self) -> int:
-        return self.devices if self.moe == "ep" else 1
-
-    @property
     def plan_text(self) -> str:
         text = f"attn={self.attn},ffn={self.ffn},moe={self.moe}"
         return text + (f",mb={self.micro_batches}" if self.micro_batches > 1 else "")
@@ -117,6 +113,6 @@ def parse_plan(text: str) -> dict[str, str | int]:
 def make_deployment(devices: int, per_node: int, plan: dict[str, str | int]) -> Deployment:
     """A deployment from a device count and parsed plan items; `ffn` follows `attn` unless
     given."""
-    items = dict(plan)
+    items = {k: ("dp" if v == "tp1" else v) for k, v in plan.items()}   # a group of one
     items.setdefault("ffn", items.get("attn", "dp"))
     return Deployment(devices, min(per_node, devices), **items)

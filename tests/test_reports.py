@@ -299,7 +299,7 @@ def test_chromium_screenshot(tmp_path, deepseek_html):
 
 @pytest.fixture(scope="module")
 def deployed():
-    c = compile_model(str(ROOT / "examples" / "tiny_moe.ds"), "h800", {}, devices=16,
+    c = compile_model(str(ROOT / "examples" / "tiny_moe.ds"), "h800", {"n_experts": "16"}, devices=16,
                       plan="attn=dp,moe=ep,mb=2")
     return run_program(c.program, c.target, record=True)
 

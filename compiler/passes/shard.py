@@ -98,24 +98,38 @@ def _dispatch_of(graph: Graph, combine: Node) -> int:
 def _tensor_parallel(graph: Graph, ctx: PassContext, dep: Deployment) -> Graph:
     """Everything tensor parallel over groups of N devices (attn=tpN, ffn=tpN, and moe=tpN
     when the model has routed experts); each group runs one replica's batch."""
-    n = dep.tp("attn")
     has_experts = any(node.op == "dispatch" for node in graph.nodes())
     wanted = {"attn": dep.attn, "ffn": dep.ffn} | ({"moe": dep.moe} if has_experts else {})
-    if n == 1 or any(dep.tp(part) != n for part in wanted):
-        plan = ",".join(f"{part}=tp{max(n, 2)}" for part in wanted)
+    n = max(dep.tp(part) for part in wanted)
+    if any(dep.tp(part) != n for part in wanted):
+        plan = ",".join(f"{part}=tp{n}" for part in wanted)
         raise DscError(f"plan {dep.plan_text}: tensor parallelism is supported for the whole "
                        "model over one group size (mixing it with data or expert parallelism "
                        "is not supported yet)", expected=f"e.g. --plan {plan}")
     contracted = {i for node in graph.nodes() if OPS[node.op].category == "contraction"
                   for i in node.inputs}
-    weights = {node.id for node in graph.nodes() if node.op == "weight" and node.id in contracted}
-    for _ in range(3):
-        tp = TensorParallel(graph, ctx, n, weights)
+    written = {node.inputs[0] for node in graph.nodes() if node.op == "cache_write"}
+    open_sources = {node.id for node in graph.nodes()
+                    if (node.op == "weight" and node.id in contracted) or node.id in written}
+    for _ in range(3):                 # undoing a regretted split rarely exposes another
+        tp = TensorParallel(graph, ctx, n, open_sources)
         out = tp.run()
         if not tp.regret:
             break
-        weights -= tp.regret
+        open_sources -= tp.regret
+    _note_unsplit(graph, out, ctx, n)
     return out
+
+
+def _note_unsplit(before: Graph, after: Graph, ctx: PassContext, n: int) -> None:
+    """Say so when the group size divides too few dims to split most of the weights."""
+    weights = lambda g: sum(x.type.nbytes for x in g.nodes() if x.op == "weight")
+    whole, kept = weights(before), weights(after)
+    if whole and kept > 0.5 * whole:
+        ctx.notes.append(f"tensor parallelism over {n} devices splits only "
+                         f"{100 * (1 - kept / whole):.0f}% of the weight bytes: {n} divides few "
+                         "of the model's dims (each device holds "
+                         f"{100 * kept / whole:.0f}% of them)")
 
 
 @dataclass(frozen=True)
@@ -136,6 +150,13 @@ class Shard:
                 ctx.notes.append(f"moe=ep: model '{graph.model}' has no routed experts; "
                                  "every device runs it data parallel")
                 return graph
+            experts = max(graph.node(d).attr("experts") for d in
+                          (n.id for n in graph.nodes() if n.op == "dispatch"))
+            if dep.devices > experts:
+                raise DscError(f"plan moe=ep over {dep.devices} devices: the model has "
+                               f"{experts} routed experts, so some devices would hold none "
+                               "(devices would differ, which the one-device simulation "
+                               "cannot show)", expected=f"--devices {experts} or fewer")
             return _expert_parallel(graph, ctx, dep.devices)
         if dep.moe != "dp":
             raise DscError(f"plan moe={dep.moe}: tensor-parallel experts are not supported yet",

@@ -51,6 +51,8 @@ def _elementwise(tp, node):
 
 
 def _rowwise(tp, node):
+    """Norms and softmax need whole rows (the last dim, or softmax's axis); rope needs whole
+    rows and whole positions (its `axis`)."""
     rank = node.type.rank
     keep = {rank - 1, node.attr_dict.get("axis", -1) % rank} if node.op != "rmsnorm" else {rank - 1}
     wants, out, _ = _along(tp, node, lambda a: a not in keep)
@@ -150,9 +152,20 @@ def _contraction(tp, node):
     return wants, (out.index(split) if split in out else P), None
 
 
+def _cache_write(tp, node):
+    """New keys and values split by heads go into a cache split the same way, so each device
+    keeps its heads' cache (GQA); an entry every head shares (MLA's latent) keeps it whole.
+    Batch (0) and position (1) stay whole: every device holds all requests and positions."""
+    s = tp.split_of(node.inputs[1])
+    if isinstance(s, int) and s >= 2 and tp.split_of(node.inputs[0]) in ("open", s):
+        return [s, s], s, None
+    return [R, R], R, None
+
+
 RULES = {
     "elementwise": _elementwise, "rowwise": _rowwise,
     "reduction": _reduction, "contraction": _contraction, "concat": _concat,
     "slice": _slice, "transpose": _transpose, "reshape": _linear(_reshape),
     "add": _linear(_elementwise), "combine": _linear(replicated),
+    "cache_write": _cache_write,
 }

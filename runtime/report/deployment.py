@@ -83,31 +83,38 @@ def _union(intervals: list[tuple[float, float]]) -> float:
 def deployment_dict(run: RunResult) -> dict:
     dep, hz = run.program.deployment, run.target.clock_hz
     seconds = run.cycles / hz
-    tokens = tokens_per_step(run) // dep.tp("attn")   # a tensor-parallel group shares them
+    total = tokens_per_step(run) * dep.replicas       # a tensor-parallel group shares its batch
     us = lambda cycles: round(cycles / hz * 1e6, 3)
+    layers = layer_runs(run)
+    outside = run.cycles - sum(r.time * r.count for r in layers)
     return {
         "devices": dep.devices, "per_node": dep.per_node, "nodes": dep.nodes,
         "plan": dep.plan_text, "micro_batches": dep.micro_batches,
-        "tokens_per_device": tokens,
-        "tokens_per_s_per_device": tokens / seconds if seconds else 0.0,
-        "tokens_per_s": tokens * dep.devices / seconds if seconds else 0.0,
+        "tokens_per_device": total / dep.devices,
+        "tokens_per_s_per_device": total / dep.devices / seconds if seconds else 0.0,
+        "tokens_per_s": total / seconds if seconds else 0.0,
         "exposed_comm_us": us(sum(r.exposed for r in run.launches)),
         "layers": [{"first": r.first, "last": r.last, "time_us": us(r.time),
                     "comm_us": us(r.comm), "exposed_comm_us": us(r.exposed)}
-                   for r in layer_runs(run)],
+                   for r in layers],
+        "outside_layers_us": us(outside) if layers else us(run.cycles),
     }
 
 
 def deployment_text(run: RunResult) -> list[str]:
     d = deployment_dict(run)
+    tokens = d["tokens_per_device"]
     lines = [f"deployment: {run.program.deployment} of {run.target.name}; "
-             f"{d['tokens_per_device']:,} tokens per device per step",
+             f"{tokens:,.{0 if tokens == int(tokens) else 2}f} tokens per device per step",
              f"  {d['tokens_per_s_per_device']:,.0f} tokens/s per device, "
-             f"{d['tokens_per_s']:,.0f} tokens/s in all; "
-             f"exposed communication {d['exposed_comm_us']:,.1f} us per step"]
+             f"{d['tokens_per_s']:,.0f} tokens/s in all; the cores waited "
+             f"{d['exposed_comm_us']:,.1f} us per step for communication"]
     for r in d["layers"]:
         span = f"layer {r['first']}" if r["first"] == r["last"] else \
             f"layers {r['first']}-{r['last']}"
-        lines.append(f"  {span:<14} {r['time_us']:>9,.1f} us per layer, communication "
-                     f"{r['comm_us']:,.1f} us of which {r['exposed_comm_us']:,.1f} us exposed")
+        lines.append(f"  {span:<14} {r['time_us']:>9,.1f} us per layer; links busy "
+                     f"{r['comm_us']:,.1f} us, cores waiting for them {r['exposed_comm_us']:,.1f} us")
+    if d["layers"]:
+        lines.append(f"  {'outside layers':<14} {d['outside_layers_us']:>9,.1f} us "
+                     "(embedding, final norm, head)")
     return lines

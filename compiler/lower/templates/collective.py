@@ -13,7 +13,9 @@ The input splits into `devices` chunks along `split`; chunk j goes to device j, 
         net.send  @y[block p+8], @x[chunk p+8]  link=network
 
 Each kernel runs on its link's stream, so the two links work at once and the cores are free
-for other kernels. One engine sends one chunk after another: every send has the whole link's
+for other kernels. When the devices do not fill whole nodes, the sends are those of a device
+in the partly filled last node (fewest node-mates, most network peers): the slowest sets the
+pace. One engine sends one chunk after another: every send has the whole link's
 bandwidth and the link's latency overlaps the next send. Block scales travel with their
 elements, chunk for chunk.
 """
@@ -49,7 +51,7 @@ def lower_collective(group: Group, graph: Graph, tmap: TensorMap, target: Target
     pairs = [(x, y)]
     if tmap.scales_of(x) is not None:
         pairs.append((tmap.scales_of(x), tmap.scales_of(y)))
-    per_node = min(target.system.devices_per_node, devices)
+    per_node = node_mates(devices, target.system.devices_per_node)
     kernels = []
     for link, first, count in (("nvlink", 1, per_node - 1), ("network", per_node,
                                                               devices - per_node)):
@@ -58,7 +60,7 @@ def lower_collective(group: Group, graph: Graph, tmap: TensorMap, target: Target
         kb = KernelBuilder(f"{node.op}_{link}", target)
         what = (f"all-to-all: split dim {split}, join dim {concat}" if split is not None else
                 f"all-gather along dim {concat}")
-        kb.note(f"{what} over {devices} devices ({per_node} per node); "
+        kb.note(f"{what} over {devices} devices, {per_node} in this node; "
                 f"peers {first}..{first + count - 1} over {link}")
         params = [(kb.param(f"x{i}", src), kb.param(f"y{i}", dst, output=True), src, dst)
                   for i, (src, dst) in enumerate(pairs)]
@@ -68,13 +70,20 @@ def lower_collective(group: Group, graph: Graph, tmap: TensorMap, target: Target
                 kb.emit("net.send", _block(py, dst, concat, _block_size(src, split, concat,
                                                                        devices), peer),
                         _source(px, src, split, devices, peer), link=link)
-        if link == "nvlink":                    # this device's own chunk: a local copy
+        if not kernels:                         # this device's own chunk: a local copy
             for px, py, src, dst in params:
                 kb.emit("net.send", _block(py, dst, concat, _block_size(src, split, concat,
                                                                        devices), Const(0)),
                         _source(px, src, split, devices, Const(0)), link="local")
         kernels.append(kb.build())
     return kernels
+
+
+def node_mates(devices: int, per_node: int) -> int:
+    """Devices in the node of the device that sends the most over the network: a partly
+    filled last node's, when the devices do not fill whole nodes (the slowest sets the pace)."""
+    last = devices % per_node
+    return last if devices > per_node and last else min(per_node, devices)
 
 
 def _source(param: str, t: TensorDecl, split: int | None, devices: int, j: Expr) -> Box:
