@@ -17,6 +17,7 @@ from compiler.passes.fuse import Fuse, kernel_stats
 from compiler.passes.plan import plan_kernel
 from compiler.passes.precision import Precision
 from compiler.passes.tile import Tile, considered, measure_tile
+from compiler.passes.shard import Shard
 from isa.program import Buf, BufferDecl, Instr, Kernel
 from isa.target_loader import load_target
 from runtime.interpreter import run_program
@@ -38,6 +39,34 @@ def _after_each(model, overrides=None):
 def test_ir_after_each_pass_matches_golden(pass_name, golden):
     graphs = _after_each("examples/tiny_moe.ds")
     golden(GOLDEN / f"tiny_moe.after_{pass_name}.ir", print_graph(graphs[pass_name]))
+
+
+@pytest.mark.parametrize("plan", ["attn=dp,moe=ep", "attn=tp4,moe=tp4"])
+def test_ir_after_shard_matches_golden(plan, golden):
+    """Four devices: expert parallelism (all-to-alls around the experts) and tensor
+    parallelism (split weights, heads and caches; reductions and gathers)."""
+    seen = {}
+    compile_model("examples/tiny_moe.ds", "h800", {"n_layers": "2"}, devices=4, plan=plan,
+                  passes=[Shard()], measure=False, check_fit=False,
+                  after=lambda name, g: seen.update({name: g}) if isinstance(g, Graph) else None)
+    verify(seen["shard"])
+    tag = plan.split(",")[0].split("=")[1]
+    golden(GOLDEN / f"tiny_moe.after_shard_{tag}.ir", print_graph(seen["shard"]))
+
+
+@pytest.mark.parametrize("model,overrides,devices,plan", [
+    ("examples/tiny_moe.ds", {}, 4, "attn=dp,moe=ep,mb=2"),
+    ("examples/tiny_moe.ds", {}, 4, "attn=tp4,moe=tp4"),
+    ("examples/llama3_8b.ds", {"n_layers": "2"}, 8, "attn=tp8"),
+    ("examples/deepseek_v3_prefill.ds", {"n_layers": "4", "seq": "256"}, 8, "attn=tp8,moe=tp8")])
+def test_every_pass_leaves_a_valid_graph_when_deployed(model, overrides, devices, plan):
+    seen = {}
+    compile_model(model, "h800", overrides, devices=devices, plan=plan, measure=False,
+                  check_fit=False,
+                  after=lambda name, g: seen.update({name: g}) if isinstance(g, Graph) else None)
+    assert seen
+    for graph in seen.values():
+        verify(graph)
 
 
 @pytest.mark.parametrize("model,overrides", [
