@@ -191,7 +191,8 @@ class _Reader(lark.Transformer):
         try:
             return ("deploy", Deployment(
                 values.pop("devices"), values.pop("per_node"), values.pop("attn"),
-                values.pop("ffn"), values.pop("moe"), values.pop("mb")), keyword.line, values)
+                values.pop("ffn"), values.pop("moe"), values.pop("mb"),
+                values.pop("a2a", "direct")), keyword.line, values)
         except KeyError as missing:
             raise _Error(keyword.line, f"deploy line without {missing.args[0]}= (expected "
                                        "devices, per_node, attn, ffn, moe and mb)") from None

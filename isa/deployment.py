@@ -8,6 +8,7 @@
 | `ffn` | `dp`, `tpN` | dense FFNs and shared experts; default: as `attn` |
 | `moe` | `ep`, `dp`, `tpN` | routed experts: expert parallel over all devices (dispatch and combine become all-to-all), replicated, or each expert split over N devices |
 | `mb` | `1`, `2` | micro-batches: with 2, one half-batch's communication overlaps the other's compute |
+| `a2a` | `direct`, `node` | expert all-to-all: every row straight to its device, or each token once per remote node and forwarded there over NVLink (DeepEP's normal kernels) |
 
 The model's sizes describe one attention replica (`batch` requests on each data-parallel
 replica); the devices of a tensor-parallel group share one replica's requests. The plan text
@@ -39,6 +40,7 @@ class Deployment:
     ffn: str = "dp"
     moe: str = "ep"
     micro_batches: int = 1
+    a2a: str = "direct"
 
     def __post_init__(self):
         if self.devices < 1 or self.per_node < 1:
@@ -54,6 +56,8 @@ class Deployment:
             if self.tp(part) > self.devices or self.devices % self.tp(part):
                 raise DeploymentError(f"plan {part}={mode}: the tensor-parallel degree must divide "
                                       f"the {self.devices} devices", part)
+        if self.a2a not in ("direct", "node"):
+            raise DeploymentError(f"plan a2a={self.a2a}: expected direct or node", "a2a")
         if self.micro_batches not in (1, 2):
             raise DeploymentError(f"plan mb={self.micro_batches}: expected 1 or 2 micro-batches",
                                   "micro_batches")
@@ -79,7 +83,8 @@ class Deployment:
     @property
     def plan_text(self) -> str:
         text = f"attn={self.attn},ffn={self.ffn},moe={self.moe}"
-        return text + (f",mb={self.micro_batches}" if self.micro_batches > 1 else "")
+        text += f",mb={self.micro_batches}" if self.micro_batches > 1 else ""
+        return text + (f",a2a={self.a2a}" if self.a2a != "direct" else "")
 
     def __str__(self) -> str:
         if self.devices == 1:
@@ -103,10 +108,11 @@ def parse_plan(text: str) -> dict[str, str | int]:
             if not value.isdigit():
                 raise DeploymentError(f"plan mb={value}: expected 1 or 2 micro-batches")
             out["micro_batches"] = int(value)
-        elif key in _MODES:
+        elif key in _MODES or key == "a2a":
             out[key] = value
         else:
-            raise DeploymentError(f"unknown plan key '{key}' (expected attn, ffn, moe or mb)")
+            raise DeploymentError(f"unknown plan key '{key}' (expected attn, ffn, moe, mb or "
+                                  "a2a)")
     return out
 
 

@@ -102,7 +102,7 @@ def test_make_deployment_defaults_ffn_to_attn_and_clamps_the_node():
     ("attn", "plan item 'attn': expected KEY=VALUE"),
     ("attn=dp,moe", "plan item 'moe': expected KEY=VALUE"),
     ("attn=", "plan item 'attn=': expected KEY=VALUE"),
-    ("experts=ep", "unknown plan key 'experts' (expected attn, ffn, moe or mb)"),
+    ("experts=ep", "unknown plan key 'experts' (expected attn, ffn, moe, mb or a2a)"),
     ("attn=dp,attn=tp2", "plan key 'attn' is given twice"),
     ("mb=1,mb=2", "plan key 'mb' is given twice"),
     ("mb=two", "plan mb=two: expected 1 or 2 micro-batches"),
@@ -318,7 +318,8 @@ def _check_sharded(nodes: list[dict], experts: int, devices: int, capacity: int,
         users = [(j, n) for j, n in enumerate(nodes) if d["name"] in n["ins"]]
         assert len(users) == 1 and users[0][1]["op"] == "all_to_all" and users[0][0] > k
         j, sent = users[0]
-        assert sent["attrs"] == {"concat": "1", "devices": str(devices), "split": "0"}
+        assert sent["attrs"] == {"concat": "1", "devices": str(devices), "split": "0",
+                                 "route_k": "0"}
         assert sent["shape"] == (local, devices * capacity, dim)
         # the experts' matmuls read what arrived, never the local dispatch output
         assert any(sent["name"] in n["ins"] and n["op"] == "matmul" for n in nodes)
@@ -326,7 +327,7 @@ def _check_sharded(nodes: list[dict], experts: int, devices: int, capacity: int,
         j, back = by_name[c["ins"][0]]
         assert back["op"] == "all_to_all" and j < k
         assert back["attrs"] == {"concat": "0", "devices": str(devices), "size": str(experts),
-                                 "split": "1"}
+                                 "split": "1", "route_k": "0"}
         assert back["shape"] == (experts, capacity, dim)
         _, ye = by_name[back["ins"][0]]
         assert ye["shape"] == (local, devices * capacity, dim)
@@ -968,3 +969,40 @@ def test_tensor_parallelism_splits_a_gqa_cache_by_heads(capsys):
         before, after = _named(whole, name)[0].type.shape, _named(tp, name)[0].type.shape
         assert after == (*before[:2], before[2] // 8, before[3]), name
     assert not [n for n in tp.nodes() if n.op == "all_gather" and ".gqa.k" in n.name]
+
+
+# -- 10. each token once per node (a2a=node) ---------------------------------------------------
+
+def test_once_per_node_share_by_hand():
+    from compiler.lower.templates.collective import once_per_node
+    # DeepSeek-V3 prefill on 4 nodes: 64 of the 256 experts per node, top-8
+    hit = 1 - math.comb(192, 8) / math.comb(256, 8)
+    assert once_per_node(256, 32, 8, 8) == pytest.approx(hit * 256 / (8 * 64), rel=1e-12)
+    assert 0.45 < once_per_node(256, 32, 8, 8) < 0.46
+    assert once_per_node(256, 256, 1, 1) == 1.0          # one expert per token: nothing to share
+
+
+def test_node_all_to_all_sends_fewer_chunks_over_the_network_and_forwards_the_rest():
+    from compiler.lower.templates.collective import once_per_node
+    direct, run_direct = _run("h800", tuple(E32.items()), 16, EP)
+    node, run_node = _run("h800", tuple(E32.items()), 16, EP + ",a2a=node")
+    assert "deploy devices=16 per_node=8 attn=dp ffn=dp moe=ep mb=1 a2a=node" in render(
+        node.program)
+    share = once_per_node(32, 16, 8, 2)
+    sends = math.ceil(8 * share)
+    assert sends < 8
+    loops = lambda prog, name: [s.count for k in prog.kernels if k.name.startswith(name)
+                                for s in k.body if hasattr(s, "count")]
+    assert set(loops(node.program, "all_to_all_network")) == {sends}
+    assert loops(node.program, "all_to_all_nvlink")[:2] == [7, 7]   # mates, then forwarded
+    time = lambda run, kernel: sum(r.end - r.start for r in run.launches if r.kernel == kernel)
+    for k in ("all_to_all_network_0", "all_to_all_network_1"):
+        assert time(run_node, k) < time(run_direct, k) * (sends + 1) / 8
+    assert time(run_node, "all_to_all_nvlink_0") > time(run_direct, "all_to_all_nvlink_0")
+
+
+def test_a2a_mode_errors(capsys):
+    code, _, err = dsc(capsys, "compile", TINY, "--target", "h800", "--devices", "4",
+                       "--plan", "a2a=ring")
+    assert_user_error(code, err)
+    assert "plan a2a=ring: expected direct or node" in err

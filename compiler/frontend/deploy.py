@@ -15,7 +15,7 @@ from compiler.errors import DscError, did_you_mean
 from compiler.frontend import ast
 from isa.deployment import DeploymentError, make_deployment
 
-KEYS = {"devices": int, "attn": str, "ffn": str, "moe": str, "micro_batches": int}
+KEYS = {"devices": int, "attn": str, "ffn": str, "moe": str, "micro_batches": int, "a2a": str}
 
 
 def build_deploy(model: ast.ModelDef) -> dict[str, int | str]:

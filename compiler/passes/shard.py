@@ -54,9 +54,12 @@ def _retyped(node: Node, rw: Rewriter, shape=None) -> int:
     return rw.copy(node, type=TensorType(tuple(shape), node.type.format))
 
 
-def _expert_parallel(graph: Graph, ctx: PassContext, devices: int) -> Graph:
+def _expert_parallel(graph: Graph, ctx: PassContext, devices: int, by_node: bool) -> Graph:
+    """`by_node`: the all-to-alls carry the routing's top-k, so that their lowering sends each
+    token once per remote node (plan a2a=node)."""
     layout, weights = expert_values(graph)
     rw = Rewriter(graph, ctx)
+    route_k = lambda idx: graph.node(idx).type.shape[-1] if by_node else 0
     for node in graph.nodes():
         if node.id in weights:
             experts = node.type.shape[0]
@@ -65,13 +68,14 @@ def _expert_parallel(graph: Graph, ctx: PassContext, devices: int) -> Graph:
             sent = rw.copy(node)
             rw.new_id[node.id] = rw.add(
                 "all_to_all", [sent], _a2a_type(node.type, devices, 0, 1), f"{node.name}.a2a",
-                {"devices": devices, "split": 0, "concat": 1}, node.loc)
+                {"devices": devices, "split": 0, "concat": 1, "route_k": route_k(node.inputs[1])},
+                node.loc)
         elif node.op == "combine":
             ye = graph.node(node.inputs[0])
             experts = graph.node(_dispatch_of(graph, node)).attr("experts")
             back = rw.add("all_to_all", [rw.new_id[ye.id]], ye.type, f"{ye.name}.a2a",
-                          {"devices": devices, "split": 1, "concat": 0, "size": experts},
-                          node.loc)
+                          {"devices": devices, "split": 1, "concat": 0, "size": experts,
+                           "route_k": route_k(node.inputs[1])}, node.loc)
             inputs = rw.inputs(node)
             inputs[0] = back
             rw.new_id[node.id] = rw.copy(node, inputs=inputs)
@@ -157,7 +161,7 @@ class Shard:
                                f"{experts} routed experts, so some devices would hold none "
                                "(devices would differ, which the one-device simulation "
                                "cannot show)", expected=f"--devices {experts} or fewer")
-            return _expert_parallel(graph, ctx, dep.devices)
+            return _expert_parallel(graph, ctx, dep.devices, dep.a2a == "node")
         if dep.moe != "dp":
             raise DscError(f"plan moe={dep.moe}: tensor-parallel experts are not supported yet",
                            expected="moe=ep or moe=dp")

@@ -5,7 +5,9 @@ Per-device semantics in an SPMD program: every device runs the same graph on its
 sends chunk j to device j and concatenates what it receives along `concat` (the same axis as
 `split`: block j of the result came from device j); `size` clips the concatenated dim (the
 experts when they do not divide evenly). `all_gather` sends its whole input to every device
-and concatenates the `devices` inputs along `axis`. The tensor-parallel reductions are built
+and concatenates the `devices` inputs along `axis`. An expert all-to-all with `route_k` k > 0
+moves [experts, rows, ...] rows that are k routed copies of each token, and crosses nodes once
+per token and node (its lowering says how). The tensor-parallel reductions are built
 from these (compiler/passes/tensor_parallel.py): reduce-scatter is an all-to-all along one axis
 and a sum over the received blocks, all-reduce a reduce-scatter and an all-gather. The numpy
 references evaluate device 0 of a symmetric deployment, where every device holds the same
@@ -67,7 +69,8 @@ register(OpDef("all_to_all", "collective", 1, infer=_all_to_all_shape, result="i
                reference=_all_to_all_ref,
                doc="exchange chunks between devices: split along `split`, chunk j to device j, "
                    "received chunks joined along `concat` (clipped to `size`)",
-               attrs={"devices": REQUIRED, "split": REQUIRED, "concat": REQUIRED, "size": 0}))
+               attrs={"devices": REQUIRED, "split": REQUIRED, "concat": REQUIRED, "size": 0,
+                      "route_k": 0}))
 register(OpDef("all_gather", "collective", 1, infer=_all_gather_shape, result="input",
                reference=_all_gather_ref,
                doc="every device's input to every device, joined along `axis`",

@@ -21,6 +21,8 @@ elements, chunk for chunk.
 """
 from __future__ import annotations
 
+import math
+
 from compiler.ir.graph import Graph
 from compiler.ir.ops.collective import chunk
 from compiler.lower.groups import Group
@@ -52,9 +54,15 @@ def lower_collective(group: Group, graph: Graph, tmap: TensorMap, target: Target
     if tmap.scales_of(x) is not None:
         pairs.append((tmap.scales_of(x), tmap.scales_of(y)))
     per_node = node_mates(devices, target.system.devices_per_node)
+    remote = devices - per_node
+    route_k = node.attr_dict.get("route_k", 0) if node.op == "all_to_all" else 0
+    crossing = once_per_node(max(x.shape[0], y.shape[0]), devices, per_node, route_k) \
+        if route_k and remote else 1.0
     kernels = []
-    for link, first, count in (("nvlink", 1, per_node - 1), ("network", per_node,
-                                                              devices - per_node)):
+    # Sending each token once per node moves `crossing` of the rows bound for remote peers:
+    # as many whole chunks (a chunk can be a handful of rows, too few to cut).
+    crossed = max(1, math.ceil(remote * crossing)) if remote else 0
+    for link, first, count in (("nvlink", 1, per_node - 1), ("network", per_node, crossed)):
         if count <= 0:
             continue
         kb = KernelBuilder(f"{node.op}_{link}", target)
@@ -62,14 +70,29 @@ def lower_collective(group: Group, graph: Graph, tmap: TensorMap, target: Target
                 f"all-gather along dim {concat}")
         kb.note(f"{what} over {devices} devices, {per_node} in this node; "
                 f"peers {first}..{first + count - 1} over {link}")
+        if link == "network" and crossing < 1:
+            kb.note(f"each token crosses once per node: {crossing:.4f} of the rows of the "
+                    f"{remote} remote peers (top-{route_k} of {max(x.shape[0], y.shape[0])} "
+                    "experts)")
         params = [(kb.param(f"x{i}", src), kb.param(f"y{i}", dst, output=True), src, dst)
                   for i, (src, dst) in enumerate(pairs)]
         with kb.loop("p", count) as p:
             peer = add(p, Const(first))
             for px, py, src, dst in params:
-                kb.emit("net.send", _block(py, dst, concat, _block_size(src, split, concat,
-                                                                       devices), peer),
+                size = _block_size(src, split, concat, devices)
+                kb.emit("net.send", _block(py, dst, concat, size, peer),
                         _source(px, src, split, devices, peer), link=link)
+        if link == "nvlink" and route_k and remote:
+            # the node-mates' share of what crosses to or from the remote peers: forwarded
+            # here on arrival (dispatch), gathered here before it leaves (combine)
+            forwarded = math.ceil(remote * (per_node - 1) / per_node)
+            kb.note(f"and {forwarded} chunks of remote peers' rows, forwarded within the node")
+            with kb.loop("r", forwarded) as r:
+                peer = add(r, Const(per_node))
+                for px, py, src, dst in params:
+                    size = _block_size(src, split, concat, devices)
+                    kb.emit("net.send", _block(py, dst, concat, size, peer),
+                            _source(px, src, split, devices, peer), link=link)
         if not kernels:                         # this device's own chunk: a local copy
             for px, py, src, dst in params:
                 kb.emit("net.send", _block(py, dst, concat, _block_size(src, split, concat,
@@ -77,6 +100,16 @@ def lower_collective(group: Group, graph: Graph, tmap: TensorMap, target: Target
                         _source(px, src, split, devices, Const(0)), link="local")
         kernels.append(kb.build())
     return kernels
+
+
+def once_per_node(experts: int, devices: int, per_node: int, k: int) -> float:
+    """The share of the rows bound for a remote node that must cross to it when each token
+    crosses once per node and routing is uniform: a token's k experts (k routed copies) hit a
+    node holding n of the E experts with probability 1 - C(E-n, k) / C(E, k), and it then
+    crosses once instead of k n / E times on average."""
+    n = min(experts, per_node * math.ceil(experts / devices))
+    hit = 1 - math.comb(experts - n, k) / math.comb(experts, k)
+    return min(1.0, hit * experts / (k * n))
 
 
 def node_mates(devices: int, per_node: int) -> int:
