@@ -76,28 +76,21 @@ def lower_collective(group: Group, graph: Graph, tmap: TensorMap, target: Target
                     "experts)")
         params = [(kb.param(f"x{i}", src), kb.param(f"y{i}", dst, output=True), src, dst)
                   for i, (src, dst) in enumerate(pairs)]
+        send = lambda peer, over: [
+            kb.emit("net.send", _block(py, dst, concat, _block_size(src, split, concat, devices),
+                                       peer), _source(px, src, split, devices, peer), link=over)
+            for px, py, src, dst in params]
         with kb.loop("p", count) as p:
-            peer = add(p, Const(first))
-            for px, py, src, dst in params:
-                size = _block_size(src, split, concat, devices)
-                kb.emit("net.send", _block(py, dst, concat, size, peer),
-                        _source(px, src, split, devices, peer), link=link)
+            send(add(p, Const(first)), link)
         if link == "nvlink" and route_k and remote:
             # the node-mates' share of what crosses to or from the remote peers: forwarded
             # here on arrival (dispatch), gathered here before it leaves (combine)
             forwarded = math.ceil(remote * (per_node - 1) / per_node)
             kb.note(f"and {forwarded} chunks of remote peers' rows, forwarded within the node")
             with kb.loop("r", forwarded) as r:
-                peer = add(r, Const(per_node))
-                for px, py, src, dst in params:
-                    size = _block_size(src, split, concat, devices)
-                    kb.emit("net.send", _block(py, dst, concat, size, peer),
-                            _source(px, src, split, devices, peer), link=link)
+                send(add(r, Const(per_node)), link)
         if not kernels:                         # this device's own chunk: a local copy
-            for px, py, src, dst in params:
-                kb.emit("net.send", _block(py, dst, concat, _block_size(src, split, concat,
-                                                                       devices), Const(0)),
-                        _source(px, src, split, devices, Const(0)), link="local")
+            send(Const(0), "local")
         kernels.append(kb.build())
     return kernels
 
