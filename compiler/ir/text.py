@@ -30,6 +30,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 from compiler.errors import DscError, Loc, register_source
 from compiler.ir.graph import Graph, Node, TensorType, make_attrs
 from isa.formats import Format, FormatError, Scaling, parse_format
+from isa.grammar_terms import describe_terminal
 
 HEADER = "# dsc ir"
 _BARE_NAME = re.compile(r"[A-Za-z0-9_.]+")
@@ -327,10 +328,7 @@ _TERMINAL_NAMES = {
 
 
 def _describe_terminal(name: str) -> str:
-    if name in _TERMINAL_NAMES:
-        return _TERMINAL_NAMES[name]
-    pattern = _parser().get_terminal(name).pattern
-    return f"'{pattern.value}'" if pattern.type == "str" else name
+    return describe_terminal(_parser(), _TERMINAL_NAMES, name)
 
 
 def _expected(names) -> str | None:
