@@ -1,0 +1,73 @@
+"""Two micro-batches (compiler/passes/micro_batch.py): doubled activations and caches, shared
+weights, the alternation of the halves, and the communication it hides."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from cli_helpers import dsc, in_repo_root  # noqa: F401  (autouse fixture)
+from deployment_helpers import EP, MB2, TINY, assert_user_error, compiled_tiny, run_tiny
+
+from isa.assembler import parse_listing
+from isa.listing import render
+from isa.program import expand_schedule
+from isa.target_loader import load_target
+
+
+def test_micro_batches_double_the_activations_and_share_the_weights():
+    one = compiled_tiny("h800", (("batch", "4"), ("n_experts", "16")), 16, EP).program
+    two = compiled_tiny("h800", (("batch", "4"), ("n_experts", "16")), 16, MB2).program
+    weights = {t.name for t in one.tensors if t.kind == "weight"}
+    assert weights == {t.name for t in two.tensors if t.kind == "weight"}
+    caches = [t for t in one.tensors if t.kind == "cache"]
+    halves = {t.name: t for t in two.tensors if t.kind == "cache"}
+    assert len(halves) == 2 * len(caches)
+    for t in caches:
+        scope = re.match(r"^\w+\.\d+\.", t.name)[0]
+        for mb in (0, 1):
+            half = halves[f"{scope}mb{mb}.{t.name[len(scope):]}"]
+            assert half.shape == (t.shape[0] // 2, *t.shape[1:])
+    flops = lambda p: sum(l.flops for l, _ in expand_schedule(p.schedule))
+    assert flops(two) == pytest.approx(flops(one))
+    assert dict(two.sizes)["batch"] == 4           # the model's batch, not a micro-batch's
+
+
+def test_micro_batches_alternate_and_hide_communication():
+    sets = (("batch", "16"), ("n_experts", "16"))
+    _, one = run_tiny("h800", sets, 16, EP)
+    _, two = run_tiny("h800", sets, 16, MB2)
+    names = [r.name for r in two.launches if r.stream == "network"]
+    tags = [re.search(r"\.(mb\d)\.", n)[1] for n in names]
+    assert tags[:4] == ["mb0", "mb1", "mb0", "mb1"]    # dispatch 0, dispatch 1, combine 0, ...
+    exposed = lambda run: sum(r.exposed for r in run.launches)
+    assert exposed(two) < exposed(one)
+    # toy kernels are launch-bound: twice the launches cost their overhead, no more
+    extra = len(two.launches) - len(one.launches)
+    overhead = load_target("h800").launch_overhead_cycles
+    assert one.cycles < two.cycles <= one.cycles + extra * overhead
+
+
+def test_micro_batch_listing_round_trips():
+    program = compiled_tiny("h800", (("batch", "4"), ("n_experts", "16")), 16, MB2).program
+    target = load_target("h800")
+    text = render(program)
+    assert "deploy devices=16 per_node=8 attn=dp ffn=dp moe=ep mb=2" in text
+    assert render(parse_listing(text, "mb2.lst", target)) == text
+
+
+def test_micro_batches_need_an_even_batch(capsys):
+    code, _, err = dsc(capsys, "compile", TINY, "--target", "h800", "--devices", "4",
+                       "--plan", MB2, "--set", "batch=3")
+    assert_user_error(code, err)
+    assert "splits the size 'batch' into equal micro-batches, but model tiny_moe has batch = 3" in err
+
+
+def test_micro_batches_run_independent_work_before_waiting():
+    _, run = run_tiny("h800", (("batch", "16"), ("n_experts", "16")), 16, MB2)
+    order = [r.name for r in run.launches]
+    first = lambda pattern: next(i for i, n in enumerate(order) if re.match(pattern, n))
+    # both shared experts of layer 1 run before micro-batch 0's combine waits for its transfer
+    combine0 = first(r"layer\.1\.mb0\.moe\.y\b")
+    assert first(r"layer\.1\.mb0\.moe\.shared_experts") < combine0
+    assert first(r"layer\.1\.mb1\.moe\.shared_experts") < combine0
