@@ -1,10 +1,23 @@
-"""Make the repository root importable (`isa`, `compiler`, `runtime`) without installing dsc."""
+"""Make the repository root importable (`isa`, `compiler`, `runtime`) without installing dsc,
+and set the property tests' profile."""
+import os
 import sys
 from pathlib import Path
+
+from hypothesis import HealthCheck, settings
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+# Property tests: in CI (CI=true) each runs the same examples every time, so a red run can be
+# reproduced and main stays green on its own; on a developer's machine they explore. Health
+# checks about how examples are generated (their size, their speed) differ between hypothesis
+# releases and say nothing about dsc, so they are off.
+settings.register_profile(
+    "dsc", derandomize=os.environ.get("CI", "").lower() in ("1", "true", "yes"),
+    suppress_health_check=[HealthCheck.data_too_large, HealthCheck.too_slow])
+settings.load_profile("dsc")
 
 
 # Golden files: tests compare generated text byte for byte with files under tests/golden/;

@@ -329,11 +329,9 @@ EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.ds"))
 
 
 def load_example(path: Path) -> Graph:
-    """An example model through the front end (skipped while there is none); big models are
-    cut to 4 layers, which keeps their structure (dense and MoE layers) and the test quick."""
-    load_model = getattr(pytest.importorskip("compiler.frontend"), "load_model", None)
-    if load_model is None:
-        pytest.skip("the .ds front end has no load_model yet")
+    """An example model through the front end; big models are cut to 4 layers, which keeps
+    their structure (dense and MoE layers) and the test quick."""
+    from compiler.frontend import load_model
     overrides = {"n_layers": "4"} if "n_layers" in path.read_text() else {}
     return load_model(str(path), overrides)
 

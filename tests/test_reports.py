@@ -266,7 +266,8 @@ def test_html_is_deterministic(tiny, deepseek, tiny_html, deepseek_html):
 
 def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed (e.g. apt-get install chromium)")
+        pytest.skip(f"optional tool missing: {CHROMIUM} (apt-get install chromium) renders the HTML "
+                    "report in a real browser")
     return subprocess.run(
         [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",

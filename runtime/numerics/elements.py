@@ -6,9 +6,11 @@ numpy arrays in the dtype's storage type (ml_dtypes for the small floats, `np.in
 Conversion rules (the same for every dtype, so they are stated once):
 
 * Rounding is round-to-nearest, ties to the even code, computed from the exact input value.
-  numpy/ml_dtypes cast float64 through float32, which rounds twice; `encode` instead rounds
-  float64 to float32 *to odd* first, which makes the second (RNE) rounding exact for any target
-  with at most 22 mantissa bits (all of ours but fp32, which is cast from float64 directly).
+  ml_dtypes releases before 0.7 cast float64 through float32, which rounds twice. Whether the
+  installed release does is probed once at import (`CASTS_FLOAT64_DIRECTLY`); where it does,
+  `encode` rounds float64 to float32 *to odd* first, which makes the second (RNE) rounding
+  exact for any target with at most 22 mantissa bits (all of ours but fp32, which is cast from
+  float64 directly).
 * Saturation: a finite value beyond +-max_normal becomes +-max_normal. We clip *before* casting
   because ml_dtypes does not saturate everywhere: float8_e4m3fn turns anything above 464 into
   NaN and float8_e5m2 / float16 / bfloat16 turn overflow into Inf.
@@ -90,6 +92,18 @@ def round_to_odd_float32(x: np.ndarray) -> np.ndarray:
     return np.where(inexact & even & np.isfinite(x), np.nextafter(nearest, towards_x), nearest)
 
 
+def _rounds_float64_once() -> bool:
+    """Whether ml_dtypes rounds float64 to its small floats in one step. 1.0625 + 2**-30 lies
+    just above the midpoint of the fp8_e4m3 neighbours 1.0 and 1.125: one correct rounding
+    gives 1.125; a detour through float32 lands exactly on the midpoint and ties to 1.0. Every
+    small float is cast by the same routine, so one probe tells for all of them."""
+    probe = np.array([1.0625 + 2.0 ** -30]).astype(ml_dtypes.float8_e4m3fn)
+    return float(probe[0]) == 1.125
+
+
+CASTS_FLOAT64_DIRECTLY = _rounds_float64_once()
+
+
 def _saturate(x: np.ndarray, spec: ElementSpec) -> np.ndarray:
     """Clip finite values (and Inf, where the dtype has no Inf) to +-max_normal."""
     clipped = np.clip(x, -spec.max_normal, spec.max_normal)
@@ -98,8 +112,8 @@ def _saturate(x: np.ndarray, spec: ElementSpec) -> np.ndarray:
 
 
 def _round_float(x: np.ndarray, spec: ElementSpec) -> np.ndarray:
-    if spec.storage == np.float32:
-        return x.astype(np.float32)        # float64 -> float32 is a single RNE
+    if spec.storage == np.float32 or CASTS_FLOAT64_DIRECTLY:
+        return x.astype(spec.storage)      # a single RNE from float64
     return round_to_odd_float32(x).astype(spec.storage)
 
 
