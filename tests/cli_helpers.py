@@ -1,6 +1,7 @@
 """Running the CLI in-process, as the CLI tests do."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,15 @@ def dsc(capsys, *argv: str) -> tuple[int, str, str]:
         code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+ERROR_LINE = re.compile(r"^(?:\S+: )?error: ", re.M)     # `error: ...` or `FILE:LINE:COL: error: ...`
+
+
+def assert_one_error(code: int, out: str, err: str) -> None:
+    """Bad input: status 1, nothing on stdout, one message on stderr, no traceback."""
+    assert code == 1, err
+    assert out == ""
+    assert "Traceback" not in err
+    assert "internal error" not in err, err
+    assert len(ERROR_LINE.findall(err)) == 1, err

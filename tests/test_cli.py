@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import dsc, in_repo_root  # noqa: F401  (autouse fixture)
+from cli_helpers import ERROR_LINE, assert_one_error, dsc, in_repo_root  # noqa: F401  (autouse fixture)
 
 from compiler.driver import compile_model
 
@@ -43,18 +43,6 @@ def dsc_process(*argv: str, env: dict | None = None) -> subprocess.CompletedProc
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "compiler.cli.main", *argv], cwd=ROOT,
                           capture_output=True, text=True, env=full_env, timeout=120)
-
-
-ERROR_LINE = re.compile(r"^(?:\S+: )?error: ", re.M)     # `error: ...` or `FILE:LINE:COL: error: ...`
-
-
-def assert_one_error(code: int, out: str, err: str) -> None:
-    """Bad input: status 1, nothing on stdout, one message on stderr, no traceback."""
-    assert code == 1, err
-    assert out == ""
-    assert "Traceback" not in err
-    assert "internal error" not in err, err
-    assert len(ERROR_LINE.findall(err)) == 1, err
 
 
 # -- compile ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from compiler.cli.output import Progress, write_output
+from compiler.cli.output import Progress, check_outputs, write_output, write_outputs
 from compiler.errors import DscError
 from compiler.passes import PASS_NAMES
 from isa.errors import ListingError
@@ -111,14 +111,16 @@ def cmd_run(args) -> None:
         except FunctionalError as err:
             raise DscError(f"functional mode: {err}") from None
         report["functional"] = functional.to_dict()
+    files = []                        # rendered in full before any is written
     if args.json:
-        write_output(args.json, json.dumps(report, indent=1) + "\n")
+        files.append((args.json, json.dumps(report, indent=1) + "\n"))
     if args.trace:
         from runtime.report.trace import trace_json
-        write_output(args.trace, trace_json(run))
+        files.append((args.trace, trace_json(run)))
     if args.html:
         from runtime.report.html import html_report
-        write_output(args.html, html_report(run))
+        files.append((args.html, html_report(run)))
+    write_outputs(files)
     if args.json != "-":
         sys.stdout.write(summary_text(run))
         if functional is not None:
@@ -238,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, help="builtin target name or a .toml file")
     p.add_argument("--emit", choices=("ir", "isa"), default="isa")
     p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
+    p.set_defaults(outputs=(("-o", "output"),))
     p.add_argument("--print-after", action="append", default=[], metavar="PASS",
                    choices=PASS_NAMES,
                    help="print the IR after a graph pass, the listing after a program pass; "
@@ -258,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also execute the program with numpy on random inputs and report its "
                         "error against the model's float32 reference (small models)")
     p.add_argument("--seed", type=int, default=0, help="seed of the functional run's inputs")
+    p.set_defaults(outputs=(("--json", "json"), ("--trace", "trace"), ("--html", "html")))
     die_mode(p)
     deployment(p)
     p = model_command("stats", "parameters, active parameters, FLOPs and KV bytes per token",
@@ -279,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        # Output options are declared per command (`outputs`: option, attribute), so every
+        # output path is checked before the work starts.
+        check_outputs([(option, getattr(args, dest)) for option, dest in
+                       getattr(args, "outputs", ()) if getattr(args, dest)])
         args.func(args)
     except (DscError, TargetError, FormatError, ListingError, SimulationError) as err:
         print(str(err), file=sys.stderr)
