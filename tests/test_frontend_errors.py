@@ -52,8 +52,75 @@ def test_syntax_error_unexpected_character(tmp_path):
 
 
 def test_syntax_error_unexpected_end_of_file(tmp_path):
-    err = fails(tmp_path, "model m {\n  input a: [4]  # comment\n\n")
-    check(err, main(tmp_path), 2, 15, ["unexpected end of file"], ["'}'", "'output'"])
+    err = fails(tmp_path, "model m {\n}\nimport  # comment\n\n")
+    check(err, main(tmp_path), 3, 7, ["unexpected end of file"], ["a string"])
+
+
+# ---- brackets that do not pair up: the error is at the bracket at fault ---------------------
+
+UNCLOSED_BLOCK = """\
+block norm(x: [..., d]) {
+  weight w: bf16[d]
+  return rmsnorm(x, w)
+
+block twice(x: [..., d]) {
+  return x + x
+}
+
+model m {
+  input a: bf16[4, 8]
+  output b = twice(norm(a))
+}
+"""
+
+
+def test_an_unclosed_block_is_reported_where_it_opens(tmp_path):
+    """The parser fails at the next `block`; the `{` at fault is three lines earlier."""
+    err = fails(tmp_path, UNCLOSED_BLOCK)
+    check(err, main(tmp_path), 1, 25, ["this '{' is never closed"],
+          ["'}'", "before line 5"])
+    assert err.notes == (f"the parser stopped at {main(tmp_path)}:5:1: syntax error: "
+                         "unexpected 'block'",)
+
+
+def test_an_unclosed_inner_block_is_found_by_indentation(tmp_path):
+    """The model's `}` closes the repeat, so the parser fails at the end of the file; the
+    indentation shows the repeat's block ended at `output` without its `}`."""
+    text = ("model m {\n  input a: bf16[4, 8]\n  h = a\n  repeat 2 {\n    h = h + h\n"
+            "  output b = h\n}\n")
+    err = fails(tmp_path, text)
+    check(err, main(tmp_path), 4, 12, ["this '{' is never closed"], ["before line 6"])
+    assert "unexpected end of file" in err.notes[0]
+
+
+def test_an_unclosed_block_on_one_line_is_the_innermost_open_one(tmp_path):
+    err = fails(tmp_path, "model m { input a: bf16[4, 8] output b = softmax(a)")
+    check(err, main(tmp_path), 1, 9, ["this '{' is never closed"], ["'}'"])
+
+
+def test_an_unclosed_parenthesis_is_reported_where_it_opens(tmp_path):
+    err = fails(tmp_path, "model m {\n  input a: bf16[4, 8]\n  output b = softmax(a\n}\n")
+    check(err, main(tmp_path), 3, 21, ["this '(' is never closed"],
+          ["')'", "before the '}' at line 4, column 1"])
+
+
+def test_a_closing_bracket_of_the_wrong_kind(tmp_path):
+    err = fails(tmp_path, "model m {\n  input a: bf16[4, 8]\n  output b = softmax(a]\n}\n")
+    check(err, main(tmp_path), 3, 23, ["']' does not close the '(' opened at line 3, column 21"],
+          ["')'"])
+    assert err.notes == ()                  # the parser stopped at the same place
+
+
+def test_a_closing_brace_with_nothing_open(tmp_path):
+    err = fails(tmp_path, "model m {\n  input a: bf16[4, 8]\n  output b = a\n}\n}\n")
+    check(err, main(tmp_path), 5, 1, ["unmatched '}'"], ["no closing bracket"])
+
+
+def test_brackets_in_comments_and_strings_do_not_count(tmp_path):
+    """Balanced code with a `{` in a comment and a string keeps the parser's own error."""
+    text = "model m {  # {\n  input a: bf16[4, 8]\n  output b = einsum(\"{\" a)\n}\n"
+    err = fails(tmp_path, text)
+    check(err, main(tmp_path), 3, 25, ["unexpected name 'a'"], ["','"])
 
 
 def test_syntax_error_missing_operand(tmp_path):
@@ -133,6 +200,50 @@ def test_shape_mismatch_in_split(tmp_path):
                           "  output c = p\n}\n")
     check(err, main(tmp_path), 3, 19, ["shape mismatch", "add up to 7", "is 8"],
           ["add up to 8"])
+
+
+RESIDUAL_TRAP = """\
+model m {
+  size B = 4, S = 1
+  input x: bf16[B, S, 8]
+  weight w: bf16[8, 8]
+  h = x
+  t = reshape(h, [B * S, 8])
+  h = h + t @ w
+  output y = reshape(h, [B * S, 8])
+}
+"""
+
+
+def test_a_broadcast_that_grows_both_operands_is_refused_where_it_is_written(tmp_path):
+    """A residual [B, 1, d] plus tokens [B, d] would become [B, B, d]: the error is at the
+    '+', not at the reshape a line later, and names both shapes and the result."""
+    err = fails(tmp_path, RESIDUAL_TRAP)
+    check(err, main(tmp_path), 7, 9, ["'add'", "[4, 1, 8] with [4, 8] to [4, 4, 8]",
+                                     "growing both operands"],
+          ["one that stretches to the other's shape"])
+    assert err.notes == ("both hold 32 elements: a reshape of one to the other's shape, "
+                         "e.g. reshape(..., [4, 1, 8]), may be missing",)
+
+
+@pytest.mark.parametrize("expr, col", [("mul(a, b)", 14), ("a - b", 16), ("b / a", 16)])
+def test_the_broadcast_rule_holds_for_every_elementwise_op_and_form(tmp_path, expr, col):
+    err = fails(tmp_path, "model m {\n  input a: [2, 1, 8]\n  input b: [3, 8]\n"
+                          f"  output c = {expr}\n}}\n")
+    check(err, main(tmp_path), 4, col, ["growing both operands", "to [2, 3, 8]"])
+    assert err.notes == ()           # 16 and 24 elements: no reshape makes them equal
+
+
+@pytest.mark.parametrize("b_shape", ["[]", "[8]", "[1, 8]", "[4, 1]", "[2, 1, 8]", "[1, 4, 8]"])
+def test_a_broadcast_that_stretches_one_operand_is_fine(tmp_path, b_shape):
+    graph = load_model(_write(tmp_path, "model m {\n  input a: [2, 4, 8]\n"
+                                        f"  input b: {b_shape}\n  output c = a * b + b\n}}\n"))
+    assert graph.node(graph.outputs[0]).type.shape == (2, 4, 8)
+
+
+def _write(tmp_path, text: str) -> str:
+    (tmp_path / "m.ds").write_text(text)
+    return main(tmp_path)
 
 
 def test_shape_error_from_an_op_rule(tmp_path):

@@ -6,13 +6,16 @@ a number makes a `const` node and a broadcast elementwise node; two tensors broa
 """
 from __future__ import annotations
 
+import math
 import operator
 
 from compiler.errors import DscError
 from compiler.frontend import ast
 from compiler.frontend.values import Tensor, describe, is_int, is_number
+from compiler.ir.ops import dims
 
 TENSOR_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul"}
+BROADCASTING = ("add", "sub", "mul", "div")     # as operators and as calls
 
 
 def _divide(a, b):
@@ -74,3 +77,22 @@ def _as_tensor(b, frame, value, e: ast.BinOp) -> Tensor:
 
 def _operands_hint(op: str) -> str:
     return "numbers or tensors" if op in TENSOR_OPS else "two numbers"
+
+
+def check_broadcast(op: str, shapes: list[tuple[int, ...]], result: tuple[int, ...],
+                    loc) -> None:
+    """Broadcasting stretches one operand to the other's shape (a number, a row, size-1
+    dims), never both: a result of a shape neither operand has is almost always a missing
+    reshape (a residual [B, S, d] plus tokens [B * S, d] would silently become [B, B * S, d]
+    with S = 1), so it is refused where it is written."""
+    if op not in BROADCASTING or result in shapes:
+        return
+    a, b = shapes
+    err = DscError(f"'{op}' would broadcast {dims(a)} with {dims(b)} to {dims(result)}, "
+                   "growing both operands", loc,
+                   "operands of one shape, or one that stretches to the other's shape "
+                   "(a number, a row, size-1 dims)")
+    if math.prod(a) == math.prod(b):
+        err = err.with_note(f"both hold {math.prod(a):,} elements: a reshape of one to the "
+                            f"other's shape, e.g. reshape(..., {dims(a)}), may be missing")
+    raise err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from compiler.errors import DscError, Loc
 from compiler.frontend import ast, opcalls, statements
+from compiler.frontend.arith import check_broadcast
 from compiler.frontend.composites import COMPOSITES
 from compiler.frontend.expr import evaluate_single
 from compiler.frontend.loader import BlockRef, Loader, Unit
@@ -73,6 +74,7 @@ class Builder:
             raise DscError(f"shape mismatch in '{op}': {err}", loc, expected) from None
         except INFER_FAILURES as err:
             raise DscError(f"invalid arguments to '{op}': {err}", loc, expected) from None
+        check_broadcast(op, [t.shape for t in types], shape, loc)
         fmt = opdef.result_format(types, full, self.policy["default"])
         name = self.namer.unique(join(frame.scope, hint if isinstance(hint, str) else op))
         node = self.graph.add(op, [t.id for t in inputs], TensorType(shape, fmt), name, full, loc)

@@ -14,6 +14,7 @@ from lark.lexer import PatternStr
 
 from compiler.errors import DscError, Loc
 from compiler.frontend import ast
+from compiler.frontend.delimiters import unpaired_bracket
 
 GRAMMAR = Path(__file__).with_name("ds.lark")
 
@@ -57,6 +58,18 @@ def parse(text: str, file: str) -> ast.Module:
 # ---- errors ------------------------------------------------------------------------------
 
 def _syntax_error(err, text: str, file: str) -> DscError:
+    """The parser's error; or, when brackets do not pair up, the error at the bracket at
+    fault (an unclosed `{` makes the parser fail only where the next block starts)."""
+    found = _parser_error(err, text, file)
+    unpaired = unpaired_bracket(text, file, (found.loc.line, found.loc.col))
+    if unpaired is None:
+        return found
+    if unpaired.loc == found.loc:
+        return unpaired
+    return unpaired.with_note(f"the parser stopped at {found.loc}: {found.message}")
+
+
+def _parser_error(err, text: str, file: str) -> DscError:
     expected = _expected(_accepted(err))
     if isinstance(err, lark.exceptions.UnexpectedCharacters):
         char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
