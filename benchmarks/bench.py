@@ -1,64 +1,152 @@
 """Speed of the compiler and the simulator: prints figures, asserts nothing.
 
-    python benchmarks/bench.py            # the flagship deployments, one-device runs, contract files
-    python benchmarks/bench.py --quick    # contract files only
+    python benchmarks/bench.py            # everything below
+    python benchmarks/bench.py --quick    # the contract files' stages and the GEMM figures
 
-For each case: compile time (front end + lowering), simulate time, kernel launches, kernels
-actually simulated (the rest reuse an identical launch's result), instructions the engine
-executed and per second, and the instructions those stand for on the whole chip.
+1. Per stage, each case in a fresh process as `dsc run` does it: start-up (interpreter and
+   imports), target, front end, each graph pass, capacity, lowering, each program pass,
+   simulation and the text report; then the wall time of the `dsc run` command itself.
+2. The layer curve: the flagship deployment at n_layers 4 ... 244 (with --ignore-capacity:
+   past 61 layers the KV cache no longer fits), and the device curve of its symmetric plan.
+3. Refusal: how long a model that does not fit takes to be refused with its suggestion.
+4. One GEMM shape: as a command, and inside one process (first and second call).
+
+Times are wall-clock seconds on this machine; CPU seconds of the process are shown where a
+busy machine makes the wall time noisy.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+FLAGSHIP = ("examples/deepseek_v3.ds", "h800", ["--devices", "144", "--plan", "attn=dp,moe=ep,mb=2"])
 
-from compiler.driver import compile_model  # noqa: E402
-from runtime.interpreter import run_program  # noqa: E402
-
-# (label, model, target, --set overrides, deployment: devices and plan, or None for one device
-# as if the model fit it)
+# (label, model, target, dsc run options)
 CASES = [
-    ("deepseek_v3 decode EP144", "examples/deepseek_v3.ds", "h800", {},
-     (144, "attn=dp,moe=ep,mb=2")),
-    ("deepseek_v3 prefill EP32", "examples/deepseek_v3_prefill.ds", "h800", {},
-     (32, "attn=dp,moe=ep,mb=2")),
-    ("deepseek_v3 decode 1 dev", "examples/deepseek_v3.ds", "h800", {}, None),
-    ("deepseek_v3 prefill 1 dev", "examples/deepseek_v3.ds", "h800",
-     {"batch": "1", "seq": "4096", "ctx": "0"}, None),
-    ("gemm", "examples/gemm.ds", "h800", {}, None),
-    ("grouped", "examples/grouped.ds", "h800", {}, None),
+    ("deepseek_v3 decode EP144", *FLAGSHIP),
+    ("deepseek_v3 prefill EP32", "examples/deepseek_v3_prefill.ds", "h800",
+     ["--devices", "32", "--plan", "attn=dp,moe=ep,mb=2"]),
+    ("deepseek_v3 decode 1 dev", "examples/deepseek_v3.ds", "h800", ["--ignore-capacity"]),
+    ("gemm", "examples/gemm.ds", "h800", []),
+    ("grouped", "examples/grouped.ds", "h800", []),
 ]
 
 
-def bench(label: str, model: str, target: str, overrides: dict, deployment) -> None:
-    devices, plan = deployment or (1, None)
-    t0 = time.perf_counter()
-    compiled = compile_model(model, target, overrides, devices=devices, plan=plan,
-                             check_fit=deployment is not None)
-    t1 = time.perf_counter()
+def child(argv: list[str]) -> None:
+    """One `dsc run`, stage by stage; prints {"stages": [[name, seconds], ...]} on stdout."""
+    start = time.perf_counter()
+    sys.path.insert(0, str(ROOT))
+    import compiler.cli.main as cli                       # what the dsc command loads first
+    from compiler.driver import compile_model
+    from runtime.interpreter import run_program
+    from runtime.report.text import summary_text
+    stages, last = [["imports", time.perf_counter() - start]], [time.perf_counter()]
+
+    def lap(stage: str) -> None:
+        now = time.perf_counter()
+        stages.append([stage, now - last[0]])
+        last[0] = now
+    args = cli.build_parser().parse_args(["run"] + argv)
+    compiled = compile_model(args.model, args.target, cli._sets(args.set), clock=lap,
+                             **cli._deployment(args))
     run = run_program(compiled.program, compiled.target)
-    t2 = time.perf_counter()
-    unique = {id(r.result): r.result for r in run.launches}
-    engine_ops = sum(r.simulated_instructions for r in unique.values())
-    chip_ops = sum(r.result.executed_instructions for r in run.launches)
-    print(f"{label:<27} compile {t1 - t0:6.2f} s   simulate {t2 - t1:6.2f} s   "
-          f"{len(run.launches):5d} launches, {run.simulated_kernels:3d} simulated   "
-          f"{engine_ops:8,d} instr ({engine_ops / max(t2 - t1, 1e-9):9,.0f}/s)   "
-          f"stand for {chip_ops:.3g} on the chip   -> {run.cycles / compiled.target.clock_hz * 1e3:8.3f} ms")
+    lap("simulate")
+    summary_text(run)
+    lap("report")
+    print(json.dumps({"stages": stages}))
+
+
+def _timed(cmd: list[str]) -> tuple[float, float, subprocess.CompletedProcess]:
+    """(wall seconds, CPU seconds of the child, result)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, done
+
+
+def dsc(model: str, target: str, options: list[str]) -> list[str]:
+    return [sys.executable, "-m", "compiler.cli.main", "run", model, "--target", target] + options
+
+
+def stage_table(cases) -> None:
+    print("1. time per stage (s), one fresh process per case; start-up = interpreter + imports")
+    for label, model, target, options in cases:
+        wall, cpu, done = _timed([sys.executable, __file__, "--child", "--", model,
+                                  "--target", target] + options)
+        if done.returncode:
+            print(f"{label}: failed\n{done.stderr}")
+            continue
+        stages = json.loads(done.stdout.splitlines()[-1])["stages"]
+        measured = sum(s for name, s in stages if name != "imports")
+        stages[0] = ["start-up", wall - measured]
+        cmd_wall, cmd_cpu, _ = _timed(dsc(model, target, options))
+        print(f"  {label:<26} total {wall:5.2f} (cpu {cpu:5.2f})   as a command {cmd_wall:5.2f} "
+              f"(cpu {cmd_cpu:5.2f})")
+        print("    " + "  ".join(f"{name} {s:.3f}" for name, s in stages))
+
+
+def layer_curve() -> None:
+    model, target, options = FLAGSHIP
+    print("2. the flagship deployment by size (s): wall (cpu) of `dsc run ... --ignore-capacity`")
+    for n in (4, 8, 16, 32, 61, 122, 244):
+        wall, cpu, done = _timed(dsc(model, target, options + ["--ignore-capacity", "--set",
+                                                               f"n_layers={n}"]))
+        print(f"  n_layers {n:>3}: {wall:6.2f} ({cpu:6.2f})" + ("  FAILED" if done.returncode else ""))
+    for devices in (36, 72, 144, 288):
+        wall, cpu, done = _timed(dsc(model, target, ["--devices", str(devices), "--plan",
+                                                     "attn=dp,moe=ep,mb=2", "--ignore-capacity"]))
+        print(f"  devices {devices:>4}: {wall:6.2f} ({cpu:6.2f})" + ("  FAILED" if done.returncode else ""))
+
+
+def refusal() -> None:
+    print("3. refusing a model that does not fit (s): wall (cpu), and the message's first line")
+    for label, options in (("one device, 244 layers", ["--set", "n_layers=244"]),
+                           ("144 devices, 244 layers", FLAGSHIP[2] + ["--set", "n_layers=244"])):
+        wall, cpu, done = _timed(dsc(FLAGSHIP[0], FLAGSHIP[1], options))
+        first = (done.stderr.strip().splitlines() or [""])[-1][:110]
+        print(f"  {label:<24} {wall:6.2f} ({cpu:6.2f})  exit {done.returncode}: {first}")
+
+
+def gemm() -> None:
+    print("4. one GEMM shape (examples/gemm.ds on h800)")
+    wall, cpu, _ = _timed(dsc("examples/gemm.ds", "h800", []))
+    print(f"  as a command: {wall:.3f} s (cpu {cpu:.3f})")
+    sys.path.insert(0, str(ROOT))
+    from compiler.driver import compile_model
+    from runtime.interpreter import run_program
+    for call in ("first", "second"):
+        t0 = time.perf_counter()
+        compiled = compile_model(str(ROOT / "examples/gemm.ds"), "h800", {})
+        run_program(compiled.program, compiled.target)
+        print(f"  in one process, {call} call: {(time.perf_counter() - t0) * 1e3:.1f} ms")
 
 
 def main() -> None:
+    if "--child" in sys.argv:
+        child(sys.argv[sys.argv.index("--") + 1:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="contract files only")
     args = parser.parse_args()
-    for label, model, target, overrides, deployment in CASES:
-        if args.quick and "deepseek_v3" in model:
-            continue
-        bench(label, model, target, overrides, deployment)
+    os.chdir(ROOT)
+    if args.quick:
+        stage_table([c for c in CASES if "deepseek" not in c[1]])
+        gemm()
+        return
+    stage_table(CASES)
+    layer_curve()
+    refusal()
+    gemm()
 
 
 if __name__ == "__main__":

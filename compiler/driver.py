@@ -36,25 +36,35 @@ def simulate_cycles(target: Target):
 def compile_model(model_path: str, target_name: str, overrides: dict[str, str],
                   after=None, passes=None, measure: bool = True, die_mode: str = "uma",
                   devices: int | None = None, plan: str | None = None,
-                  check_fit: bool = True) -> Compiled:
+                  check_fit: bool = True, clock=None) -> Compiled:
     """Front end, graph passes, lowering, program passes; `after(name, graph or program)`
     runs after each pass. `devices` and `plan` (e.g. "attn=dp,moe=ep") override the model's
-    deploy block; with `check_fit`, a model that does not fit its devices is an error."""
+    deploy block; with `check_fit`, a model that does not fit its devices is an error.
+    `clock(stage)` is called as each stage ends (the benchmark's per-stage times)."""
+    lap = clock or (lambda stage: None)
+
+    def hook(name, result):
+        lap(name)
+        if after:
+            after(name, result)
     target = load_target(target_name)
+    lap("target")
     replica = load_model(model_path, overrides)
     deployment = resolve_deployment(replica, target, devices, plan)
     if deployment.micro_batches > 1:
         replica = load_model(model_path, micro_batch_sizes(replica, overrides, deployment))
+    lap("frontend")
     ctx = PassContext(target, measure=simulate_cycles(target) if measure else None,
                       deployment=deployment)
-    graph = run_pipeline(replica, ctx, passes, after)
+    graph = run_pipeline(replica, ctx, passes, hook)
     if check_fit:
         capacity.check_fit(graph, replica, target, deployment)
+        lap("capacity")
     program = replace(lower(graph, target), deployment=deployment)
+    lap("lower")
     for program_pass in (MicroBatch(), Plan(), Place(mode=die_mode)):
         program = program_pass.run(program, target)
-        if after:
-            after(program_pass.name, program)
+        hook(program_pass.name, program)
     return Compiled(graph, target, program, tuple(ctx.notes))
 
 

@@ -17,19 +17,23 @@ from __future__ import annotations
 import json
 import numbers
 import re
+from functools import cache
 from pathlib import Path
-
-import jinja2
 
 from isa.deployment import Deployment
 from isa.expr import Bin, Const, Var, parse_expr, to_text
 from isa.program import (Attr, Box, Buf, Instr, Kernel, Launch, Loop, Program, Repeat,
                          TensorDecl, TensorRef, ViewStep)
 
-_ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-    undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-    keep_trailing_newline=True, autoescape=False)
+
+@cache
+def _environment():
+    """The template engine, loaded on the first render (reading a listing does not need it)."""
+    import jinja2
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        keep_trailing_newline=True, autoescape=False)
 
 
 # Bare words that are values, not names: a string or variable spelled so is written otherwise.
@@ -284,7 +288,7 @@ def fmt_deployment(d: Deployment) -> str:
 def render(program: Program) -> str:
     sizes = " ".join(f"{k}={v}" for k, v in program.sizes)
     deploy = fmt_deployment(program.deployment) if program.deployment.devices > 1 else ""
-    return _ENV.get_template("listing.j2").render(
+    return _environment().get_template("listing.j2").render(
         program=program, sizes=sizes, deploy=deploy, tensor_lines=tensor_lines(program.tensors),
         kernels=[kernel_view(k) for k in program.kernels],
         schedule_lines=schedule_lines(program.schedule))

@@ -62,3 +62,17 @@ def test_gemm_kernel_pipelines_its_loads():
     assert ops.count("mm.mma") == 1 and "vec.promote" in ops      # FP32 promotion on H800
     assert dict(kernel.tokens)["free"] >= 2                       # at least double-buffered
     assert any("tile " in note for note in kernel.notes)
+
+
+def test_kernel_groups_that_need_each_other_are_refused():
+    """Nodes tagged into two kernels that each read the other's result cannot be ordered."""
+    from compiler.ir.graph import Graph, TensorType
+    from compiler.lower.groups import kernel_groups
+    from isa.formats import Format
+    g, t = Graph("m"), TensorType((4, 8), Format("bf16"))
+    x = g.add("input", [], t, "x")
+    a = g.add("neg", [x.id], t, "a", sched={"kernel": "vector.0"})
+    b = g.add("neg", [a.id], t, "b", sched={"kernel": "vector.1"})
+    g.add("neg", [b.id], t, "c", sched={"kernel": "vector.0"})
+    with pytest.raises(ValueError, match=r"in a cycle: vector\.(0 -> vector\.1|1 -> vector\.0)$"):
+        kernel_groups(g)

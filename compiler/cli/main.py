@@ -75,13 +75,13 @@ def _report_notes(compiled) -> None:
 
 
 def cmd_run(args) -> None:
-    from runtime.functional import FunctionalError, check_size, run_functional
     from runtime.interpreter import run_program
     from runtime.report.json_report import report_dict
     from runtime.report.text import summary_text
     compiled = None
-    if args.functional:
+    if args.functional:                 # the numerics stack is imported only for this
         from compiler.driver import compile_model
+        from runtime.functional import FunctionalError, check_size
         from isa.assembler import is_listing
         if is_listing(args.model):
             raise DscError("--functional needs a .ds model: the error is measured against "
@@ -106,6 +106,7 @@ def cmd_run(args) -> None:
     report = report_dict(run)
     functional = None
     if compiled is not None:
+        from runtime.functional import FunctionalError, run_functional
         try:
             functional = run_functional(compiled, seed=args.seed)
         except FunctionalError as err:

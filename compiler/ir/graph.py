@@ -1,16 +1,15 @@
 """The IR: a typed dataflow graph of immutable op nodes.
 
 A `Node` is one frozen record (op, inputs, attributes, result type, name, source position).
-The `Graph` keeps nodes in a networkx DiGraph keyed by integer ids issued in creation order,
-so iterating in topological order with ids as the tie-break is deterministic and golden files
-are stable. Passes build a new Graph rather than mutate one.
+The `Graph` keeps nodes by integer ids issued in creation order, with an index of each node's
+users, so iterating in topological order with ids as the tie-break is deterministic and golden
+files are stable. Passes build a new Graph rather than mutate one.
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
-
-import networkx as nx
 
 from compiler.errors import Loc
 from isa.formats import Format
@@ -103,8 +102,9 @@ class Graph:
     sizes: dict[str, int] = field(default_factory=dict)
     policy: dict[str, Format] = field(default_factory=dict)
     deploy: dict[str, int | str] = field(default_factory=dict)   # the model's deploy block
-    dg: nx.DiGraph = field(default_factory=nx.DiGraph)
     outputs: list[int] = field(default_factory=list)
+    _nodes: dict[int, Node] = field(default_factory=dict)
+    _users: dict[int, set[int]] = field(default_factory=dict)   # producer id -> user ids
     _next_id: int = 0
     _id_ordered: bool = True          # every node's inputs have smaller ids (see nodes())
 
@@ -118,13 +118,24 @@ class Graph:
         sched = make_attrs(sched) if isinstance(sched, dict) else sched
         node = Node(self._next_id, op, tuple(inputs), attrs, type, name, loc, sched)
         self._next_id += 1
-        self.dg.add_node(node.id, node=node)
+        self._nodes[node.id] = node
         for src in node.inputs:
-            self.dg.add_edge(src, node.id)
+            self._users.setdefault(src, set()).add(node.id)
         return node
 
     def node(self, nid: int) -> Node:
-        return self.dg.nodes[nid]["node"]
+        return self._nodes[nid]
+
+    def ids(self) -> list[int]:
+        """Every node id, ascending (creation order)."""
+        return sorted(self._nodes)
+
+    def __contains__(self, nid: int) -> bool:
+        return nid in self._nodes
+
+    def user_ids(self, nid: int) -> set[int]:
+        """Ids of the nodes recorded as reading `nid` (the verifier checks they agree)."""
+        return self._users.get(nid, set())
 
     def replace_node(self, node: Node, **changes) -> Node:
         """Swap a node's payload, keeping its id: for builders, before a graph is handed on."""
@@ -132,10 +143,10 @@ class Graph:
         if any(i >= new.id for i in new.inputs):
             self._id_ordered = False
         for src in set(node.inputs) - set(new.inputs):
-            self.dg.remove_edge(src, node.id)
+            self._users[src].discard(node.id)
         for src in new.inputs:
-            self.dg.add_edge(src, new.id)
-        self.dg.nodes[new.id]["node"] = new
+            self._users.setdefault(src, set()).add(new.id)
+        self._nodes[new.id] = new
         return new
 
     def nodes(self) -> Iterator[Node]:
@@ -144,26 +155,42 @@ class Graph:
         A node can only be added after its inputs, so id order is that order unless a node
         was rewired to read a later one; only then is a sort needed.
         """
-        order = sorted(self.dg.nodes) if self._id_ordered else \
-            nx.lexicographical_topological_sort(self.dg)
+        order = sorted(self._nodes) if self._id_ordered else self._topological_ids()
         for nid in order:
-            yield self.dg.nodes[nid]["node"]
+            yield self._nodes[nid]
+
+    def _topological_ids(self) -> list[int]:
+        """Kahn's algorithm taking the smallest ready id first; nodes on a cycle (which only a
+        broken graph has: the verifier reports it) are left out."""
+        waiting = {nid: sum(1 for i in set(n.inputs) if i in self._nodes)
+                   for nid, n in self._nodes.items()}
+        ready = [nid for nid, count in waiting.items() if count == 0]
+        heapq.heapify(ready)
+        order = []
+        while ready:
+            nid = heapq.heappop(ready)
+            order.append(nid)
+            for user in self._users.get(nid, ()):
+                if user in waiting:
+                    waiting[user] -= 1
+                    if waiting[user] == 0:
+                        heapq.heappush(ready, user)
+        return order
 
     def users(self, nid: int) -> list[Node]:
-        return [self.node(u) for u in sorted(self.dg.successors(nid))]
+        return [self._nodes[u] for u in sorted(self._users.get(nid, ()))]
 
     def inputs_of(self, node: Node) -> list[Node]:
         return [self.node(i) for i in node.inputs]
 
     def by_name(self, name: str) -> Node:
-        for nid in self.dg.nodes:
-            node = self.node(nid)
+        for node in self._nodes.values():
             if node.name == name:
                 return node
         raise KeyError(name)
 
     def __len__(self) -> int:
-        return self.dg.number_of_nodes()
+        return len(self._nodes)
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, Graph):

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import numbers
 
-import networkx as nx
-
 from compiler.errors import DscError
 from compiler.ir.graph import Graph, Node
 from compiler.ir.ops import OPS, OpDef, ShapeError, dims
@@ -63,22 +61,34 @@ def _fail(node: Node, message: str, expected: str | None = None) -> DscError:
 # ---------------------------------------------------------------------------- whole graph
 
 def _check_structure(g: Graph) -> None:
-    payloads = g.dg.nodes(data="node")
-    for nid, node in payloads:
-        if node is None:
-            # Graph.add links an input id it has never seen: some user reads a missing node.
-            users = [payloads[u] for u in g.dg.successors(nid) if payloads[u] is not None]
-            if not users:
-                raise DscError(f"graph entry #{nid} has no node")
-            raise _fail(users[0], f"reads node #{nid}, which is not in the graph")
-        if node.id != nid:
-            raise _fail(node, f"is stored under id {nid} but has id {node.id}")
-        if set(g.dg.predecessors(nid)) != set(node.inputs):
+    nodes = [g.node(i) for i in g.ids()]
+    for node in nodes:
+        missing = [i for i in node.inputs if i not in g]
+        if missing:
+            raise _fail(node, f"reads node #{missing[0]}, which is not in the graph")
+        if any(node.id not in g.user_ids(i) for i in node.inputs):
             raise _fail(node, "graph edges disagree with the node's inputs")
-    if not nx.is_directed_acyclic_graph(g.dg):
-        cycle = [payloads[u] for u, _ in nx.find_cycle(g.dg)]
+    for node in nodes:                  # and no user recorded that does not read the node
+        stray = [u for u in g.user_ids(node.id) if node.id not in g.node(u).inputs]
+        if stray:
+            raise _fail(g.node(stray[0]), "graph edges disagree with the node's inputs")
+    if len(list(g.nodes())) < len(g):
+        cycle = _a_cycle(g)
         path = " -> ".join(f"%{n.name}" for n in cycle + cycle[:1])
         raise _fail(cycle[0], f"is on a cycle: {path}")
+
+
+def _a_cycle(g: Graph) -> list[Node]:
+    """Nodes of one cycle, in data order: walk back through inputs off the topological order
+    (every such node reads one) until a node repeats."""
+    ordered = {n.id for n in g.nodes()}
+    node = next(g.node(i) for i in g.ids() if i not in ordered)
+    path: list[Node] = []
+    while node not in path:
+        path.append(node)
+        node = g.node(next(i for i in node.inputs if i not in ordered))
+    cycle = path[path.index(node):]
+    return cycle[::-1]
 
 
 def _check_name(node: Node, seen: dict[str, Node]) -> None:
@@ -90,7 +100,7 @@ def _check_name(node: Node, seen: dict[str, Node]) -> None:
 
 def _check_outputs(g: Graph) -> None:
     for i, nid in enumerate(g.outputs):
-        if nid not in g.dg or g.dg.nodes[nid].get("node") is None:
+        if nid not in g:
             raise DscError(f"output {i} of model '{g.model}' is node #{nid}, "
                            "which is not in the graph")
 

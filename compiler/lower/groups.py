@@ -6,9 +6,8 @@ Values crossing a group boundary live off-chip; values inside a group never leav
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
-
-import networkx as nx
 
 from compiler.ir.graph import Graph, Node
 from compiler.ir.ops import OPS
@@ -72,19 +71,42 @@ def kernel_groups(graph: Graph) -> list[Group]:
 
 def _group_order(graph: Graph, members, group_of) -> list[str]:
     """Topological order of the condensed graph; ties go to the group with the lowest node id."""
-    dag = nx.DiGraph()
     first = {key: min(n.id for n in nodes) for key, nodes in members.items()}
-    dag.add_nodes_from(members)
+    after: dict[str, set[str]] = {key: set() for key in members}     # producer -> consumers
+    waiting = dict.fromkeys(members, 0)
     for key, nodes in members.items():
+        producers = set()
         for n in nodes:
-            for producer in _kernel_producers(graph, n, group_of):
-                if producer != key:
-                    dag.add_edge(producer, key)
-    if not nx.is_directed_acyclic_graph(dag):
-        cycle = nx.find_cycle(dag)
+            producers |= _kernel_producers(graph, n, group_of)
+        producers.discard(key)
+        for producer in producers:
+            after[producer].add(key)
+        waiting[key] = len(producers)
+    ready = [(first[k], k) for k, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, key = heapq.heappop(ready)
+        order.append(key)
+        for user in after[key]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                heapq.heappush(ready, (first[user], user))
+    if len(order) < len(members):
         raise ValueError("kernel groups depend on each other in a cycle: "
-                         + " -> ".join(a for a, _ in cycle))
-    return list(nx.lexicographical_topological_sort(dag, key=lambda k: first[k]))
+                         + " -> ".join(_group_cycle(after, set(members) - set(order))))
+    return order
+
+
+def _group_cycle(after: dict[str, set[str]], stuck: set[str]) -> list[str]:
+    """One cycle among the groups the order could not place, in data order: every such group
+    waits for another one, so walking back through producers must come round."""
+    before = {k: sorted(p for p in stuck if k in after[p]) for k in stuck}
+    key, path = min(stuck), []
+    while key not in path:
+        path.append(key)
+        key = before[key][0]
+    return path[path.index(key):][::-1]
 
 
 def _kernel_producers(graph: Graph, node: Node, group_of) -> set[str]:
