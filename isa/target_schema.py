@@ -9,6 +9,7 @@ one place: the properties of `Target`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from isa.formats import ELEMENT_DTYPES
 
@@ -143,6 +144,12 @@ class Target:
     system: System | None = key("how devices of this kind are joined into a system", default=None)
 
     # -- derived quantities: the only place units are converted --
+
+    @cached_property
+    def machine(self):
+        """The memories and links of the chip as one graph (isa/machine.py), built once."""
+        from isa.machine import build_machine
+        return build_machine(self)
 
     @property
     def clock_hz(self) -> float:

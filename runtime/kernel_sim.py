@@ -108,7 +108,7 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
             counts[cls] += count
     fractions, absorbed = _memory_shares(streams, counts, params, target)
     ops: dict[tuple[int, int], dict] = {}
-    capacity = paths.capacities(target)
+    capacity = target.machine.capacity
     tokens = dict(kernel.tokens)
     result = KernelResult(0.0, sum(counts), 0, token_sources=token_sources(kernel, target),
                           slot_tokens=frozenset(t for t, n in kernel.tokens if n > 0))
@@ -139,14 +139,14 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
             result.timeline.append((start, start + simulated[comp], index[comp]))
             start += simulated[comp]
     for (cls, die), count in on_die.items():
-        written = paths.written_bytes(streams[cls], count, die, target.chip.dies, absorbed)
+        written = paths.written_bytes(streams[cls], count, die, target.machine, absorbed)
         for res, b in written.items():
             result.resource_bytes[res] = result.resource_bytes.get(res, 0.0) + b
-    _totals(result)
-    # Write-backs drain in the background, but memory bandwidth holds over the whole kernel.
-    per_die = max((b for r, b in result.resource_bytes.items() if r.startswith("memory.")),
-                  default=0.0)
-    result.cycles = max(result.cycles, per_die / target.memory_bytes_per_cycle)
+    # Write-backs drain in the background, but every resource's bandwidth holds over the
+    # whole kernel.
+    result.cycles = max([result.cycles] + [b / capacity[r] for r, b in
+                                           result.resource_bytes.items()])
+    _totals(result, target)
     return result
 
 
@@ -174,8 +174,8 @@ def _accumulate(result: KernelResult, wave, times: int, per_die: bool) -> None:
         result.resource_bytes[res] = result.resource_bytes.get(res, 0.0) + b * times
 
 
-def _totals(result: KernelResult) -> None:
-    """Per-die resources summed into "l2", "memory" and "link" (the report's totals)."""
-    for kind in ("l2", "memory", "link"):
-        result.resource_bytes[kind] = sum(b for r, b in result.resource_bytes.items()
-                                          if r.startswith(kind + "."))
+def _totals(result: KernelResult, target: Target) -> None:
+    """The instances of each memory or link family summed under the family's name (the
+    report's totals: "memory" is every die's memory)."""
+    for family, ids in target.machine.family_totals.items():
+        result.resource_bytes[family] = sum(result.resource_bytes.get(r, 0.0) for r in ids)

@@ -1,77 +1,19 @@
 """Which shared resources a transfer crosses, and with what share of its bytes.
 
-Every die has its own L2 and off-chip memory; a die-to-die link joins each pair of dies, one
-resource per direction. A load by a core on die r of bytes homed on die h reads h's L2 (and
-h's memory for the L2 misses) and, when h is not r, crosses the link h->r. Interleaved bytes
-(UMA) are homed on each die in equal parts; a replicated tensor is read from the reader's
-own die and written to every die. A store writes its home die's L2 (write-back) and crosses
-r->h when remote; its memory traffic is counted when it drains.
+The machine (isa/machine.py) says where a tensor's bytes live and how they reach a die's
+cores: a route of links to the cache in front of the memory, the cache, and links on to the
+memory. A load by a core on die r crosses the near links and the cache with every byte, and
+the far links and the memory with the bytes that miss. Interleaved bytes (UMA) live in each
+die's instance in equal parts; a replicated tensor is read from the reader's own copy and
+written to every copy. A store is done once in the cache (write-back): its bytes cross the
+near links then, and the far links and the memory when they drain.
 """
 from __future__ import annotations
 
-import re
-
 from isa.instructions import Compute, Fence, Transfer
+from isa.machine import Machine, MemoryUnit
 from isa.target_schema import Target
 from runtime.engine import COMPUTE, FENCE, TRANSFER, Op
-
-
-def l2(d: int) -> str:
-    return f"l2.d{d}"
-
-
-def memory(d: int) -> str:
-    return f"memory.d{d}"
-
-
-def link(a: int, b: int) -> str:
-    return f"link.d{a}>d{b}"
-
-
-def label(resource: str, dies: int) -> str:
-    """How reports name a resource: 'memory.d1' -> 'memory' (one die) or 'die 1 memory',
-    'l2.d0' -> 'L2', 'link.d0>d1' -> 'die link 0->1'."""
-    m = re.match(r"^link\.d(\d+)>d(\d+)$", resource)
-    if m:
-        return f"die link {m.group(1)}\u2192{m.group(2)}"
-    m = re.match(r"^(.*)\.d(\d+)$", resource)
-    if m:
-        kind = "L2" if m.group(1) == "l2" else m.group(1)
-        return kind if dies == 1 else f"die {m.group(2)} {kind}"
-    return resource
-
-
-# A device's links to other devices, each way. SPMD devices send as much as they receive, so
-# a send's bytes are counted once, on its device's outgoing link.
-DEVICE_LINKS = ("nvlink", "network")
-
-
-def capacities(target: Target) -> dict[str, float]:
-    dies = range(target.chip.dies)
-    out = {}
-    for d in dies:
-        out[l2(d)] = target.l2.bytes_per_cycle
-        out[memory(d)] = target.memory_bytes_per_cycle
-    if target.die_link is not None:
-        per_cycle = target.die_link.bandwidth_gbs * 1e9 / target.clock_hz
-        out.update({link(a, b): per_cycle for a in dies for b in dies if a != b})
-    if target.system is not None:
-        out.update({name: target.link_bytes_per_cycle(name) for name in DEVICE_LINKS})
-    return out
-
-
-def homes(home, requester: int, dies: int, store: bool = False) -> list[tuple[int, float]]:
-    """(die, share of the bytes) for a transfer's bytes. A replicated tensor is read from the
-    requester's own copy, and written to every die's copy."""
-    if home is None:
-        return [(d, 1.0 / dies) for d in range(dies)]
-    if home == -1:
-        return [(d, 1.0) for d in range(dies)] if store else [(requester, 1.0)]
-    return [(home, 1.0)]
-
-
-def link_latency(target: Target) -> float:
-    return target.die_link.latency_ns * 1e-9 * target.clock_hz if target.die_link else 0.0
 
 
 def ops_for(stream, fractions: dict[str, float], target: Target, die: int) -> dict[str, list[Op]]:
@@ -87,6 +29,10 @@ def ops_for(stream, fractions: dict[str, float], target: Target, die: int) -> di
     return units
 
 
+def parts(machine: Machine, inst, die: int, store: bool = False) -> list[tuple[MemoryUnit, float]]:
+    return machine.parts(machine.default_memory, inst.home, die, store)
+
+
 def _op(inst, fractions: dict[str, float], target: Target, die: int) -> Op:
     c = inst.cost
     if isinstance(c, Compute):
@@ -96,41 +42,83 @@ def _op(inst, fractions: dict[str, float], target: Target, die: int) -> Op:
     assert isinstance(c, Transfer)
     if c.direction == "send":
         return _send_op(inst, fractions, target, die)
-    parts = homes(inst.home, die, target.chip.dies, store=c.direction == "store")
-    remote = min(1.0, sum(share for h, share in parts if h != die))
-    if c.direction == "load":
+    machine = target.machine
+    store = c.direction == "store"
+    shares = parts(machine, inst, die, store)
+    routes = [(machine.route(die, m, inward=not store), share) for m, share in shares]
+    if not store:
         miss = min(fractions[c.tensor], c.multicast / inst.share)
-        path = tuple((l2(h), share / c.multicast) for h, share in parts)
-        path += tuple((memory(h), share * miss / c.multicast) for h, share in parts)
-        path += tuple((link(h, die), share / c.multicast) for h, share in parts if h != die)
-        latency = (target.l2.latency_cycles + miss * target.memory_latency_cycles
-                   + remote * link_latency(target))
+        path = _load_path(routes, miss, c.multicast)
+        latency = (_mean(routes, lambda r: _cache_latency(r) + miss * _memory_latency(r))
+                   + _crossing(routes, lambda r: r.near_latency))
         return Op(TRANSFER, inst.label, inst.waits, inst.signals, nbytes=c.bytes,
                   path=path, cap=target.dma.load_bytes_per_cycle, latency=latency)
-    # L2 is write-back: a store is done once in L2; memory absorbs it later.
-    path = tuple((l2(h), share) for h, share in parts)
-    path += tuple((link(die, h), share) for h, share in parts if h != die)
+    # Write-back: a store is done once in the cache; memory absorbs it later.
+    path = tuple((_front(r).id, share) for r, share in routes)
+    path += tuple((link.id, share) for r, share in routes for link in r.near)
     return Op(TRANSFER, inst.label, inst.waits, inst.signals, nbytes=c.bytes,
               path=path, cap=target.dma.store_bytes_per_cycle,
-              latency=target.l2.latency_cycles + remote * link_latency(target))
+              latency=_mean(routes, _cache_latency) + _crossing(routes, lambda r: r.near_latency))
+
+
+def _load_path(routes, miss: float, multicast: int, links: bool = True) -> tuple:
+    """Caches and near links carry every byte, memories and far links the misses; a multicast
+    load is one read for its cluster."""
+    path = tuple((_front(r).id, share / multicast) for r, share in routes)
+    path += tuple((r.memory.id, share * miss / multicast) for r, share in routes if r.cache)
+    if not links:
+        return path
+    path += tuple((link.id, share / multicast) for r, share in routes for link in r.near)
+    path += tuple((link.id, share * miss / multicast) for r, share in routes for link in r.far)
+    return path
+
+
+def _front(route) -> MemoryUnit:
+    """What a transfer reaches first: the cache in front of the memory, else the memory."""
+    return route.cache or route.memory
+
+
+def _cache_latency(route) -> float:
+    return route.cache.latency_cycles if route.cache else 0.0
+
+
+def _memory_latency(route) -> float:
+    return route.memory.latency_cycles + route.far_latency if route.cache else \
+        route.memory.latency_cycles
+
+
+def _mean(routes, figure) -> float:
+    """A latency averaged over the parts of a transfer, by their shares."""
+    total = sum(share for _, share in routes)
+    return sum(share * figure(r) for r, share in routes) / total
+
+
+def _crossing(routes, figure) -> float:
+    """The latency of the links a transfer crosses: each part's by its share, at most the
+    longest (a copy written to every die waits for the farthest)."""
+    return min(sum(share * figure(r) for r, share in routes),
+               max(figure(r) for r, _ in routes))
 
 
 def _send_op(inst, fractions: dict[str, float], target: Target, die: int) -> Op:
-    """A send reads its bytes here (L2, memory for the misses) and puts them on the link; the
-    same number of bytes arrives from other devices and is written to this die's L2."""
+    """A send reads its bytes here (cache, memory for the misses) and puts them on the link;
+    the same number of bytes arrives from other devices and is written to this die's cache."""
     c = inst.cost
-    parts = homes(inst.home, die, target.chip.dies)
+    machine = target.machine
+    routes = [(machine.route(die, m), share) for m, share in parts(machine, inst, die)]
     miss = fractions.get(c.tensor, 1.0)
-    path = tuple((l2(h), share) for h, share in parts)
-    path += tuple((memory(h), share * miss) for h, share in parts)
+    path = _load_path(routes, miss, 1, links=False)
     if c.link == "local":
-        cap, latency = target.dma.load_bytes_per_cycle, target.l2.latency_cycles
+        own = machine.route(die, machine.memory(machine.default_memory, die))
+        cap, latency = target.dma.load_bytes_per_cycle, _cache_latency(own)
     else:
-        path += ((c.link, 1.0),)
-        cap, latency = target.link_bytes_per_cycle(c.link), target.link_latency_cycles(c.link)
-    path = _merged(path + ((l2(die), 1.0),))
+        link = machine.device_link(c.link)
+        path += ((link.id, 1.0),)
+        cap, latency = link.bytes_per_cycle, link.latency_cycles
+    arrival = _front(machine.route(die, machine.memory(machine.default_memory, die), False))
+    path = _merged(path + ((arrival.id, 1.0),))
     return Op(TRANSFER, inst.label, inst.waits, inst.signals, nbytes=c.bytes, path=path, cap=cap,
-              latency=latency + miss * target.memory_latency_cycles)
+              latency=latency + miss * _mean(routes, _memory_latency))
 
 
 def _merged(path) -> tuple:
@@ -140,18 +128,23 @@ def _merged(path) -> tuple:
     return tuple(out.items())
 
 
-def written_bytes(stream, count: int, die: int, dies: int,
+def written_bytes(stream, count: int, die: int, machine: Machine,
                   absorbed: dict[str, float]) -> dict[str, float]:
-    """Bytes an item's stores leave for memory to absorb, by the memory that absorbs them;
-    `absorbed`: per tensor, the share of stored bytes that reach memory (rewrites of lines
-    still in L2 reach it once)."""
+    """Bytes an item's stores leave for memory to absorb, by the resources they cross on the
+    way (the far links and the memory); `absorbed`: per tensor, the share of stored bytes
+    that reach memory (rewrites of lines still in the cache reach it once)."""
     out: dict[str, float] = {}
+
+    def add(route, nbytes):
+        for rid in [link.id for link in route.far] + [route.memory.id]:
+            out[rid] = out.get(rid, 0.0) + nbytes
     for inst in stream:
         c = inst.cost
         if isinstance(c, Transfer) and c.direction == "store":
             nbytes = c.bytes * absorbed.get(c.tensor, 1.0) * count
-            for h, share in homes(inst.home, die, dies, store=True):
-                out[memory(h)] = out.get(memory(h), 0.0) + nbytes * share
+            for m, share in parts(machine, inst, die, store=True):
+                add(machine.route(die, m, inward=False), nbytes * share)
         elif isinstance(c, Transfer) and c.direction == "send":    # what arrives, written here
-            out[memory(die)] = out.get(memory(die), 0.0) + c.bytes * count
+            own = machine.memory(machine.default_memory, die)
+            add(machine.route(die, own, inward=False), c.bytes * count)
     return out

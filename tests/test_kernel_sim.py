@@ -149,9 +149,9 @@ def test_stall_reasons_name_the_releasing_unit_and_free_buffers(h800):
     assert result.slot_tokens == {"free"}
     assert result.token_wait[("ld", "free")] > 0 and result.token_wait[("vec", "loaded")] > 0
     rec = LaunchRecord("k", "k", 0.0, result.cycles, 0.0, result)
-    assert top_stall(rec, "vector") == "vec waits for 'loaded' from ld"
-    assert top_stall(rec, "memory") == "ld waits for a free buffer ('free', released by vec)"
-    assert stall_reason("bandwidth", "ld", "link.d0>d1", (), (), 2) == \
+    assert top_stall(rec, "vector", h800.machine) == "vec waits for 'loaded' from ld"
+    assert top_stall(rec, "memory", h800.machine) == "ld waits for a free buffer ('free', released by vec)"
+    assert stall_reason("bandwidth", "ld", "link.d0>d1", (), (), load_target("b200").machine) == \
         "ld waits for die link 0\u21921 bandwidth"
 
 

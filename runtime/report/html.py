@@ -29,7 +29,6 @@ from pathlib import Path
 
 import jinja2
 
-from runtime import paths
 from runtime.interpreter import RunResult
 from runtime.report.summary import (LaunchSummary, critical_unit, layer_pattern, stall_reason,
                                     summarize, unit_totals)
@@ -202,7 +201,8 @@ def _units(run: RunResult) -> list[dict]:
         if "@" in unit:                                 # "ld@d1": one die's share
             continue
         u = v["utilization"]
-        name = names.get(unit) or paths.label(unit, run.target.chip.dies)
+        resources = run.target.machine.resources
+        name = names.get(unit) or (resources[unit].label if unit in resources else unit)
         out.append({"name": name, "percent": _percent(u),
                     "width": _n(min(100.0, 100 * u)),
                     "busy": _fmt(v["busy_cycles"], 0)})
@@ -583,7 +583,7 @@ def _stalls(run: RunResult, rows: list[KernelRow], summaries) -> list[dict]:
     for key in sorted(total, key=lambda k: (-total[k], k))[:TOP_STALLS]:
         kind, unit, what = key
         reason = stall_reason(kind, unit, what, sorted(producers.get(what, ())), slots,
-                              t.chip.dies)
+                              t.machine)
         per_core = total[key] / t.cores
         best = min(where[key], key=lambda k: (-where[key][k], k))
         row = by_index[best]

@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass
 
 from isa.target_schema import Target
-from runtime import paths
 from runtime.interpreter import LaunchRecord, RunResult
 
 BOUND_OF = {"mm": "compute", "vec": "vector", "fix": "fixed_pipe", "memory": "memory", "l2": "l2",
@@ -37,12 +36,12 @@ class LaunchSummary:
 
 
 def capacity_per_cycle(target: Target) -> dict[str, float]:
-    """What each report resource can carry per cycle: all dies together, and each die / link."""
-    from runtime.paths import capacities
-    per = capacities(target)
+    """What each report resource can carry per cycle: each instance, and each family of
+    several instances (every die's memory together) under the family's name."""
+    per = target.machine.capacity
     out = dict(per)
-    for kind in ("l2", "memory", "link"):
-        out[kind] = sum(v for r, v in per.items() if r.startswith(kind + ".")) or 1e-30
+    for family, ids in target.machine.family_totals.items():
+        out[family] = sum(per[r] for r in ids) or 1e-30
     return out
 
 
@@ -82,18 +81,19 @@ def critical_unit(rec: LaunchRecord, bound_label: str) -> str | None:
     return unit if unit in r.unit_busy else None
 
 
-def stall_reason(kind: str, unit: str, what: str, sources, slot_tokens, dies: int) -> str:
+def stall_reason(kind: str, unit: str, what: str, sources, slot_tokens, machine) -> str:
     """A wait in words: on a token from the units that signal it, on a free buffer slot
     (a token that starts above zero counts free slots), or on a resource's bandwidth."""
-    if kind == "bandwidth":
-        return f"{unit} waits for {paths.label(what, dies)} bandwidth"
+    if kind == "bandwidth":            # a resource, or the unit's own "port"
+        resource = machine.resources.get(what)
+        return f"{unit} waits for {resource.label if resource else what} bandwidth"
     units = ", ".join(sources)
     if what in slot_tokens:
         return f"{unit} waits for a free buffer ('{what}'" + (f", released by {units})" if units else ")")
     return f"{unit} waits for '{what}'" + (f" from {units}" if units else "")
 
 
-def top_stall(rec: LaunchRecord, bound_label: str, dies: int = 1) -> str:
+def top_stall(rec: LaunchRecord, bound_label: str, machine) -> str:
     """The largest wait of the unit behind the bound (summed over the launch's cores).
 
     Compute- and vector-bound kernels report their compute unit; memory-, L2- and
@@ -109,7 +109,7 @@ def top_stall(rec: LaunchRecord, bound_label: str, dies: int = 1) -> str:
     if not stalls:
         return f"{unit} never waits"
     _, (kind, what) = max(stalls)
-    return stall_reason(kind, unit, what, r.token_sources.get(what, ()), r.slot_tokens, dies)
+    return stall_reason(kind, unit, what, r.token_sources.get(what, ()), r.slot_tokens, machine)
 
 
 def summarize(rec: LaunchRecord, target: Target) -> LaunchSummary:
@@ -117,7 +117,7 @@ def summarize(rec: LaunchRecord, target: Target) -> LaunchSummary:
     label = bound(util)
     return LaunchSummary(rec.name, rec.kernel, rec.start, rec.end, rec.flops,
                          rec.result.resource_bytes.get("memory", 0.0), util, label,
-                         top_stall(rec, label, target.chip.dies))
+                         top_stall(rec, label, target.machine))
 
 
 def unit_totals(run: RunResult) -> dict[str, dict[str, float]]:
@@ -133,14 +133,16 @@ def unit_totals(run: RunResult) -> dict[str, dict[str, float]]:
         for resource, nbytes in rec.result.resource_bytes.items():
             moved[resource] = moved.get(resource, 0.0) + nbytes
     capacity = capacity_per_cycle(target)
-    for resource in ("memory", "l2") + (("link",) if target.chip.dies > 1 else ()):
-        busy[resource] = moved.get(resource, 0.0) / capacity[resource]
-    for resource in paths.DEVICE_LINKS:
-        if resource in moved:
-            busy[resource] = moved[resource] / capacity[resource]
+    machine = target.machine
+    totals = machine.family_totals
+    for family in machine.families:
+        if family in totals:          # every die's memory, L2, die links, summed
+            busy[family] = moved.get(family, 0.0) / capacity[family]
+        elif family in moved:         # one instance: a link to other devices, a host memory
+            busy[family] = moved[family] / capacity[family]
     if target.chip.dies > 1:
         for resource in sorted(moved):
-            if "." in resource and resource in capacity:
+            if resource in capacity and resource not in machine.families:
                 busy[resource] = moved[resource] / capacity[resource]
     return {u: {"busy_cycles": b, "utilization": b / total} for u, b in busy.items()}
 

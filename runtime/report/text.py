@@ -1,6 +1,7 @@
 """The terminal summary of `dsc run`: one row per kernel (same kernel over layers aggregated)."""
 from __future__ import annotations
 
+from isa.machine import LinkUnit
 from runtime.interpreter import RunResult
 from runtime.report.deployment import deployment_text
 from runtime.report.summary import layer_pattern, summarize, unit_totals
@@ -41,22 +42,25 @@ def summary_text(run: RunResult) -> str:
         lines.append(f"launch overhead: {len(compute)} launches x "
                      f"{target.launch_overhead_us:g} us = {waiting / hz * 1e6:,.1f} us "
                      f"({100 * waiting / max(total, 1e-9):.1f}% of the run, the cores idle)")
-    lines += _utilisation(unit_totals(run), target.chip.dies)
+    lines += _utilisation(unit_totals(run), target)
     if run.program.deployment.devices > 1:
         lines += [""] + deployment_text(run)
     return "\n".join(lines) + "\n"
 
 
-def _utilisation(units: dict, dies: int) -> list[str]:
-    """Whole-chip figures on one line; on a multi-die chip, one more line per die."""
+def _utilisation(units: dict, target) -> list[str]:
+    """Whole-chip figures on one line; on a multi-die chip, one more line per die: its units
+    (keys "mm@d1"), the memories it owns and the links leaving it."""
     pct = lambda v: f"{v['utilization'] * 100:.1f}%"
-    chip = {u: v for u, v in units.items() if "@" not in u and "." not in u}
+    resources = target.machine.resources
+    per_die = {u: r for u, r in resources.items() if u in units and r.die is not None
+               and u not in target.machine.families}
+    chip = {u: v for u, v in units.items() if "@" not in u and u not in per_die}
     lines = ["utilisation: " + ", ".join(f"{u} {pct(v)}" for u, v in chip.items())]
-    for d in range(dies if dies > 1 else 0):
+    for d in range(target.chip.dies if target.chip.dies > 1 else 0):
         mine = [(u.split("@")[0], v) for u, v in units.items() if u.endswith(f"@d{d}")]
-        mine += [(r.split(".")[0], v) for r, v in units.items() if r.endswith(f".d{d}")]
-        mine += [(f"link to d{r.split('>d')[1]}", v) for r, v in units.items()
-                 if r.startswith(f"link.d{d}>")]
+        mine += [(f"link to {r.dst}" if isinstance(r, LinkUnit) else r.family, units[u])
+                 for u, r in per_die.items() if r.die == d]
         lines.append(f"  die {d}: " + ", ".join(f"{u} {pct(v)}" for u, v in sorted(
             mine, key=lambda uv: list(chip).index(uv[0]) if uv[0] in chip else len(chip))))
     return lines

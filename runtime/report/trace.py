@@ -49,6 +49,7 @@ import json
 import math
 import re
 
+from isa.machine import LinkUnit
 from runtime.interpreter import LaunchRecord, RunResult
 from runtime.report.summary import summarize
 
@@ -56,10 +57,8 @@ UNIT_ORDER = ("ld", "mm", "fix", "vld", "vec", "vst", "st")
 TRANSFER_UNITS = ("ld", "st", "vld", "vst")
 KERNELS_TID, WAVES_TID, FIRST_UNIT_TID = 1, 2, 10
 STREAM_TIDS = {"nvlink": 3, "network": 4}       # launches on a link's stream (deployments)
-LINK_RESOURCES = tuple(STREAM_TIDS)
 EPS = 1e-6          # cycles
 _ON_DIE = re.compile(r"^(.*)\.d(\d+)$")
-_LINK = re.compile(r"^link\.d(\d+)>d(\d+)$")
 
 LEVEL_OF_DETAIL = (
     "Every launch has a slice on the 'kernels' thread and one slice per wave on the 'waves' "
@@ -92,18 +91,18 @@ def detailed_launches(run: RunResult, detail_launches: int | None = None) -> lis
 
 
 def split_die(name: str) -> tuple[str, int]:
-    """'class0.d1' -> ('class0', 1), 'memory.d0' -> ('memory', 0); no suffix: die 0."""
+    """An engine group's name: 'class0.d1' -> ('class0', 1); no suffix: die 0."""
     m = _ON_DIE.match(name)
     return (m.group(1), int(m.group(2))) if m else (name, 0)
 
 
-def resource_track(resource: str) -> tuple[int, str]:
-    """(die, counter name) of a shared resource: a die's memory or L2, or a link leaving it."""
-    m = _LINK.match(resource)
-    if m:
-        return int(m.group(1)), f"link to die {m.group(2)} bandwidth"
-    kind, die = split_die(resource)
-    return die, f"{kind} bandwidth"
+def resource_track(resource) -> tuple[int, str]:
+    """(die, counter name) of a shared resource: a die's memory or L2, a link leaving it, or
+    (die 0) a resource of the whole device."""
+    die = resource.die or 0
+    if isinstance(resource, LinkUnit) and resource.src != "device":
+        return die, f"link to {resource.towards} bandwidth"
+    return die, f"{resource.family} bandwidth"
 
 
 def composition_groups(comp) -> list[tuple[str, int, int]]:
@@ -129,6 +128,7 @@ class _Trace:
         self.limit = detail_launches
         self.flow_id = 0
         self.flows_skipped = 0
+        self.device_links = {link.id for link in target.machine.device_links}
         self.resources = self._resources()
         self.counter_state: dict[str, float] = {r: 0.0 for r in self.resources}
         self.counter_last: dict[str, dict] = {}
@@ -173,7 +173,8 @@ class _Trace:
                 for trace in rec.result.wave_traces:
                     for _, use in trace.counters:
                         names.update(use)
-        return sorted(names, key=lambda r: (resource_track(r), r))
+        resources = self.target.machine.resources
+        return sorted(names, key=lambda r: (resource_track(resources[r]), r))
 
     def _unit_threads(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(engine group, unit) -> (pid, tid)."""
@@ -228,7 +229,7 @@ class _Trace:
         """Set the counters a launch drives: its link's (a collective) or the others."""
         ts = self.us(self.ns(cycles))
         for res in self.resources:
-            if (res in LINK_RESOURCES) != link:
+            if (res in self.device_links) != link:
                 continue
             v = round(values.get(res, 0.0) * self.gbs_per_bpc, 3)
             last = self.counter_last.get(res)
@@ -237,7 +238,7 @@ class _Trace:
                 continue
             if v != self.counter_state[res]:
                 self.counter_state[res] = v
-                die, name = resource_track(res)
+                die, name = resource_track(self.target.machine.resource(res))
                 self.counter_last[res] = event = {
                     "ph": "C", "pid": die + 1, "name": name, "ts": ts, "args": {"GB/s": v}}
                 self.events.append(event)

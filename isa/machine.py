@@ -1,0 +1,229 @@
+"""The machine a target file describes, as one frozen graph of memories and links.
+
+Places are where things sit: each die of the package (its cores, `d0`, `d1`, ...) and any
+other place a link names (a CPU, a memory pool). Memories sit at places; a memory declared
+per die has one instance on each die. Links join two places, one resource per direction.
+Links of a device to other devices (inside its node, across the network) are resources too,
+used by the sends of collectives.
+
+Every resource has an id that reports show in their keys ("memory.d0", "l2.d1", "link.d0>d1",
+"nvlink") and a label for people ("die 1 memory"); ids are made here and nowhere else, and no
+module takes one apart: what a report needs to know about a resource (its kind, die, label)
+is an attribute of it.
+
+A route is how bytes that live in one memory instance reach the cores of one die: the links
+from the die to the cache in front of that memory (crossed by every byte), the cache, the
+links from the cache on to the memory (crossed by the misses only) and the memory itself.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Union
+
+
+@dataclass(frozen=True)
+class MemoryUnit:
+    """One instance of a declared memory (or cache)."""
+    id: str                       # "memory.d0", or the family name when there is one instance
+    family: str                   # the declared name: "memory", "l2", "host"
+    label: str                    # how reports name it: "die 1 memory", "L2", "host"
+    place: str                    # where it sits: "d0", or a named place such as "cpu"
+    die: int | None               # the die it belongs to (per-die instances), else None
+    bytes: int                    # capacity
+    bytes_per_cycle: float        # bandwidth in bytes per core clock
+    latency_cycles: float         # extra latency of an access that reaches it
+    caches: tuple[str, ...] = ()  # a cache: the memory families it stands in front of
+
+    @property
+    def is_cache(self) -> bool:
+        return bool(self.caches)
+
+
+@dataclass(frozen=True)
+class LinkUnit:
+    """One direction of one declared link."""
+    id: str                       # "link.d0>d1", or "nvlink" for a link to other devices
+    family: str
+    label: str                    # "die link 0->1", "nvlink"
+    src: str                      # place the bytes leave ("device" for device links)
+    dst: str
+    bytes_per_cycle: float
+    latency_cycles: float
+    die: int | None = None        # the die it leaves, for per-die report lines
+    towards: str = ""             # its destination for people: "die 1", "cpu"
+
+    @property
+    def is_cache(self) -> bool:
+        return False
+
+
+Resource = Union[MemoryUnit, LinkUnit]
+
+
+@dataclass(frozen=True)
+class Route:
+    """How bytes living in `memory` reach (or leave) the cores of one die."""
+    memory: MemoryUnit
+    cache: MemoryUnit | None      # the cache that stands in front of `memory` on the way
+    near: tuple[LinkUnit, ...]    # links between the cores and the cache: every byte
+    far: tuple[LinkUnit, ...]     # links between the cache and the memory: the misses
+
+    @property
+    def near_latency(self) -> float:
+        return sum(link.latency_cycles for link in self.near)
+
+    @property
+    def far_latency(self) -> float:
+        return sum(link.latency_cycles for link in self.far)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Resources by id, in declaration order; routes are computed on demand and memoised."""
+    name: str
+    dies: int
+    memories: tuple[MemoryUnit, ...]
+    links: tuple[LinkUnit, ...]              # links between places of this device
+    device_links: tuple[LinkUnit, ...]       # links to other devices: by scope, node first
+    default_memory: str                      # the family tensors live in unless placed
+    _routes: dict = field(default_factory=dict, compare=False, repr=False)
+
+    # -- resources --
+
+    @cached_property
+    def resources(self) -> dict[str, Resource]:
+        return {r.id: r for r in (*self.memories, *self.links, *self.device_links)}
+
+    def resource(self, rid: str) -> Resource:
+        return self.resources[rid]
+
+    @cached_property
+    def capacity(self) -> dict[str, float]:
+        """Bytes per cycle each resource carries (each direction of a link on its own)."""
+        return {rid: r.bytes_per_cycle for rid, r in self.resources.items()}
+
+    @cached_property
+    def families(self) -> dict[str, tuple[Resource, ...]]:
+        """Instances of each declared memory or link, by its declared name."""
+        out: dict[str, list[Resource]] = {}
+        for r in (*self.memories, *self.links, *self.device_links):
+            out.setdefault(r.family, []).append(r)
+        return {name: tuple(rs) for name, rs in out.items()}
+
+    @cached_property
+    def family_totals(self) -> dict[str, tuple[str, ...]]:
+        """Families with several instances, and their instance ids: reports add those up
+        under the family's name ("memory" = every die's memory)."""
+        return {name: tuple(r.id for r in rs) for name, rs in self.families.items()
+                if len(rs) > 1 or rs[0].id != name}
+
+    def memory(self, family: str, die: int) -> MemoryUnit:
+        """The instance of a memory family that die `die` owns (its own, for per-die
+        families; the one instance otherwise)."""
+        units = [m for m in self.memories if m.family == family]
+        return next((m for m in units if m.die == die), units[0])
+
+    def device_link(self, name: str) -> LinkUnit:
+        for link in self.device_links:
+            if link.id == name:
+                return link
+        raise KeyError(name)
+
+    # -- where a tensor's bytes are --
+
+    def parts(self, family: str, home, requester: int, store: bool = False
+              ) -> list[tuple[MemoryUnit, float]]:
+        """(memory instance, share of the bytes) of a transfer by a core on die `requester`
+        of bytes of memory family `family`. `home` places them over the dies of a per-die
+        family: None interleaved over all (UMA), -1 replicated (read from the requester's
+        copy, written to every copy), or a die."""
+        units = [m for m in self.memories if m.family == family]
+        if len(units) == 1:
+            return [(units[0], 1.0)]
+        if home is None:
+            return [(m, 1.0 / len(units)) for m in units]
+        if home == -1:
+            return [(m, 1.0) for m in units] if store else [(self.memory(family, requester), 1.0)]
+        return [(self.memory(family, home), 1.0)]
+
+    # -- routes --
+
+    def route(self, die: int, memory: MemoryUnit, inward: bool = True) -> Route:
+        """The route between the cores of `die` and `memory`: towards the cores (a load,
+        `inward`) or away from them (a store)."""
+        key = (die, memory.id, inward)
+        found = self._routes.get(key)
+        if found is None:
+            found = self._routes[key] = self._route(die, memory, inward)
+        return found
+
+    def _route(self, die: int, memory: MemoryUnit, inward: bool) -> Route:
+        places = self._path(f"d{die}", memory.place)
+        cache, at = None, None
+        for i, place in enumerate(places):      # the cache nearest the memory along the way
+            for m in self.memories:
+                if m.place == place and memory.family in m.caches:
+                    cache, at = m, i
+        hops = list(zip(places, places[1:]))
+        split = at if at is not None else len(hops)
+        near, far = hops[:split], hops[split:]
+        return Route(memory, cache, self._links(near, inward), self._links(far, inward))
+
+    def _links(self, hops, inward: bool) -> tuple[LinkUnit, ...]:
+        by_ends = {(link.src, link.dst): link for link in self.links}
+        return tuple(by_ends[(b, a)] if inward else by_ends[(a, b)] for a, b in hops)
+
+    def _path(self, start: str, goal: str) -> list[str]:
+        """Places from `start` to `goal` along links, least latency first, then fewest hops,
+        then by name (so the route is deterministic)."""
+        queue = [(0.0, 0, [start])]
+        seen = set()
+        while queue:
+            latency, hops, path = heapq.heappop(queue)
+            here = path[-1]
+            if here == goal:
+                return path
+            if here in seen:
+                continue
+            seen.add(here)
+            for link in self.links:
+                if link.src == here and link.dst not in seen:
+                    heapq.heappush(queue, (latency + link.latency_cycles, hops + 1,
+                                           path + [link.dst]))
+        raise ValueError(f"{self.name}: no route from {start} to {goal}")
+
+
+def build_machine(target) -> Machine:
+    """The machine of a loaded target: each die's L2 (a cache in front of its memory) and
+    memory, a link each way between every two dies, and the links to other devices."""
+    hz = target.clock_hz
+    dies = target.chip.dies
+    many = dies > 1
+    memories = []
+    for d in range(dies):
+        memories.append(MemoryUnit(f"memory.d{d}", "memory",
+                                   f"die {d} memory" if many else "memory", f"d{d}", d,
+                                   target.memory.bytes, target.memory.bandwidth_gbs * 1e9 / hz,
+                                   target.memory.latency_ns * 1e-9 * hz))
+    for d in range(dies):
+        memories.append(MemoryUnit(f"l2.d{d}", "l2", f"die {d} L2" if many else "L2", f"d{d}", d,
+                                   target.l2.bytes, target.l2.bytes_per_cycle,
+                                   target.l2.latency_cycles, caches=("memory",)))
+    links = []
+    if target.die_link is not None:
+        per_cycle = target.die_link.bandwidth_gbs * 1e9 / hz
+        latency = target.die_link.latency_ns * 1e-9 * hz
+        links = [LinkUnit(f"link.d{a}>d{b}", "link", f"die link {a}\u2192{b}", f"d{a}", f"d{b}",
+                          per_cycle, latency, a, f"die {b}")
+                 for a in range(dies) for b in range(dies) if a != b]
+    device_links = []
+    if target.system is not None:
+        for name, spec in (("nvlink", target.system.intra_node),
+                           ("network", target.system.inter_node)):
+            device_links.append(LinkUnit(name, name, name, "device", name,
+                                         spec.bandwidth_gbs * 1e9 / hz,
+                                         spec.latency_us * 1e-6 * hz))
+    return Machine(target.name, dies, tuple(memories), tuple(links), tuple(device_links),
+                   "memory")
