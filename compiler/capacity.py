@@ -75,7 +75,7 @@ def activation_peak(graph: Graph) -> int:
 
 def check_fit(graph: Graph, replica: Graph, target: Target, dep: Deployment) -> None:
     """`graph`: what one device runs; `replica`: the model before sharding (for suggestions)."""
-    need, have = device_need(graph, dep.micro_batches), target.memory.bytes * target.chip.dies
+    need, have = device_need(graph, dep.micro_batches), target.machine.bytes_of()
     if need.total <= have:
         return
     where = f"one {target.name}" if dep.devices == 1 else \
@@ -107,7 +107,7 @@ def smallest_plan(replica: Graph, target: Target, activations: int, micro_batche
     other = sum(n.type.nbytes for n in replica.nodes() if n.op == "weight") - routed
     caches = sum(n.type.nbytes for n in replica.nodes() if n.op == "cache") * micro_batches
     per_node = target.system.devices_per_node
-    have = target.memory.bytes * target.chip.dies
+    have = target.machine.bytes_of()
     for devices in _candidates(per_node, experts):
         need = Need(other + routed * math.ceil(experts / devices) // experts, caches, activations)
         if need.total > have:

@@ -78,6 +78,29 @@ class Route:
     def far_latency(self) -> float:
         return sum(link.latency_cycles for link in self.far)
 
+    # What the compiler's estimates use: one access's latencies and the rates bytes flow at.
+
+    @property
+    def hit_latency(self) -> float:
+        """Cycles from the cores to the cache and back (to the memory, with no cache)."""
+        return self.near_latency + (self.cache.latency_cycles if self.cache else 0.0)
+
+    @property
+    def miss_latency(self) -> float:
+        """Cycles a miss adds: on to the memory and back (nothing more with no cache)."""
+        return self.far_latency + self.memory.latency_cycles if self.cache else \
+            self.memory.latency_cycles
+
+    @property
+    def hit_bytes_per_cycle(self) -> float:
+        """The rate of the cache (or memory) that every byte crosses, for all cores."""
+        return (self.cache or self.memory).bytes_per_cycle
+
+    @property
+    def miss_bytes_per_cycle(self) -> float:
+        """The rate bytes from the memory itself arrive at: its own, or a slower far link's."""
+        return min([self.memory.bytes_per_cycle] + [link.bytes_per_cycle for link in self.far])
+
 
 @dataclass(frozen=True)
 class Machine:
@@ -118,6 +141,15 @@ class Machine:
         under the family's name ("memory" = every die's memory)."""
         return {name: tuple(r.id for r in rs) for name, rs in self.families.items()
                 if len(rs) > 1 or rs[0].id != name}
+
+    def reach(self, die: int = 0, family: str | None = None) -> Route:
+        """How the cores of `die` load from a memory family (by default, the one tensors
+        live in unless placed elsewhere): what the compiler's estimates ask."""
+        return self.route(die, self.memory(family or self.default_memory, die))
+
+    def bytes_of(self, family: str | None = None) -> int:
+        """What a memory family holds, all its instances together."""
+        return sum(m.bytes for m in self.memories if m.family == (family or self.default_memory))
 
     def memory(self, family: str, die: int) -> MemoryUnit:
         """The instance of a memory family that die `die` owns (its own, for per-die

@@ -4,8 +4,10 @@
 these, and a candidate is kept only if they fit each target buffer space. The estimate is the
 larger of the per-wave time (compute, tile loads at the core's share of port and L2 bandwidth,
 vector promotion, or one buffer slot's round trip divided over the pipeline stages) times the
-waves, and the time to move the unique bytes through off-chip memory. Every term is a target
-figure or a cycle formula of the instructions; nothing is fitted.
+waves, and the time to move the unique bytes through off-chip memory. Cache and memory figures
+are those of the machine's route from the cores to where tensors live (isa/machine.py), the
+ones the interpreter shares bandwidth over. Every term is a target figure or a cycle formula
+of the instructions; nothing is fitted.
 """
 from __future__ import annotations
 
@@ -185,12 +187,13 @@ def estimate_cycles(p: GemmProblem, t: GemmTile, target: Target) -> float:
     mma = 2 * _round_up(t.bm, im) * _round_up(t.bn, in_) * _round_up(t.bk, ik) / unit.flops_per_cycle
     a_bytes, b_bytes = t.bm * t.bk * bits(p.a_dtype) / 8, t.bk * t.bn * bits(p.b_dtype) / 8
     l2_bytes = a_bytes / t.cluster_n + b_bytes / t.cluster_m
+    reach = target.machine.reach()           # the cache and memory tensors live behind
     port = (a_bytes + b_bytes) / target.dma.load_bytes_per_cycle
-    l2 = l2_bytes / (target.l2.bytes_per_cycle / active)
+    l2 = l2_bytes / (reach.hit_bytes_per_cycle / active)
     converted = (t.bm * t.bk if p.a_conv else 0) + (t.bk * t.bn if p.b_conv else 0)
     vec = (t.bm * t.bn * 2 if p.promote else 0) + converted
     vec /= target.vector.lanes
-    latency = target.l2.latency_cycles + target.memory_latency_cycles
+    latency = reach.hit_latency + reach.miss_latency
     # A buffer slot comes back every `stages` steps, after its load, latency, MMA and promotion.
     round_trip = max(port, l2) + latency + mma + vec
     step = max(mma, port, l2, vec, round_trip / t.stages)
@@ -199,7 +202,7 @@ def estimate_cycles(p: GemmProblem, t: GemmTile, target: Target) -> float:
     per_wave = k_steps * step + latency + epilogue
     unique = p.groups * (p.m * p.k * bits(p.a_dtype) + p.k * p.n * bits(p.b_dtype)
                          + p.m * p.n * bits(p.out_dtype)) / 8
-    return max(waves * per_wave, unique / target.memory_bytes_per_cycle)
+    return max(waves * per_wave, unique / reach.miss_bytes_per_cycle)
 
 
 _CHOICES: dict[tuple[GemmProblem, str], tuple] = {}

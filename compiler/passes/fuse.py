@@ -146,7 +146,7 @@ def _whole_rows_pay(g: Graph, head: Node, tail: Node, users: list[Node],
     fused = gemm_cycles(gemm_problem(g, head, target, store_acc=False, whole_rows=True,
                                      epilogue=widths)[0], target)
     alone = gemm_cycles(gemm_problem(g, head, target)[0], target)
-    round_trip = 2 * tail.type.nbytes / target.memory_bytes_per_cycle
+    round_trip = 2 * tail.type.nbytes / target.machine.reach().miss_bytes_per_cycle
     fuse = fused <= alone + round_trip + target.launch_overhead_cycles
     ctx.notes.append(f"{head.name}: {' + '.join(u.op for u in users)} "
                      f"{'fused into' if fuse else 'kept apart from'} the GEMM (estimate "
