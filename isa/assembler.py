@@ -11,8 +11,9 @@ it goes with the checks of check.py, so every error names the listing line at fa
     FILE:LINE: error: MESSAGE
 
 Without a target the checks are those that hold on any target (declared names, operand kinds,
-attributes, tokens, launch bindings); with one, also that each instruction exists on it and
-that each kernel's buffers fit.
+attributes, tokens, launch bindings, and the whole-kernel rules of isa/verify: bounds,
+coverage, races); with one, also that each instruction exists on it and that each kernel's
+buffers fit.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from isa.errors import ListingError  # noqa: F401  (raised here; defined apart f
 from isa.deployment import Deployment
 from isa.check import (KernelScope, ProgramError, check_buffers, check_instruction, check_launch,
                        check_reach)
+from isa.verify import verify_kernel
 from isa.expr import Bin, Const, ExprError, Var, parse_expr, variables
 from isa.instructions import INSTRUCTIONS, InstrDef, lookup, lookup_any
 from isa.listing import parse_value
@@ -55,12 +57,27 @@ def parse_listing(text: str, file: str = "<listing>", target: Target | None = No
     if not first.startswith(HEADER):
         raise ListingError(file, 1, "not a dsc listing: the first line must be "
                                     "'; dsc listing: model NAME, target NAME'")
+    assembler = _Assembler(target)
     try:
-        return _Assembler(target).program(read_records(text))
+        return assembler.program(read_records(text))
     except UnexpectedInput as err:
         raise syntax_error(err, file, text.splitlines()) from None
     except LineError as err:
-        raise ListingError(file, err.line, err.message) from None
+        compiled_for = assembler.compiled_for
+        note = (f" (the listing was compiled for target {compiled_for}, and is checked here "
+                f"against {target.name})" if target is not None and compiled_for is not None
+                and compiled_for != target.name else "")
+        raise ListingError(file, err.line, err.message + note) from None
+
+
+def retarget_warning(program: Program, target: Target, file: str) -> str | None:
+    """A listing run on another target than the one its header names: valid there (it passed
+    the target's checks), but its tiles and buffers were chosen for the other one."""
+    if program.target == target.name:
+        return None
+    return (f"{file}:1: warning: the listing was compiled for target {program.target} and "
+            f"runs on {target.name}: it passes {target.name}'s checks, but its tiles, stages "
+            f"and buffer placement were chosen for {program.target}")
 
 
 # ------------------------------------------------------------------------ records to program
@@ -70,6 +87,7 @@ class _Assembler:
 
     def __init__(self, target: Target | None):
         self.target = target
+        self.compiled_for: str | None = None         # the target the header names
         self.tensors: dict[str, TensorDecl] = {}
         self.tensor_lines: dict[str, int] = {}
         self.kernels: dict[str, Kernel] = {}
@@ -77,6 +95,7 @@ class _Assembler:
 
     def program(self, records) -> Program:
         (_, model, target_name), *rest = records
+        self.compiled_for = target_name
         sizes = rest.pop(0).pairs if rest and isinstance(rest[0], Pairs) else ()
         deployment = Deployment()
         if rest and isinstance(rest[0], tuple) and rest[0][0] == "deploy":
@@ -131,7 +150,7 @@ class _Assembler:
             raise LineError(rec.line, f"kernel '{rec.name}' is defined twice (first on line "
                                    f"{self.kernel_lines[rec.name]})")
         notes, grid, buffers, tokens, stmts = [], None, [], [], []
-        die_var = None
+        die_var, grid_line = None, rec.line
         for number, item in enumerate(rec.items):
             if isinstance(item, Dies):
                 die_var = item.var
@@ -141,7 +160,7 @@ class _Assembler:
             elif isinstance(item, Pairs) and item.kind == "grid":
                 if grid is not None:
                     raise LineError(item.line, "a kernel has one 'grid' line")
-                grid = item.pairs
+                grid, grid_line = item.pairs, item.line
             elif isinstance(item, Pairs):
                 tokens.extend((name, count, item.line) for name, count in item.pairs)
             elif isinstance(item, BufferRec):
@@ -161,7 +180,10 @@ class _Assembler:
             raise LineError(rec.line, f"kernel {rec.name}: 'dies {die_var}' names no grid dim")
         kernel = Kernel(rec.name, rec.params, grid, tuple(b.decl for b in buffers),
                         tuple((t, n) for t, n, _ in tokens), body, tuple(notes), die_var)
-        self.check_kernel(kernel, located, rec.line)
+        lines = {"instr": [line for _, line in located], "grid": {None: grid_line},
+                 "buffer": {b.decl.name: b.line for b in buffers},
+                 "token": {t: line for t, _, line in tokens}}
+        self.check_kernel(kernel, located, rec.line, lines)
         self.kernels[rec.name] = kernel
         self.kernel_lines[rec.name] = rec.line
 
@@ -221,17 +243,23 @@ class _Assembler:
             raise LineError(line, f"unknown variable '{unknown[0]}' in '{text}' (grid and loop "
                                f"variables here: {known})")
 
-    def check_kernel(self, kernel: Kernel, located, line: int) -> None:
+    def check_kernel(self, kernel: Kernel, located, line: int, lines: dict) -> None:
         scope = KernelScope.of(kernel)
+        definitions = []
         for ins, ins_line in located:
             with _at(ins_line):
                 definition = self.definition(ins.op, ins_line)
                 check_instruction(ins, definition, scope)
                 if self.target is not None:
                     check_reach(ins, definition, scope, self.target)
-        if self.target is not None:
-            with _at(line):
+            definitions.append(definition)
+        try:
+            if self.target is not None:
                 check_buffers(kernel, self.target)
+            verify_kernel(kernel, definitions)
+        except ProgramError as err:
+            kind, key = err.where or ("kernel", None)
+            raise LineError(lines[kind][key] if kind in lines else line, str(err)) from None
 
     def definition(self, op: str, line: int) -> InstrDef:
         """The instruction `op` names; an unknown opcode or one the target lacks is an error."""

@@ -1,27 +1,28 @@
-"""Static checks of a program against a target, before anything runs.
+"""The static verifier: a program checked against a target before anything runs.
 
 Every launch binds each parameter to a declared tensor of the parameter's type; every
 instruction exists on the target, has operands of the kinds its definition lists and the
 attributes it requires, names declared buffers and parameters; every token it waits on is
 declared and either starts with credit or is signalled in the kernel; the buffers of each
-space fit the target's capacity.
+space fit the target's capacity. Then each kernel as a whole (isa/verify): indices in bounds,
+outputs and swept dimensions covered exactly once, no races on buffers, buffers that share
+memory live at different times, tokens that can be credited.
 
 `check_program` runs them all. The pieces (`check_instruction`, `check_buffers`,
-`check_launch`) are also used one record at a time by the assembler, which knows the listing
-line of each record and reports it.
+`verify_kernel`, `check_launch`) are also used one record at a time by the assembler, which
+knows the listing line of each record and reports it: a ProgramError's `where` names the
+record at fault.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from isa.errors import ProgramError
 from isa.instructions import OPERAND_TYPES, InstrDef, lookup
 from isa.program import (Attr, Box, Buf, BufferDecl, Instr, Kernel, Launch, Param, Program,
                          TensorDecl, TensorRef, bind_name, expand_schedule, walk)
 from isa.target_schema import Target
-
-
-class ProgramError(ValueError):
-    pass
+from isa.verify import verify_kernel
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,20 @@ def check_program(program: Program, target: Target) -> None:
 
 def check_kernel(kernel: Kernel, target: Target) -> None:
     scope = KernelScope.of(kernel)
-    for ins in walk(kernel.body):
+    definitions = []
+    for index, ins in enumerate(walk(kernel.body)):
         definition = lookup(ins.op, target)
         if definition is None:
             raise ProgramError(f"{scope.where}: '{ins.op}' is not an instruction of target "
-                               f"{target.name}")
-        check_instruction(ins, definition, scope)
-        check_reach(ins, definition, scope, target)
+                               f"{target.name}", ("instr", index))
+        try:
+            check_instruction(ins, definition, scope)
+            check_reach(ins, definition, scope, target)
+        except ProgramError as err:
+            raise ProgramError(str(err), ("instr", index)) from None
+        definitions.append(definition)
     check_buffers(kernel, target)
+    verify_kernel(kernel, definitions)
 
 
 # On split cube/vector designs each compute unit touches only its own core's buffers: the
@@ -68,6 +75,13 @@ _OWN_ROLES = {"vec": {"vector"}, "mm": {"matrix_a", "matrix_b", "accumulator"}}
 
 
 def check_reach(ins: Instr, definition: InstrDef, scope: KernelScope, target: Target) -> None:
+    """What an instruction needs of this target beyond existing on it: the matrix format it
+    names, and buffers its unit can reach."""
+    fmt = ins.attr("fmt") if definition.unit == "mm" else None
+    if fmt is not None and fmt not in target.matrix.formats:
+        raise ProgramError(f"{scope.where}: {ins.op} fmt={fmt}: the matrix unit of target "
+                           f"{target.name} has no {fmt} format (it has "
+                           f"{', '.join(target.matrix.formats)})")
     roles = _OWN_ROLES.get(definition.unit)
     if roles is None or target.matrix.results_to_vector != "memory":
         return
@@ -95,19 +109,23 @@ def check_instruction(ins: Instr, definition: InstrDef, scope: KernelScope) -> N
 
 
 def check_buffers(kernel: Kernel, target: Target) -> None:
-    """The buffers of each space fit the target's capacity for it: placed buffers by their
-    highest byte, unplaced ones by their sum."""
+    """The buffers of each space fit the target's capacity for it: a placed buffer by its
+    last byte, unplaced ones packed after the highest byte so far."""
     used: dict[str, int] = {}
     for b in kernel.buffers:
+        if b.space not in target.buffers:
+            raise ProgramError(f"kernel {kernel.name}: buffer {b.name} is in '{b.space}', "
+                               f"and target {target.name} has no such buffer space (it has "
+                               f"{', '.join(target.buffers)})", ("buffer", b.name))
         end = b.offset + b.nbytes if b.offset is not None else used.get(b.space, 0) + b.nbytes
         used[b.space] = max(used.get(b.space, 0), end)
-    for space, nbytes in used.items():
-        if space not in target.buffers:
-            raise ProgramError(f"kernel {kernel.name}: target {target.name} has no buffer "
-                               f"'{space}'")
-        if nbytes > target.buffers[space].bytes:
-            raise ProgramError(f"kernel {kernel.name}: buffers in {space} need {nbytes} bytes, "
-                               f"the target has {target.buffers[space].bytes}")
+        capacity = target.buffers[b.space].bytes
+        if used[b.space] > capacity:
+            placed = f"at {b.offset} " if b.offset is not None else ""
+            raise ProgramError(f"kernel {kernel.name}: buffer {b.name} ({b.nbytes} bytes "
+                               f"{placed}in {b.space}) ends at byte {used[b.space]}, past the "
+                               f"{capacity} bytes of {b.space} on target {target.name}: "
+                               "buffers must fit the core's capacity", ("buffer", b.name))
 
 
 def check_launch(launch: Launch, env: dict[str, int], kernels: dict[str, Kernel],

@@ -61,6 +61,12 @@ class InstrDef:
     formula: str                     # the cost formula as text, for the ISA reference
     cost: Callable[[Instr, CostContext], object]
     optional_attrs: tuple[str, ...] = ()
+    writes: int = 0                  # its first `writes` buffer operands are written, the rest
+                                     # read (the static checks of isa/verify need to know)
+    kind: str = "compute"            # "compute" keeps its unit busy until done; a transfer
+                                     # ("load", "store", or "send" to another device) frees it
+                                     # once its bytes moved; a "fence" holds it until the
+                                     # unit's earlier instructions are done
 
 
 def _box_transfer(direction: str, box_index: int):
@@ -132,28 +138,29 @@ _TABLE = [
              "with mcast=C the cores of a C-core cluster receive the same box from one L2 read",
              "bytes(box) at the transfer's share of port, L2 and memory bandwidth (L2 and "
              "memory carry bytes/mcast), + latency", _box_transfer("load", 1),
-             optional_attrs=("mcast",)),
+             optional_attrs=("mcast",), writes=1, kind="load"),
     InstrDef("ld.gather", "ld", ("buf", "tensor", "buf"), ("rows",),
              "load `rows` rows of a tensor, the row numbers taken from an index buffer (-1: zeros)",
-             "rows * row_bytes(tensor) as a transfer", _gather),
+             "rows * row_bytes(tensor) as a transfer", _gather, writes=1, kind="load"),
     InstrDef("st.tile", "st", ("box", "buf"), (), "store a buffer into a box of an off-chip tensor",
-             "bytes(box) as a transfer out", _box_transfer("store", 0)),
+             "bytes(box) as a transfer out", _box_transfer("store", 0), kind="store"),
     InstrDef("st.scatter", "st", ("tensor", "buf", "buf"), ("rows",),
              "store `rows` rows of a buffer to the rows of a tensor named by an index buffer "
-             "(-1: skipped)", "rows * row_bytes(tensor) as a transfer out", _scatter),
+             "(-1: skipped)", "rows * row_bytes(tensor) as a transfer out", _scatter,
+             kind="store"),
     InstrDef("net.send", "net", ("box", "box"), ("link",),
              "send a box of a local tensor into a box of the same tensor on other devices "
              "(SPMD: every device sends alike, so each also receives as many bytes); link= "
              "nvlink (inside a node), network (to other nodes) or local (this device)",
              "bytes(src) at the transfer's share of the link's bandwidth each way (local: of "
-             "L2 and memory), + the link's latency", _send),
+             "L2 and memory), + the link's latency", _send, kind="send"),
     InstrDef("mm.mma", "mm", ("buf", "buf", "buf", "buf?", "buf?"), ("shape", "fmt", "first"),
              "acc = (first ? 0 : acc) + a @ b (a @ b^T with trans_b=1) for an MxNxK tile in input "
              "format fmt; operands are read from their leading M x K and K x N corners. With "
              "scale operands sa, sb (block_a, block_b) the unit applies the block scales itself",
              "2 * pad(M) * pad(N) * pad(K) / flops_per_cycle(fmt), dims padded to the "
              "matrix instruction granularity", _mma,
-             optional_attrs=("trans_b", "block_a", "block_b")),
+             optional_attrs=("trans_b", "block_a", "block_b"), writes=1),
 ]
 def _vector_operands(name: str, arity: int, outputs: int) -> tuple[str, ...]:
     """dsts then sources; a binary elementwise op's second source may be an immediate `imm1`,
@@ -169,13 +176,14 @@ _TABLE += [
     InstrDef(f"vec.{name}", "vec", _vector_operands(name, vop.arity, vop.outputs), ("n",),
              vop.doc, "max(n * alu / lanes, n * special / special_lanes) with "
              f"alu={vop.alu if not callable(vop.alu) else 'f(attrs)'}, special={vop.special}",
-             _vector(name), optional_attrs=_VECTOR_ATTRS.get(name, ()))
+             _vector(name), optional_attrs=_VECTOR_ATTRS.get(name, ()), writes=vop.outputs)
     for name, vop in VECTOR_OPS.items()
 ]
 _TABLE += [
     InstrDef(f"sync.{unit}", unit, (), (), f"a fence on the {unit} unit: completes when every "
              "earlier instruction of the unit has completed (carries wait/signal tokens)",
-             "0 cycles; waits for the unit's outstanding instructions", lambda ins, ctx: Fence())
+             "0 cycles; waits for the unit's outstanding instructions", lambda ins, ctx: Fence(),
+             kind="fence")
     for unit in ("ld", "st", "mm", "vec", "fix")
 ]
 
@@ -192,21 +200,23 @@ def fixed_pipe_instruction(op: str) -> InstrDef:
                     f"{op} applied by the fixed pipe while draining the accumulator "
                     f"(computes as vec.{FIXED_PIPE_SEMANTICS.get(op, op)})",
                     "n / fixed_pipe.elements_per_cycle", _fixed,
-                    optional_attrs=("imm0", "imm1"))
+                    optional_attrs=("imm0", "imm1"), writes=1)
 
 
 # Units that exist only on some targets, and the instructions they carry.
 _FIXED_PIPE_STORE = InstrDef(
     "fix.st", "fix", ("box", "buf"), (), "the fixed pipe writes a drained tile to memory",
-    "bytes(box) as a transfer out on the pipe's write path", _box_transfer("store", 0))
+    "bytes(box) as a transfer out on the pipe's write path", _box_transfer("store", 0),
+    kind="store")
 _VECTOR_CORE_MOVES = {
     "vld.tile": InstrDef("vld.tile", "vld", ("buf", "box"), (),
                          "a vector core loads a box into its buffer (split cube/vector designs)",
-                         "as ld.tile, on the vector core's load engine", _box_transfer("load", 1)),
+                         "as ld.tile, on the vector core's load engine", _box_transfer("load", 1),
+                         writes=1, kind="load"),
     "vst.tile": InstrDef("vst.tile", "vst", ("box", "buf"), (),
                          "a vector core stores a buffer into a box (split cube/vector designs)",
                          "as st.tile, on the vector core's store engine",
-                         _box_transfer("store", 0)),
+                         _box_transfer("store", 0), kind="store"),
 }
 
 

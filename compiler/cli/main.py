@@ -136,7 +136,7 @@ def _deployment(args) -> dict:
 def _program_to_run(args):
     """What `dsc run` simulates: a listing (.lst, .isa, or a `; dsc listing` first line) read
     back and checked against the target, else the model compiled for it."""
-    from isa.assembler import is_listing, parse_listing
+    from isa.assembler import is_listing, parse_listing, retarget_warning
     from isa.target_loader import load_target
     if is_listing(args.model):
         if args.set or args.devices is not None or args.plan is not None or args.ignore_capacity:
@@ -152,7 +152,11 @@ def _program_to_run(args):
             raise DscError(f"cannot read listing '{args.model}': {exc.strerror}") from None
         except UnicodeDecodeError:
             raise DscError(f"cannot read listing '{args.model}': not UTF-8 text") from None
-        return parse_listing(text, args.model, target), target
+        program = parse_listing(text, args.model, target)
+        warning = retarget_warning(program, target, args.model)
+        if warning:
+            print(warning, file=sys.stderr)
+        return program, target
     from compiler.driver import compile_model
     compiled = compile_model(args.model, args.target, _sets(args.set), die_mode=args.die_mode,
                              **_deployment(args))
