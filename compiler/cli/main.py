@@ -78,26 +78,9 @@ def cmd_run(args) -> None:
     from runtime.interpreter import run_program
     from runtime.report.json_report import report_dict
     from runtime.report.text import summary_text
-    compiled = None
-    if args.functional:                 # the numerics stack is imported only for this
-        from compiler.driver import compile_model
-        from runtime.functional import FunctionalError, check_size
-        from isa.assembler import is_listing
-        if is_listing(args.model):
-            raise DscError("--functional needs a .ds model: the error is measured against "
-                           "the model's reference evaluation, which a listing does not carry")
-        compiled = compile_model(args.model, args.target, _sets(args.set),
-                                 die_mode=args.die_mode, **_deployment(args))
-        program, target = compiled.program, compiled.target
-        if program.deployment.devices > 1:
-            raise DscError(f"--functional runs one device's program, and this one exchanges "
-                           f"data with {program.deployment.devices - 1} other devices",
-                           expected="a run without --devices (functional mode checks numerics; "
-                                    "deployments are timed without it)")
-        try:
-            check_size(program)
-        except FunctionalError as err:
-            raise DscError(str(err)) from None
+    compiled = None                   # functional mode: the model compared with
+    if args.functional:
+        program, target, compiled = _functional_program(args)
     else:
         program, target = _program_to_run(args)
     record = bool(args.trace or args.html)
@@ -106,11 +89,7 @@ def cmd_run(args) -> None:
     report = report_dict(run)
     functional = None
     if compiled is not None:
-        from runtime.functional import FunctionalError, run_functional
-        try:
-            functional = run_functional(compiled, seed=args.seed)
-        except FunctionalError as err:
-            raise DscError(f"functional mode: {err}") from None
+        functional = _run_functional(program, compiled, args.seed)
         report["functional"] = functional.to_dict()
     files = []                        # rendered in full before any is written
     if args.json:
@@ -128,22 +107,74 @@ def cmd_run(args) -> None:
             sys.stdout.write("\n" + functional.text())
 
 
+def _functional_program(args):
+    """--functional: the program to run, its target, and the compiled model its outputs are
+    compared with (the model itself, or with a listing, the model named by --model compiled
+    with the listing's sizes)."""
+    from compiler.driver import compile_model
+    from isa.assembler import is_listing
+    from runtime.functional import FunctionalError, check_size
+    if is_listing(args.model):
+        if args.reference is None:
+            raise DscError("--functional on a listing needs the model it was compiled from, "
+                           "to compare with its reference evaluation",
+                           expected=f"dsc run {args.model} --target {args.target} --functional "
+                                    "--model MODEL.ds")
+        from runtime.functional.listing import reference_sizes
+        program, target = _program_to_run(args, reference=True)
+        compiled = compile_model(args.reference, args.target,
+                                 {**reference_sizes(program), **_sets(args.set)},
+                                 die_mode=args.die_mode)
+    else:
+        if args.reference is not None:
+            raise DscError("--model names the model of a listing run with --functional; "
+                           f"{args.model} is a model itself")
+        compiled = compile_model(args.model, args.target, _sets(args.set),
+                                 die_mode=args.die_mode, **_deployment(args))
+        program, target = compiled.program, compiled.target
+    if program.deployment.devices > 1:
+        raise DscError(f"--functional runs one device's program, and this one exchanges "
+                       f"data with {program.deployment.devices - 1} other devices",
+                       expected="a run without --devices (functional mode checks numerics; "
+                                "deployments are timed without it)")
+    try:
+        check_size(program)
+    except FunctionalError as err:
+        raise DscError(str(err)) from None
+    return program, target, compiled
+
+
+def _run_functional(program, compiled, seed: int):
+    from runtime.functional import FunctionalError, run_functional
+    from runtime.functional.listing import run_listing
+    try:
+        if program is compiled.program:
+            return run_functional(compiled, seed=seed)
+        return run_listing(program, compiled, seed)
+    except FunctionalError as err:
+        raise DscError(f"functional mode: {err}") from None
+
+
 def _deployment(args) -> dict:
     return {"devices": args.devices, "plan": args.plan,
             "check_fit": not getattr(args, "ignore_capacity", False)}
 
 
-def _program_to_run(args):
+def _program_to_run(args, reference: bool = False):
     """What `dsc run` simulates: a listing (.lst, .isa, or a `; dsc listing` first line) read
-    back and checked against the target, else the model compiled for it."""
+    back and checked against the target, else the model compiled for it. With `reference`
+    (a listing's functional run) --set applies to the model it is compared with."""
     from isa.assembler import is_listing, parse_listing, retarget_warning
     from isa.target_loader import load_target
     if is_listing(args.model):
-        if args.set or args.devices is not None or args.plan is not None or args.ignore_capacity:
+        if (args.set and not reference) or args.devices is not None or args.plan is not None \
+                or args.ignore_capacity:
             raise DscError("--set, --devices, --plan and --ignore-capacity do not apply to a "
                            "listing: it is "
                            "compiled for its sizes and deployment (edit the listing, or "
                            "compile the model with those options)")
+        if args.reference is not None and not reference:
+            raise DscError("--model applies to a listing run with --functional")
         target = load_target(args.target)
         try:
             with open(args.model, encoding="utf-8") as f:
@@ -266,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also execute the program with numpy on random inputs and report its "
                         "error against the model's float32 reference (small models)")
     p.add_argument("--seed", type=int, default=0, help="seed of the functional run's inputs")
+    p.add_argument("--model", dest="reference", metavar="MODEL.ds",
+                   help="with --functional on a listing: the model it was compiled from, whose "
+                        "reference its outputs are compared with (compiled with the listing's "
+                        "sizes; --set adds overrides such as precision roles)")
     p.set_defaults(outputs=(("--json", "json"), ("--trace", "trace"), ("--html", "html")))
     die_mode(p)
     deployment(p)

@@ -4,6 +4,7 @@
     semantics  one function per instruction family, found by mnemonic
     machine    launches, work items and instruction streams in program order
     compare    run_functional: the ISA run against the IR's float32 reference
+    listing    run_listing: an edited listing against its model, beside the compiled program
 
 See docs/functional.md.
 """

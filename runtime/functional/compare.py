@@ -46,6 +46,9 @@ class FunctionalResult:
     indices: tuple[int, int] = (0, 0)         # computed indices equal to the reference, total
     instructions: int = 0
     seconds: float = 0.0
+    # An edited listing's run (listing.py): the errors of the program the compiler makes from
+    # the same model, sizes and target, on the same feeds.
+    baseline: list[OutputError] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -60,12 +63,16 @@ class FunctionalResult:
             "indices_total": self.indices[1],
             "warnings": list(self.warnings),
             "instructions": self.instructions,
+            **({"baseline": [_error_dict(o) for o in self.baseline]} if self.baseline else {}),
         }
 
     def text(self) -> str:
-        head = [("value", "format", "shape", "max abs error", "rel error")]
+        compiled = {o.name: f"{o.rel_error:.3e}" for o in self.baseline}
+        head = [("value", "format", "shape", "max abs error", "rel error")
+                + (("compiled program's rel error",) if compiled else ())]
         rows = head + [(o.name, o.format, "[" + ",".join(map(str, o.shape)) + "]",
                         f"{o.max_abs_error:.3e}", f"{o.rel_error:.3e}")
+                       + ((compiled.get(o.name, ""),) if compiled else ())
                        for o in self.outputs + self.probes]
         widths = [max(len(r[i]) for r in rows) for i in range(len(head[0]))]
         lines = [f"functional check (seed {self.seed}): the ISA run on the stored feeds vs the "
@@ -73,6 +80,10 @@ class FunctionalResult:
                  f"{self.seconds:.1f} s", ""]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.append("")
+        if compiled:
+            lines += ["the listing's program vs the one dsc compiles from the same model, sizes "
+                      "and target, on the same feeds: an edit that only reschedules keeps about "
+                      "the compiled program's error", ""]
         for fmt, how in self.accumulation.items():
             lines.append(f"{'accumulation':<13} {fmt}: {how}")
         for role, label in (("weights", "weights"), ("activations", "activations"),
