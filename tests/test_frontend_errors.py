@@ -442,6 +442,24 @@ def test_std_import_not_found(tmp_path):
     check(err, main(tmp_path), 5, 1, ["import not found", "'std/mo.ds'"], ["moe.ds"])
 
 
+@pytest.mark.parametrize("path,words", [
+    (".", ["import not found", "a directory, not a file"]),
+    ("std/", ["import not found", "a directory, not a file"]),
+    ("a" * 300, ["import not found", "too long"]),
+    ("x\x00y.ds", ["bad import path"]),
+    ("", ["bad import path"]),
+])
+def test_import_of_a_directory_or_an_odd_path(tmp_path, path, words):
+    err = fails(tmp_path, f'import "{path}"\nmodel m {{\n  input a: [4]\n  output b = -a\n}}\n')
+    check(err, main(tmp_path), 1, 1, words, [".ds file"])
+
+
+def test_model_file_that_is_a_directory(tmp_path):
+    with pytest.raises(DscError) as info:
+        load_model(str(tmp_path))
+    assert "a directory, not a file" in str(info.value)
+
+
 def test_import_cycle(tmp_path):
     err = fails(tmp_path, 'import "a.ds"\nmodel m {\n  input a: [4]\n  output b = -a\n}\n',
                 a='# a\nimport "b.ds"\n', b='import "m.ds"\n')

@@ -50,11 +50,11 @@ class Loader:
         self.loading: list[tuple[Path, str]] = []      # files being loaded, outermost first
 
     def load_main(self, path: str) -> Unit:
-        file = Path(path)
-        if not file.is_file():
-            raise DscError(f"cannot read model file '{path}': no such file",
+        problem = _not_a_file(path)
+        if problem:
+            raise DscError(f"cannot read model file '{path}': {problem}",
                            expected="the path of a .ds file")
-        return self._load(file.resolve(), path, None)
+        return self._load(Path(path).resolve(), path, None)
 
     def _load(self, path: Path, shown: str, at: Loc | None) -> Unit:
         if path in self.loaded:
@@ -62,7 +62,8 @@ class Loader:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
-            raise DscError(f"cannot read '{shown}': {err}", at, "a UTF-8 .ds file") from None
+            reason = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else _reason(err)
+            raise DscError(f"cannot read '{shown}': {reason}", at, "a UTF-8 .ds file") from None
         register_source(shown, text)
         unit = Unit(shown, path, _parse(text, shown))
         self.loading.append((path, shown))
@@ -80,14 +81,26 @@ class Loader:
             chain = [name for _, name in self.loading[paths.index(path):]]
             raise DscError(f"import cycle: {' -> '.join(chain + [shown])}", item.loc,
                            "imports that do not lead back to this file")
-        if not path.is_file():
-            raise DscError(f"import not found: '{item.path}' (no file {path})", item.loc,
+        problem = _not_a_file(path)
+        if problem:
+            raise DscError(f"import not found: '{item.path}' ({path}: {problem})", item.loc,
                            f"an existing .ds file; 'std/...' names the standard library "
                            f"({', '.join(sorted(p.name for p in STDLIB.glob('*.ds')))})")
         return self._load(path, shown, item.loc)
 
     @staticmethod
     def _resolve(unit: Unit, item: ast.Import) -> tuple[Path, str]:
+        if "\0" in item.path or not item.path.strip():
+            raise DscError(f"bad import path {item.path!r}", item.loc,
+                           "the path of a .ds file, e.g. \"std/nn.ds\" or \"layers.ds\"")
+        try:
+            return Loader._paths(unit, item)
+        except (OSError, RuntimeError) as err:       # too long, a symlink loop
+            raise DscError(f"bad import path '{item.path}': {_reason(err)}", item.loc,
+                           "the path of a .ds file") from None
+
+    @staticmethod
+    def _paths(unit: Unit, item: ast.Import) -> tuple[Path, str]:
         if item.path.startswith(STD_PREFIX):
             rest = item.path[len(STD_PREFIX):]
             return (STDLIB / rest).resolve(), os.path.normpath(item.path)
@@ -113,6 +126,23 @@ class Loader:
             raise DscError(f"block '{ref.defn.name}' is defined twice: at {earlier.defn.loc} "
                            f"and at {ref.defn.loc}", ref.defn.loc, "one block per name")
         unit.blocks[ref.defn.name] = ref
+
+
+def _not_a_file(path) -> str | None:
+    """Why `path` cannot be read as a file (None when it can be)."""
+    try:
+        path = Path(path)
+        if path.is_file():
+            return None
+        if path.is_dir():
+            return "a directory, not a file"
+        return "not a regular file" if path.exists() else "no such file"
+    except (OSError, ValueError) as err:            # a name too long, a NUL byte
+        return _reason(err)
+
+
+def _reason(err: Exception) -> str:
+    return getattr(err, "strerror", None) or str(err)
 
 
 @lru_cache(maxsize=64)
