@@ -101,23 +101,20 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
             signatures[sig] = len(streams)
             streams.append(stream)
         class_of_key[(key, die)] = signatures[sig]
-    sequence = wave_list(kernel, class_of_key, target)
+    dealt = wave_list(kernel, class_of_key, target)
     counts = [0] * len(streams)
-    for comp in sequence:
+    for comp, times in zip(dealt.compositions, dealt.counts()):
         for (cls, _), count in comp:
-            counts[cls] += count
+            counts[cls] += count * times
     fractions, absorbed = _memory_shares(streams, counts, params, target)
     ops: dict[tuple[int, int], dict] = {}
     capacity = target.machine.capacity
     tokens = dict(kernel.tokens)
     result = KernelResult(0.0, sum(counts), 0, token_sources=token_sources(kernel, target),
                           slot_tokens=frozenset(t for t, n in kernel.tokens if n > 0))
-    repeats: dict[tuple, int] = {}
-    for comp in sequence:
-        repeats[comp] = repeats.get(comp, 0) + 1
-    simulated: dict[tuple, float] = {}
+    simulated: list[float] = []
     on_die: dict[tuple[int, int], int] = {}
-    for comp, times in repeats.items():
+    for comp, times in zip(dealt.compositions, dealt.counts()):
         groups = []
         for (cls, die), count in comp:
             if (cls, die) not in ops:
@@ -125,7 +122,7 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
             groups.append(Group(f"class{cls}.d{die}", count, ops[(cls, die)]))
             on_die[(cls, die)] = on_die.get((cls, die), 0) + count * times
         wave = Engine(groups, tokens, capacity, record).run()
-        simulated[comp] = wave.cycles
+        simulated.append(wave.cycles)
         result.cycles += wave.cycles * times
         result.waves += times
         if record:
@@ -133,10 +130,9 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
             result.wave_traces.append(wave.trace)
         _accumulate(result, wave, times, target.chip.dies > 1)
     if record:
-        index = {comp: k for k, comp in enumerate(result.compositions)}
         start = 0.0
-        for comp in sequence:
-            result.timeline.append((start, start + simulated[comp], index[comp]))
+        for comp in dealt.order():
+            result.timeline.append((start, start + simulated[comp], comp))
             start += simulated[comp]
     for (cls, die), count in on_die.items():
         written = paths.written_bytes(streams[cls], count, die, target.machine, absorbed)

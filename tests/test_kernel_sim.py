@@ -1,5 +1,7 @@
 """Kernel simulation: edge tiles, work-item classes, waves, the L2 model, write-back."""
 import dataclasses
+import itertools
+import math
 
 import pytest
 
@@ -44,7 +46,48 @@ def test_waves_split_items_over_cores(h800):
     kernel = _copy_kernel(rows=5 * 64, tile=64, grid=5)
     two_cores = dataclasses.replace(h800, chip=dataclasses.replace(h800.chip, cores_per_die=2))
     waves = wave_list(kernel, {((False,), None): 0, ((True,), None): 0}, two_cores)
-    assert waves == [(((0, 0), 2),), (((0, 0), 2),), (((0, 0), 1),)]     # ((class, die), count)
+    sequence = [waves.compositions[i] for i in waves.order()]
+    assert sequence == [(((0, 0), 2),), (((0, 0), 2),), (((0, 0), 1),)]   # ((class, die), count)
+    assert waves.counts() == [2, 1]
+
+
+def _brute_force_waves(kernel: Kernel, class_of_key: dict, cores: int) -> list[tuple]:
+    """Each wave's composition, dealing every item in turn (one die)."""
+    sizes = [size for _, size in kernel.grid]
+    out = []
+    for first in range(0, math.prod(sizes), cores):
+        comp: dict = {}
+        for index in range(first, min(first + cores, math.prod(sizes))):
+            coords, rest = [], index
+            for size in reversed(sizes):
+                coords.insert(0, rest % size)
+                rest //= size
+            key = tuple(c == s - 1 and s > 1 for c, s in zip(coords, sizes))
+            cls = class_of_key[(key, None)]
+            comp[cls] = comp.get(cls, 0) + 1
+        out.append(tuple(((c, 0), n) for c, n in sorted(comp.items())))
+    return out
+
+
+@pytest.mark.parametrize("grid,cores", [((("m", 7), ("n", 10)), 4), ((("m", 50), ("n", 3)), 6),
+                                        ((("g", 1), ("m", 9), ("n", 5)), 7)])
+def test_repeating_waves_are_dealt_once(h800, grid, cores):
+    """Waves before the last row of the grid repeat with a period; dealing one period gives
+    the same waves as dealing every item."""
+    kernel = dataclasses.replace(_copy_kernel(rows=64, tile=64, grid=1), grid=grid)
+    keys = itertools.product((False, True), repeat=len(grid))
+    class_of_key = {(key, None): sum(key) for key in keys}
+    target = dataclasses.replace(h800, chip=dataclasses.replace(h800.chip, cores_per_die=cores))
+    waves = wave_list(kernel, class_of_key, target)
+    assert [waves.compositions[i] for i in waves.order()] == \
+        _brute_force_waves(kernel, class_of_key, cores)
+
+
+def test_a_trillion_items_in_a_periodic_grid_simulate_at_once(h800):
+    kernel = _copy_kernel(rows=10**12 * 64, tile=64, grid=10**12)
+    decl = TensorDecl("x", "bf16", (10**12 * 64, 64), "temp")
+    result = simulate_kernel(kernel, {"x": decl, "y": decl}, h800)
+    assert result.items == 10**12 and result.waves == -(-10**12 // 132)
 
 
 def test_edge_items_form_their_own_class(h800):
