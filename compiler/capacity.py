@@ -47,9 +47,15 @@ def size(nbytes: float) -> str:
 def device_need(graph: Graph, micro_batches: int = 1) -> Need:
     """`graph` is one micro-batch's: each has its own caches and activations (counted as if
     both peaked at once), the weights serve them all."""
-    weights = sum(n.type.nbytes for n in graph.nodes() if n.op == "weight")
-    caches = sum(n.type.nbytes for n in graph.nodes() if n.op == "cache")
-    return Need(weights, caches * micro_batches, activation_peak(graph) * micro_batches)
+    return Need(source_bytes(graph, "weight"), source_bytes(graph, "cache") * micro_batches,
+                activation_peak(graph) * micro_batches)
+
+
+def source_bytes(graph: Graph, op: str, only=None) -> int:
+    """Bytes of the model's sources of one kind (of those in `only`, if given), counting each
+    node of a steady iteration for every iteration it stands for."""
+    return sum(n.type.nbytes * graph.copies(n.name) for n in graph.nodes()
+               if n.op == op and (only is None or n.id in only))
 
 
 def activation_peak(graph: Graph) -> int:
@@ -103,9 +109,9 @@ def smallest_plan(replica: Graph, target: Target, activations: int, micro_batche
         return None
     _, expert_weights = expert_values(replica)
     experts = max((replica.node(w).type.shape[0] for w in expert_weights), default=1)
-    routed = sum(replica.node(w).type.nbytes for w in expert_weights)
-    other = sum(n.type.nbytes for n in replica.nodes() if n.op == "weight") - routed
-    caches = sum(n.type.nbytes for n in replica.nodes() if n.op == "cache") * micro_batches
+    routed = source_bytes(replica, "weight", expert_weights)
+    other = source_bytes(replica, "weight") - routed
+    caches = source_bytes(replica, "cache") * micro_batches
     per_node = target.system.devices_per_node
     have = target.machine.bytes_of()
     for devices in _candidates(per_node, experts):

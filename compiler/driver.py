@@ -8,6 +8,7 @@ from compiler.errors import DscError
 from compiler.frontend import load_model
 from compiler.ir.graph import Graph
 from compiler.lower import lower
+from compiler.lower.stretch import NotSteady, stretch
 from compiler.passes import PassContext, run_pipeline
 from compiler.passes.micro_batch import MicroBatch
 from compiler.passes.place import Place
@@ -36,35 +37,61 @@ def simulate_cycles(target: Target):
 def compile_model(model_path: str, target_name: str, overrides: dict[str, str],
                   after=None, passes=None, measure: bool = True, die_mode: str = "uma",
                   devices: int | None = None, plan: str | None = None,
-                  check_fit: bool = True, clock=None) -> Compiled:
+                  check_fit: bool = True, clock=None, unroll: bool = False) -> Compiled:
     """Front end, graph passes, lowering, program passes; `after(name, graph or program)`
     runs after each pass. `devices` and `plan` (e.g. "attn=dp,moe=ep") override the model's
     deploy block; with `check_fit`, a model that does not fit its devices is an error.
-    `clock(stage)` is called as each stage ends (the benchmark's per-stage times)."""
-    lap = clock or (lambda stage: None)
+    `clock(stage)` is called as each stage ends (the benchmark's per-stage times).
 
-    def hook(name, result):
+    Model-level repeats are compiled as windows of their iterations (compiler.ir.graph.Steady)
+    and the program stretched back to every iteration; `unroll` compiles every iteration, as
+    the driver itself does when a window turns out not to be steady."""
+    options = dict(passes=passes, measure=measure, die_mode=die_mode, devices=devices,
+                   plan=plan, check_fit=check_fit, lap=clock or (lambda stage: None))
+    show = (lambda name, result, window: after(name, result)) if after else None
+    if unroll:
+        return _compile(model_path, target_name, overrides, show, unroll=True, **options)
+    seen: list = []
+    try:
+        compiled = _compile(model_path, target_name, overrides,
+                            lambda *record: seen.append(record), unroll=False, **options)
+    except NotSteady:
+        return _compile(model_path, target_name, overrides, show, unroll=True, **options)
+    for name, result, window in seen if after else ():    # once the window proved steady
+        after(name, stretch(result, compiled.graph.steady) if window else result)
+    return compiled
+
+
+def _compile(model_path, target_name, overrides, after, passes, measure, die_mode, devices,
+             plan, check_fit, lap, unroll) -> Compiled:
+    def hook(name, result, window=False):        # window: a program not yet stretched
         lap(name)
         if after:
-            after(name, result)
+            after(name, result, window)
     target = load_target(target_name)
     lap("target")
-    replica = load_model(model_path, overrides)
+    replica = load_model(model_path, overrides, unroll)
     deployment = resolve_deployment(replica, target, devices, plan)
     if deployment.micro_batches > 1:
-        replica = load_model(model_path, micro_batch_sizes(replica, overrides, deployment))
+        replica = load_model(model_path, micro_batch_sizes(replica, overrides, deployment),
+                             unroll)
     lap("frontend")
     ctx = PassContext(target, measure=simulate_cycles(target) if measure else None,
                       deployment=deployment)
     graph = run_pipeline(replica, ctx, passes, hook)
+    program = replace(lower(graph, target), deployment=deployment)
+    lap("lower")
+    for program_pass in (MicroBatch(), Plan()):
+        program = program_pass.run(program, target)
+        hook(program_pass.name, program, window=True)
+    program = stretch(program, graph.steady)
+    lap("stretch")
     if check_fit:
         capacity.check_fit(graph, replica, target, deployment)
         lap("capacity")
-    program = replace(lower(graph, target), deployment=deployment)
-    lap("lower")
-    for program_pass in (MicroBatch(), Plan(), Place(mode=die_mode)):
-        program = program_pass.run(program, target)
-        hook(program_pass.name, program)
+    place = Place(mode=die_mode)                # on every iteration: homes follow all uses
+    program = place.run(program, target)
+    hook(place.name, program)
     return Compiled(graph, target, program, tuple(ctx.notes))
 
 

@@ -76,14 +76,15 @@ def model_stats(graph: Graph) -> ModelStats:
     params = active = weight_bytes = kv = 0
     flops = 0.0
     for node in graph.nodes():
+        copies = graph.copies(node.name)        # a steady iteration's for each it stands for
         if node.op == "weight":
-            params += node.type.numel
-            active += round(node.type.numel * fraction.get(node.id, 1.0))
-            weight_bytes += node.type.nbytes
+            params += node.type.numel * copies
+            active += round(node.type.numel * fraction.get(node.id, 1.0)) * copies
+            weight_bytes += node.type.nbytes * copies
         elif node.op == "cache":
-            kv += node.type.format.nbytes(node.type.shape[2:])
+            kv += node.type.format.nbytes(node.type.shape[2:]) * copies
         ins = [graph.node(i).type for i in node.inputs]
         if OPS[node.op].category != "source":
-            flops += float(OPS[node.op].flops(ins, node.type, node.attr_dict))
+            flops += float(OPS[node.op].flops(ins, node.type, node.attr_dict)) * copies
     tokens = token_count(graph)
     return ModelStats(params, active, flops / tokens, kv, weight_bytes, tokens, flops)

@@ -37,7 +37,8 @@ model grouped {
 
 
 def load(name: str, overrides=None):
-    return load_model(str(EXAMPLES / f"{name}.ds"), overrides)
+    """Every iteration of every repeat: these tests count and name the model's nodes."""
+    return load_model(str(EXAMPLES / f"{name}.ds"), overrides, unroll=True)
 
 
 def params(g) -> int:

@@ -122,15 +122,15 @@ def _functional_program(args):
                                     "--model MODEL.ds")
         from runtime.functional.listing import reference_sizes
         program, target = _program_to_run(args, reference=True)
-        compiled = compile_model(args.reference, args.target,
+        compiled = compile_model(args.reference, args.target,       # every node: the
                                  {**reference_sizes(program), **_sets(args.set)},
-                                 die_mode=args.die_mode)
+                                 die_mode=args.die_mode, unroll=True)   # reference needs them
     else:
         if args.reference is not None:
             raise DscError("--model names the model of a listing run with --functional; "
                            f"{args.model} is a model itself")
         compiled = compile_model(args.model, args.target, _sets(args.set),
-                                 die_mode=args.die_mode, **_deployment(args))
+                                 die_mode=args.die_mode, unroll=True, **_deployment(args))
         program, target = compiled.program, compiled.target
     if program.deployment.devices > 1:
         raise DscError(f"--functional runs one device's program, and this one exchanges "

@@ -13,10 +13,13 @@ from __future__ import annotations
 from compiler.ir.graph import Graph
 
 
-def load_model(path: str, overrides: dict[str, str] | None = None) -> Graph:
-    """Parse, import and build the model in the .ds file at `path`."""
+def load_model(path: str, overrides: dict[str, str] | None = None,
+               unroll: bool = False) -> Graph:
+    """Parse, import and build the model in the .ds file at `path`. A model-level repeat
+    whose iterations become identical is built as a window of them (`graph.steady`), unless
+    `unroll` asks for every iteration."""
     from compiler.frontend.builder import build
-    return build(path, overrides)
+    return build(path, overrides, unroll)
 
 
 __all__ = ["load_model"]

@@ -27,8 +27,10 @@ INFER_FAILURES = (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError
 
 
 class Builder:
-    def __init__(self, model: ast.ModelDef, overrides: Overrides, policy: dict[str, Format]):
+    def __init__(self, model: ast.ModelDef, overrides: Overrides, policy: dict[str, Format],
+                 windows: bool = True):
         self.graph = Graph(model.name, policy=policy)
+        self.windows = windows                    # model-level repeats built as windows
         self.policy = policy
         self.overrides = overrides
         self.namer = Namer()
@@ -95,20 +97,20 @@ class Builder:
         return Tensor(node.id, node.type)
 
 
-def build(path: str, overrides: dict[str, str] | None = None) -> Graph:
+def build(path: str, overrides: dict[str, str] | None = None, unroll: bool = False) -> Graph:
     try:
-        return _build(path, overrides)
+        return _build(path, overrides, unroll)
     except RecursionError:
         raise DscError(f"'{path}' is nested too deeply to build",
                        expected="fewer nested expressions or block calls") from None
 
 
-def _build(path: str, overrides: dict[str, str] | None) -> Graph:
+def _build(path: str, overrides: dict[str, str] | None, unroll: bool) -> Graph:
     loader = Loader(reserved=set(OPS) | set(COMPOSITES))
     main = loader.load_main(path)
     model = _the_model(main)
     given = read_overrides(model, overrides)
-    builder = Builder(model, given, build_policy(model, given.roles))
+    builder = Builder(model, given, build_policy(model, given.roles), windows=not unroll)
     builder.graph.deploy = build_deploy(model)
     statements.run(builder, builder.frame(main, ""), model.body)
     if not builder.graph.outputs:

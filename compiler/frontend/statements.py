@@ -11,6 +11,7 @@ from compiler.frontend import ast, expr, types
 from compiler.frontend.policy import format_of
 from compiler.frontend.scope import Frame, join
 from compiler.frontend.values import Tensor, describe, expect_int, is_int
+from compiler.ir.graph import Steady
 from compiler.ir.ops import OPS, dims
 
 SOURCE_OPS = {name for name, op in OPS.items() if op.category == "source"}
@@ -133,15 +134,61 @@ def _declared(b, frame: Frame, stmt: ast.Output, actual):
 def _repeat(b, frame: Frame, stmt: ast.Repeat) -> None:
     count = expr.evaluate_single(b, frame, stmt.count, "the repeat count")
     expect_int(count, ast.start_loc(stmt.count), "the repeat count", minimum=0)
-    outer = frame.scope
+    outer, name = frame.scope, stmt.name or "layer"
+    windowed = b.windows and frame.at_model_top
     frame.loops += 1
     try:
-        for _ in range(count):
-            frame.scope = b.namer.iteration_scope(outer, stmt.name or "layer")
-            run(b, frame, stmt.body)
+        if windowed:
+            _repeat_window(b, frame, stmt, count, name)
+        else:
+            for _ in range(count):
+                frame.scope = b.namer.iteration_scope(outer, name)
+                run(b, frame, stmt.body)
     finally:
         frame.scope = outer
         frame.loops -= 1
+
+
+def _repeat_window(b, frame: Frame, stmt: ast.Repeat, count: int, name: str) -> None:
+    """A model-level repeat, built as a window once its iterations are identical.
+
+    An iteration's body depends only on what the variables it can read hold when it starts:
+    the names bound before the repeat, and names bound in the body that hide a constant (any
+    other name must be written before it is read, or the first iteration fails). When those
+    are the same before iteration t and before t+1, every iteration from t on builds the same
+    nodes under other names. The window builds up to t+2 and then the last iteration; t+2
+    stands for the ones left out (compiler.ir.graph.Steady)."""
+    entry, first = set(frame.vars), None
+    watched = lambda: sorted(entry | (set(frame.vars) & set(frame.unit.consts)))
+    seen = [_signature(frame, watched())]
+    built = 0
+    while built < count:
+        steady_from = next((t for t in range(len(seen) - 1) if seen[t] == seen[t + 1]), None)
+        if steady_from is not None and built == steady_from + 3 \
+                and count - steady_from - 3 >= 2:
+            index = int(frame.scope.rsplit(".", 1)[1])         # the iteration just built
+            b.graph.steady += (Steady(name, first, index, count - steady_from - 3),)
+            built = count - 1                                  # on to the last one
+        frame.scope = b.namer.iteration_scope("", name)
+        first = int(frame.scope.rsplit(".", 1)[1]) if first is None else first
+        run(b, frame, stmt.body)
+        built += 1
+        seen.append(_signature(frame, watched()))
+
+
+def _signature(frame: Frame, names: list[str]) -> tuple:
+    """What an iteration's body can depend on: each name's value, tensors by their type and
+    by which of them are the same node (a body reading one node twice differs from one
+    reading two nodes)."""
+    nodes: dict[int, int] = {}
+
+    def of(value):
+        if isinstance(value, Tensor):
+            return ("tensor", value.type, nodes.setdefault(value.id, len(nodes)))
+        if isinstance(value, (list, tuple)):
+            return (type(value).__name__, tuple(of(v) for v in value))
+        return (type(value).__name__, value)
+    return tuple((n, of(frame.vars[n])) for n in names if n in frame.vars)
 
 
 def _return(b, frame: Frame, stmt: ast.Return) -> None:

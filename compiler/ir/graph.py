@@ -90,18 +90,44 @@ def make_attrs(values: dict[str, Any]) -> Attrs:
     return tuple(sorted((k, freeze(v)) for k, v in values.items()))
 
 
+@dataclass(frozen=True)
+class Steady:
+    """One iteration of a model-level `repeat` that stands for `times` iterations of the model.
+
+    A repeat whose iterations have become identical is built as a window: the iterations up
+    to the first identical one, two identical ones, then the last. The second identical one,
+    `NAME.INDEX` (`layer.5`), stands for itself and the `times - 1` iterations the window
+    leaves out; iterations of NAME built after it are numbered `times - 1` higher in the model
+    (`layer.6` of the window is `layer.60`). Passes see each iteration beside the neighbours
+    it has in the model, so what they decide for the window holds for the whole repeat; the
+    lowered program is stretched back to every iteration (compiler/lower/stretch.py)."""
+    name: str            # the repeat's iteration name: `layer`
+    first: int           # the repeat's first iteration (`layer.3`: three came before it)
+    index: int           # the iteration that stands for many, numbered in the window
+    times: int           # how many iterations of the model it stands for (at least 2)
+
+    @property
+    def scope(self) -> str:
+        return f"{self.name}.{self.index}"
+
+    def __str__(self) -> str:
+        return f"repeat {self.name} from {self.first}: {self.scope} times {self.times}"
+
+
 @dataclass
 class Graph:
     """A model's dataflow graph.
 
     `outputs` are node ids in declaration order; `sizes` the model's top-level integers after
     `--set`; `policy` the precision policy by role (default, weights, activations, kv_cache);
-    `deploy` the deployment the model declares (isa/deployment.py), empty if none.
+    `deploy` the deployment the model declares (isa/deployment.py), empty if none; `steady`
+    the iterations that stand for several (a graph built as a window of its model, above).
     """
     model: str
     sizes: dict[str, int] = field(default_factory=dict)
     policy: dict[str, Format] = field(default_factory=dict)
     deploy: dict[str, int | str] = field(default_factory=dict)   # the model's deploy block
+    steady: tuple[Steady, ...] = ()
     outputs: list[int] = field(default_factory=list)
     _nodes: dict[int, Node] = field(default_factory=dict)
     _users: dict[int, set[int]] = field(default_factory=dict)   # producer id -> user ids
@@ -109,8 +135,32 @@ class Graph:
     _id_ordered: bool = True          # every node's inputs have smaller ids (see nodes())
 
     def empty_like(self) -> "Graph":
-        """A graph with this one's header (model, sizes, policy, deploy) and no nodes."""
-        return Graph(self.model, dict(self.sizes), dict(self.policy), dict(self.deploy))
+        """A graph with this one's header (model, sizes, policy, deploy, steady iterations)
+        and no nodes."""
+        return Graph(self.model, dict(self.sizes), dict(self.policy), dict(self.deploy),
+                     self.steady)
+
+    def copies(self, name: str) -> int:
+        """How many nodes of the model the node called `name` stands for: `times` inside a
+        steady iteration, else one. Totals over the model (weights, FLOPs) weigh by this."""
+        for s in self.steady:
+            if name.startswith(s.scope) and name[len(s.scope):len(s.scope) + 1] == ".":
+                return s.times
+        return 1
+
+    def model_names(self, name: str) -> list[str]:
+        """The names in the model of the nodes the node called `name` stands for: its own,
+        renumbered past the iterations the window leaves out (`layer.6.x` -> `layer.60.x`),
+        one per iteration for a node of a steady iteration."""
+        prefix, _, rest = name.partition(".")
+        index, dot, tail = rest.partition(".")
+        mine = [s for s in self.steady if s.name == prefix]
+        if not (mine and dot and index.isdigit()):
+            return [name]
+        j = int(index)
+        shift = sum(s.times - 1 for s in mine if s.index < j)
+        times = next((s.times for s in mine if s.index == j), 1)
+        return [f"{prefix}.{j + shift + c}.{tail}" for c in range(times)]
 
     def add(self, op: str, inputs, type: TensorType, name: str, attrs: dict | Attrs = (),
             loc: Loc | None = None, sched: dict | Attrs = ()) -> Node:
@@ -197,5 +247,5 @@ class Graph:
             return NotImplemented
         return (self.model == other.model and self.outputs == other.outputs
                 and self.sizes == other.sizes and self.policy == other.policy
-                and self.deploy == other.deploy
+                and self.deploy == other.deploy and self.steady == other.steady
                 and list(self.nodes()) == list(other.nodes()))

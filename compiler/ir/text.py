@@ -4,6 +4,7 @@
     model gemm
     size M = 4096
     policy weights = fp8_e4m3 scaled(fp32, 128x128)
+    repeat layer from 3: layer.5 times 55
     %a = input() : fp8_e4m3[4096,2048] scaled(fp32, 1x128) @ "gemm.ds":4:10
     %c = matmul(%a, %b) : bf16[4096,7168] @ "gemm.ds":6:10
     %s = topk(%x, %bias) {groups=8, k=8, topk_groups=4} : i32[128,8] @ "std/moe.ds":12:3
@@ -28,7 +29,7 @@ import lark
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from compiler.errors import DscError, Loc, register_source
-from compiler.ir.graph import Graph, Node, TensorType, make_attrs
+from compiler.ir.graph import Graph, Node, Steady, TensorType, make_attrs
 from isa.formats import Format, FormatError, Scaling, parse_format
 from isa.grammar_terms import describe_terminal
 
@@ -97,6 +98,7 @@ def print_graph(g: Graph) -> str:
     lines += [f"size {name_text(k)} = {v}" for k, v in g.sizes.items()]
     lines += [f"policy {name_text(k)} = {f}" for k, f in g.policy.items()]
     lines += [f"deploy {name_text(k)} = {v}" for k, v in g.deploy.items()]
+    lines += [str(s) for s in g.steady]
     names: dict[int, str] = {}
     for node in g.nodes():
         lines.append(print_node(node, names))
@@ -167,6 +169,15 @@ class _Reader(lark.Transformer):
     def deploy(self, children):
         name, value = children
         return ("deploy", name, int(value) if value.isdigit() else str(value))
+
+    def repeat(self, children):
+        name, first, scope, times = children
+        prefix, _, index = scope.rpartition(".")
+        if prefix != name or not index.isdigit() or int(index) <= int(first) or int(times) < 2:
+            raise _TextError(scope, f"'{scope} times {times}' is not an iteration of repeat "
+                                    f"'{name}' after its first ({first}) that stands for several",
+                             f"{name}.INDEX times N, INDEX above {first}, N at least 2")
+        return ("repeat", Steady(str(name), int(first), int(index), int(times)))
 
     def output(self, children):
         return ("output", self.decoded(children[0]))
@@ -275,6 +286,9 @@ class _Builder:
         if name in self.graph.deploy:
             raise _TextError(name, f"deploy '{name}' is given twice")
         self.graph.deploy[str(name)] = value
+
+    def repeat(self, steady: Steady):
+        self.graph.steady += (steady,)
 
     def resolve(self, ref: lark.Token) -> int:
         if ref not in self.ids:

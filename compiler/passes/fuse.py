@@ -148,9 +148,11 @@ def _whole_rows_pay(g: Graph, head: Node, tail: Node, users: list[Node],
     alone = gemm_cycles(gemm_problem(g, head, target)[0], target)
     round_trip = 2 * tail.type.nbytes / target.machine.reach().miss_bytes_per_cycle
     fuse = fused <= alone + round_trip + target.launch_overhead_cycles
-    ctx.notes.append(f"{head.name}: {' + '.join(u.op for u in users)} "
-                     f"{'fused into' if fuse else 'kept apart from'} the GEMM (estimate "
-                     f"{fused:,.0f} cycles fused vs {alone + round_trip + target.launch_overhead_cycles:,.0f} apart)")
+    for name in g.model_names(head.name):               # once per layer it decides for
+        ctx.notes.append(f"{name}: {' + '.join(u.op for u in users)} "
+                         f"{'fused into' if fuse else 'kept apart from'} the GEMM (estimate "
+                         f"{fused:,.0f} cycles fused vs "
+                         f"{alone + round_trip + target.launch_overhead_cycles:,.0f} apart)")
     return fuse
 
 
@@ -234,7 +236,8 @@ def kernel_stats(graph: Graph) -> tuple[int, int]:
     """(kernels, off-chip bytes) of a graph as grouped: per kernel, the bytes of the values
     it reads from memory and of those it writes back (a lone op's own byte counts)."""
     groups = kernel_groups(graph)
-    return len(groups), sum(_group_bytes(graph, grp) for grp in groups)
+    copies = [graph.copies(grp.nodes[0].name) for grp in groups]
+    return sum(copies), sum(_group_bytes(graph, grp) * n for grp, n in zip(groups, copies))
 
 
 def _group_bytes(graph: Graph, group) -> int:

@@ -127,7 +127,8 @@ def _tensor_parallel(graph: Graph, ctx: PassContext, dep: Deployment) -> Graph:
 
 def _note_unsplit(before: Graph, after: Graph, ctx: PassContext, n: int) -> None:
     """Say so when the group size divides too few dims to split most of the weights."""
-    weights = lambda g: sum(x.type.nbytes for x in g.nodes() if x.op == "weight")
+    weights = lambda g: sum(x.type.nbytes * g.copies(x.name) for x in g.nodes()
+                            if x.op == "weight")
     whole, kept = weights(before), weights(after)
     if whole and kept > 0.5 * whole:
         ctx.notes.append(f"tensor parallelism over {n} devices splits only "
