@@ -8,15 +8,17 @@ An instruction writes its first `writes` buffer operands and reads the others
   program order: the earlier one completes before the later one starts (isa/verify/order.py
   says when that is proven). For each instance of an access, the latest earlier conflicting
   instance of each other instruction is checked (earlier ones complete before it). Loops are
-  sampled: their first and last W iterations, W = 2 + the largest token credit or slot count
-  of the kernel; a pipeline's pattern settles within those and repeats in between. A token
+  sampled: their first W iterations, W = 2 + the largest token credit or slot count of the
+  kernel, and their last two; a pipeline's pattern settles within those and repeats. A token
   that starts with more credit than the slots of the ring it guards shows up here, as the
   overwrite of a slot still being read.
 - Shared memory. Two buffers placed at overlapping bytes of one space (the plan pass reuses
   memory) must have disjoint lifetimes: every access to the buffer used first completes before
   the first access to the other starts.
-- Credits. A token waited more times per work item than its initial credit plus its signals
-  can never let the last waiter start.
+- Progress. A token waited more times per work item than its initial credit plus its
+  signals can never let the last waiter start; and an instance whose wait can only be
+  credited by work that itself comes after it (a cycle of waits through tokens and unit
+  order) never starts. Both deadlock.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ SEARCH_LIMIT = 64          # earlier instances examined for the latest conflicti
 def check_hazards(nest: Nest, definitions: list[InstrDef]) -> None:
     _check_credits(nest)
     order = Order(nest, definitions)
+    _check_progress(nest, order)
     accesses = _Accesses(nest, definitions)
     _check_races(nest, order, accesses)
     _check_sharing(nest, order, accesses)
@@ -103,8 +106,9 @@ def _grid_samples(nest: Nest) -> list[dict[str, int]]:
 
 
 def _samples(site: Site, width: int):
-    """Iterations of a site checked: per loop, the first and last `width` values."""
-    per_loop = [sorted(set(range(min(n, width))) | set(range(max(n - width, 0), n)))
+    """Iterations of a site checked: per loop, the first `width` values (where the initial
+    credits run out and the pipeline fills; then it repeats) and the last two."""
+    per_loop = [sorted(set(range(min(n, width))) | set(range(max(n - 2, 0), n)))
                 for _, n in site.loops]
     return itertools.product(*per_loop)
 
@@ -205,6 +209,23 @@ def _check_lifetimes(nest, order, accesses, early: BufferDecl, late: BufferDecl)
 
 
 # ---- credits -------------------------------------------------------------------------------
+
+def _check_progress(nest: Nest, order: Order) -> None:
+    """No instance needs itself to have completed before it starts."""
+    width = 2 + max([n for _, n in nest.kernel.tokens] + [0])
+    for site in nest.sites:
+        if not site.ins.wait:
+            continue
+        unit = order.unit[site.index]
+        for at in _samples(site, width):
+            if order.done_before(site, at)[unit] >= nest.position(site, at):
+                tokens = ", ".join(f"'{t}'" for t in site.ins.wait)
+                raise ProgramError(
+                    f"kernel {nest.kernel.name}: {site.ins.op}{_at(site, at)} can never start: "
+                    f"the credit it waits for ({tokens}) comes only from work that waits, "
+                    "through tokens and unit order, for this instruction: the kernel deadlocks",
+                    ("instr", site.index))
+
 
 def _check_credits(nest: Nest) -> None:
     for token, credit in nest.kernel.tokens:

@@ -9,6 +9,8 @@ walking the loop tree, in time proportional to the body's text, not its executio
 """
 from __future__ import annotations
 
+import itertools
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 from isa.program import Instr, Kernel, Loop
@@ -34,11 +36,12 @@ class Site:
 class _Body:
     """A statement list: site indices, and (count, _Body) for loops; `size` is the number of
     instances one pass over it executes."""
-    __slots__ = ("items", "size")
+    __slots__ = ("items", "size", "starts")
 
     def __init__(self, items: list):
         self.items = items
-        self.size = sum(_size_of(item) for item in items)
+        self.starts = list(itertools.accumulate((_size_of(item) for item in items), initial=0))
+        self.size = self.starts[-1]              # starts[i]: instances before item i
 
 
 def _size_of(item) -> int:
@@ -83,8 +86,7 @@ class Nest:
         per enclosing loop)."""
         pos, node = 0, self.tree
         for depth, number in enumerate(site.path):
-            for item in node.items[:number]:
-                pos += _size_of(item)
+            pos += node.starts[number]
             if depth == len(site.loops):
                 return pos
             count, body = node.items[number]
@@ -102,53 +104,49 @@ class Nest:
 
     def count(self, sites: frozenset[int], node: _Body | None = None) -> int:
         """Instances of `sites` in one pass over `node` (default: the whole body)."""
-        node = node or self.tree
+        return self._prefix(sites, node or self.tree)[-1]
+
+    def _prefix(self, sites: frozenset[int], node: _Body) -> list[int]:
+        """prefix[i]: instances of `sites` in the items of `node` before item i."""
         key = (id(node), sites)
         if key not in self._counts:
-            self._counts[key] = sum(self._count_of(item, sites) for item in node.items)
+            self._counts[key] = list(itertools.accumulate(
+                (int(item in sites) if isinstance(item, int) else item[0] * self.count(sites, item[1])
+                 for item in node.items), initial=0))
         return self._counts[key]
-
-    def _count_of(self, item, sites) -> int:
-        return int(item in sites) if isinstance(item, int) else item[0] * self.count(sites, item[1])
 
     def count_before(self, sites: frozenset[int], pos: int) -> int:
         """Instances of `sites` at unrolled positions below `pos`."""
         total, node = 0, self.tree
-        while True:
-            for item in node.items:
-                if pos <= 0:
-                    return total
-                size = _size_of(item)
-                if pos >= size:
-                    total += self._count_of(item, sites)
-                    pos -= size
-                    continue
-                count, body = item                 # a loop entered part way
-                done, pos = divmod(pos, body.size)
-                total += done * self.count(sites, body)
-                node = body
-                break
-            else:
+        while 0 < pos < node.size:
+            i = bisect_right(node.starts, pos) - 1          # the item holding position pos
+            total += self._prefix(sites, node)[i]
+            pos -= node.starts[i]
+            item = node.items[i]
+            if isinstance(item, int) or pos == 0:
                 return total
+            body = item[1]                                  # a loop entered part way
+            done, pos = divmod(pos, body.size)
+            total += done * self.count(sites, body)
+            node = body
+        return total + (self.count(sites, node) if pos >= node.size else 0)
 
     def select(self, sites: frozenset[int], m: int) -> int:
         """The position of the m-th (from 1) instance of `sites` in the unrolled order."""
         base, node = 0, self.tree
+        if m > self.count(sites):
+            raise ValueError("fewer instances than asked for")
         while True:
-            for item in node.items:
-                c = self._count_of(item, sites)
-                if m > c:
-                    m -= c
-                    base += _size_of(item)
-                    continue
-                if isinstance(item, int):
-                    return base
-                count, body = item
-                per = self.count(sites, body)
-                done = (m - 1) // per
-                base += done * body.size
-                m -= done * per
-                node = body
-                break
-            else:
-                raise ValueError("fewer instances than asked for")
+            prefix = self._prefix(sites, node)
+            i = bisect_left(prefix, m) - 1                  # the item holding the m-th
+            m -= prefix[i]
+            base += node.starts[i]
+            item = node.items[i]
+            if isinstance(item, int):
+                return base
+            body = item[1]
+            per = self.count(sites, body)
+            done = (m - 1) // per
+            base += done * body.size
+            m -= done * per
+            node = body

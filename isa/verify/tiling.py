@@ -65,6 +65,8 @@ def _affine_layout(start: Expr, size: int, counts: dict[str, int], extent: int):
     if form is None:
         return None
     c0, coefs = form
+    if any(counts[v] > 1 and v not in coefs for v in variables(start)):
+        return None                    # a variable that cancels out repeats every box
     terms = sorted((c, counts[v]) for v, c in coefs.items() if counts[v] > 1)
     step = size
     for c, n in terms:
