@@ -25,7 +25,7 @@ from lark.exceptions import UnexpectedInput
 from isa.errors import ListingError  # noqa: F401  (raised here; defined apart for the CLI)
 from isa.deployment import Deployment
 from isa.check import (KernelScope, ProgramError, check_buffers, check_instruction, check_launch,
-                       check_reach)
+                       check_reach, check_stream)
 from isa.verify import verify_kernel
 from isa.expr import Bin, Const, ExprError, Var, parse_expr, variables
 from isa.instructions import INSTRUCTIONS, InstrDef, lookup, lookup_any
@@ -308,6 +308,8 @@ class _Assembler:
         with _at(rec.line):
             for env in envs:
                 check_launch(rec.launch, env, self.kernels, self.tensors)
+            if self.target is not None:
+                check_stream(rec.launch, self.target)
 
 
 @contextmanager

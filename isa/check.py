@@ -48,6 +48,7 @@ def check_program(program: Program, target: Target) -> None:
         check_kernel(kernel, target)
     for launch, env in expand_schedule(program.schedule):
         check_launch(launch, env, kernels, tensors)
+        check_stream(launch, target)
 
 
 def check_kernel(kernel: Kernel, target: Target) -> None:
@@ -76,12 +77,18 @@ _OWN_ROLES = {"vec": {"vector"}, "mm": {"matrix_a", "matrix_b", "accumulator"}}
 
 def check_reach(ins: Instr, definition: InstrDef, scope: KernelScope, target: Target) -> None:
     """What an instruction needs of this target beyond existing on it: the matrix format it
-    names, and buffers its unit can reach."""
+    names, the link a send goes over, and buffers its unit can reach."""
     fmt = ins.attr("fmt") if definition.unit == "mm" else None
     if fmt is not None and fmt not in target.matrix.formats:
         raise ProgramError(f"{scope.where}: {ins.op} fmt={fmt}: the matrix unit of target "
                            f"{target.name} has no {fmt} format (it has "
                            f"{', '.join(target.matrix.formats)})")
+    if ins.op == "net.send":
+        links = ("local",) + tuple(link.id for link in target.machine.device_links)
+        if ins.attr("link") not in links:
+            raise ProgramError(f"{scope.where}: net.send over link '{ins.attr('link')}', which "
+                               f"target {target.name} does not have (its links: "
+                               f"{', '.join(links)})")
     roles = _OWN_ROLES.get(definition.unit)
     if roles is None or target.matrix.results_to_vector != "memory":
         return
@@ -126,6 +133,15 @@ def check_buffers(kernel: Kernel, target: Target) -> None:
                                f"{placed}in {b.space}) ends at byte {used[b.space]}, past the "
                                f"{capacity} bytes of {b.space} on target {target.name}: "
                                "buffers must fit the core's capacity", ("buffer", b.name))
+
+
+def check_stream(launch: Launch, target: Target) -> None:
+    """A launch runs on the cores ("compute") or on one of the target's links to other
+    devices."""
+    streams = ("compute",) + tuple(link.id for link in target.machine.device_links)
+    if launch.stream not in streams:
+        raise ProgramError(f"launch of {launch.kernel} on stream '{launch.stream}', which target "
+                           f"{target.name} does not have (its streams: {', '.join(streams)})")
 
 
 def check_launch(launch: Launch, env: dict[str, int], kernels: dict[str, Kernel],

@@ -33,7 +33,9 @@ class Transfer:
     tensor: str
     direction: str       # "load", "store", or "send" (to another device)
     multicast: int = 1   # cores receiving the same bytes; L2 and memory see them once
-    link: str = ""       # a send's link: "nvlink" (inside a node), "network", "local"
+    link: str = ""       # a send's link: one of the target's device links, or "local"
+    run: int = 0         # bytes of its longest contiguous run (0: one run), for access sizes
+    dtype: str = ""      # the element type moved, for links that convert it on the way
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class CostContext:
     box_bytes: Callable[[Box], int]          # in-bounds bytes of a box (edge tiles are clipped)
     buffer_bytes: Callable[[str], int]       # bytes of one slot of a buffer
     row_bytes: Callable[[str], int]          # bytes of one row (last dim) of a tensor
+    run_bytes: Callable[[Box], int] = lambda box: 0   # longest contiguous run of a box
+    dtype: Callable[[str], str] = lambda tensor: ""   # element type of a tensor
 
 
 @dataclass(frozen=True)
@@ -72,18 +76,21 @@ class InstrDef:
 def _box_transfer(direction: str, box_index: int):
     def cost(ins: Instr, ctx: CostContext):
         box = ins.args[box_index]
-        return Transfer(ctx.box_bytes(box), box.tensor, direction, ins.attr("mcast", 1))
+        return Transfer(ctx.box_bytes(box), box.tensor, direction, ins.attr("mcast", 1),
+                        run=ctx.run_bytes(box), dtype=ctx.dtype(box.tensor))
     return cost
 
 
 def _gather(ins: Instr, ctx: CostContext):
     src = ins.args[1]
-    return Transfer(ins.attr("rows") * ctx.row_bytes(src.tensor), src.tensor, "load")
+    return Transfer(ins.attr("rows") * ctx.row_bytes(src.tensor), src.tensor, "load",
+                    run=ctx.row_bytes(src.tensor), dtype=ctx.dtype(src.tensor))
 
 
 def _scatter(ins: Instr, ctx: CostContext):
     dst = ins.args[0]
-    return Transfer(ins.attr("rows") * ctx.row_bytes(dst.tensor), dst.tensor, "store")
+    return Transfer(ins.attr("rows") * ctx.row_bytes(dst.tensor), dst.tensor, "store",
+                    run=ctx.row_bytes(dst.tensor), dtype=ctx.dtype(dst.tensor))
 
 
 LINKS = ("nvlink", "network", "local")
@@ -91,7 +98,8 @@ LINKS = ("nvlink", "network", "local")
 
 def _send(ins: Instr, ctx: CostContext):
     src = ins.args[1]
-    return Transfer(ctx.box_bytes(src), src.tensor, "send", link=ins.attr("link"))
+    return Transfer(ctx.box_bytes(src), src.tensor, "send", link=ins.attr("link"),
+                    run=ctx.run_bytes(src), dtype=ctx.dtype(src.tensor))
 
 
 def _mma(ins: Instr, ctx: CostContext):

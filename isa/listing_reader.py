@@ -18,7 +18,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 from isa.errors import ListingError
 from isa.deployment import Deployment, DeploymentError
 from isa.formats import DTYPES, FormatError, Scaling
-from isa.program import BufferDecl, Launch, Param, STREAMS, ViewStep
+from isa.program import BufferDecl, Launch, Param, ViewStep
 from isa.grammar_terms import describe_terminal
 
 VIEW_STEPS = {"transpose": None, "reshape": None, "slice": 3}     # op -> number of args, if fixed
@@ -304,8 +304,6 @@ class _Reader(lark.Transformer):
         stream = "compute"
         if rest and isinstance(rest[-1], tuple) and rest[-1][0] == "stream":
             _, stream, line = rest.pop()
-            if stream not in STREAMS:
-                raise LineError(line, f"unknown stream '{stream}' (expected {', '.join(STREAMS)})")
         flops = rest.pop()
         flops = int(flops) if flops.type == "INT" else float(flops)
         return LaunchRec(kernel.line, Launch(str(kernel), tuple(rest), note, flops, stream))

@@ -35,10 +35,30 @@ class MemoryUnit:
     bytes_per_cycle: float        # bandwidth in bytes per core clock
     latency_cycles: float         # extra latency of an access that reaches it
     caches: tuple[str, ...] = ()  # a cache: the memory families it stands in front of
+    write_through: bool = False   # a cache's stores go on to the memory as they are made
+    keeps: bool = True            # a cache keeps what kernels wrote and read for later kernels
+    access_bytes: int | None = None          # runs of bytes move in whole accesses
+    requests: "RequestUnit | None" = None    # the rate it serves accesses at, if limited
 
     @property
     def is_cache(self) -> bool:
         return bool(self.caches)
+
+
+@dataclass(frozen=True)
+class RequestUnit:
+    """The request rate of one memory instance: a resource whose capacity is accesses per
+    cycle (a transfer puts its accesses per byte on it)."""
+    id: str                       # "memory.d0 requests"
+    family: str                   # "memory requests"
+    label: str
+    die: int | None
+    bytes_per_cycle: float        # accesses per cycle (the engine's capacity)
+    latency_cycles: float = 0.0
+
+    @property
+    def is_cache(self) -> bool:
+        return False
 
 
 @dataclass(frozen=True)
@@ -53,13 +73,14 @@ class LinkUnit:
     latency_cycles: float
     die: int | None = None        # the die it leaves, for per-die report lines
     towards: str = ""             # its destination for people: "die 1", "cpu"
+    converts: tuple[tuple[str, str], ...] = ()   # (from dtype, to dtype) applied on the way
 
     @property
     def is_cache(self) -> bool:
         return False
 
 
-Resource = Union[MemoryUnit, LinkUnit]
+Resource = Union[MemoryUnit, LinkUnit, RequestUnit]
 
 
 @dataclass(frozen=True)
@@ -72,10 +93,12 @@ class Route:
 
     @property
     def near_latency(self) -> float:
+        """Cycles the links between the cores and the cache add."""
         return sum(link.latency_cycles for link in self.near)
 
     @property
     def far_latency(self) -> float:
+        """Cycles the links between the cache and the memory add."""
         return sum(link.latency_cycles for link in self.far)
 
     # What the compiler's estimates use: one access's latencies and the rates bytes flow at.
@@ -88,8 +111,7 @@ class Route:
     @property
     def miss_latency(self) -> float:
         """Cycles a miss adds: on to the memory and back (nothing more with no cache)."""
-        return self.far_latency + self.memory.latency_cycles if self.cache else \
-            self.memory.latency_cycles
+        return self.memory.latency_cycles + (self.far_latency if self.cache else 0.0)
 
     @property
     def hit_bytes_per_cycle(self) -> float:
@@ -109,15 +131,17 @@ class Machine:
     dies: int
     memories: tuple[MemoryUnit, ...]
     links: tuple[LinkUnit, ...]              # links between places of this device
-    device_links: tuple[LinkUnit, ...]       # links to other devices: by scope, node first
+    device_links: tuple[LinkUnit, ...]       # links to other devices
     default_memory: str                      # the family tensors live in unless placed
+    scopes: tuple[tuple[str, str], ...] = () # ("node" | "network", device link id)
     _routes: dict = field(default_factory=dict, compare=False, repr=False)
 
     # -- resources --
 
     @cached_property
     def resources(self) -> dict[str, Resource]:
-        return {r.id: r for r in (*self.memories, *self.links, *self.device_links)}
+        requests = [m.requests for m in self.memories if m.requests]
+        return {r.id: r for r in (*self.memories, *requests, *self.links, *self.device_links)}
 
     def resource(self, rid: str) -> Resource:
         return self.resources[rid]
@@ -131,7 +155,7 @@ class Machine:
     def families(self) -> dict[str, tuple[Resource, ...]]:
         """Instances of each declared memory or link, by its declared name."""
         out: dict[str, list[Resource]] = {}
-        for r in (*self.memories, *self.links, *self.device_links):
+        for r in self.resources.values():
             out.setdefault(r.family, []).append(r)
         return {name: tuple(rs) for name, rs in out.items()}
 
@@ -151,6 +175,11 @@ class Machine:
         """What a memory family holds, all its instances together."""
         return sum(m.bytes for m in self.memories if m.family == (family or self.default_memory))
 
+    def bandwidth_of(self, family: str | None = None) -> float:
+        """Bytes per cycle of a memory family (default: where tensors live), all instances."""
+        return sum(m.bytes_per_cycle for m in self.memories
+                   if m.family == (family or self.default_memory))
+
     def memory(self, family: str, die: int) -> MemoryUnit:
         """The instance of a memory family that die `die` owns (its own, for per-die
         families; the one instance otherwise)."""
@@ -162,6 +191,17 @@ class Machine:
             if link.id == name:
                 return link
         raise KeyError(name)
+
+    def link_for(self, scope: str) -> LinkUnit | None:
+        """The link to the other devices of this node ("node") or of other nodes
+        ("network"); None when the target has none."""
+        name = dict(self.scopes).get(scope)
+        return self.device_link(name) if name else None
+
+    @property
+    def placeable(self) -> tuple[str, ...]:
+        """Memory families a tensor can live in (every memory that is not a cache)."""
+        return tuple(dict.fromkeys(m.family for m in self.memories if not m.is_cache))
 
     # -- where a tensor's bytes are --
 
@@ -225,37 +265,3 @@ class Machine:
                     heapq.heappush(queue, (latency + link.latency_cycles, hops + 1,
                                            path + [link.dst]))
         raise ValueError(f"{self.name}: no route from {start} to {goal}")
-
-
-def build_machine(target) -> Machine:
-    """The machine of a loaded target: each die's L2 (a cache in front of its memory) and
-    memory, a link each way between every two dies, and the links to other devices."""
-    hz = target.clock_hz
-    dies = target.chip.dies
-    many = dies > 1
-    memories = []
-    for d in range(dies):
-        memories.append(MemoryUnit(f"memory.d{d}", "memory",
-                                   f"die {d} memory" if many else "memory", f"d{d}", d,
-                                   target.memory.bytes, target.memory.bandwidth_gbs * 1e9 / hz,
-                                   target.memory.latency_ns * 1e-9 * hz))
-    for d in range(dies):
-        memories.append(MemoryUnit(f"l2.d{d}", "l2", f"die {d} L2" if many else "L2", f"d{d}", d,
-                                   target.l2.bytes, target.l2.bytes_per_cycle,
-                                   target.l2.latency_cycles, caches=("memory",)))
-    links = []
-    if target.die_link is not None:
-        per_cycle = target.die_link.bandwidth_gbs * 1e9 / hz
-        latency = target.die_link.latency_ns * 1e-9 * hz
-        links = [LinkUnit(f"link.d{a}>d{b}", "link", f"die link {a}\u2192{b}", f"d{a}", f"d{b}",
-                          per_cycle, latency, a, f"die {b}")
-                 for a in range(dies) for b in range(dies) if a != b]
-    device_links = []
-    if target.system is not None:
-        for name, spec in (("nvlink", target.system.intra_node),
-                           ("network", target.system.inter_node)):
-            device_links.append(LinkUnit(name, name, name, "device", name,
-                                         spec.bandwidth_gbs * 1e9 / hz,
-                                         spec.latency_us * 1e-6 * hz))
-    return Machine(target.name, dies, tuple(memories), tuple(links), tuple(device_links),
-                   "memory")

@@ -177,18 +177,15 @@ class Kernel:
         raise KeyError(name)
 
 
-# The in-order queues launches run on: the cores, and one per link to other devices (a
-# collective's sends run there while the cores compute).
-STREAMS = ("compute", "nvlink", "network")
-
-
 @dataclass(frozen=True)
 class Launch:
     kernel: str
     args: tuple[tuple[str, str], ...]        # (param, tensor name template, e.g. layer.{i}.w1)
     note: str = ""                           # what it computes, in IR names
     flops: float = 0.0                       # the model's FLOPs for it (padding excluded)
-    stream: str = "compute"                  # the in-order queue it runs on (runtime/streams)
+    # The in-order queue it runs on: the cores' ("compute"), or a link's to other devices (a
+    # collective's sends run there while the cores compute), named as the target names it.
+    stream: str = "compute"
 
 
 @dataclass(frozen=True)

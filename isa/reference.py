@@ -127,29 +127,40 @@ def _vector_figures(name: str, target: Target) -> str:
     return f"{cycles} cycles (bound by the {bound})"
 
 
+def _behind(reach, target: Target) -> str:
+    """The cache and memory a default load reaches, with their rates."""
+    memory = reach.memory
+    text = (f"{memory.label} gives {memory.bytes_per_cycle:,.1f} B/cycle "
+            f"({memory.bytes_per_cycle * target.clock_hz / 1e9:,.0f} GB/s at {target.clock_ghz:g} GHz)")
+    if reach.cache:
+        text = (f"{reach.cache.label} gives {reach.cache.bytes_per_cycle:g} B/cycle, shared by "
+                f"the cores that reach it; behind it " + text)
+    return text + ", shared likewise."
+
+
 def _family_figures(key: str, target: Target) -> list[str]:
     """Figures shared by a whole family, printed once under its title."""
     if key == "ld":
-        dma = target.dma
+        dma, reach = target.dma, target.machine.reach()
         return _wrap(
-            f"On {target.name}: each core's load port moves {dma.load_bytes_per_cycle:g} B/cycle; "
-            f"L2 gives {target.l2.bytes_per_cycle:g} B/cycle per die, shared by its "
-            f"{target.chip.cores_per_die} cores; memory gives "
-            f"{target.memory_bytes_per_cycle:.1f} B/cycle per die ({target.memory.bandwidth_gbs:g}"
-            f" GB/s at {target.clock_ghz:g} GHz), shared likewise. A load completes "
-            f"{target.l2.latency_cycles} cycles after its last byte when it hits L2, "
-            f"{target.memory_latency_cycles:.0f} cycles more when it misses "
-            f"({target.memory.latency_ns:g} ns). " + (
+            f"On {target.name}: each core's load port moves {dma.load_bytes_per_cycle:g} "
+            f"B/cycle; {_behind(reach, target)} A load completes {reach.hit_latency:.0f} cycles after "
+            "its last byte when it hits the cache, "
+            f"{reach.miss_latency:.0f} cycles more when it misses. Tensors placed in another "
+            "memory take that memory's route (`dsc targets show`). " + (
                 f"mcast=C delivers one load to a cluster of up to {dma.multicast} cores, read "
                 "from L2 once." if dma.multicast > 1 else "This target has no multicast "
                 "(mcast must be 1)."), "")
     if key == "st":
+        reach = target.machine.reach()
+        cache = reach.cache or reach.memory
         return _wrap(
             f"On {target.name}: each core's store port moves "
-            f"{target.dma.store_bytes_per_cycle:g} B/cycle into L2 "
-            f"({target.l2.bytes_per_cycle:g} B/cycle per die, shared); L2 writes back to memory "
-            f"in the background; a store completes {target.l2.latency_cycles} cycles after its "
-            "last byte.", "")
+            f"{target.dma.store_bytes_per_cycle:g} B/cycle into {cache.label} "
+            f"({cache.bytes_per_cycle:g} B/cycle, shared)" + (
+                "; the cache writes back to memory in the background"
+                if reach.cache and not reach.cache.write_through else "") +
+            f"; a store completes {reach.hit_latency:.0f} cycles after its last byte.", "")
     if key == "mm":
         return _matrix_table(target)
     if key == "vec":

@@ -17,6 +17,7 @@ import typing
 from pathlib import Path
 
 from isa.formats import ELEMENT_DTYPES, SCALE_DTYPES
+from isa.machine_build import MachineError
 from isa.target_schema import Target
 
 BUILTIN_DIR = Path(__file__).parent / "targets"
@@ -88,9 +89,10 @@ class _Reader:
         for name, f in fields.items():
             path = dotted + (name,)
             if name not in data:
-                if f.default is dataclasses.MISSING:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                     self.fail(path, f"missing required key ({f.metadata['doc']})")
-                values[name] = f.default
+                values[name] = f.default if f.default is not dataclasses.MISSING else \
+                    f.default_factory()
                 continue
             values[name] = self.value(hints[name], data[name], path, f.metadata)
         return cls(**values)
@@ -156,9 +158,10 @@ def _check_consistency(target: Target, reader: _Reader) -> None:
     for role in ("matrix_a", "matrix_b", "accumulator", "vector"):
         if not any(role in b.holds for b in target.buffers.values()):
             reader.fail(("buffers",), f"no buffer holds '{role}'")
-    if target.chip.dies > 1 and target.die_link is None:
-        reader.fail(("chip", "dies"), f"a [die_link] table (die-to-die bandwidth and latency) is "
-                                      f"required for {target.chip.dies} dies")
+    try:
+        target.machine                  # the memories and links as one graph, checked
+    except MachineError as err:
+        reader.fail(err.key, str(err))
 
 
 def _find_line(lines: list[str], dotted: tuple[str, ...]) -> int | None:

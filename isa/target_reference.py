@@ -33,7 +33,24 @@ _RULES = [
     "operand (`[tokens, K]`), so `1x32` is one scale per 32 elements of K.",
     "Every role (`matrix_a`, `matrix_b`, `accumulator`, `vector`) is held by some buffer; the "
     "first buffer in file order that holds a role is the one used for it.",
-    "`chip.dies` > 1 requires a `[die_link]` table.",
+    "The memory graph: `[memory]` is shorthand for `[memories.memory]` (one per die), `[l2]` "
+    "for `[memories.l2]` (one per die, `caches = [\"memory\"]`), `[die_link]` for "
+    "`[links.link]` (`between = [\"die\", \"die\"]`), `[system.intra_node]` and "
+    "`[system.inter_node]` for `[links.nvlink]` and `[links.network]` (`between = "
+    "[\"device\", \"node\"]` and `[\"device\", \"network\"]`); a `[memories.NAME]` or "
+    "`[links.NAME]` may not reuse those names when the shorthand is given.",
+    "Each memory gives exactly one of `bandwidth_gbs` and `bytes_per_cycle` and one of "
+    "`latency_ns` and `latency_cycles`; each link one of `latency_ns` and `latency_us`.",
+    "A place (`at`, `between`) is a name of your choosing such as `cpu` or `pool`; `d0`, `d1` "
+    "... name single dies and `die` each die. Every die must reach every memory through links: "
+    "with per-die memories, `chip.dies` > 1 requires links between dies (`[die_link]`).",
+    "`caches` names memories of the file. On its way to a memory a transfer meets the cache "
+    "nearest that memory among the places it crosses: a die's L2 in front of its own HBM, the "
+    "requesting die's L2 in front of a CPU's memory across a link. Only misses go past it.",
+    "Tensors live in the first memory that is not a cache (the shorthand `[memory]` first) "
+    "unless the model's deploy block or `--place ROLE=MEMORY` puts a role elsewhere.",
+    "A device link needs `[system]` (`devices_per_node`); a target has at most one link to its "
+    "node and one to the network. `achievable` below 1 needs `achievable_source`.",
     "Unknown keys are errors (with a did-you-mean); every error names the file, the line and "
     "the dotted key.",
 ]
@@ -150,19 +167,29 @@ def _num(value: float) -> str:
 
 
 def _derived_section() -> list[str]:
+    from isa.machine import Route
     lines = ["### Derived quantities", "",
-             "Computed by `Target` from the keys above; the compiler and the interpreter use "
-             "these and never convert units themselves.", "",
+             "Computed by `Target` and by the machine graph it builds (`isa/machine.py`: "
+             "memories and links as instances with bytes per cycle and latencies in cycles, "
+             "and a `Route` from a die's cores to each memory); the compiler and the "
+             "interpreter use these and never convert units themselves.", "",
              "| name | meaning | formula |", "|---|---|---|"]
-    for name, member in vars(Target).items():
+    lines += _derived_rows(Target, "")
+    lines += _derived_rows(Route, "route.")
+    return lines + [""]
+
+
+def _derived_rows(cls, prefix: str) -> list[str]:
+    lines = []
+    for name, member in vars(cls).items():
         if name.startswith("_") or not isinstance(member, (property, types.FunctionType)):
             continue
         func = member.fget if isinstance(member, property) else member
         signature = name if isinstance(member, property) else _call_signature(func)
         doc = (inspect.getdoc(func) or "").split("\n\n")[0].replace("\n", " ")
         formula = _formula(func)
-        lines.append(f"| `{signature}` | {doc} | {f'`{formula}`' if formula else ''} |")
-    return lines + [""]
+        lines.append(f"| `{prefix}{signature}` | {doc} | {f'`{formula}`' if formula else ''} |")
+    return lines
 
 
 def _call_signature(func) -> str:
@@ -195,14 +222,8 @@ def derived_lines(target: Target) -> list[str]:
     for dtype, fmt in t.matrix.formats.items():
         lines.append(f"peak {dtype}: {t.peak_flops(dtype) / 1e12:,.1f} TFLOP/s "
                      f"({fmt.flops_per_cycle} FLOP/cycle/core)")
+    lines += memory_lines(t)
     lines += [
-        f"off-chip memory: {t.memory.bytes * t.chip.dies / 1e9:.3g} GB, "
-        f"{t.peak_memory_bandwidth / 1e12:.3g} TB/s "
-        f"({t.memory_bytes_per_cycle:,.1f} B/cycle per die)",
-        f"L2: {t.l2.bytes * t.chip.dies / 1e6:.4g} MB, "
-        f"{t.l2.bytes_per_cycle * t.clock_hz * t.chip.dies / 1e12:.3g} TB/s "
-        f"({t.l2.bytes_per_cycle:,.0f} B/cycle per die)",
-        f"L2-miss latency: {t.memory_latency_cycles:,.0f} cycles",
         f"launch overhead: {t.launch_overhead_cycles:,.0f} cycles",
         f"units per core: {' '.join(t.units)}",
     ]
@@ -213,9 +234,50 @@ def derived_lines(target: Target) -> list[str]:
     if t.fixed_pipe:
         lines.append(f"fixed pipe: {', '.join(t.fixed_pipe.ops)} at "
                      f"{t.fixed_pipe.elements_per_cycle} elements/cycle/core")
-    if t.die_link:
-        lines.append(f"die link: {t.die_link.bandwidth_gbs / 1e3:.3g} TB/s each way")
     return lines
+
+
+def memory_lines(t: Target) -> list[str]:
+    """The memory graph: each memory and link family with its instances' figures, and how
+    die 0's cores reach each memory."""
+    m, hz = t.machine, t.clock_hz
+    lines = [f"memories (tensors live in '{m.default_memory}' unless placed elsewhere):"]
+    for name, units in m.families.items():
+        first = units[0]
+        count = f"{len(units)} x " if len(units) > 1 else ""
+        gbs = first.bytes_per_cycle * hz / 1e9
+        if hasattr(first, "caches"):
+            what = f"cache of {', '.join(first.caches)}; " if first.caches else ""
+            keeps = ("keeps data between kernels" if first.keeps else "empty at each kernel") \
+                if first.caches else ""
+            lines.append(f"  {name}: {what}{count}{_bytes(first.bytes)} at {gbs:,.0f} GB/s "
+                         f"({first.bytes_per_cycle:,.1f} B/cycle) each, latency "
+                         f"{first.latency_cycles:,.0f} cycles, at "
+                         f"{'each die' if first.die is not None else first.place}"
+                         + (f"; {keeps}" if keeps else ""))
+        elif first.src == "device":
+            scope = dict((v, k) for k, v in m.scopes)[name]
+            whom = "the devices of its node" if scope == "node" else "devices of other nodes"
+            lines.append(f"  {name}: to {whom}, {gbs:,.0f} GB/s each way, latency "
+                         f"{first.latency_cycles:,.0f} cycles")
+        elif hasattr(first, "src"):
+            lines.append(f"  {name}: {', '.join(u.label for u in units)}: {gbs:,.0f} GB/s each, "
+                         f"latency {first.latency_cycles:,.0f} cycles")
+        else:
+            lines.append(f"  {name}: {first.bytes_per_cycle:g} accesses per cycle each")
+    for unit in m.memories:
+        if unit.is_cache:
+            continue
+        r = m.route(0, unit)
+        hops = [link.id for link in r.near] + ([r.cache.id] if r.cache else []) + \
+            [link.id for link in r.far] + [unit.id]
+        lines.append(f"route die 0 -> {unit.id}: {' > '.join(hops)}; latency "
+                     f"{r.hit_latency:,.0f} + {r.miss_latency:,.0f} on a miss")
+    return lines
+
+
+def _bytes(n: int) -> str:
+    return f"{n / 1e9:.4g} GB" if n >= 1e9 else f"{n / 1e6:.4g} MB"
 
 
 SUMMARY_HEADER = ("target", "dies x cores", "FP8 TFLOPS", "BF16 TFLOPS", "memory", "description")
@@ -225,7 +287,7 @@ def summary_row(target: Target) -> tuple[str, ...]:
     """One row of `dsc targets`: name, dies x cores, peak FP8/BF16, memory, description."""
     t = target
     tflops = lambda dtype: f"{t.peak_flops(dtype) / 1e12:,.0f}" if t.peak_flops(dtype) else "-"
-    memory = (f"{t.memory.bytes * t.chip.dies / 1e9:.3g} GB "
+    memory = (f"{t.machine.bytes_of() / 1e9:.3g} GB "
               f"{t.peak_memory_bandwidth / 1e12:.3g} TB/s")
     return (t.name, f"{t.chip.dies} x {t.chip.cores_per_die}", tflops("fp8_e4m3"),
             tflops("bf16"), memory, t.description)

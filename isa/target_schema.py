@@ -119,8 +119,73 @@ class Link:
 @dataclass(frozen=True)
 class System:
     devices_per_node: int = key("devices joined by the intra-node link", minimum=1)
-    intra_node: Link = key("device-to-device link inside a node (e.g. NVLink)")
-    inter_node: Link = key("network between nodes, per device (e.g. one InfiniBand NIC)")
+    intra_node: Link | None = key("device-to-device link inside a node (e.g. NVLink): "
+                                  "shorthand for [links.nvlink] between device and node",
+                                  default=None)
+    inter_node: Link | None = key("network between nodes, per device (e.g. one InfiniBand "
+                                  "NIC): shorthand for [links.network] between device and "
+                                  "network", default=None)
+
+
+# -- the memory graph: memories and links by name (isa/machine.py builds the graph) --
+
+PLACEMENT_ROLES = ("weights", "kv_cache", "activations")
+
+
+@dataclass(frozen=True)
+class MemorySpec:
+    bytes: int = key("capacity of each instance", unit="B", minimum=1)
+    bandwidth_gbs: float | None = key("bandwidth of each instance (give this or "
+                                      "bytes_per_cycle)", unit="GB/s", minimum=0.001,
+                                      default=None)
+    bytes_per_cycle: float | None = key("bandwidth of each instance in bytes per core clock "
+                                        "(give this or bandwidth_gbs)", unit="B/cycle",
+                                        minimum=0.001, default=None)
+    latency_ns: float | None = key("latency an access that reaches it adds (give this or "
+                                   "latency_cycles)", unit="ns", minimum=0, default=None)
+    latency_cycles: float | None = key("the same latency in core clocks", unit="cycles",
+                                       minimum=0, default=None)
+    at: str = key("where it sits: 'die' (one instance on each die, reached by that die's cores "
+                  "directly) or the name of a place that links join (one instance there)",
+                  default="die")
+    caches: tuple[str, ...] = key("makes it a cache in front of these memories (by name): "
+                                  "loads hit it and only misses go on to the memory", default=())
+    write: str = key("a cache's stores: 'back' (done in the cache, the memory absorbs them "
+                     "later) or 'through' (each store goes on to the memory)",
+                     choices=("back", "through"), default="back")
+    keeps: str = key("what a cache keeps between kernels: 'lru' (what kernels wrote and read "
+                     "stays, least recently used out first) or 'nothing' (each kernel starts "
+                     "empty)", choices=("lru", "nothing"), default="lru")
+    access_bytes: int | None = key("smallest access: a contiguous run of bytes is moved in "
+                                   "whole accesses of this size", unit="B", minimum=1,
+                                   default=None)
+    requests_per_ns: float | None = key("accesses each instance serves per ns (the request "
+                                        "rate, with access_bytes: fine-grained gathers cost "
+                                        "requests as well as bytes)", unit="1/ns",
+                                        minimum=1e-6, default=None)
+    label: str = key("how reports name it (default: its name)", default="")
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    between: tuple[str, str] = key(
+        "its two ends: 'die' (each die: [die, die] joins every two dies, [die, P] each die to "
+        "place P), a place name, or [device, node] / [device, network] for this device's link "
+        "to the other devices of its node / of other nodes")
+    bandwidth_gbs: float = key("bandwidth each way (per device, for a device link)",
+                               unit="GB/s", minimum=0.001)
+    latency_ns: float | None = key("latency of one crossing (give this or latency_us)",
+                                   unit="ns", minimum=0, default=None)
+    latency_us: float | None = key("the same latency in microseconds", unit="us", minimum=0,
+                                   default=None)
+    achievable: float = key("fraction of the bandwidth transfers reach; give its source",
+                            minimum=0.001, maximum=1.0, default=1.0)
+    achievable_source: str = key("where the achievable fraction comes from (required when "
+                                 "it is below 1)", default="")
+    converts: tuple[str, ...] = key("conversions applied on the way, as FROM>TO dtypes (e.g. "
+                                    "bf16>fp8_e4m3: bf16 data crosses as fp8, in fewer bytes)",
+                                    default=())
+    label: str = key("how reports name it (default: its name)", default="")
 
 
 @dataclass(frozen=True)
@@ -136,19 +201,26 @@ class Target:
     vector: Vector = key("the per-core vector unit")
     buffers: dict[str, Buffer] = key("on-chip buffers per core, by name")
     dma: Dma = key("per-core data movement engines")
-    l2: L2 = key("the last-level on-chip cache")
-    memory: Memory = key("off-chip memory")
+    l2: L2 | None = key("the last-level on-chip cache of each die: shorthand for "
+                        "[memories.l2], a cache in front of [memory]", default=None)
+    memory: Memory | None = key("off-chip memory of each die: shorthand for "
+                                "[memories.memory]", default=None)
     fixed_pipe: FixedPipe | None = key("optional post-processing unit behind the matrix unit",
                                        default=None)
-    die_link: DieLink | None = key("die-to-die link (required when chip.dies > 1)", default=None)
+    die_link: DieLink | None = key("die-to-die link: shorthand for [links.link] between die "
+                                   "and die", default=None)
     system: System | None = key("how devices of this kind are joined into a system", default=None)
+    memories: dict[str, MemorySpec] = key("memories and caches beyond the shorthand ones, by "
+                                          "name", default_factory=dict)
+    links: dict[str, LinkSpec] = key("links between places and to other devices, beyond the "
+                                     "shorthand ones, by name", default_factory=dict)
 
     # -- derived quantities: the only place units are converted --
 
     @cached_property
     def machine(self):
         """The memories and links of the chip as one graph (isa/machine.py), built once."""
-        from isa.machine import build_machine
+        from isa.machine_build import build_machine
         return build_machine(self)
 
     @property
@@ -162,15 +234,6 @@ class Target:
     @property
     def launch_overhead_cycles(self) -> float:
         return self.launch_overhead_us * 1e-6 * self.clock_hz
-
-    @property
-    def memory_bytes_per_cycle(self) -> float:
-        """Off-chip bandwidth of one die in bytes per core clock."""
-        return self.memory.bandwidth_gbs * 1e9 / self.clock_hz
-
-    @property
-    def memory_latency_cycles(self) -> float:
-        return self.memory.latency_ns * 1e-9 * self.clock_hz
 
     @property
     def units(self) -> tuple[str, ...]:
@@ -187,24 +250,10 @@ class Target:
         fmt = self.matrix.formats.get(dtype)
         return fmt.flops_per_cycle * self.cores * self.clock_hz if fmt else 0.0
 
-    def link_bytes_per_cycle(self, link: str) -> float:
-        """Bandwidth of one device's link ("nvlink": system.intra_node, "network":
-        system.inter_node), each way, in bytes per core clock."""
-        return self._link(link).bandwidth_gbs * 1e9 / self.clock_hz
-
-    def link_latency_cycles(self, link: str) -> float:
-        """Latency of one message over a device link ("nvlink" or "network") in core clocks."""
-        return self._link(link).latency_us * 1e-6 * self.clock_hz
-
-    def _link(self, link: str) -> Link:
-        if self.system is None:
-            raise ValueError(f"target {self.name} has no [system] table, so no {link} link")
-        return self.system.intra_node if link == "nvlink" else self.system.inter_node
-
     @property
     def peak_memory_bandwidth(self) -> float:
-        """Off-chip bytes per second of the whole chip."""
-        return self.memory.bandwidth_gbs * 1e9 * self.chip.dies
+        """Bytes per second of the memory tensors live in (all its instances)."""
+        return self.machine.bandwidth_of() * self.clock_hz
 
     def buffer_for(self, role: str) -> tuple[str, Buffer]:
         """The first buffer (in file order) that holds `role`."""

@@ -71,7 +71,9 @@ def _memory_shares(streams, counts, params, target: Target):
             per_item[t] = max(per_item.get(t, 0.0), b)
     unique = {t: min(b, params[t].nbytes) for t, b in loaded.items()}
     footprint = sum(unique.values())
-    spill = lambda nbytes: 0.0 if nbytes <= target.l2.bytes else 1.0 - target.l2.bytes / nbytes
+    cache = target.machine.reach().cache
+    room = cache.bytes if cache else 0
+    spill = lambda nbytes: 0.0 if nbytes <= room else 1.0 - room / nbytes
     miss = {}
     for t, b in loaded.items():
         if b <= 0:

@@ -15,7 +15,7 @@ import numpy as np
 
 from isa.expr import compile_expr, variables
 from isa.instructions import CostContext, Transfer, lookup
-from isa.layout import home_die
+from isa.layout import home_die, view_axis_to_base
 from isa.program import Box, Kernel, Loop, TensorDecl
 from isa.target_schema import Target
 
@@ -75,6 +75,26 @@ def _box_counter(box: Box, shape: tuple, bits: int):
     return count
 
 
+def run_bytes(box: Box, decl: TensorDecl, base: TensorDecl | None, env: dict) -> int:
+    """Bytes of the longest contiguous run of a box in memory: its innermost dimension's
+    in-bounds extent, times each next outer one while the box spans whole inner dimensions.
+    A view that reorders axes runs along the view axis that walks the base's last axis."""
+    extents = [max(0, min(s + size, dim) - max(s, 0)) for s, size, dim in
+               zip((_compiled(st)(env) for st in box.starts), box.sizes, decl.shape)]
+    element = decl.bits / 8
+    if base is not None and any(step.op == "transpose" for step in decl.steps):
+        last = len(base.shape) - 1
+        axis = next((v for v in range(len(decl.shape))
+                     if view_axis_to_base(base.shape, decl.steps, v) == last), None)
+        return max(1, math.ceil(element * (extents[axis] if axis is not None else 1)))
+    run = 1
+    for extent, dim in zip(reversed(extents), reversed(decl.shape)):
+        run *= extent
+        if extent != dim:
+            break
+    return max(1, math.ceil(run * element))
+
+
 def concurrent_share(kernel: Kernel, box: Box, cores: int) -> float:
     """How many work items of a full wave load the same box as any one of them: items that
     differ only in grid coordinates the box does not depend on read identical bytes together,
@@ -118,7 +138,9 @@ def _instance(ins, env, params, bases, buffers, target: Target, shares) -> Insta
         target,
         box_bytes=lambda box: box_bytes(box, params[box.tensor], env),
         buffer_bytes=lambda name: buffers[name].slot_bytes,
-        row_bytes=lambda t: math.ceil(params[t].shape[-1] * params[t].bits / 8))
+        row_bytes=lambda t: math.ceil(params[t].shape[-1] * params[t].bits / 8),
+        run_bytes=lambda box: run_bytes(box, params[box.tensor], bases.get(box.tensor), env),
+        dtype=lambda t: params[t].dtype)
     cost = definition.cost(ins, ctx)
     home = None
     if isinstance(cost, Transfer) and target.chip.dies > 1:

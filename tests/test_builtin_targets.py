@@ -138,7 +138,7 @@ def test_npu256_is_consistent():
     assert t.peak_flops("fp8_e4m3") == 2 * t.peak_flops("bf16")
     # the load ports of all cores together match the off-chip bandwidth
     assert t.dma.load_bytes_per_cycle * t.cores == pytest.approx(
-        t.memory_bytes_per_cycle, rel=0.05)
+        t.machine.memory("memory", 0).bytes_per_cycle, rel=0.05)
 
 
 def test_npu256_runs_deepseek():
@@ -242,7 +242,8 @@ def test_reference_documents_every_key():
                     "`[fixed_pipe]` (optional)", "`[die_link]` (optional)"):
         assert f"### {heading}" in page
     assert "| `peak_flops(dtype)` |" in page
-    assert "`memory.bandwidth_gbs * 1e9 / clock_hz`" in page
+    assert "`launch_overhead_us * 1e-6 * clock_hz`" in page
+    assert "| `route.hit_latency` |" in page
 
 
 def test_docs_page_is_the_generated_reference(golden):

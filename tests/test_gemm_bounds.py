@@ -34,7 +34,7 @@ def test_small_m_gemm_is_memory_bound_and_below_peak_bandwidth():
     assert row.bytes_offchip >= weight_bytes            # the weight is read at least once
     assert row.bytes_offchip / seconds < target.peak_memory_bandwidth
     assert row.bound == "memory"
-    assert row.cycles >= weight_bytes / target.memory_bytes_per_cycle
+    assert row.cycles >= weight_bytes / target.machine.memory("memory", 0).bytes_per_cycle
 
 
 def test_grouped_gemm_moves_every_group():

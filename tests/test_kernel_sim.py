@@ -120,7 +120,7 @@ def test_memory_bandwidth_bounds_a_kernel_with_write_back(h800):
               "y": TensorDecl("y", "bf16", (rows, 64), "temp")}
     result = simulate_kernel(kernel, params, h800)
     moved = 2 * rows * 64 * 2
-    assert result.cycles >= moved / h800.memory_bytes_per_cycle * (1 - 1e-9)
+    assert result.cycles >= moved / h800.machine.memory("memory", 0).bytes_per_cycle * (1 - 1e-9)
 
 
 def test_multicast_loads_count_once_on_l2(h800):

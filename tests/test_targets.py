@@ -87,15 +87,15 @@ def test_h800_derived_figures_match_hand_computation():
     assert t.peak_flops("bf16") == pytest.approx(989e12, rel=5e-3)
     assert t.peak_flops("fp4_e2m1") == 0.0           # not a supported matrix format on H800
     # off-chip bytes per core clock: 3350 GB/s / 1.83 GHz
-    assert t.memory_bytes_per_cycle == pytest.approx(3350e9 / 1.83e9, rel=1e-12)
-    assert t.memory_bytes_per_cycle == pytest.approx(
+    assert t.machine.memory("memory", 0).bytes_per_cycle == pytest.approx(3350e9 / 1.83e9, rel=1e-12)
+    assert t.machine.memory("memory", 0).bytes_per_cycle == pytest.approx(
         raw["memory"]["bandwidth_gbs"] * 1e9 / clock_hz, rel=1e-12)
     assert t.peak_memory_bandwidth == pytest.approx(3350e9, rel=1e-12)
     # launch overhead: microseconds x cycles per microsecond
     assert t.launch_overhead_cycles == pytest.approx(
         raw["launch_overhead_us"] * 1e-6 * clock_hz, rel=1e-12)
     assert t.launch_overhead_cycles == pytest.approx(3.0 * 1830, rel=1e-12)
-    assert t.memory_latency_cycles == pytest.approx(
+    assert t.machine.memory("memory", 0).latency_cycles == pytest.approx(
         raw["memory"]["latency_ns"] * 1e-9 * clock_hz, rel=1e-12)
 
 
@@ -125,7 +125,7 @@ def test_user_target_loads_by_path(tmp_path):
     assert t.name == "mychip"
     assert t.cores == 64
     assert t.peak_flops("fp8_e4m3") == pytest.approx(8192 * 64 * 1.5e9, rel=1e-12)
-    assert t.memory_bytes_per_cycle == pytest.approx(1200e9 / 1.5e9, rel=1e-12)
+    assert t.machine.memory("memory", 0).bytes_per_cycle == pytest.approx(1200e9 / 1.5e9, rel=1e-12)
     assert t.launch_overhead_cycles == pytest.approx(3.0e-6 * 1.5e9, rel=1e-12)
 
 

@@ -30,7 +30,7 @@ TEMPLATES = {
 
 def stream_of(kernel) -> str:
     """A kernel made only of sends over one link runs on that link's stream; the rest on the
-    cores' (isa.program.STREAMS)."""
+    cores'."""
     links = {ins.attr("link") for ins in walk(kernel.body)
              if ins.op == "net.send"} - {"local"}
     if len(links) == 1 and all(ins.op == "net.send" for ins in walk(kernel.body)):

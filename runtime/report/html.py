@@ -42,7 +42,6 @@ BOUNDS = ("compute", "vector", "fixed_pipe", "memory", "l2", "nvlink", "network"
 COLORS = {"compute": "#0072b2", "vector": "#009e73", "fixed_pipe": "#56b4e9",
           "memory": "#d55e00", "l2": "#e69f00", "latency": "#8c8c8c",
           "nvlink": "#cc79a7", "network": "#7a4f9a"}
-LINK_STREAMS = ("nvlink", "network")       # a deployment's collectives, beside the kernels
 UNIT_ORDER = ("ld", "mm", "fix", "vld", "vec", "vst", "st")
 TOP_STALLS = 10
 
@@ -288,7 +287,8 @@ def _timeline(run: RunResult, summaries) -> dict:
                if "@" not in u}                        # "ld@d1": one die's share
     units = [u for u in UNIT_ORDER if u in present] + sorted(present - set(UNIT_ORDER))
     memory_per_cycle = t.peak_memory_bandwidth / t.clock_hz       # all dies
-    links = [s for s in LINK_STREAMS if any(rec.stream == s for rec in run.launches)]
+    links = [link.id for link in t.machine.device_links       # a deployment's collectives
+             if any(rec.stream == link.id for rec in run.launches)]
     row_names = ["kernels"] + links + units + ["memory"]
     labels = {"kernels": "launches", "memory": "off-chip mem", "nvlink": "nvlink sends",
               "network": "network sends"}

@@ -1,9 +1,11 @@
 """Numbers derived from a run, in one place: per-launch utilisation and bound, unit totals.
 
 A kernel's *bound* is the resource it kept busiest, as a fraction of that resource's capacity
-over the kernel's duration: the matrix unit ("compute"), the vector unit ("vector"), off-chip
-memory ("memory"), L2 ("l2") or a link to other devices ("nvlink", "network"). When even the busiest is under half used, the kernel is
-"latency"-bound: its time goes to dependency chains, pipeline fill and drain, not throughput.
+over the kernel's duration: the matrix unit ("compute"), the vector unit ("vector"), or a
+memory or link family of the target's machine by its name ("memory", "l2", "link" between
+dies, "nvlink", "network", or what a target file declares, such as "host"). When even the
+busiest is under half used, the kernel is "latency"-bound: its time goes to dependency
+chains, pipeline fill and drain, not throughput.
 """
 from __future__ import annotations
 
@@ -13,8 +15,7 @@ from dataclasses import dataclass
 from isa.target_schema import Target
 from runtime.interpreter import LaunchRecord, RunResult
 
-BOUND_OF = {"mm": "compute", "vec": "vector", "fix": "fixed_pipe", "memory": "memory", "l2": "l2",
-            "nvlink": "nvlink", "network": "network"}
+UNIT_BOUNDS = {"mm": "compute", "vec": "vector", "fix": "fixed_pipe"}
 LATENCY_BELOW = 0.5
 
 
@@ -62,8 +63,11 @@ def utilization(rec: LaunchRecord, target: Target) -> dict[str, float]:
     return util
 
 
-def bound(util: dict[str, float]) -> str:
-    scored = [(u, BOUND_OF[name]) for name, u in util.items() if name in BOUND_OF]
+def bound(util: dict[str, float], machine) -> str:
+    """The compute unit or the memory or link family (all its instances together) that was
+    busiest; "latency" when even that was under half used."""
+    scored = [(u, UNIT_BOUNDS.get(name, name)) for name, u in util.items()
+              if name in UNIT_BOUNDS or name in machine.families]
     best, label = max(scored, key=lambda s: s[0]) if scored else (0.0, "latency")
     return label if best >= LATENCY_BELOW else "latency"
 
@@ -114,7 +118,7 @@ def top_stall(rec: LaunchRecord, bound_label: str, machine) -> str:
 
 def summarize(rec: LaunchRecord, target: Target) -> LaunchSummary:
     util = utilization(rec, target)
-    label = bound(util)
+    label = bound(util, target.machine)
     return LaunchSummary(rec.name, rec.kernel, rec.start, rec.end, rec.flops,
                          rec.result.resource_bytes.get("memory", 0.0), util, label,
                          top_stall(rec, label, target.machine))

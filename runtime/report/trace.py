@@ -56,7 +56,7 @@ from runtime.report.summary import summarize
 UNIT_ORDER = ("ld", "mm", "fix", "vld", "vec", "vst", "st")
 TRANSFER_UNITS = ("ld", "st", "vld", "vst")
 KERNELS_TID, WAVES_TID, FIRST_UNIT_TID = 1, 2, 10
-STREAM_TIDS = {"nvlink": 3, "network": 4}       # launches on a link's stream (deployments)
+LINK_TIDS = (3, 4)        # launches on a link's stream (deployments), in the machine's order
 EPS = 1e-6          # cycles
 _ON_DIE = re.compile(r"^(.*)\.d(\d+)$")
 
@@ -129,6 +129,8 @@ class _Trace:
         self.flow_id = 0
         self.flows_skipped = 0
         self.device_links = {link.id for link in target.machine.device_links}
+        self.stream_tids = {link.id: tid for link, tid in zip(target.machine.device_links,
+                                                              LINK_TIDS)}
         self.resources = self._resources()
         self.counter_state: dict[str, float] = {r: 0.0 for r in self.resources}
         self.counter_last: dict[str, dict] = {}
@@ -213,7 +215,8 @@ class _Trace:
                             "args": {"labels": label}})
         threads = [(1, KERNELS_TID, "kernels"), (1, WAVES_TID, "waves")]
         streams = {rec.stream for rec in self.run.launches}
-        threads += [(1, tid, f"{s} launches") for s, tid in STREAM_TIDS.items() if s in streams]
+        threads += [(1, tid, f"{s} launches") for s, tid in self.stream_tids.items()
+                    if s in streams]
         threads += [(pid, tid, f"{split_die(g)[0]} / {u}")
                     for (g, u), (pid, tid) in self.tids.items()]
         for pid, tid, name in threads:
@@ -270,7 +273,7 @@ class _Trace:
         s = summarize(rec, self.target)
         r = rec.result
         on_link = rec.stream != "compute"
-        self.slice(1, STREAM_TIDS.get(rec.stream, KERNELS_TID), rec.name, "kernel", rec.start,
+        self.slice(1, self.stream_tids.get(rec.stream, KERNELS_TID), rec.name, "kernel", rec.start,
                    rec.end, {
             "launch": index, "kernel": rec.kernel, "cycles": round(rec.end - rec.start, 4),
             "start_cycle": round(rec.start, 4), "end_cycle": round(rec.end, 4),
@@ -312,7 +315,7 @@ class _Trace:
             per_unit.setdefault((group, unit), []).append((start, end, event))
         ends = {key: [e for _, e, _ in v] for key, v in per_unit.items()}
         starts = {key: [s for s, _, _ in v] for key, v in per_unit.items()}
-        l2_latency = self.target.l2.latency_cycles
+        l2_latency = self.target.machine.reach().hit_latency
         for group, token, src, signalled, dst, consumed in trace.flows:
             slices, done = per_unit.get((group, src), []), ends.get((group, src), [])
             producer = self._producer(

@@ -44,6 +44,7 @@ def lower_collective(group: Group, graph: Graph, tmap: TensorMap, target: Target
         devices, split, concat = node.attr("devices"), None, node.attr("axis")
     else:
         raise ValueError(f"no lowering for collective '{node.op}'")
+    machine = target.machine
     if target.system is None:
         raise ValueError(f"target {target.name} has no [system] table: it cannot reach other "
                          "devices")
@@ -62,15 +63,20 @@ def lower_collective(group: Group, graph: Graph, tmap: TensorMap, target: Target
     # Sending each token once per node moves `crossing` of the rows bound for remote peers:
     # as many whole chunks (a chunk can be a handful of rows, too few to cut).
     crossed = max(1, math.ceil(remote * crossing)) if remote else 0
-    for link, first, count in (("nvlink", 1, per_node - 1), ("network", per_node, crossed)):
+    for scope, first, count in (("node", 1, per_node - 1), ("network", per_node, crossed)):
         if count <= 0:
             continue
+        if machine.link_for(scope) is None:
+            raise ValueError(f"target {target.name} has no link to "
+                             f"{'the other devices of its node' if scope == 'node' else 'other nodes'}"
+                             f", and this collective reaches {count} devices there")
+        link = machine.link_for(scope).id
         kb = KernelBuilder(f"{node.op}_{link}", target)
         what = (f"all-to-all: split dim {split}, join dim {concat}" if split is not None else
                 f"all-gather along dim {concat}")
         kb.note(f"{what} over {devices} devices, {per_node} in this node; "
                 f"peers {first}..{first + count - 1} over {link}")
-        if link == "network" and crossing < 1:
+        if scope == "network" and crossing < 1:
             kb.note(f"each token crosses once per node: {crossing:.4f} of the rows of the "
                     f"{remote} remote peers (top-{route_k} of {max(x.shape[0], y.shape[0])} "
                     "experts)")
@@ -82,7 +88,7 @@ def lower_collective(group: Group, graph: Graph, tmap: TensorMap, target: Target
             for px, py, src, dst in params]
         with kb.loop("p", count) as p:
             send(add(p, Const(first)), link)
-        if link == "nvlink" and route_k and remote:
+        if scope == "node" and route_k and remote:
             # the node-mates' share of what crosses to or from the remote peers: forwarded
             # here on arrival (dispatch), gathered here before it leaves (combine)
             forwarded = math.ceil(remote * (per_node - 1) / per_node)
