@@ -2,7 +2,8 @@
 sweeps is consumed exactly once, and no work item or loop iteration falls past the data.
 
 - Outputs. The boxes stored to an output parameter, over the grid and the loops around each
-  store, cover every element of the parameter exactly once. A grid or loop variable a store
+  store, cover every element of the parameter exactly once (an output nothing stores to is
+  an error). A grid or loop variable a store
   does not depend on writes the same box again for each of its values.
 - Sweeps. A dimension of a loaded tensor whose box start moves with a loop variable (the K of
   a GEMM, the keys of attention) is swept: the loads of that tensor cover each of its elements
@@ -41,7 +42,11 @@ def check_coverage(nest: Nest) -> None:
             continue
         stores = [(s, b) for s, b in roles.stores if b.tensor == param.name]
         loads = [(s, b) for s, b in roles.loads if b.tensor == param.name]
-        if param.output and stores:
+        if param.output and not stores:
+            raise ProgramError(f"kernel {nest.kernel.name}: output parameter {param.name} is "
+                               "never written: every element of an output is written exactly "
+                               "once")
+        if param.output:
             _check_output(nest, param, stores)
         for dim in range(len(param.shape)):
             _check_sweep(nest, param, dim, loads)

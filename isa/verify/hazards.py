@@ -73,7 +73,7 @@ def _compiled(e):
     return compile_expr(e)
 
 
-def _env(nest: Nest, site: Site, iterations: tuple[int, ...], grid: dict[str, int]) -> dict:
+def _env(site: Site, iterations: tuple[int, ...], grid: dict[str, int]) -> dict:
     return {**grid, **{var: i for (var, _), i in zip(site.loops, iterations)}}
 
 
@@ -116,12 +116,12 @@ def _samples(site: Site, width: int):
 def _check_pair(nest, order, first: Site, then: Site, then_at, pairs, grid, accesses) -> None:
     """The latest instance of `first` before `then_at` of `then` that conflicts with it
     completes before it starts."""
-    then_env = _env(nest, then, then_at, grid)
+    then_env = _env(then, then_at, grid)
     wanted = {(_slot(b, then_env), a) for a, b in pairs}
     before = nest.count_before(frozenset({first.index}), nest.position(then, then_at))
     for rank in range(before - 1, max(before - 1 - SEARCH_LIMIT, -1), -1):
         first_at = nest.rank(first, rank)
-        env = _env(nest, first, first_at, grid)
+        env = _env(first, first_at, grid)
         hit = next((a for slot, a in wanted if _slot(a, env) == slot), None)
         if hit is None:
             continue

@@ -14,8 +14,10 @@ The units of a core run concurrently; what orders two instances is (docs/isa.md,
 
 `Order.done_before(site, iterations)` applies these rules to a fixed point: for each unit, the
 last unrolled position up to which every instance of the unit has completed before the given
-instance starts. Every fact it derives holds in every execution (the timing engine's
-included), so a pair it cannot order may really race. The queries are answered by nest.py's
+instance starts. Every fact it derives holds in every execution that follows these rules,
+so a pair it cannot order may really race. (The timing engine follows them except that it
+gives each transfer the latency of its own path, so a short L2 hit may complete before a
+longer miss issued earlier on the same unit: times shift slightly, docs/isa.md.) The queries are answered by nest.py's
 position arithmetic, so the cost grows with the body's text and the number of units and
 tokens, not with the loop counts.
 """
