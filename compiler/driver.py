@@ -30,8 +30,8 @@ class Compiled:
 def simulate_cycles(target: Target):
     """The interpreter as a measuring stick for passes: cycles of one kernel on `target`.
     The driver hands it to the passes, so the compiler proper never imports the runtime."""
-    from runtime.kernel_sim import simulate_kernel
-    return lambda kernel, params: simulate_kernel(kernel, params, target).cycles
+    from runtime.sim_cache import simulate        # results kept across runs
+    return lambda kernel, params: simulate(kernel, params, target).cycles
 
 
 def compile_model(model_path: str, target_name: str, overrides: dict[str, str],

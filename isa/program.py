@@ -241,8 +241,17 @@ def bind_name(template: str, env: dict[str, int]) -> str:
     """`layer.{i}.w1` with i=3 -> `layer.3.w1`; `{i-1}` and `{i+2}` are allowed."""
     if "{" not in template:
         return template
+    return _binder(template)(env)
+
+
+@lru_cache(maxsize=None)
+def _binder(template: str):
+    """env -> the bound name (the interpreter binds every launch's names: kept fast)."""
     parts = _name_parts(template)
-    return "".join(p if isinstance(p, str) else str(p(env)) for p in parts)
+    if len(parts) == 3:                                   # `layer.{i}.w1`, the usual form
+        head, index, tail = parts
+        return lambda env: head + str(index(env)) + tail
+    return lambda env: "".join([p if p.__class__ is str else str(p(env)) for p in parts])
 
 
 @lru_cache(maxsize=None)

@@ -12,7 +12,7 @@ a link's launch beyond its stream's own order is exposed communication.
 Each kernel's time is simulated as if it had the chip to itself: it starts with idle cores
 and memory, so its time depends only on the kernel and the shapes bound to it, and launches
 of the same kernel on same-shaped tensors (the 58 identical MoE layers) are simulated once and
-their result reused, which is exact. Kernels on different streams that overlap do not slow
+their result reused, which is exact (and kept for later runs: runtime/sim_cache.py). Kernels on different streams that overlap do not slow
 each other down here (the sends of a collective mostly load the links, not the memory the
 cores use; docs/timing.md).
 """
@@ -25,7 +25,8 @@ from isa.program import Kernel, Program, TensorDecl, bind_name, expand_schedule
 from isa.target_schema import Target
 from runtime.engine import DeadlockError
 from runtime.errors import SimulationError
-from runtime.kernel_sim import KernelResult, simulate_kernel, token_sources
+from runtime.kernel_sim import KernelResult, token_sources
+from runtime.sim_cache import simulate
 
 
 @dataclass
@@ -52,13 +53,10 @@ class RunResult:
         return max((r.end for r in self.launches), default=0.0)
 
 
-def _placement(params, bases) -> tuple:
-    """Where the bound tensors live (multi-die): part of what makes two launches identical."""
-    return tuple((p, (bases.get(p) or d).home) for p, d in sorted(params.items()))
-
-
-def _signature(params: dict[str, TensorDecl]) -> tuple:
-    return tuple((p, d.dtype, d.shape, d.nbytes) for p, d in sorted(params.items()))
+def _bound_as(decl: TensorDecl, base: TensorDecl | None) -> tuple:
+    """What of a bound tensor makes two launches of a kernel identical: its format, shape and
+    bytes, and where it lives (its base's home, multi-die)."""
+    return (decl.dtype, decl.shape, decl.nbytes, (base or decl).home)
 
 
 def run_program(program: Program, target: Target,
@@ -68,41 +66,50 @@ def run_program(program: Program, target: Target,
     --html)."""
     tensors = program.tensor_table()
     kernels = program.kernel_table()
+    outputs = {k.name: {p.name for p in k.params if p.output} for k in kernels.values()}
     launches = list(expand_schedule(program.schedule))
     cache: dict[tuple, KernelResult] = {}
+    bound_as: dict[str, tuple] = {}                  # tensor name -> _bound_as
+    heads: dict[str, str] = {}                       # note -> what it computes, unbound
     out = RunResult(program, target)
     free: dict[str, float] = {}                      # stream -> when its last launch ends
     written: dict[str, tuple[float, str]] = {}       # base tensor -> (when written, by stream)
     read: dict[str, tuple[float, str]] = {}          # base tensor -> (when last read, by)
     for i, (launch, env) in enumerate(launches):
         kernel = kernels[launch.kernel]
-        params = {p: tensors[bind_name(t, env)] for p, t in launch.args}
-        bases = {p: tensors[d.base] for p, d in params.items() if d.base in tensors}
-        key = (kernel.name, _signature(params), _placement(params, bases))
-        name = bind_name(launch.note, env).split(" = ")[0]
+        bound = sorted((p, bind_name(t, env)) for p, t in launch.args)
+        for _, t in bound:
+            if t not in bound_as:
+                d = tensors[t]
+                bound_as[t] = _bound_as(d, tensors.get(d.base) if d.base else None)
+        key = (kernel.name, tuple((p, bound_as[t]) for p, t in bound))
+        head = heads.get(launch.note)
+        if head is None:
+            head = heads[launch.note] = launch.note.split(" = ")[0]
+        name = bind_name(head, env)
         if key not in cache:
+            params = {p: tensors[t] for p, t in bound}
+            bases = {p: tensors[d.base] for p, d in params.items() if d.base in tensors}
             try:
-                cache[key] = simulate_kernel(kernel, params, target, record, bases)
+                cache[key] = simulate(kernel, params, target, record, bases)
             except DeadlockError as err:
                 raise SimulationError(_deadlock_message(kernel, i, name, err, target)) from None
             out.simulated_kernels += 1
         result = cache[key]
-        outputs = {p.name for p in kernel.params if p.output}
-        touched = {p: (d.base or d.name) for p, d in params.items()}
-        after = [written.get(t, (0.0, "")) for t in touched.values()]
+        writes = outputs[launch.kernel]
+        touched = [(p in writes, tensors[t].base or t) for p, t in bound]
+        after = [written.get(t, (0.0, "")) for _, t in touched]
         after = [(t, by) for t, by in after if not _disjoint_links(by, launch.stream)]
-        after += [read.get(t, (0.0, "")) for p, t in touched.items() if p in outputs]
+        after += [read.get(t, (0.0, "")) for w, t in touched if w]
         own = free.get(launch.stream, 0.0)
         ready, by = max(after + [(own, launch.stream)])
         start = ready + target.launch_overhead_cycles
         end = start + result.cycles
         exposed = ready - own if launch.stream == "compute" and by not in ("", "compute") else 0.0
         free[launch.stream] = end
-        for p, t in touched.items():
-            if p in outputs:
-                written[t] = max(written.get(t, (0.0, "")), (end, launch.stream))
-            else:
-                read[t] = max(read.get(t, (0.0, "")), (end, launch.stream))
+        for w, t in touched:
+            table = written if w else read
+            table[t] = max(table.get(t, (0.0, "")), (end, launch.stream))
         out.launches.append(LaunchRecord(name, kernel.name, start, end, launch.flops, result,
                                          launch.stream, exposed))
         if progress:

@@ -7,6 +7,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, settings
 
 ROOT = str(Path(__file__).resolve().parent.parent)
+# Kernel simulations are kept in memory only: tests never read or write the user's cache
+# directory (tests/test_sim_cache.py points it at a temporary one).
+os.environ["DSC_CACHE"] = "off"
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 

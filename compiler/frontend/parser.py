@@ -15,6 +15,7 @@ from lark.lexer import PatternStr
 from compiler.errors import DscError, Loc
 from compiler.frontend import ast
 from compiler.frontend.delimiters import unpaired_bracket
+from isa.cache_dir import cache_dir
 
 GRAMMAR = Path(__file__).with_name("ds.lark")
 
@@ -30,8 +31,18 @@ OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "DSLASH", "PERCENT", "AT"}
 
 @lru_cache(maxsize=1)
 def _lark() -> lark.Lark:
+    """The parser; its tables are kept in dsc's cache directory (lark checks they were built
+    from this grammar, these options and this lark before using them)."""
+    where = cache_dir("parsers")
+    cache = False
+    if where is not None:
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            cache = str(where / "ds.lark.pickle")
+        except OSError:
+            pass
     return lark.Lark(GRAMMAR.read_text(), parser="lalr", lexer="contextual",
-                     propagate_positions=True, maybe_placeholders=True)
+                     propagate_positions=True, maybe_placeholders=True, cache=cache)
 
 
 def parse(text: str, file: str) -> ast.Module:

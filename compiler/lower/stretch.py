@@ -83,21 +83,33 @@ class _Stretch:
         for t in self.source.tensors:
             index = self._iteration(t.name)
             if index is None or index > s.index:         # after the steady iteration
-                out.append(self._renamed(t, self.after))
+                out.append(_named(t, self.after(t.name), t.base and self.after(t.base)))
                 continue
             out.append(t)
-            if index == s.index:
-                out += [self._renamed(t, lambda n, c=c: self.renumber(n, c, s.first))
-                        for c in range(1, s.times)]
+            if index == s.index:                         # its copies, numbered on
+                names = self._copies(t.name)
+                bases = self._copies(t.base) if t.base else [None] * len(names)
+                out += [_named(t, n, b) for n, b in zip(names, bases)]
         return tuple(out)
 
     def _iteration(self, name: str) -> int | None:
         m = self.pattern.match(name)
         return int(m[1]) if m else None
 
-    @staticmethod
-    def _renamed(t: TensorDecl, rename) -> TensorDecl:
-        return replace(t, name=rename(t.name), base=t.base and rename(t.base))
+    def _copies(self, text: str) -> list[str]:
+        """`text` as named in each copy of the steady iteration: the repeat's iterations
+        numbered 1, 2, ... times - 1 higher."""
+        parts, pos = [], 0
+        for m in self.pattern.finditer(text):
+            if int(m[1]) >= self.s.first:
+                parts += [text[pos:m.start(1)], int(m[1])]
+                pos = m.end(1)
+        parts.append(text[pos:])
+        copies = range(1, self.s.times)
+        if len(parts) == 3:                              # one number: `layer.5.moe.w1`
+            head, index, tail = parts
+            return [f"{head}{index + c}{tail}" for c in copies]
+        return ["".join(p if isinstance(p, str) else str(p + c) for p in parts) for c in copies]
 
     # -- is the window steady? ------------------------------------------------------------
 
@@ -129,6 +141,15 @@ class _Stretch:
         if renamed not in model or name not in window or \
                 _form(window[name], window) != _form(model[renamed], model):
             raise NotSteady(f"{renamed} is not declared as {name} is")
+
+
+def _named(t: TensorDecl, name: str, base: str | None) -> TensorDecl:
+    """`t` under another name and base (a copy made field by field: a model has thousands)."""
+    if name == t.name and base == t.base:
+        return t
+    copy = object.__new__(TensorDecl)
+    copy.__dict__.update(t.__dict__, name=name, base=base)
+    return copy
 
 
 def _form(t: TensorDecl, table) -> tuple:

@@ -31,7 +31,8 @@ import jinja2
 
 from runtime.interpreter import RunResult
 from runtime.report.summary import (LaunchSummary, critical_unit, layer_pattern, stall_reason,
-                                    summarize, unit_totals)
+                                    unit_totals)
+from runtime.report.summary import summaries as all_summaries
 
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -48,7 +49,7 @@ TOP_STALLS = 10
 
 def html_report(run: RunResult) -> str:
     """The self-contained HTML page of a run."""
-    summaries = [summarize(rec, run.target) for rec in run.launches]
+    summaries = all_summaries(run)
     rows = kernel_rows(run, summaries)
     used = {s.bound for s in summaries}
     return _ENV.get_template("report.html.j2").render(
@@ -93,7 +94,7 @@ def kernel_rows(run: RunResult, summaries: list[LaunchSummary] | None = None) ->
     """Launches aggregated as in the terminal table: by (layer pattern of the name, kernel), in
     order of first appearance; the bound is the one that took most of the row's cycles (ties in
     BOUNDS order) and the top stall that of the row's first launch."""
-    summaries = summaries or [summarize(rec, run.target) for rec in run.launches]
+    summaries = summaries or all_summaries(run)
     groups: dict[tuple[str, str], list[int]] = {}
     for i, s in enumerate(summaries):
         groups.setdefault((layer_pattern(s.name), s.kernel), []).append(i)

@@ -5,12 +5,12 @@ import json
 
 from runtime.interpreter import RunResult
 from runtime.report.deployment import deployment_dict
-from runtime.report.summary import summarize, unit_totals
+from runtime.report.summary import summaries, unit_totals
 
 
 def report_dict(run: RunResult) -> dict:
     target = run.target
-    rows = [summarize(rec, target) for rec in run.launches]
+    rows = summaries(run)
     total = run.cycles
     return {
         "model": run.program.model,

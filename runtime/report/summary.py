@@ -124,6 +124,21 @@ def summarize(rec: LaunchRecord, target: Target) -> LaunchSummary:
                          top_stall(rec, label, target.machine))
 
 
+def summaries(run: RunResult) -> list[LaunchSummary]:
+    """`summarize` of every launch. Launches that reused one simulated result and took as
+    long (a layer's kernels in every layer) share the derived figures: computed once."""
+    target, derived = run.target, {}
+    out = []
+    for rec in run.launches:
+        key = (id(rec.result), rec.end - rec.start)
+        if key not in derived:
+            derived[key] = summarize(rec, target)
+        s = derived[key]
+        out.append(LaunchSummary(rec.name, rec.kernel, rec.start, rec.end, rec.flops,
+                                 s.bytes_offchip, s.utilization, s.bound, s.top_stall))
+    return out
+
+
 def unit_totals(run: RunResult) -> dict[str, dict[str, float]]:
     """Per unit (and per die's unit, "mm@d1"): busy cycles averaged over the cores it stands
     for; per resource (memory, l2, link, and each die's): the cycles its bytes occupy it at

@@ -4,15 +4,18 @@ from __future__ import annotations
 from isa.machine import LinkUnit
 from runtime.interpreter import RunResult
 from runtime.report.deployment import deployment_text
-from runtime.report.summary import layer_pattern, summarize, unit_totals
+from runtime.report.summary import layer_pattern, summaries, unit_totals
 
 
 def summary_text(run: RunResult) -> str:
     target = run.target
     hz = target.clock_hz
     rows: dict[tuple[str, str], list] = {}
-    for rec in run.launches:
-        rows.setdefault((layer_pattern(rec.name), rec.kernel), []).append(summarize(rec, target))
+    patterns: dict[str, str] = {}
+    for s in summaries(run):
+        if s.name not in patterns:
+            patterns[s.name] = layer_pattern(s.name)
+        rows.setdefault((patterns[s.name], s.kernel), []).append(s)
     total = run.cycles
     lines = [f"model {run.program.model} on {target.name}: {total / hz * 1e6:,.1f} us "
              f"({total:,.0f} cycles at {target.clock_ghz} GHz), {len(run.launches)} kernel "
