@@ -17,6 +17,7 @@ buffers fit.
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from isa.listing_reader import (BufferRec, Decl, Dies, InstrRec, KernelRec, Laun
                                 LoopRec, Note, Pairs, RepeatRec, did_you_mean, read_records,
                                 syntax_error)
 from isa.target_schema import Target
+from isa.workload import MAX_LAUNCH_FLOPS, MAX_LAUNCHES, kernel_problem
 
 HEADER = "; dsc listing"
 
@@ -92,6 +94,7 @@ class _Assembler:
         self.tensor_lines: dict[str, int] = {}
         self.kernels: dict[str, Kernel] = {}
         self.kernel_lines: dict[str, int] = {}
+        self.launches = 0                              # so far, repeats unrolled
 
     def program(self, records) -> Program:
         (_, model, target_name), *rest = records
@@ -122,6 +125,10 @@ class _Assembler:
     # -- tensors
 
     def declare(self, rec: Decl) -> None:
+        if rec.fold and rec.fold.last - rec.fold.first + 1 > MAX_LAUNCHES:
+            raise LineError(rec.line, f"'for {rec.fold.var} in {rec.fold.first}.."
+                                      f"{rec.fold.last}' declares more than {MAX_LAUNCHES:,} "
+                                      "tensors (one per launch at most)")
         for env in ([{rec.fold.var: i} for i in range(rec.fold.first, rec.fold.last + 1)]
                     if rec.fold else [{}]):
             name = self.bind(rec.name, env, rec.line)
@@ -291,11 +298,24 @@ class _Assembler:
             if isinstance(rec, Note):
                 continue
             if isinstance(rec, RepeatRec):
+                if len(envs) * (rec.last - rec.first + 1) > MAX_LAUNCHES:
+                    raise LineError(rec.line, f"'repeat {rec.var} {rec.first}..{rec.last}' "
+                                              f"unrolls to more than {MAX_LAUNCHES:,} launches: "
+                                              "the interpreter runs each one")
                 inner = [{**env, rec.var: i} for env in envs
                          for i in range(rec.first, rec.last + 1)]
                 items.append(Repeat(rec.var, rec.first, rec.last - rec.first + 1,
                                     self.schedule(rec.body, inner)))
                 continue
+            self.launches += len(envs)
+            if self.launches > MAX_LAUNCHES:
+                raise LineError(rec.line, f"the schedule has more than {MAX_LAUNCHES:,} "
+                                          "launches (repeats unrolled): the interpreter runs "
+                                          "each one")
+            flops = rec.launch.flops
+            if not (math.isfinite(flops) and 0 <= flops <= MAX_LAUNCH_FLOPS):
+                raise LineError(rec.line, f"launch of {rec.launch.kernel}: flops={flops!r}: "
+                                          f"expected a number from 0 to {MAX_LAUNCH_FLOPS:g}")
             self.check_launch(rec, envs)
             items.append(rec.launch)
         return tuple(items)

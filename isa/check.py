@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from isa.errors import ProgramError
-from isa.instructions import OPERAND_TYPES, InstrDef, lookup
+from isa.instructions import OPERAND_TYPES, InstrDef, attr_problem, lookup
+from isa.listing import fmt_value
 from isa.program import (Attr, Box, Buf, BufferDecl, Instr, Kernel, Launch, Param, Program,
                          TensorDecl, TensorRef, bind_name, expand_schedule, walk)
 from isa.target_schema import Target
@@ -77,7 +78,13 @@ _OWN_ROLES = {"vec": {"vector"}, "mm": {"matrix_a", "matrix_b", "accumulator"}}
 
 def check_reach(ins: Instr, definition: InstrDef, scope: KernelScope, target: Target) -> None:
     """What an instruction needs of this target beyond existing on it: the matrix format it
-    names, the link a send goes over, and buffers its unit can reach."""
+    names, a multicast its loads can do, the link a send goes over, and buffers its unit can
+    reach."""
+    mcast = ins.attr("mcast", 1)
+    if mcast > target.dma.multicast:
+        raise ProgramError(f"{scope.where}: {ins.op} mcast={mcast}: the loads of target "
+                           f"{target.name} reach at most {target.dma.multicast} cores at once "
+                           "(dma.multicast)")
     fmt = ins.attr("fmt") if definition.unit == "mm" else None
     if fmt is not None and fmt not in target.matrix.formats:
         raise ProgramError(f"{scope.where}: {ins.op} fmt={fmt}: the matrix unit of target "
@@ -204,3 +211,7 @@ def _check_operands(ins, definition, buffers, params, where) -> None:
     allowed = set(definition.attrs) | set(definition.optional_attrs)
     for key in sorted(keys - allowed):
         raise ProgramError(f"{where}: {ins.op} has no attribute '{key}'")
+    for a in ins.args:
+        problem = isinstance(a, Attr) and attr_problem(a.key, a.value)
+        if problem:
+            raise ProgramError(f"{where}: {ins.op} {a.key}={fmt_value(a.value)}: {problem}")

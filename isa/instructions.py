@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from isa.expr import Bin, Const, Var
 from isa.program import Attr, Box, Buf, Instr, TensorRef
 from isa.target_schema import Target
 from isa.vector_ops import VECTOR_OPS
@@ -127,6 +128,64 @@ def _fixed(ins: Instr, ctx: CostContext):
 
 def _attr_dict(ins: Instr) -> dict:
     return {a.key: a.value for a in ins.args if isinstance(a, Attr)}
+
+
+# ---- attribute values: what each key must hold for the cost formulas and the semantics
+
+EXACT = 2 ** 53         # integers above this are not exact in the float arithmetic of costs
+
+
+@dataclass(frozen=True)
+class AttrKind:
+    text: str                                # what the value must be, for messages
+    accepts: Callable[[object], bool]
+
+
+def _integer(v, low: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= EXACT
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+        and abs(v) <= EXACT
+
+
+def _index(v) -> bool:                       # a constant or an index expression
+    return isinstance(v, (Const, Var, Bin)) or (_integer(v, -EXACT))
+
+
+def _sizes(n: int):
+    return lambda v: isinstance(v, tuple) and len(v) == n and all(_integer(x, 1) for x in v)
+
+
+_COUNT = AttrKind("an integer >= 0", _integer)
+_POSITIVE = AttrKind("an integer >= 1", lambda v: _integer(v, 1))
+_INDEX = AttrKind("an integer or an index expression", _index)
+_NUMBER = AttrKind("a finite number", _number)
+_FLAG = AttrKind("true, false, 0, 1 or an index expression",
+                 lambda v: isinstance(v, bool) or v in (0, 1) or isinstance(v, (Var, Bin)))
+_BLOCK = AttrKind("ROWSxCOLS, two integers >= 1", _sizes(2))
+
+# Every attribute key an instruction takes (the tests check the table covers them all).
+ATTRIBUTES: dict[str, AttrKind] = {
+    "n": _COUNT, "rows": _COUNT, "capacity": _COUNT, "keys": _COUNT,
+    "mcast": _POSITIVE, "k": _POSITIVE, "groups": _POSITIVE, "topk_groups": _POSITIVE,
+    "experts": _POSITIVE, "block_cols": _POSITIVE, "inner": _POSITIVE, "seq": _POSITIVE,
+    "expert": _INDEX, "row0": _INDEX, "offset": _INDEX, "col": _INDEX, "col0": _INDEX,
+    "slot0": _INDEX,
+    "eps": _NUMBER, "theta": _NUMBER, "scale": _NUMBER, "imm0": _NUMBER, "imm1": _NUMBER,
+    "first": _FLAG, "trans_b": _FLAG, "norm": _FLAG,
+    "shape": AttrKind("MxNxK, three integers >= 1", _sizes(3)),
+    "block": _BLOCK, "block_a": _BLOCK, "block_b": _BLOCK,
+    "fmt": AttrKind("an element dtype name", lambda v: isinstance(v, str)),
+    "link": AttrKind("a link name", lambda v: isinstance(v, str)),
+}
+
+
+def attr_problem(key: str, value) -> str | None:
+    """What is wrong with an attribute's value (None when the key's kind accepts it)."""
+    kind = ATTRIBUTES.get(key)
+    return None if kind is None or kind.accepts(value) else f"expected {kind.text}"
 
 
 _VECTOR_ATTRS = {"topk": ("k", "groups", "topk_groups"), "route_weights": ("norm", "scale"),

@@ -31,6 +31,7 @@ MAX_ITEM_INSTRUCTIONS = 1_000_000      # instructions one work item executes, lo
 MAX_DEALT_ITEMS = 1 << 22              # work items of one launch dealt to cores one by one
 MAX_LAUNCHES = 1_000_000               # launches of the schedule, repeats unrolled
 MAX_ITEMS = 1 << 62                    # work items of one launch (they are numbered in int64)
+MAX_LAUNCH_FLOPS = 1e30                # DeepSeek-V3's largest launch does 1e15; sums stay finite
 MAX_GRID_DIMS = 8                      # items fall into up to 2^dims classes, each simulated
 
 
