@@ -133,6 +133,8 @@ class _Reader:
         value = hint(raw)
         if hint is float and not math.isfinite(value):
             self.fail(dotted, f"expected a finite number, got {value}")
+        if hint is int and abs(value) > 2**53:        # beyond exact floating point
+            self.fail(dotted, f"expected an integer of at most 2^53, got {value}")
         lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
         if lo is not None and value < lo:
             self.fail(dotted, f"expected a value >= {lo}, got {value}")

@@ -16,7 +16,7 @@ import types
 import typing
 
 from isa.formats import SCALE_DTYPES
-from isa.target_schema import SUPPORTED_MATRIX_DTYPES, Target
+from isa.target_schema import SUPPORTED_MATRIX_DTYPES, UNIT_MAXIMA, Target
 
 # The marker between the hand-written intro of docs/targets.md and the generated reference.
 MARKER = "<!-- Generated from isa/target_schema.py by isa/target_reference.py: edit those, " \
@@ -33,6 +33,9 @@ _RULES = [
     "operand (`[tokens, K]`), so `1x32` is one scale per 32 elements of K.",
     "Every role (`matrix_a`, `matrix_b`, `accumulator`, `vector`) is held by some buffer; the "
     "first buffer in file order that holds a role is the one used for it.",
+    "Every integer is at most 2^53, exact in the floating-point arithmetic of the derived "
+    "figures; figures in a unit without a maximum of their own stay below the unit's: "
+    + ", ".join(f"{v:g} {u}" for u, v in UNIT_MAXIMA.items()) + ".",
     "The memory graph: `[memory]` is shorthand for `[memories.memory]` (one per die), `[l2]` "
     "for `[memories.l2]` (one per die, `caches = [\"memory\"]`), `[die_link]` for "
     "`[links.link]` (`between = [\"die\", \"die\"]`), `[system.intra_node]` and "

@@ -14,9 +14,21 @@ from functools import cached_property
 from isa.formats import ELEMENT_DTYPES
 
 
+# The largest figure a target may give in each unit, and for a count (cores, lanes, FLOPs per
+# cycle, instruction shapes): far beyond any chip (8 PB, an exabyte per second, a second of
+# latency, a million cores per die), low enough that no derived figure overflows or loses
+# exactness. With the minimum of each key (no zero rate or size: they would divide by zero)
+# they keep out the values no chip has.
+UNIT_MAXIMA = {"B": 2**53, "B/cycle": 2**40, "GB/s": 1e9, "1/ns": 1e9, "ns": 1e9, "us": 1e6,
+               "cycles": 1e12, "GHz": 1000}
+COUNT_MAXIMUM = 2**20
+
+
 def key(doc: str, unit: str = "", minimum: float | None = None, maximum: float | None = None,
         choices: tuple[str, ...] | None = None, **default):
-    """A schema field: documentation, unit and range travel with the field definition."""
+    """A schema field: documentation, unit and range travel with the field definition; a
+    field with a unit and no maximum of its own takes its unit's (UNIT_MAXIMA)."""
+    maximum = UNIT_MAXIMA.get(unit) if maximum is None else maximum
     meta = {"doc": doc, "unit": unit, "min": minimum, "max": maximum, "choices": choices}
     return field(metadata=meta, **default)
 
@@ -24,16 +36,17 @@ def key(doc: str, unit: str = "", minimum: float | None = None, maximum: float |
 @dataclass(frozen=True)
 class Chip:
     dies: int = key("number of dies in the package", minimum=1, maximum=8)
-    cores_per_die: int = key("compute cores (SMs, AI cores) per die", minimum=1)
+    cores_per_die: int = key("compute cores (SMs, AI cores) per die", minimum=1,
+                             maximum=COUNT_MAXIMUM)
 
 
 @dataclass(frozen=True)
 class MatrixFormat:
     shape: tuple[int, int, int] = key(
         "granularity M x N x K of the matrix instruction: tile dims round up to multiples of it",
-        minimum=1)
+        minimum=1, maximum=COUNT_MAXIMUM)
     flops_per_cycle: int = key("dense FLOPs per cycle per core in this format (2 per multiply-add)",
-                               minimum=1)
+                               minimum=1, maximum=COUNT_MAXIMUM)
     accumulator_bits: int | None = key(
         "mantissa bits the accumulator keeps for products in this format, when fewer than FP32's "
         "23; the compiler then promotes partial sums to FP32 on the vector unit",
@@ -49,7 +62,7 @@ class Matrix:
     formats: dict[str, MatrixFormat] = key("per input dtype: instruction shape and throughput")
     promotion_interval: int = key(
         "elements of K after which limited-precision partial sums are promoted to FP32",
-        minimum=1, default=128)
+        minimum=1, maximum=COUNT_MAXIMUM, default=128)
     results_to_vector: str = key(
         "how accumulator results reach the vector unit: 'direct' (same core, e.g. GPU "
         "registers) or 'memory' (split cube/vector cores exchange through L2 and global memory)",
@@ -59,16 +72,17 @@ class Matrix:
 @dataclass(frozen=True)
 class Vector:
     lanes: int = key("simple FP32 operations (add, mul, fma, compare, convert) per cycle per core",
-                     minimum=1)
+                     minimum=1, maximum=COUNT_MAXIMUM)
     special_lanes: int = key("transcendental operations (exp, rsqrt, reciprocal) per cycle per core",
-                             minimum=1)
+                             minimum=1, maximum=COUNT_MAXIMUM)
 
 
 @dataclass(frozen=True)
 class FixedPipe:
     ops: tuple[str, ...] = key("epilogue operations the pipe applies on the way out of the "
                                "accumulator (e.g. dequant, quant, bias, relu, add, silu)")
-    elements_per_cycle: int = key("elements per cycle per core", minimum=1)
+    elements_per_cycle: int = key("elements per cycle per core", minimum=1,
+                                  maximum=COUNT_MAXIMUM)
 
 
 @dataclass(frozen=True)
@@ -118,7 +132,8 @@ class Link:
 
 @dataclass(frozen=True)
 class System:
-    devices_per_node: int = key("devices joined by the intra-node link", minimum=1)
+    devices_per_node: int = key("devices joined by the intra-node link", minimum=1,
+                                maximum=COUNT_MAXIMUM)
     intra_node: Link | None = key("device-to-device link inside a node (e.g. NVLink): "
                                   "shorthand for [links.nvlink] between device and node",
                                   default=None)

@@ -349,3 +349,25 @@ def test_unknown_subtable_names_its_header_line(tmp_path):
     msg = load_error(path)
     assert "did you mean 'formats'" in msg
     assert_located(msg, path, line_of(text, r"formatz"), "matrix.formatz")
+
+
+@pytest.mark.parametrize("old, new, dotted, says", [
+    ("bandwidth_gbs = 3350", "bandwidth_gbs = 0", "memory.bandwidth_gbs", ">= 0.001"),
+    ("bandwidth_gbs = 3350", "bandwidth_gbs = -1.0", "memory.bandwidth_gbs", ">= 0.001"),
+    ("bandwidth_gbs = 3350", "bandwidth_gbs = 1e300", "memory.bandwidth_gbs", "<= 1000000000"),
+    ("bandwidth_gbs = 3350", "bandwidth_gbs = inf", "memory.bandwidth_gbs", "finite"),
+    ("bytes = 84900000000", "bytes = 1000000000000000000000000000000", "memory.bytes",
+     "at most 2^53"),
+    ("cores_per_die = 132", "cores_per_die = 1000000000", "chip.cores_per_die", "<= 1048576"),
+    ("launch_overhead_us = 3.0", "launch_overhead_us = 1e300", "launch_overhead_us",
+     "<= 1000000"),
+    ("lanes = 128", "lanes = 0", "vector.lanes", ">= 1"),
+])
+def test_values_no_chip_has_are_refused(tmp_path, old, new, dotted, says):
+    """Zero, negative, non-finite and overflowing figures: each would divide by zero or
+    overflow a derived figure, so the loader refuses it at its line."""
+    text = edit(old, new)
+    path = write(tmp_path, text)
+    msg = load_error(path)
+    assert_located(msg, path, line_of(text, "^" + re.escape(new)), dotted)
+    assert says in msg
