@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from compiler.errors import DscError
 from compiler.ir.graph import Graph
-from compiler.lower.groups import kernel_groups
+from compiler.kernels.groups import kernel_groups
 from compiler.passes.shard import expert_values
 from isa.deployment import Deployment, make_deployment
 from isa.target_schema import Target

@@ -27,11 +27,23 @@ class Compiled:
     notes: tuple[str, ...] = ()
 
 
-def simulate_cycles(target: Target):
-    """The interpreter as a measuring stick for passes: cycles of one kernel on `target`.
-    The driver hands it to the passes, so the compiler proper never imports the runtime."""
+def measure_tiles(target: Target):
+    """The interpreter as the tile pass's measuring stick: a GEMM kernel group lowered with a
+    candidate tile and simulated alone on `target`, in cycles. The driver hands it to the
+    passes, so they import neither the lowering templates nor the runtime."""
+    from compiler.lower.templates.gemm import lower_gemm_group
+    from compiler.lower.tensors import TensorMap
     from runtime.sim_cache import simulate        # results kept across runs
-    return lambda kernel, params: simulate(kernel, params, target).cycles
+    maps: dict[int, tuple] = {}                   # graph -> its tensors, while it is measured
+
+    def measure(group, graph: Graph, tile) -> float:
+        held = maps.get(id(graph))
+        if held is None or held[0] is not graph:
+            held = maps[id(graph)] = (graph, TensorMap(graph))
+        tmap = held[1]
+        kernel, args = lower_gemm_group(group, graph, tmap, target, tile)
+        return simulate(kernel, {p: tmap.decls[t] for p, t in args}, target).cycles
+    return measure
 
 
 def compile_model(model_path: str, target_name: str, overrides: dict[str, str],
@@ -76,7 +88,7 @@ def _compile(model_path, target_name, overrides, after, passes, measure, die_mod
         replica = load_model(model_path, micro_batch_sizes(replica, overrides, deployment),
                              unroll)
     lap("frontend")
-    ctx = PassContext(target, measure=simulate_cycles(target) if measure else None,
+    ctx = PassContext(target, measure=measure_tiles(target) if measure else None,
                       deployment=deployment)
     graph = run_pipeline(replica, ctx, passes, hook)
     program = replace(lower(graph, target), deployment=deployment)

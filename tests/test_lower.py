@@ -67,7 +67,7 @@ def test_gemm_kernel_pipelines_its_loads():
 def test_kernel_groups_that_need_each_other_are_refused():
     """Nodes tagged into two kernels that each read the other's result cannot be ordered."""
     from compiler.ir.graph import Graph, TensorType
-    from compiler.lower.groups import kernel_groups
+    from compiler.kernels.groups import kernel_groups
     from isa.formats import Format
     g, t = Graph("m"), TensorType((4, 8), Format("bf16"))
     x = g.add("input", [], t, "x")

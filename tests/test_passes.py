@@ -3,20 +3,18 @@ from pathlib import Path
 
 import pytest
 
-from compiler.driver import compile_model, simulate_cycles
+from compiler.driver import compile_model, measure_tiles
 from compiler.errors import DscError
 from compiler.ir.graph import Graph
 from compiler.ir.ops import OPS
 from compiler.ir.text import print_graph
 from compiler.ir.verify import verify
-from compiler.lower.gemm_estimate import group_problem
-from compiler.lower.groups import kernel_groups
-from compiler.lower.tensors import TensorMap
-from compiler.passes import PassContext
+from compiler.kernels.gemm_estimate import group_problem
+from compiler.kernels.groups import kernel_groups
 from compiler.passes.fuse import Fuse, kernel_stats
 from compiler.passes.plan import plan_kernel
 from compiler.passes.precision import Precision
-from compiler.passes.tile import Tile, considered, measure_tile
+from compiler.passes.tile import Tile, considered
 from compiler.passes.shard import Shard
 from isa.program import Buf, BufferDecl, Instr, Kernel
 from isa.target_loader import load_target
@@ -192,10 +190,9 @@ def test_chosen_tile_is_the_fastest_candidate_it_ran(model, overrides):
     problem = group_problem(group, graph, target)[0]
     tiles, total = considered(problem, target, Tile().shortlist)
     assert total > len(tiles) >= 2
-    ctx = PassContext(target, measure=simulate_cycles(target))
-    tmap = TensorMap(graph)
+    measure = measure_tiles(target)
     times = {(t.bm, t.bn, t.bk, t.stages, t.cluster_m, t.cluster_n):
-             measure_tile(group, graph, t, ctx, tmap) for t in tiles}
+             measure(group, graph, t) for t in tiles}
     assert chosen in times
     assert times[chosen] <= min(times.values())
     assert "simulated" in group.nodes[0].sched_get("tile_choice")

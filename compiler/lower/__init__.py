@@ -6,8 +6,8 @@ from __future__ import annotations
 from compiler.errors import DscError
 from compiler.ir.graph import Graph
 from compiler.ir.ops import OPS
-from compiler.lower.groups import kernel_groups
-from compiler.lower.schedule import KernelTable, fold_layers, layer_of, order_tensors
+from compiler.kernels.groups import kernel_groups
+from compiler.kernels.schedule import KernelTable, fold_layers, layer_of, order_tensors
 from compiler.lower.templates.collective import lower_collective
 from compiler.lower.templates.flash import lower_flash_group
 from compiler.lower.templates.gemm import lower_gemm_group

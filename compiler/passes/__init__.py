@@ -19,8 +19,9 @@ from isa.target_schema import Target
 class PassContext:
     target: Target
     notes: list[str] = field(default_factory=list)      # what passes want the user to know
-    # Simulate one kernel and return its cycles; injected by the driver (the compiler does
-    # not import the runtime). None: passes fall back to their estimates.
+    # measure(group, graph, tile): the cycles of a GEMM kernel group lowered with a candidate
+    # tile, simulated; injected by the driver (passes import neither the lowering templates
+    # nor the runtime). None: passes fall back to their estimates.
     measure: Callable | None = None
     deployment: Deployment | None = None                # None: one device
 

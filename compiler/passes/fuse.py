@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from compiler.ir.graph import Graph, Node
 from compiler.ir.ops import OPS
 from compiler.ir.ops.contraction import contraction_of
-from compiler.lower.gemm_estimate import gemm_cycles, gemm_problem
-from compiler.lower.groups import default_kind, kernel_groups, needs_kernel
-from compiler.lower.templates.tile_ops import row_count, row_view_base
+from compiler.kernels.gemm_estimate import gemm_cycles, gemm_problem
+from compiler.kernels.groups import default_kind, kernel_groups, needs_kernel
+from compiler.kernels.rows import row_count, row_view_base
 from compiler.passes import PassContext
 
 VECTOR_CATEGORIES = ("elementwise", "rowwise", "reduction")

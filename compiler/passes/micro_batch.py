@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from compiler.lower.schedule import fold_layers, layer_of, order_tensors
+from compiler.kernels.schedule import fold_layers, layer_of, order_tensors
 from isa.program import Launch, Program, TensorDecl, bind_name, expand_schedule
 from isa.target_schema import Target
 

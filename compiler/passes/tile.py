@@ -6,10 +6,11 @@ After:   %y = matmul(%x, %w) : ... sched {kernel="gemm.4", tile=[128, 128, 128, 
 
 Candidates are the tiles (multiples of the matrix instruction, K tiles multiples of the scale
 block or promotion interval) whose buffers, double-buffered or deeper, fit the target
-(lower/gemm_tiles.py). The cost estimate ranks them; the best `shortlist` are then lowered and
-run on the interpreter when the driver provides it (`ctx.measure`), and the fastest is kept —
+(kernels/gemm_tiles.py). The cost estimate ranks them; the best `shortlist` are then lowered and
+run on the interpreter when the driver provides that (`ctx.measure`), and the fastest is kept —
 so the chosen tile is at least as fast, under the interpreter, as every candidate it ran.
-Without the interpreter the best estimate wins. Equal GEMMs (every layer's) are decided once.
+Without the interpreter the best estimate wins. Equal GEMMs (every layer's) are decided once
+per process, and the measurements are kept across runs (runtime/sim_cache.py).
 """
 from __future__ import annotations
 
@@ -17,11 +18,9 @@ from dataclasses import dataclass
 
 from compiler.errors import DscError
 from compiler.ir.graph import Graph
-from compiler.lower import gemm_tiles
-from compiler.lower.gemm_estimate import group_problem
-from compiler.lower.groups import Group, kernel_groups
-from compiler.lower.templates.gemm import lower_gemm_group
-from compiler.lower.tensors import TensorMap
+from compiler.kernels import gemm_tiles
+from compiler.kernels.gemm_estimate import group_problem
+from compiler.kernels.groups import kernel_groups
 from compiler.passes import PassContext
 
 
@@ -31,12 +30,6 @@ def considered(problem: gemm_tiles.GemmProblem, target, shortlist: int):
                     key=lambda ts: (round(ts[1], 3), ts[0].stages, ts[0].cluster_m * ts[0].cluster_n,
                                     -ts[0].bm * ts[0].bn, -ts[0].bk, ts[0].cluster_m))
     return [t for t, _ in scored[:shortlist]], len(scored)
-
-
-def measure_tile(group: Group, graph: Graph, tile: gemm_tiles.GemmTile, ctx: PassContext,
-                 tmap: TensorMap) -> float:
-    kernel, args = lower_gemm_group(group, graph, tmap, ctx.target, tile)
-    return ctx.measure(kernel, {p: tmap.decls[t] for p, t in args})
 
 
 # Decisions by (problem, epilogue ops, target contents, shortlist, measured): the same GEMM on
@@ -52,7 +45,6 @@ class Tile:
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         decided = _DECIDED
         choice: dict[int, tuple] = {}
-        tmap = TensorMap(graph)
         chip = gemm_tiles.target_key(ctx.target)
         for group in kernel_groups(graph):
             if group.kind != "gemm":
@@ -62,7 +54,7 @@ class Tile:
                        ctx.measure is not None)
             if problem not in decided:
                 try:
-                    decided[problem] = self._decide(group, graph, problem[0], ctx, tmap)
+                    decided[problem] = self._decide(group, graph, problem[0], ctx)
                 except ValueError as exc:
                     head = group.nodes[0]
                     raise DscError(f"cannot tile '{head.name}' ({group.name}) for target "
@@ -79,11 +71,11 @@ class Tile:
         out.outputs = list(graph.outputs)
         return out
 
-    def _decide(self, group, graph, problem, ctx: PassContext, tmap: TensorMap):
+    def _decide(self, group, graph, problem, ctx: PassContext):
         tiles, total = considered(problem, ctx.target, self.shortlist)
         if ctx.measure is None or len(tiles) == 1:
             return tiles[0], f"best estimate of {total} candidates"
-        timed = [(measure_tile(group, graph, t, ctx, tmap), i, t) for i, t in enumerate(tiles)]
+        timed = [(ctx.measure(group, graph, t), i, t) for i, t in enumerate(tiles)]
         cycles, _, best = min(timed)
         return best, (f"fastest of {len(tiles)} simulated ({cycles:,.0f} cycles), shortlisted "
                       f"by estimate from {total} candidates")

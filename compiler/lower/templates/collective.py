@@ -25,7 +25,7 @@ import math
 
 from compiler.ir.graph import Graph
 from compiler.ir.ops.collective import chunk
-from compiler.lower.groups import Group
+from compiler.kernels.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
 from isa.expr import Const, Expr, add, mul

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from compiler.lower.epilogue import Epilogue, pipe_op
+from compiler.kernels.epilogue import Epilogue, pipe_op
 from compiler.lower.templates.tile_ops import emit_node
 from isa.expr import Const, Expr, floordiv
 from isa.program import Box, Buf

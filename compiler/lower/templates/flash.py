@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from compiler.ir.graph import Graph, Node
 from compiler.ir.ops import OPS
 from compiler.ir.ops.contraction import contraction_of
-from compiler.lower.groups import Group
+from compiler.kernels.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
 from compiler.lower.templates.gemm import canonical_view

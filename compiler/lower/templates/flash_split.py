@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from compiler.lower.groups import Group
+from compiler.kernels.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
 from compiler.lower.templates.workspace import Workspace

@@ -16,11 +16,11 @@ import math
 
 from compiler.ir.graph import Graph, Node
 from compiler.ir.ops.contraction import contraction_of
-from compiler.lower import gemm_tiles
-from compiler.lower.groups import Group
+from compiler.kernels import gemm_tiles
+from compiler.kernels.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
-from compiler.lower.gemm_estimate import group_problem
+from compiler.kernels.gemm_estimate import group_problem
 from compiler.lower.templates.epilogue import EpilogueSite, emit_epilogue
 from compiler.lower.templates.workspace import Workspace
 from compiler.lower.templates.gemm_operands import (OperandTile, emit_operand_tiles,

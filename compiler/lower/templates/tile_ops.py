@@ -11,43 +11,9 @@ import math
 from compiler.ir.graph import Graph, Node
 from compiler.ir.ops import OPS
 from compiler.ir.ops.rowwise import rows_layout
+from compiler.kernels.rows import is_whole_row, row_count
 from isa.expr import Expr
 from isa.program import Buf
-
-WHOLE_ROW_OPS = ("topk", "topk_weights", "concat", "cache_write")
-
-
-def is_whole_row(node: Node) -> bool:
-    return OPS[node.op].category in ("rowwise", "reduction") or node.op in WHOLE_ROW_OPS
-
-
-def row_count(node: Node, graph: Graph) -> int:
-    """Rows of a node's work: its output's, its input's for reductions, the new entries' for
-    a cache append."""
-    if OPS[node.op].category == "reduction":
-        return math.prod(graph.node(node.inputs[0]).type.shape[:-1])
-    if node.op == "cache_write":
-        return math.prod(graph.node(node.inputs[1]).type.shape[:-1])
-    return math.prod(node.type.shape[:-1])
-
-
-def tile_cols(node: Node, graph: Graph) -> int:
-    """Columns of the node's result tile (whole rows)."""
-    if node.op == "cache_write":
-        return graph.node(node.inputs[1]).type.shape[-1]
-    if OPS[node.op].category == "reduction":
-        return 1
-    return node.type.shape[-1]
-
-
-def row_view_base(graph: Graph, node: Node) -> int | None:
-    """The value a chain of reshapes reads when they keep the last dim (the same rows)."""
-    base = None
-    while node.op == "reshape" and node.type.shape[-1] == graph.node(node.inputs[0]).type.shape[-1]:
-        base = node.inputs[0]
-        node = graph.node(base)
-    return base
-
 
 def vector_op(node: Node) -> tuple[str, dict]:
     """The vec.OP mnemonic suffix and attributes (other than positions and sizes)."""

@@ -18,11 +18,11 @@ import math
 
 from compiler.ir.graph import Graph, Node
 from compiler.ir.ops import OPS
-from compiler.lower.groups import Group
+from compiler.kernels.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
-from compiler.lower.templates.tile_ops import (emit_node, is_whole_row, row_count, row_view_base,
-                                              tile_cols)
+from compiler.kernels.rows import is_whole_row, row_count, row_view_base, tile_cols
+from compiler.lower.templates.tile_ops import emit_node
 from isa.expr import Bin, Const, add, floordiv, mul
 from isa.program import Box, Buf, TensorDecl, ViewStep, scale_name
 from isa.target_schema import Target

@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 
 from compiler.ir.graph import Graph, Node
-from compiler.lower.groups import Group
-from compiler.lower.templates.tile_ops import is_whole_row, tile_cols
+from compiler.kernels.groups import Group
+from compiler.kernels.rows import is_whole_row, tile_cols
 
 
 def pipe_op(node: Node, graph: Graph) -> str:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from compiler.ir.graph import Graph, Node
 from compiler.ir.ops.contraction import Contraction, contraction_of
-from compiler.lower import gemm_tiles
-from compiler.lower.epilogue import Epilogue
-from compiler.lower.groups import Group
-from compiler.lower.operand_plan import OperandPlan, plan_operands
+from compiler.kernels import gemm_tiles
+from compiler.kernels.epilogue import Epilogue
+from compiler.kernels.groups import Group
+from compiler.kernels.operand_plan import OperandPlan, plan_operands
 from isa.program import TensorDecl
 from isa.target_schema import Target
 

@@ -1,0 +1,46 @@
+"""The rows a row-wise kernel works on: how many, how wide a node's tile is, which nodes need
+whole rows, and which reshapes keep rows as they are.
+
+A vector kernel works on tiles of `br` rows of a value laid out as [rows, last dim]. The fuse
+pass groups nodes that work on the same rows; the templates then tile those rows.
+"""
+from __future__ import annotations
+
+import math
+
+from compiler.ir.graph import Graph, Node
+from compiler.ir.ops import OPS
+
+WHOLE_ROW_OPS = ("topk", "topk_weights", "concat", "cache_write")
+
+
+def is_whole_row(node: Node) -> bool:
+    return OPS[node.op].category in ("rowwise", "reduction") or node.op in WHOLE_ROW_OPS
+
+
+def row_count(node: Node, graph: Graph) -> int:
+    """Rows of a node's work: its output's, its input's for reductions, the new entries' for
+    a cache append."""
+    if OPS[node.op].category == "reduction":
+        return math.prod(graph.node(node.inputs[0]).type.shape[:-1])
+    if node.op == "cache_write":
+        return math.prod(graph.node(node.inputs[1]).type.shape[:-1])
+    return math.prod(node.type.shape[:-1])
+
+
+def tile_cols(node: Node, graph: Graph) -> int:
+    """Columns of the node's result tile (whole rows)."""
+    if node.op == "cache_write":
+        return graph.node(node.inputs[1]).type.shape[-1]
+    if OPS[node.op].category == "reduction":
+        return 1
+    return node.type.shape[-1]
+
+
+def row_view_base(graph: Graph, node: Node) -> int | None:
+    """The value a chain of reshapes reads when they keep the last dim (the same rows)."""
+    base = None
+    while node.op == "reshape" and node.type.shape[-1] == graph.node(node.inputs[0]).type.shape[-1]:
+        base = node.inputs[0]
+        node = graph.node(base)
+    return base
