@@ -39,6 +39,12 @@ class Need:
         return (f"weights {size(self.weights)}, KV cache {size(self.caches)}, "
                 f"activations {size(self.activations)}")
 
+    def in_memory(self, memory: str, policy: dict[str, str], default: str) -> int:
+        """Bytes of the roles the placement policy puts in `memory`."""
+        parts = {"weights": self.weights, "kv_cache": self.caches,
+                 "activations": self.activations}
+        return sum(n for role, n in parts.items() if policy.get(role, default) == memory)
+
 
 def size(nbytes: float) -> str:
     return f"{nbytes / GB:,.1f} GB" if nbytes >= 0.1 * GB else f"{nbytes / 1e6:,.1f} MB"
@@ -79,14 +85,29 @@ def activation_peak(graph: Graph) -> int:
     return peak
 
 
-def check_fit(graph: Graph, replica: Graph, target: Target, dep: Deployment) -> None:
-    """`graph`: what one device runs; `replica`: the model before sharding (for suggestions)."""
-    need, have = device_need(graph, dep.micro_batches), target.machine.bytes_of()
-    if need.total <= have:
+def check_fit(graph: Graph, replica: Graph, target: Target, dep: Deployment,
+              policy: dict[str, str] | None = None) -> None:
+    """`graph`: what one device runs; `replica`: the model before sharding (for suggestions);
+    `policy`: the memory each role is placed in (isa/placement.py), the default one else.
+    Every memory must hold what is placed in it; suggestions are for the default one."""
+    policy = policy or {}
+    machine = target.machine
+    default = machine.default_memory
+    need = device_need(graph, dep.micro_batches)
+    for memory in dict.fromkeys(policy.values()):
+        placed, room = need.in_memory(memory, policy, default), machine.bytes_of(memory)
+        if memory != default and placed > room:
+            which = " and ".join(r for r, m in policy.items() if m == memory)
+            raise DscError(f"{graph.model} does not fit {target.name}'s {memory}: the {which} "
+                           f"placed there need {size(placed)} per device and it holds "
+                           f"{size(room)}", expected="another placement (--place), or more "
+                           "devices (--devices, --plan)")
+    have = machine.bytes_of()
+    if need.in_memory(default, policy, default) <= have:
         return
     where = f"one {target.name}" if dep.devices == 1 else \
         f"a device of {dep.devices} x {target.name} ({dep.plan_text})"
-    best = smallest_plan(replica, target, need.activations, dep.micro_batches)
+    best = smallest_plan(replica, target, need.activations, dep.micro_batches, policy)
     largest = max((need.weights, "weights"), (need.caches, "KV cache"),
                   (need.activations, "activations"))
     hint = (f"the smallest plan that fits: --devices {best[0].devices} --plan "
@@ -94,11 +115,15 @@ def check_fit(graph: Graph, replica: Graph, target: Target, dep: Deployment) -> 
             "no plan fits: neither expert parallelism nor tensor parallelism over up to 64 "
             f"devices brings a device under {size(have)} (the largest part here: "
             f"{largest[1]}, {size(largest[0])})")
-    raise DscError(f"{graph.model} does not fit {where}: it needs {size(need.total)} per "
-                   f"device ({need}) and a device has {size(have)}", expected=hint)
+    elsewhere = ", ".join(f"{role} in {m}" for role, m in policy.items() if m != default)
+    raise DscError(f"{graph.model} does not fit {where}: it needs "
+                   f"{size(need.in_memory(default, policy, default))} per device ({need}"
+                   + (f"; {elsewhere} not counted" if elsewhere else "")
+                   + f") and a device has {size(have)}", expected=hint)
 
 
-def smallest_plan(replica: Graph, target: Target, activations: int, micro_batches: int = 1):
+def smallest_plan(replica: Graph, target: Target, activations: int, micro_batches: int = 1,
+                  policy: dict[str, str] | None = None):
     """(deployment, need) of the fewest devices that fit with data-parallel attention and
     expert parallelism, else with the whole model tensor parallel; None when neither does.
 
@@ -114,28 +139,30 @@ def smallest_plan(replica: Graph, target: Target, activations: int, micro_batche
     caches = source_bytes(replica, "cache") * micro_batches
     per_node = target.system.devices_per_node
     have = target.machine.bytes_of()
+    policy, default = policy or {}, target.machine.default_memory
     for devices in _candidates(per_node, experts):
         need = Need(other + routed * math.ceil(experts / devices) // experts, caches, activations)
-        if need.total > have:
+        if need.in_memory(default, policy, default) > have:
             continue
         plan = {"attn": "dp", "moe": "ep", "micro_batches": micro_batches}
-        found = _fits(replica, target, make_deployment(devices, per_node, plan), have)
+        found = _fits(replica, target, make_deployment(devices, per_node, plan), have, policy)
         if found:
             return found
     for n in (2, 4, 8, 16, 32, 64):      # then the whole model tensor parallel
         plan = {"attn": f"tp{n}", "moe": f"tp{n}", "micro_batches": micro_batches}
-        found = _fits(replica, target, make_deployment(n, per_node, plan), have)
+        found = _fits(replica, target, make_deployment(n, per_node, plan), have, policy)
         if found:
             return found
     return None
 
 
-def _fits(replica: Graph, target: Target, dep: Deployment, have: float):
+def _fits(replica: Graph, target: Target, dep: Deployment, have: float, policy: dict):
     try:
         need = _sharded_need(replica, target, dep)
     except DscError:                     # a plan this model cannot take (sizes, experts)
         return None
-    return (dep, need) if need.total <= have else None
+    default = target.machine.default_memory
+    return (dep, need) if need.in_memory(default, policy, default) <= have else None
 
 
 def _plan_arg(dep: Deployment, replica: Graph) -> str:

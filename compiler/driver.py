@@ -14,6 +14,7 @@ from compiler.passes.micro_batch import MicroBatch
 from compiler.passes.place import Place
 from compiler.passes.plan import Plan
 from isa.deployment import Deployment, DeploymentError, make_deployment, parse_plan
+from isa.placement import ROLES, PlacementError, check_memories, parse_placement
 from isa.program import Program
 from isa.target_loader import load_target
 from isa.target_schema import Target
@@ -49,17 +50,20 @@ def measure_tiles(target: Target):
 def compile_model(model_path: str, target_name: str, overrides: dict[str, str],
                   after=None, passes=None, measure: bool = True, die_mode: str = "uma",
                   devices: int | None = None, plan: str | None = None,
-                  check_fit: bool = True, clock=None, unroll: bool = False) -> Compiled:
+                  check_fit: bool = True, clock=None, unroll: bool = False,
+                  place: str | None = None) -> Compiled:
     """Front end, graph passes, lowering, program passes; `after(name, graph or program)`
     runs after each pass. `devices` and `plan` (e.g. "attn=dp,moe=ep") override the model's
-    deploy block; with `check_fit`, a model that does not fit its devices is an error.
+    deploy block, and `place` (e.g. "kv_cache=host") its placement; with `check_fit`, a model
+    that does not fit its devices' memories is an error.
     `clock(stage)` is called as each stage ends (the benchmark's per-stage times).
 
     Model-level repeats are compiled as windows of their iterations (compiler.ir.graph.Steady)
     and the program stretched back to every iteration; `unroll` compiles every iteration, as
     the driver itself does when a window turns out not to be steady."""
     options = dict(passes=passes, measure=measure, die_mode=die_mode, devices=devices,
-                   plan=plan, check_fit=check_fit, lap=clock or (lambda stage: None))
+                   plan=plan, check_fit=check_fit, lap=clock or (lambda stage: None),
+                   place=place)
     show = (lambda name, result, window: after(name, result)) if after else None
     if unroll:
         return _compile(model_path, target_name, overrides, show, unroll=True, **options)
@@ -75,7 +79,7 @@ def compile_model(model_path: str, target_name: str, overrides: dict[str, str],
 
 
 def _compile(model_path, target_name, overrides, after, passes, measure, die_mode, devices,
-             plan, check_fit, lap, unroll) -> Compiled:
+             plan, check_fit, lap, unroll, place) -> Compiled:
     def hook(name, result, window=False):        # window: a program not yet stretched
         lap(name)
         if after:
@@ -84,6 +88,7 @@ def _compile(model_path, target_name, overrides, after, passes, measure, die_mod
     lap("target")
     replica = load_model(model_path, overrides, unroll)
     deployment = resolve_deployment(replica, target, devices, plan)
+    policy = resolve_placement(replica, target, place)
     if deployment.micro_batches > 1:
         replica = load_model(model_path, micro_batch_sizes(replica, overrides, deployment),
                              unroll)
@@ -99,9 +104,9 @@ def _compile(model_path, target_name, overrides, after, passes, measure, die_mod
     program = stretch(program, graph.steady)
     lap("stretch")
     if check_fit:
-        capacity.check_fit(graph, replica, target, deployment)
+        capacity.check_fit(graph, replica, target, deployment, policy)
         lap("capacity")
-    place = Place(mode=die_mode)                # on every iteration: homes follow all uses
+    place = Place(mode=die_mode, policy=tuple(policy.items()))   # on every iteration
     program = place.run(program, target)
     hook(place.name, program)
     return Compiled(graph, target, program, tuple(ctx.notes))
@@ -122,7 +127,7 @@ def micro_batch_sizes(graph: Graph, overrides: dict[str, str], dep: Deployment) 
 def resolve_deployment(graph: Graph, target: Target, devices: int | None,
                        plan: str | None) -> Deployment:
     """The model's deploy block, with the command line's device count and plan items over it."""
-    items = {k: v for k, v in graph.deploy.items() if k != "devices"}
+    items = {k: v for k, v in graph.deploy.items() if k not in ("devices", "place")}
     try:
         items.update(parse_plan(plan or ""))
         count = devices if devices is not None else int(graph.deploy.get("devices", 1))
@@ -135,3 +140,17 @@ def resolve_deployment(graph: Graph, target: Target, devices: int | None,
         return make_deployment(count, per_node, items)
     except DeploymentError as err:
         raise DscError(str(err), expected="e.g. --devices 32 --plan attn=dp,moe=ep") from None
+
+
+def resolve_placement(graph: Graph, target: Target, place: str | None) -> dict[str, str]:
+    """The model's `place` items, with the command line's over them role by role, checked
+    against the target's memories."""
+    try:
+        policy = parse_placement(graph.deploy.get("place", ""))
+        policy.update(parse_placement(place or ""))
+        check_memories(policy, target.machine)
+    except PlacementError as err:
+        raise DscError(str(err), expected="e.g. --place kv_cache=host (roles: "
+                       f"{', '.join(ROLES)}; memories of {target.name}: "
+                       f"{', '.join(target.machine.placeable)})") from None
+    return policy

@@ -136,8 +136,13 @@ class _Assembler:
             if name in self.tensors:
                 raise LineError(rec.line, f"tensor '{name}' is declared twice (first on line "
                                        f"{self.tensor_lines[name]})")
+            if rec.memory is not None and self.target is not None and \
+                    rec.memory not in self.target.machine.placeable:
+                raise LineError(rec.line, f"tensor '{name}' in={rec.memory}: target "
+                                          f"{self.target.name} has no such memory (tensors can "
+                                          f"live in {', '.join(self.target.machine.placeable)})")
             self.tensors[name] = TensorDecl(name, rec.dtype, rec.shape, rec.kind, rec.scaling,
-                                            base, rec.steps, rec.home)
+                                            base, rec.steps, rec.home, rec.memory)
             self.tensor_lines[name] = rec.line
 
     @staticmethod

@@ -179,7 +179,8 @@ def fmt_tensor(t: TensorDecl) -> str:
         steps = "".join("." + fmt_step(s) for s in t.steps)
         return f"view {t.name}: {fmt_type(t.dtype, t.shape)}{scaling} = {t.base}{steps}"
     home = f" home={t.home}" if t.home else ""
-    return f"tensor {t.name}: {fmt_type(t.dtype, t.shape)}{scaling} {t.kind}{home}"
+    memory = f" in={t.memory}" if t.memory else ""
+    return f"tensor {t.name}: {fmt_type(t.dtype, t.shape)}{scaling} {t.kind}{home}{memory}"
 
 
 def body_lines(stmts, indent: int = 2, scope=frozenset()) -> list[str]:

@@ -60,6 +60,7 @@ class Decl:
     steps: tuple[ViewStep, ...]
     fold: Fold | None
     home: str | None = None
+    memory: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,12 +169,14 @@ class _Reader(lark.Transformer):
     def tensor(self, children):
         name, (dtype, shape), *rest = children
         fold = rest.pop() if rest and isinstance(rest[-1], Fold) else None
+        memory = str(rest.pop())[3:] if getattr(rest[-1], "type", None) == "MEMORY" else None
         home = str(rest.pop())[5:] if getattr(rest[-1], "type", None) == "HOME" else None
         kind = rest.pop()
         if kind == "view":
             raise LineError(name.line, "a view is declared as 'view NAME: TYPE = BASE.STEP(...)'")
         scaling = rest[0] if rest else None
-        return Decl(name.line, str(name), dtype, shape, scaling, str(kind), None, (), fold, home)
+        return Decl(name.line, str(name), dtype, shape, scaling, str(kind), None, (), fold, home,
+                    memory)
 
     def dies(self, children):
         return Dies(children[0].line, str(children[0]))

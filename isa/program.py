@@ -39,6 +39,9 @@ class TensorDecl:
     # Which die's memory holds it (multi-die targets): None = interleaved over all dies (UMA),
     # "split:A" = halves of base axis A on successive dies, "replicate" = a copy on every die.
     home: str | None = None
+    # Which of the target's memories holds it (the place pass's choice by role); None = the
+    # memory tensors live in unless placed elsewhere. Views live where their base does.
+    memory: str | None = None
 
     @property
     def bits(self) -> int:

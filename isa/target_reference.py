@@ -241,6 +241,7 @@ def derived_lines(target: Target) -> list[str]:
 
 
 def memory_lines(t: Target) -> list[str]:
+    from isa.machine import MemoryUnit, RequestUnit
     """The memory graph: each memory and link family with its instances' figures, and how
     die 0's cores reach each memory."""
     m, hz = t.machine, t.clock_hz
@@ -249,7 +250,7 @@ def memory_lines(t: Target) -> list[str]:
         first = units[0]
         count = f"{len(units)} x " if len(units) > 1 else ""
         gbs = first.bytes_per_cycle * hz / 1e9
-        if hasattr(first, "caches"):
+        if isinstance(first, MemoryUnit):
             what = f"cache of {', '.join(first.caches)}; " if first.caches else ""
             keeps = ("keeps data between kernels" if first.keeps else "empty at each kernel") \
                 if first.caches else ""
@@ -258,16 +259,16 @@ def memory_lines(t: Target) -> list[str]:
                          f"{first.latency_cycles:,.0f} cycles, at "
                          f"{'each die' if first.die is not None else first.place}"
                          + (f"; {keeps}" if keeps else ""))
+        elif isinstance(first, RequestUnit):
+            lines.append(f"  {name}: {first.bytes_per_cycle:g} accesses per cycle each")
         elif first.src == "device":
             scope = dict((v, k) for k, v in m.scopes)[name]
             whom = "the devices of its node" if scope == "node" else "devices of other nodes"
             lines.append(f"  {name}: to {whom}, {gbs:,.0f} GB/s each way, latency "
                          f"{first.latency_cycles:,.0f} cycles")
-        elif hasattr(first, "src"):
+        else:
             lines.append(f"  {name}: {', '.join(u.label for u in units)}: {gbs:,.0f} GB/s each, "
                          f"latency {first.latency_cycles:,.0f} cycles")
-        else:
-            lines.append(f"  {name}: {first.bytes_per_cycle:g} accesses per cycle each")
     for unit in m.memories:
         if unit.is_cache:
             continue

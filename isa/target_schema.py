@@ -144,9 +144,6 @@ class System:
 
 # -- the memory graph: memories and links by name (isa/machine.py builds the graph) --
 
-PLACEMENT_ROLES = ("weights", "kv_cache", "activations")
-
-
 @dataclass(frozen=True)
 class MemorySpec:
     bytes: int = key("capacity of each instance", unit="B", minimum=1)

@@ -55,8 +55,8 @@ class RunResult:
 
 def _bound_as(decl: TensorDecl, base: TensorDecl | None) -> tuple:
     """What of a bound tensor makes two launches of a kernel identical: its format, shape and
-    bytes, and where it lives (its base's home, multi-die)."""
-    return (decl.dtype, decl.shape, decl.nbytes, (base or decl).home)
+    bytes, and where it lives (its base's home, multi-die, and its memory)."""
+    return (decl.dtype, decl.shape, decl.nbytes, (base or decl).home, (base or decl).memory)
 
 
 def run_program(program: Program, target: Target,

@@ -26,8 +26,8 @@ from isa.program import Box, Kernel, TensorDecl, walk
 from isa.target_schema import Target
 from runtime import paths
 from runtime.engine import Engine, Group
-from runtime.streams import (box_bytes, concurrent_share, expand, item_stream,  # noqa: F401
-                             value)
+from runtime.streams import (box_bytes, concurrent_share, expand, home_memory,  # noqa: F401
+                             item_stream, value)
 from runtime.work_items import classes, waves as wave_list
 
 @dataclass
@@ -52,9 +52,10 @@ class KernelResult:
     compositions: list[tuple] = field(default_factory=list)
 
 
-def _memory_shares(streams, counts, params, target: Target):
-    """Per loaded tensor, the share of its loaded bytes that miss L2; per stored tensor, the
-    share of its stored bytes that memory absorbs (see module doc)."""
+def _memory_shares(streams, counts, params, bases, target: Target):
+    """Per loaded tensor, the share of its loaded bytes that miss the cache in front of its
+    memory; per stored tensor, the share of its stored bytes that memory absorbs (see module
+    doc). Tensors behind one cache share its capacity; with no cache every load misses."""
     loaded: dict[str, float] = {}
     stored: dict[str, float] = {}
     per_item: dict[str, float] = {}            # most bytes one item stores to a tensor
@@ -70,19 +71,25 @@ def _memory_shares(streams, counts, params, target: Target):
         for t, b in mine.items():
             per_item[t] = max(per_item.get(t, 0.0), b)
     unique = {t: min(b, params[t].nbytes) for t, b in loaded.items()}
-    footprint = sum(unique.values())
-    cache = target.machine.reach().cache
-    room = cache.bytes if cache else 0
-    spill = lambda nbytes: 0.0 if nbytes <= room else 1.0 - room / nbytes
+    machine = target.machine
+    cache = {t: machine.reach(0, home_memory(params[t], bases.get(t))).cache for t in loaded}
+    footprint: dict[str, float] = {}
+    for t, nbytes in unique.items():
+        if cache[t] is not None:
+            footprint[cache[t].family] = footprint.get(cache[t].family, 0.0) + nbytes
+
+    def spill(t, nbytes):
+        room = cache[t].bytes
+        return 0.0 if nbytes <= room else 1.0 - room / nbytes
     miss = {}
     for t, b in loaded.items():
-        if b <= 0:
+        if b <= 0 or cache[t] is None:
             miss[t] = 1.0
         elif t in stored:          # handed over through L2: read back what this kernel wrote,
             # soon after: at most what the cores of one wave write is live at once.
-            miss[t] = spill(min(params[t].nbytes, target.cores * per_item[t]))
+            miss[t] = spill(t, min(params[t].nbytes, target.cores * per_item[t]))
         else:
-            miss[t] = unique[t] / b + (1 - unique[t] / b) * spill(footprint)
+            miss[t] = unique[t] / b + (1 - unique[t] / b) * spill(t, footprint[cache[t].family])
     absorbed = {t: min(b, params[t].nbytes) / b if b > 0 else 1.0 for t, b in stored.items()}
     return miss, absorbed
 
@@ -108,7 +115,7 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
     for comp, times in zip(dealt.compositions, dealt.counts()):
         for (cls, _), count in comp:
             counts[cls] += count * times
-    fractions, absorbed = _memory_shares(streams, counts, params, target)
+    fractions, absorbed = _memory_shares(streams, counts, params, bases, target)
     ops: dict[tuple[int, int], dict] = {}
     capacity = target.machine.capacity
     tokens = dict(kernel.tokens)

@@ -40,7 +40,8 @@ def ops_for(stream, fractions: dict[str, float], target: Target, die: int) -> di
 
 
 def parts(machine: Machine, inst, die: int, store: bool = False) -> list[tuple[MemoryUnit, float]]:
-    return machine.parts(machine.default_memory, inst.home, die, store)
+    """The memory instances holding a transfer's bytes, with their shares."""
+    return machine.parts(inst.memory or machine.default_memory, inst.home, die, store)
 
 
 def _op(inst, fractions: dict[str, float], target: Target, die: int) -> Op:

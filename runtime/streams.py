@@ -29,6 +29,7 @@ class Instance:
     signals: tuple
     share: float = 1.0     # work items of a wave loading these same bytes at the same time
     home: object = None    # die holding a transfer's bytes: None interleaved, -1 the requester's
+    memory: str = ""       # the memory family holding them (the machine's default if "")
 
 
 @lru_cache(maxsize=None)
@@ -126,7 +127,7 @@ def item_stream(kernel: Kernel, params: dict[str, TensorDecl], bases: dict[str, 
             inst = _instance(ins, ienv, params, bases, buffers, target, shares)
             # Interned by value: equal instances are one object, so streams compare by id.
             inst = memo.setdefault(("value", inst.unit, inst.label, inst.cost, inst.waits,
-                                    inst.signals, inst.share, inst.home), inst)
+                                    inst.signals, inst.share, inst.home, inst.memory), inst)
             memo[key] = inst
         stream.append(inst)
     return stream
@@ -142,14 +143,22 @@ def _instance(ins, env, params, bases, buffers, target: Target, shares) -> Insta
         run_bytes=lambda box: run_bytes(box, params[box.tensor], bases.get(box.tensor), env),
         dtype=lambda t: params[t].dtype)
     cost = definition.cost(ins, ctx)
-    home = None
-    if isinstance(cost, Transfer) and target.chip.dies > 1:
+    home, memory = None, ""
+    if isinstance(cost, Transfer):
         decl = params[cost.tensor]
+        memory = home_memory(decl, bases.get(cost.tensor)) or ""
+    if isinstance(cost, Transfer) and target.chip.dies > 1:
         box = next((a for a in ins.args if isinstance(a, Box)), None)
         starts = [_compiled(s)(env) for s in box.starts] if box else [0] * len(decl.shape)
         home = home_die(decl, bases.get(cost.tensor), starts, -1, target.chip.dies)
     return Instance(definition.unit, ins.op, cost, ins.wait, ins.signal,
-                    shares.get(id(ins), 1.0), home)
+                    shares.get(id(ins), 1.0), home, memory)
+
+
+def home_memory(decl: TensorDecl, base: TensorDecl | None) -> str | None:
+    """The memory family a tensor's bytes live in (a view's are its base's); None: the
+    target's default."""
+    return (base or decl).memory
 
 
 def _cost_key(ins, params: dict[str, TensorDecl], dies: int):

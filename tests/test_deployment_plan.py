@@ -310,8 +310,8 @@ def test_devices_or_plan_with_a_listing_is_an_error(capsys, tmp_path, argv):
     code, out, err = dsc(capsys, "run", str(listing), "--target", "h800", *argv)
     assert_user_error(code, err)
     assert out == ""
-    assert err.startswith("error: --set, --devices, --plan and --ignore-capacity do not apply to "
-                          "a listing")
+    assert err.startswith("error: --set, --devices, --plan, --place and --ignore-capacity do not "
+                          "apply to a listing")
 
 
 def test_devices_zero_with_a_listing_is_an_error(capsys, tmp_path):

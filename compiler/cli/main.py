@@ -157,7 +157,8 @@ def _run_functional(program, compiled, seed: int):
 
 def _deployment(args) -> dict:
     return {"devices": args.devices, "plan": args.plan,
-            "check_fit": not getattr(args, "ignore_capacity", False)}
+            "check_fit": not getattr(args, "ignore_capacity", False),
+            "place": ",".join(args.place) or None}
 
 
 def _program_to_run(args, reference: bool = False):
@@ -168,11 +169,11 @@ def _program_to_run(args, reference: bool = False):
     from isa.target_loader import load_target
     if is_listing(args.model):
         if (args.set and not reference) or args.devices is not None or args.plan is not None \
-                or args.ignore_capacity:
-            raise DscError("--set, --devices, --plan and --ignore-capacity do not apply to a "
-                           "listing: it is "
-                           "compiled for its sizes and deployment (edit the listing, or "
-                           "compile the model with those options)")
+                or args.ignore_capacity or args.place:
+            raise DscError("--set, --devices, --plan, --place and --ignore-capacity do not apply "
+                           "to a listing: it is "
+                           "compiled for its sizes, deployment and placement (edit the listing, "
+                           "or compile the model with those options)")
         if args.reference is not None and not reference:
             raise DscError("--model applies to a listing run with --functional")
         target = load_target(args.target)
@@ -266,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--ignore-capacity", action="store_true",
                        help="compile even if the weights, caches and activations do not fit a "
                        "device's memory (a what-if: the time as if they did)")
+        p.add_argument("--place", action="append", default=[], metavar="ROLE=MEMORY",
+                       help="keep a role's tensors (weights, kv_cache, activations) in a memory "
+                       "of the target, e.g. kv_cache=host (`dsc targets show T` lists them)")
 
     def die_mode(p):
         p.add_argument("--die-mode", choices=("uma", "numa"), default="uma",

@@ -5,17 +5,22 @@
       attn dp
       moe ep
       micro_batches 2
+      place kv_cache=host
     }
 
-`dsc run --devices N --plan ...` overrides it (isa/deployment.py says what each key means).
+`dsc run --devices N --plan ...` overrides it (isa/deployment.py says what each key means);
+`place ROLE=MEMORY` (any number of them) puts a role's tensors in a memory of the target
+(isa/placement.py), and `--place` overrides it role by role.
 """
 from __future__ import annotations
 
 from compiler.errors import DscError, did_you_mean
 from compiler.frontend import ast
 from isa.deployment import DeploymentError, make_deployment
+from isa.placement import ROLES, PlacementError, parse_placement, placement_text
 
-KEYS = {"devices": int, "attn": str, "ffn": str, "moe": str, "micro_batches": int, "a2a": str}
+KEYS = {"devices": int, "attn": str, "ffn": str, "moe": str, "micro_batches": int, "a2a": str,
+        "place": str}
 
 
 def build_deploy(model: ast.ModelDef) -> dict[str, int | str]:
@@ -31,6 +36,9 @@ def build_deploy(model: ast.ModelDef) -> dict[str, int | str]:
         if kind is None:
             raise DscError(f"unknown deploy key '{entry.key}'{did_you_mean(entry.key, KEYS)}",
                            entry.loc, "one of " + ", ".join(KEYS))
+        if entry.key == "place":
+            out["place"] = _place_item(entry, out.get("place", ""))
+            continue
         if entry.key in out:
             raise DscError(f"duplicate declaration: deploy key '{entry.key}' is given twice",
                            entry.loc, "each key once")
@@ -39,10 +47,22 @@ def build_deploy(model: ast.ModelDef) -> dict[str, int | str]:
                            f"{'an integer' if kind is int else 'a mode name'}", entry.loc,
                            "e.g. devices 32, attn dp, moe ep, micro_batches 2")
         out[entry.key] = entry.value
-    plan = {k: v for k, v in out.items() if k != "devices"}
+    plan = {k: v for k, v in out.items() if k not in ("devices", "place")}
     try:
         make_deployment(int(out.get("devices", 1)), 1, plan)
     except DeploymentError as err:
         culprit = next((e for e in blocks[0].entries if e.key == err.key), blocks[0])
         raise DscError(str(err), culprit.loc, "a plan that the devices allow") from None
     return out
+
+
+def _place_item(entry: ast.DeployEntry, earlier: str) -> str:
+    """`place kv_cache=host` checked for its role (the memory is the target's to know);
+    the items so far, joined by commas."""
+    text = str(entry.value)
+    try:
+        policy = parse_placement(f"{earlier},{text}")
+    except PlacementError as err:
+        raise DscError(str(err), entry.loc, "place ROLE=MEMORY, ROLE one of "
+                       + ", ".join(ROLES)) from None
+    return placement_text(policy)

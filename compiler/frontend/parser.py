@@ -217,6 +217,8 @@ class _ToAst(Transformer):
 
     def deploy_entry(self, meta, c):
         value = int(c[1]) if c[1].type == "INT" else str(c[1])
+        if len(c) > 2:                                  # place ROLE=MEMORY
+            value = f"{value}={c[2]}"
         return ast.DeployEntry(str(c[0]), value, self._tok(c[0]))
 
     def decl(self, meta, c):

@@ -1,4 +1,13 @@
-"""place (NUMA): put each kernel's work and each tensor's bytes on the dies of a multi-die chip.
+"""place: put each tensor's bytes in a memory of the target, and, on a multi-die chip in NUMA
+mode, each kernel's work and each tensor's bytes on the dies.
+
+Memories: the placement policy (isa/placement.py; `--place kv_cache=host`, or `place` in the
+model's deploy block) names a memory per role; each tensor of that role (its scales with it)
+lives there, and the listing says so:
+
+               tensor layer.3.kv: bf16[128,4096,576] cache in=host
+
+Dies:
 
 Before (UMA):  every tensor interleaved over both dies' memories; work items on any die
 After (NUMA):  kernel matmul_3 ... dies n                    (the n halves on die 0 / die 1)
@@ -20,6 +29,7 @@ from dataclasses import dataclass, replace
 
 from isa.expr import variables
 from isa.layout import view_axis_to_base
+from isa.placement import roles
 from isa.program import Box, Kernel, Program, TensorDecl, bind_name, expand_schedule, walk
 from isa.target_schema import Target
 
@@ -53,8 +63,23 @@ def split_axis(kernel: Kernel, param: str, decl: TensorDecl, base: TensorDecl) -
 class Place:
     name: str = "place"
     mode: str = "uma"
+    policy: tuple[tuple[str, str], ...] = ()      # (role, memory), e.g. (("kv_cache", "host"),)
 
     def run(self, program: Program, target: Target) -> Program:
+        return self.on_dies(self.in_memories(program, target), target)
+
+    def in_memories(self, program: Program, target: Target) -> Program:
+        policy = {role: memory for role, memory in self.policy
+                  if memory != target.machine.default_memory}
+        if not policy:
+            return program
+        role = roles(program.tensors)
+        placed = tuple(replace(t, memory=policy.get(role.get(t.name)))
+                       if t.base is None and role.get(t.name) in policy else t
+                       for t in program.tensors)
+        return replace(program, tensors=placed)
+
+    def on_dies(self, program: Program, target: Target) -> Program:
         if self.mode == "uma" or target.chip.dies == 1:
             return program
         kernels = {k.name: replace(k, die_var=die_var(k, target.chip.dies))

@@ -311,7 +311,8 @@ def _timeline(run: RunResult, summaries) -> dict:
         util = {}
         for name in row_names[1 + len(links):]:
             if name == "memory":
-                used = sum(run.launches[i].result.resource_bytes.get("memory", 0.0)
+                used = sum(run.launches[i].result.resource_bytes.get(t.machine.default_memory,
+                                                                      0.0)
                            for i in b.members) / memory_per_cycle
             else:
                 used = sum(s.utilization.get(name, 0.0) * s.cycles for s in group)

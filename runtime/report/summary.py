@@ -36,6 +36,12 @@ class LaunchSummary:
         return self.end - self.start
 
 
+def offchip_bytes(result, machine) -> float:
+    """Bytes a kernel moved to and from the memories tensors live in (every memory that is
+    not a cache: HBM, and a CPU's memory or a pool where tensors are placed)."""
+    return sum(result.resource_bytes.get(family, 0.0) for family in machine.placeable)
+
+
 def capacity_per_cycle(target: Target) -> dict[str, float]:
     """What each report resource can carry per cycle: each instance, and each family of
     several instances (every die's memory together) under the family's name."""
@@ -120,7 +126,7 @@ def summarize(rec: LaunchRecord, target: Target) -> LaunchSummary:
     util = utilization(rec, target)
     label = bound(util, target.machine)
     return LaunchSummary(rec.name, rec.kernel, rec.start, rec.end, rec.flops,
-                         rec.result.resource_bytes.get("memory", 0.0), util, label,
+                         offchip_bytes(rec.result, target.machine), util, label,
                          top_stall(rec, label, target.machine))
 
 

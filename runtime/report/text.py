@@ -4,7 +4,7 @@ from __future__ import annotations
 from isa.machine import LinkUnit
 from runtime.interpreter import RunResult
 from runtime.report.deployment import deployment_text
-from runtime.report.summary import layer_pattern, summaries, unit_totals
+from runtime.report.summary import layer_pattern, offchip_bytes, summaries, unit_totals
 
 
 def summary_text(run: RunResult) -> str:
@@ -34,7 +34,7 @@ def summary_text(run: RunResult) -> str:
                      f"{100 * cycles / max(total, 1e-9):>5.1f} {flops / seconds / 1e12 if seconds else 0:>8.1f} "
                      f"{nbytes / seconds / 1e9 if seconds else 0:>8.0f} {bounds:<9} {group[0].top_stall}")
     flops = sum(r.flops for r in run.launches)
-    nbytes = sum(r.result.resource_bytes.get("memory", 0.0) for r in run.launches)
+    nbytes = sum(offchip_bytes(r.result, target.machine) for r in run.launches)
     seconds = total / hz
     lines += ["", f"total: {flops / 1e9:,.1f} GFLOP, {nbytes / 1e9:,.2f} GB off-chip; "
               f"{flops / seconds / 1e12 if seconds else 0:,.1f} TFLOPS, "
@@ -45,10 +45,21 @@ def summary_text(run: RunResult) -> str:
         lines.append(f"launch overhead: {len(compute)} launches x "
                      f"{target.launch_overhead_us:g} us = {waiting / hz * 1e6:,.1f} us "
                      f"({100 * waiting / max(total, 1e-9):.1f}% of the run, the cores idle)")
+    lines += _placement(run)
     lines += _utilisation(unit_totals(run), target)
     if run.program.deployment.devices > 1:
         lines += [""] + deployment_text(run)
     return "\n".join(lines) + "\n"
+
+
+def _placement(run: RunResult) -> list[str]:
+    """Where tensors live when some are placed outside the default memory."""
+    placed: dict[str, list] = {}
+    for t in run.program.tensors:
+        if t.memory:
+            placed.setdefault(t.memory, []).append(t)
+    return [f"placed in {memory}: {len(ts)} tensors, {sum(t.nbytes for t in ts) / 1e9:,.2f} GB "
+            f"({', '.join(sorted({t.kind for t in ts}))})" for memory, ts in placed.items()]
 
 
 def _utilisation(units: dict, target) -> list[str]:
