@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compiler.driver import compile_model  # noqa: E402
-from runtime.functional import run_functional  # noqa: E402
+from compiler.cli.functional import check_numerics  # noqa: E402
 
 MODEL = "examples/tiny_moe.ds"
 BEFORE_ROUTING = "layer.1.h"
@@ -40,8 +40,9 @@ ROWS = [
 
 def measure(weights: str | None, target: str, seeds: int) -> dict:
     root = Path(__file__).resolve().parent.parent
-    compiled = compile_model(str(root / MODEL), target, {"weights": weights} if weights else {})
-    results = [run_functional(compiled, seed=s, probes=(BEFORE_ROUTING,)) for s in range(seeds)]
+    compiled = compile_model(str(root / MODEL), target, {"weights": weights} if weights else {},
+                             unroll=True)
+    results = [check_numerics(compiled, seed=s, probes=(BEFORE_ROUTING,)) for s in range(seeds)]
     errors = [r.outputs[0].rel_error for r in results]
     early = [r.probes[0].rel_error for r in results]
     equal = sum(r.indices[0] for r in results)

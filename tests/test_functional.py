@@ -21,7 +21,8 @@ from isa.program import (Attr, Box, Buf, BufferDecl, Instr, Kernel, Launch, Para
                          TensorDecl, scale_name)
 from isa.target_loader import BUILTIN_DIR, load_target
 from isa.expr import Const
-from runtime.functional import FunctionalError, Machine, run_functional
+from compiler.cli.functional import check_numerics
+from runtime.functional import FunctionalError, Machine
 from runtime.numerics import dequantize, quantize, round_to_element, scaled_matmul
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,7 +155,7 @@ def test_full_precision_matches_reference(name, target, tmp_path, request):
     assert {t.dtype for t in compiled.program.tensors} <= {"fp32", "i32"}
     if name in KERNELS:
         assert any(k.name.startswith(KERNELS[name]) for k in compiled.program.kernels)
-    result = run_functional(compiled)
+    result = check_numerics(compiled)
     assert not result.warnings
     assert set(result.accumulation) == {"fp32"}
     assert result.accumulation["fp32"].startswith("exact")
@@ -166,7 +167,7 @@ def test_full_precision_matches_reference(name, target, tmp_path, request):
 
 def test_fp8_gemm_error_and_stored_inputs():
     compiled = compile_model(GEMM, "h800", {"M": "128", "N": "256", "K": "512"})
-    result = run_functional(compiled)
+    result = check_numerics(compiled)
     (out,) = result.outputs
     assert out.name == "c" and out.format == "bf16"
     assert 1e-4 < out.rel_error < 5e-2
@@ -209,7 +210,7 @@ def tiny_moe_errors() -> dict:
     out = {}
     for key, fmt in policies.items():
         compiled = compile_model(TINY_MOE, "h800", {"weights": fmt} if fmt else {})
-        out[key] = run_functional(compiled, probes=("layer.1.h",))
+        out[key] = check_numerics(compiled, probes=("layer.1.h",))
     return out
 
 
@@ -280,7 +281,7 @@ def test_mixed_formats_lose_nothing_beyond_their_own_rounding(tmp_path, target, 
 def test_tiny_moe_runs_on_every_builtin_target(target):
     """Every instruction the templates emit for the target has semantics (fixed-pipe ops on
     ascend910b, dequantisation where the matrix unit lacks FP8, ...)."""
-    result = run_functional(compile_model(TINY_MOE, target, {}))
+    result = check_numerics(compile_model(TINY_MOE, target, {}))
     assert not result.warnings
     assert 1e-3 < result.outputs[0].rel_error < 2
 

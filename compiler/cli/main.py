@@ -145,12 +145,12 @@ def _functional_program(args):
 
 
 def _run_functional(program, compiled, seed: int):
-    from runtime.functional import FunctionalError, run_functional
-    from runtime.functional.listing import run_listing
+    from compiler.cli.functional import check_listing, check_numerics
+    from runtime.functional import FunctionalError
     try:
         if program is compiled.program:
-            return run_functional(compiled, seed=seed)
-        return run_listing(program, compiled, seed)
+            return check_numerics(compiled, seed)
+        return check_listing(program, compiled, seed)
     except FunctionalError as err:
         raise DscError(f"functional mode: {err}") from None
 

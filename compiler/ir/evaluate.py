@@ -112,3 +112,37 @@ def evaluate(g: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             value = op.reference(ins, op.full_attrs(node.attr_dict))
         by_id[node.id] = np.asarray(value).astype(_value_dtype(node.type))
     return {g.node(nid).name: value for nid, value in by_id.items()}
+
+
+def model_reference(g: Graph, seed: int | None = 0,
+                    feeds: dict[str, np.ndarray] | None = None) -> dict:
+    """What a functional run is compared with, as plain data (the runtime's `Reference`):
+    the feeds (random_feeds(g, seed) unless given), the graph evaluated on them, the outputs,
+    the fed sources and outputs as (name, role, shape), the formats in use by role and the
+    policy."""
+    if feeds is None:
+        feeds = random_feeds(g, seed)
+    else:
+        seed = None
+    interface = [(n.name, n.op, n.type.shape) for n in g.nodes() if n.name in feeds]
+    interface += [(g.node(o).name, "output", g.node(o).type.shape) for o in g.outputs]
+    return {"model": g.model, "seed": seed, "feeds": feeds, "values": evaluate(g, feeds),
+            "outputs": tuple(g.node(o).name for o in g.outputs), "interface": tuple(interface),
+            "formats": role_formats(g), "policy": {role: str(f) for role, f in g.policy.items()}}
+
+
+def role_formats(g: Graph) -> dict[str, dict[str, int]]:
+    """Formats in use: weights and caches as declared, activations as the GEMMs read them
+    (the first operand of every contraction); by format, how many tensors."""
+    counts: dict[str, dict[str, int]] = {"weights": {}, "activations": {}, "kv_cache": {}}
+    for node in g.nodes():
+        if node.op == "weight":
+            role, fmt = "weights", node.type.format
+        elif node.op == "cache":
+            role, fmt = "kv_cache", node.type.format
+        elif OPS[node.op].category == "contraction":
+            role, fmt = "activations", g.node(node.inputs[0]).type.format
+        else:
+            continue
+        counts[role][str(fmt)] = counts[role].get(str(fmt), 0) + 1
+    return {role: dict(sorted(c.items(), key=lambda kv: -kv[1])) for role, c in counts.items()}

@@ -8,12 +8,12 @@
 
 See docs/functional.md.
 """
-from runtime.functional.compare import (ELEMENT_LIMIT, FunctionalResult, OutputError, check_size,
-                                        run_functional)
+from runtime.functional.compare import (ELEMENT_LIMIT, FunctionalResult, OutputError, Reference,
+                                        check_size, run_functional)
 from runtime.functional.machine import Machine
 from runtime.functional.semantics import SEMANTICS, semantics_of
 from runtime.functional.storage import FunctionalError, Memory, round_to_dtype
 
 __all__ = ["ELEMENT_LIMIT", "FunctionalError", "FunctionalResult", "Machine", "Memory",
-           "OutputError", "SEMANTICS", "check_size", "round_to_dtype", "run_functional",
+           "OutputError", "Reference", "SEMANTICS", "check_size", "round_to_dtype", "run_functional",
            "semantics_of"]

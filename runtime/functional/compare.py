@@ -1,16 +1,15 @@
-"""Functional check: run the ISA program on quantised inputs, compare with the IR reference.
+"""Functional check: run the ISA program on quantised inputs, compare with the model's values.
 
-The reference is the IR evaluated in float32 on the original feeds (compiler/ir/evaluate.py):
-the model as written, at full precision. The ISA run stores the same feeds in their declared
-formats first, so the difference is the error the chosen precisions (and the accumulator of
-the matrix unit) introduce. This is the one place where `runtime` reads the compiler's IR;
-the import is local to `run_functional` so the machine itself depends on `isa` only.
+The reference is the model evaluated in float32 on the original feeds: the model as written,
+at full precision. The compiler computes it from its IR (compiler/ir/evaluate.py) and hands it
+over as plain data (`Reference`), so the runtime never reads the IR. The ISA run stores the
+same feeds in their declared formats first, so the difference is the error the chosen
+precisions (and the accumulator of the matrix unit) introduce.
 """
 from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +20,21 @@ from runtime.functional.storage import FunctionalError
 from runtime.numerics.matmul import MMA_K
 
 ELEMENT_LIMIT = 2e8      # elements of all storage tensors a functional run accepts
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the model computes, as plain data: the feeds a run starts from and the model's
+    float32 values on them, by name; its outputs; what it is fed and what it returns as
+    (name, role, shape), the tensors a listing must declare; its formats and policy by role."""
+    model: str
+    seed: int | None                              # None: feeds given, not drawn
+    feeds: dict[str, np.ndarray]
+    values: dict[str, np.ndarray]
+    outputs: tuple[str, ...]
+    interface: tuple[tuple[str, str, tuple[int, ...]], ...]
+    formats: dict[str, dict[str, int]]            # role -> {format: number of tensors}
+    policy: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -122,31 +136,24 @@ def check_size(program: Program) -> None:
         f"{sizes or 'none'}{more})")
 
 
-def run_functional(compiled, feeds: dict[str, np.ndarray] | None = None, seed: int = 0,
+def run_functional(program: Program, target, reference: Reference,
                    probes: tuple[str, ...] = ()) -> FunctionalResult:
-    """Execute `compiled.program` on `feeds` (random_feeds(graph, seed) when None) and
-    compare every graph output, and the IR values named in `probes` (each held by a program
-    tensor of the same name), with the IR reference on the same, unquantised, feeds."""
-    from compiler.ir.evaluate import evaluate, random_feeds
-    program, graph = compiled.program, compiled.graph
+    """Execute `program` on the reference's feeds and compare every model output, and the
+    values named in `probes` (each held by a program tensor of the same name), with the
+    model's values on the same, unquantised, feeds."""
     check_size(program)
     start = time.perf_counter()
-    if feeds is None:
-        feeds = random_feeds(graph, seed)
-    else:
-        seed = None
-    reference = evaluate(graph, feeds)
-    machine = Machine(program, compiled.target)
-    machine.store_feeds(feeds)
+    machine = Machine(program, target)
+    machine.store_feeds(reference.feeds)
     stats = machine.run()
-    compare = lambda name: _compare_value(name, machine, reference)
+    compare = lambda name: _compare_value(name, machine, reference.values)
     return FunctionalResult(
-        program.model, compiled.target.name, seed,
-        [compare(graph.node(oid).name) for oid in graph.outputs],
+        program.model, target.name, reference.seed,
+        [compare(name) for name in reference.outputs],
         {fmt: describe(acc) for fmt, acc in sorted(stats.accumulation.items())},
-        _role_formats(graph), {role: str(f) for role, f in graph.policy.items()},
+        reference.formats, dict(reference.policy),
         list(stats.warnings), [compare(name) for name in probes],
-        _index_agreement(program, machine, reference), stats.instructions,
+        _index_agreement(program, machine, reference.values), stats.instructions,
         time.perf_counter() - start)
 
 
@@ -198,18 +205,3 @@ def describe(acc: Accumulation) -> str:
     every = "/".join(str(k) for k in sorted(acc.promoted_every))
     return (f"promote: {limited}, added into fp32 by vec.promote / vec.accumulate every "
             f"{every} of K ({n})")
-
-
-def _role_formats(graph) -> dict[str, dict[str, int]]:
-    """Formats in use: weights and caches as declared, activations as the GEMMs read them
-    (the first operand of every contraction)."""
-    from compiler.ir.ops import OPS
-    counts = {"weights": Counter(), "activations": Counter(), "kv_cache": Counter()}
-    for node in graph.nodes():
-        if node.op == "weight":
-            counts["weights"][str(node.type.format)] += 1
-        elif node.op == "cache":
-            counts["kv_cache"][str(node.type.format)] += 1
-        elif OPS[node.op].category == "contraction":
-            counts["activations"][str(graph.node(node.inputs[0]).type.format)] += 1
-    return {role: dict(c.most_common()) for role, c in counts.items()}
