@@ -542,3 +542,45 @@ def test_set_bad_format_without_a_precision_block(tmp_path):
                 {"default": "mxfp4 scaled(fp32, 1x32)"})
     check(err, main(tmp_path), 1, 1, ["bad --set default=", "already includes its scaling"],
           ["DTYPE scaled("])
+
+
+# ---- sizes that would run away (compiler/frontend/limits.py) -------------------------------
+
+def test_an_expression_nested_past_the_bound_is_refused_where_it_goes_too_deep(tmp_path):
+    terms = " + ".join(["1"] * 300)
+    err = fails(tmp_path, f"model m {{\n  x = {terms}\n  input a: [4]\n  output b = -a\n}}\n")
+    assert err.loc.file == main(tmp_path) and err.loc.line == 2
+    assert "nested more than 100 levels deep" in err.message
+
+
+def test_block_calls_nested_past_the_bound_are_refused_at_the_call(tmp_path):
+    blocks = "".join(f"block f{i}(x: [n]) {{\n  return f{i + 1}(x)\n}}\n" for i in range(40))
+    text = blocks + "block f40(x: [n]) {\n  return -x\n}\n" \
+        "model m {\n  input a: [4]\n  output b = f0(a)\n}\n"
+    err = fails(tmp_path, text)
+    check(err, main(tmp_path), 31 * 3 + 2, 10, ["block calls nested more than 32 deep"],
+          ["fewer levels"])
+
+
+@pytest.mark.parametrize("text, line, col, words", [
+    ("model m {\n  x = 1e999\n  input a: [4]\n  output b = -a\n}\n", 2, 7,
+     ["the number 1e999 is too large"]),
+    ("model m {\n  x = 1e308 * 10\n  input a: [4]\n  output b = -a\n}\n", 2, 13, ["overflows"]),
+    ("model m {\n  x = 4294967296 * 4294967296\n  input a: [4]\n  output b = -a\n}\n", 2, 18,
+     ["overflows"]),
+    ("model m {\n  size n = 9007199254740993\n  input a: [4]\n  output b = -a\n}\n", 2, 8,
+     ["at most 2^53"]),
+    ("model m {\n  input a: [4]\n  repeat 1000000 {\n    a = -a\n  }\n  output b = -a\n}\n",
+     3, 10, ["the repeat count 1,000,000 is more than 50,000 iterations"]),
+    ("model m {\n  input a: [4]\n  repeat 20000 {\n    a = -(-(-a))\n  }\n  output b = -a\n}\n",
+     3, 10, ["this repeat unrolls to 20,000 x 3 operations", "more than 50,000"]),
+])
+def test_numbers_and_repeats_that_would_run_away_are_refused(tmp_path, text, line, col, words):
+    check(fails(tmp_path, text), main(tmp_path), line, col, words)
+
+
+@pytest.mark.parametrize("value", ["9007199254740993", "1" * 5000])
+def test_a_set_value_beyond_exact_integers_is_refused_at_the_definition(tmp_path, value):
+    err = fails(tmp_path, "model m {\n  size n = 4\n  input a: [n]\n  output b = -a\n}\n",
+                {"n": value})
+    check(err, main(tmp_path), 2, 8, ["beyond 2^53"], ["at most 2^53"])

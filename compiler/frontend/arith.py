@@ -11,6 +11,7 @@ import operator
 
 from compiler.errors import DscError
 from compiler.frontend import ast
+from compiler.frontend.limits import MAX_INT
 from compiler.frontend.values import Tensor, describe, is_int, is_number
 from compiler.ir.ops import dims
 
@@ -50,9 +51,15 @@ def _fold(e: ast.BinOp, left, right):
     if e.op in ("/", "//", "%") and right == 0:
         raise DscError(f"division by zero in '{ast.show(e)}'", e.loc, "a non-zero divisor")
     try:
-        return NUMBER_OPS[e.op](left, right)
+        value = NUMBER_OPS[e.op](left, right)
     except OverflowError:
-        raise DscError(f"'{ast.show(e)}' overflows", e.loc, "a representable number") from None
+        value = math.inf
+    if (is_int(value) and abs(value) > MAX_INT) or (isinstance(value, float)
+                                                    and not math.isfinite(value)):
+        raise DscError(f"'{ast.show(e)}' overflows", e.loc,
+                       "integers up to 2^53 (exact in the float arithmetic of FLOPs and "
+                       "bytes), floats up to about 1.8e308")
+    return value
 
 
 def _tensor_op(b, frame, e: ast.BinOp, left, right, hint):
@@ -72,6 +79,9 @@ def _as_tensor(b, frame, value, e: ast.BinOp) -> Tensor:
     if not is_number(value):
         raise DscError(f"'{e.op}' cannot combine a tensor with {describe(value)}", e.loc,
                        "a tensor or a number")
+    if abs(value) > 1.8e308:
+        raise DscError(f"{describe(value)} is too large for a 64-bit float", e.loc,
+                       "a number below about 1.8e308")
     return b.emit(frame, "const", [], {"value": float(value)}, e.loc)
 
 

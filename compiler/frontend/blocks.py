@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from compiler.errors import DscError, Loc
 from compiler.frontend import ast, expr, statements
+from compiler.frontend.limits import MAX_CALL_DEPTH
 from compiler.frontend.loader import BlockRef
 from compiler.frontend.scope import Frame
 from compiler.frontend.signature import REQUIRED, Arg, Param, Signature
@@ -36,6 +37,10 @@ def call_block(b, caller: Frame, ref: BlockRef, args: list[Arg], kwargs: dict[st
         chain = " -> ".join([r.defn.name for r in b.active] + [defn.name])
         raise DscError(f"recursion: block '{defn.name}' calls itself ({chain})", loc,
                        "blocks that do not call themselves, directly or indirectly")
+    if len(b.active) >= MAX_CALL_DEPTH:
+        raise DscError(f"block calls nested more than {MAX_CALL_DEPTH} deep (calling "
+                       f"'{defn.name}' from {' -> '.join(r.defn.name for r in b.active)})", loc,
+                       "fewer levels of blocks calling blocks")
     sig = signature(defn)
     bound = sig.bind(args, kwargs, loc)
     frame = b.frame(ref.unit, b.namer.block_scope(caller.scope, defn.name), defn.name)

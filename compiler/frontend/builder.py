@@ -36,6 +36,7 @@ class Builder:
         self.namer = Namer()
         self.active: list[BlockRef] = []          # block calls in progress, outermost first
         self.top_defined: set[str] = set()        # model-level names already defined once
+        self.unbuilt_ops = 0                      # operations of iterations windows left out
 
     def frame(self, unit: Unit, scope: str, block: str | None = None) -> Frame:
         self.constants(unit)

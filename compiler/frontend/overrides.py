@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 from compiler.errors import DscError, Loc, did_you_mean
 from compiler.frontend import ast
+from compiler.frontend.limits import MAX_INT
 from compiler.frontend.policy import ROLES
 from compiler.frontend.values import describe, is_int
 
-INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*")
+INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ def read_overrides(model: ast.ModelDef, given: dict[str, str] | None) -> Overrid
             if not INTEGER.fullmatch(str(text)):
                 raise DscError(f"bad --set {name}={text}: '{text}' is not an integer",
                                candidates[name], f"an integer value for '{name}'")
+            digits = text.strip().lstrip("+-")
+            if len(digits) > 16 or int(digits) > MAX_INT:      # int() of a huge text is slow
+                raise DscError(f"bad --set {name}={text}: the value is beyond 2^53",
+                               candidates[name], f"an integer value for '{name}' of at most "
+                               "2^53 (exact in the float arithmetic of FLOPs and bytes)")
             ints[name] = int(text)
         else:
             known = sorted(candidates) + list(ROLES)

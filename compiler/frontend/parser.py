@@ -5,6 +5,7 @@ the offending position, naming what was found and what the grammar would have ac
 """
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from lark.lexer import PatternStr
 
 from compiler.errors import DscError, Loc
 from compiler.frontend import ast
+from compiler.frontend.limits import MAX_NESTING
 from compiler.frontend.delimiters import unpaired_bracket
 from isa.cache_dir import cache_dir
 
@@ -53,6 +55,7 @@ def parse(text: str, file: str) -> ast.Module:
         raise _syntax_error(err, text, file) from None
     except lark.exceptions.LarkError as err:      # defensive: any other parser failure
         raise DscError(f"cannot parse: {err}", Loc(file, 1, 1), "valid .ds source") from None
+    _check_nesting(tree, file)
     try:
         return _ToAst(file).transform(tree)
     except lark.exceptions.VisitError as err:
@@ -64,6 +67,28 @@ def parse(text: str, file: str) -> ast.Module:
     except RecursionError:
         raise DscError("expression nested too deeply", Loc(file, 1, 1),
                        "fewer nested parentheses or brackets") from None
+
+
+def _check_nesting(tree: lark.Tree, file: str) -> None:
+    """Refuse syntax nested deeper than the builder can follow (compiler/frontend/limits.py),
+    at the construct that goes past the bound; walked with a stack, not recursion."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            line, col = _first_position(node)
+            raise DscError(f"nested more than {MAX_NESTING} levels deep", Loc(file, line, col),
+                           "fewer nested parentheses, operators, calls or blocks (split a long "
+                           "expression with assignments)")
+        stack.extend((child, depth + 1) for child in node.children
+                     if isinstance(child, lark.Tree))
+
+
+def _first_position(node) -> tuple[int, int]:
+    meta = node.meta
+    if not getattr(meta, "empty", True):
+        return meta.line, meta.column
+    return 1, 1
 
 
 # ---- errors ------------------------------------------------------------------------------
@@ -264,7 +289,11 @@ class _ToAst(Transformer):
         return ast.Num(int(c[0]), self._tok(c[0]))
 
     def float_lit(self, meta, c):
-        return ast.Num(float(c[0]), self._tok(c[0]))
+        value = float(c[0])
+        if math.isinf(value):
+            raise DscError(f"the number {c[0]} is too large for a 64-bit float",
+                           self._tok(c[0]), "a number below about 1.8e308")
+        return ast.Num(value, self._tok(c[0]))
 
     def str_lit(self, meta, c):
         return ast.Str(c[0][1:-1], self._tok(c[0]))

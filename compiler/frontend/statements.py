@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from compiler.errors import DscError
 from compiler.frontend import ast, expr, types
+from compiler.frontend.limits import MAX_OPS
 from compiler.frontend.policy import format_of
 from compiler.frontend.scope import Frame, join
 from compiler.frontend.values import Tensor, describe, expect_int, is_int
@@ -133,7 +134,11 @@ def _declared(b, frame: Frame, stmt: ast.Output, actual):
 
 def _repeat(b, frame: Frame, stmt: ast.Repeat) -> None:
     count = expr.evaluate_single(b, frame, stmt.count, "the repeat count")
-    expect_int(count, ast.start_loc(stmt.count), "the repeat count", minimum=0)
+    loc = ast.start_loc(stmt.count)
+    expect_int(count, loc, "the repeat count", minimum=0)
+    if count > MAX_OPS:
+        raise DscError(f"the repeat count {count:,} is more than {MAX_OPS:,} iterations", loc,
+                       _TOO_LARGE)
     outer, name = frame.scope, stmt.name or "layer"
     windowed = b.windows and frame.at_model_top
     frame.loops += 1
@@ -141,12 +146,28 @@ def _repeat(b, frame: Frame, stmt: ast.Repeat) -> None:
         if windowed:
             _repeat_window(b, frame, stmt, count, name)
         else:
-            for _ in range(count):
+            start = len(b.graph)
+            for i in range(count):
                 frame.scope = b.namer.iteration_scope(outer, name)
                 run(b, frame, stmt.body)
+                if i == 0:
+                    _check_unrolled(b, loc, count, len(b.graph) - start)
     finally:
         frame.scope = outer
         frame.loops -= 1
+
+
+_TOO_LARGE = (f"a model of at most {MAX_OPS:,} operations with its repeats unrolled "
+              "(compiler/frontend/limits.py); use smaller repeat counts")
+
+
+def _check_unrolled(b, loc, count: int, per_iteration: int) -> None:
+    """Refuse a repeat whose iterations would take the model past MAX_OPS operations, once
+    its first iteration showed how many one adds."""
+    total = len(b.graph) + b.unbuilt_ops + per_iteration * (count - 1)
+    if total > MAX_OPS:
+        raise DscError(f"this repeat unrolls to {count:,} x {per_iteration:,} operations, "
+                       f"{total:,} in the model, more than {MAX_OPS:,}", loc, _TOO_LARGE)
 
 
 def _repeat_window(b, frame: Frame, stmt: ast.Repeat, count: int, name: str) -> None:
@@ -161,7 +182,8 @@ def _repeat_window(b, frame: Frame, stmt: ast.Repeat, count: int, name: str) -> 
     entry, first = set(frame.vars), None
     watched = lambda: sorted(entry | (set(frame.vars) & set(frame.unit.consts)))
     seen = [_signature(frame, watched())]
-    built = 0
+    built = runs = 0
+    start, loc = len(b.graph), ast.start_loc(stmt.count)
     while built < count:
         steady_from = next((t for t in range(len(seen) - 1) if seen[t] == seen[t + 1]), None)
         if steady_from is not None and built == steady_from + 3 \
@@ -172,8 +194,13 @@ def _repeat_window(b, frame: Frame, stmt: ast.Repeat, count: int, name: str) -> 
         frame.scope = b.namer.iteration_scope("", name)
         first = int(frame.scope.rsplit(".", 1)[1]) if first is None else first
         run(b, frame, stmt.body)
-        built += 1
+        built, runs = built + 1, runs + 1
+        if runs == 1:
+            per_iteration = len(b.graph) - start
+            _check_unrolled(b, loc, count, per_iteration)
         seen.append(_signature(frame, watched()))
+    if runs:
+        b.unbuilt_ops += (count - runs) * per_iteration
 
 
 def _signature(frame: Frame, names: list[str]) -> tuple:

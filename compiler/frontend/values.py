@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compiler.errors import DscError, Loc
+from compiler.frontend.limits import MAX_INT
 from compiler.ir.graph import TensorType
 from compiler.ir.ops import dims
 
@@ -58,6 +59,9 @@ def expect_int(value, loc: Loc, what: str, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise DscError(f"{what} must be{bound or ''} (>= {minimum}), got {value}", loc,
                        f"a{bound} integer")
+    if abs(value) > MAX_INT:
+        raise DscError(f"{what} must be at most 2^53, got {value}", loc,
+                       "an integer exact in the float arithmetic of FLOPs and bytes")
     return value
 
 
