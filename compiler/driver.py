@@ -15,9 +15,10 @@ from compiler.passes.place import Place
 from compiler.passes.plan import Plan
 from isa.deployment import Deployment, DeploymentError, make_deployment, parse_plan
 from isa.placement import ROLES, PlacementError, check_memories, parse_placement
-from isa.program import Program
+from isa.program import Program, bind_name, expand_schedule
 from isa.target_loader import load_target
 from isa.target_schema import Target
+from isa.workload import kernel_problem, size_problem
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ def measure_tiles(target: Target):
             held = maps[id(graph)] = (graph, TensorMap(graph))
         tmap = held[1]
         kernel, args = lower_gemm_group(group, graph, tmap, target, tile)
+        problem = kernel_problem(kernel, target.cores, target.chip.dies)
+        if problem:                   # too large to simulate: the tile pass reports it at the GEMM
+            raise ValueError(problem)
         return simulate(kernel, {p: tmap.decls[t] for p, t in args}, target).cycles
     return measure
 
@@ -109,7 +113,25 @@ def _compile(model_path, target_name, overrides, after, passes, measure, die_mod
     place = Place(mode=die_mode, policy=tuple(policy.items()))   # on every iteration
     program = place.run(program, target)
     hook(place.name, program)
+    _check_simulable(program, graph, target)
     return Compiled(graph, target, program, tuple(ctx.notes))
+
+
+def _check_simulable(program: Program, graph: Graph, target: Target) -> None:
+    """A program beyond the interpreter's bounds (isa/workload.py) is refused here, at the
+    operation of the model whose kernel exceeds them, before anything is simulated."""
+    found = size_problem(program, target.cores, target.chip.dies)
+    if found is None:
+        return
+    kernel, why = found
+    loc = None
+    for launch, env in expand_schedule(program.schedule):
+        if launch.kernel == kernel or not kernel:
+            name = bind_name(launch.note, env).split(" = ")[0]
+            node = next((n for n in graph.nodes() if n.name == name), None)
+            loc = node.loc if node else None
+            break
+    raise DscError(why, loc, "smaller sizes (--set) or fewer repeats")
 
 
 def micro_batch_sizes(graph: Graph, overrides: dict[str, str], dep: Deployment) -> dict:

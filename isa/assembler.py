@@ -195,6 +195,10 @@ class _Assembler:
         lines = {"instr": [line for _, line in located], "grid": {None: grid_line},
                  "buffer": {b.decl.name: b.line for b in buffers},
                  "token": {t: line for t, _, line in tokens}}
+        if self.target is not None:                  # before analyses that scale with it
+            problem = kernel_problem(kernel, self.target.cores, self.target.chip.dies)
+            if problem:
+                raise LineError(rec.line, problem)
         self.check_kernel(kernel, located, rec.line, lines)
         self.kernels[rec.name] = kernel
         self.kernel_lines[rec.name] = rec.line

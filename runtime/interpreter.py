@@ -23,6 +23,7 @@ from typing import Callable
 
 from isa.program import Kernel, Program, TensorDecl, bind_name, expand_schedule
 from isa.target_schema import Target
+from isa.workload import size_problem
 from runtime.engine import DeadlockError
 from runtime.errors import SimulationError
 from runtime.kernel_sim import KernelResult, token_sources
@@ -63,7 +64,11 @@ def run_program(program: Program, target: Target,
                 progress: Callable[[int, int], None] | None = None,
                 record: bool = False) -> RunResult:
     """Simulate every launch; with `record`, kernels keep their waves' traces (for --trace and
-    --html)."""
+    --html). A program beyond the interpreter's bounds (isa/workload.py) is refused before
+    anything is simulated."""
+    problem = size_problem(program, target.cores, target.chip.dies)
+    if problem:
+        raise SimulationError(f"error: {problem[1]}")
     tensors = program.tensor_table()
     kernels = program.kernel_table()
     outputs = {k.name: {p.name for p in k.params if p.output} for k in kernels.values()}

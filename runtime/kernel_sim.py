@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from isa.instructions import Transfer, lookup
 from isa.program import Box, Kernel, TensorDecl, walk
 from isa.target_schema import Target
+from isa.workload import kernel_problem
 from runtime import paths
 from runtime.engine import Engine, Group
+from runtime.errors import SimulationError
 from runtime.streams import (box_bytes, concurrent_share, expand, home_memory,  # noqa: F401
                              item_stream, value)
 from runtime.work_items import classes, waves as wave_list
@@ -97,7 +99,11 @@ def _memory_shares(streams, counts, params, bases, target: Target):
 def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Target,
                     record: bool = False, bases: dict[str, TensorDecl] | None = None
                     ) -> KernelResult:
-    """`bases`: the base tensor of each parameter that is a view (to place its bytes)."""
+    """`bases`: the base tensor of each parameter that is a view (to place its bytes).
+    A kernel beyond the interpreter's bounds (isa/workload.py) is a SimulationError."""
+    problem = kernel_problem(kernel, target.cores, target.chip.dies)
+    if problem:
+        raise SimulationError(f"error: {problem}")
     bases = bases or {}
     shares = {id(ins): concurrent_share(kernel, box, target.cores) for ins in walk(kernel.body)
               for box in ins.args if isinstance(box, Box) and ins.op.startswith("ld.")}

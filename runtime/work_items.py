@@ -16,8 +16,7 @@ import numpy as np
 
 from isa.program import Kernel
 from isa.target_schema import Target
-from isa.workload import deal_plan, kernel_problem
-from runtime.errors import SimulationError
+from isa.workload import deal_plan
 
 
 def classes(kernel: Kernel, dies: int = 1):
@@ -75,9 +74,6 @@ def waves(kernel: Kernel, class_of_key: dict, target: Target) -> Waves:
     """
     dies, cores = target.chip.dies, target.cores
     split = dies > 1 and kernel.die_var is not None
-    problem = kernel_problem(kernel, cores, dies)
-    if problem:
-        raise SimulationError(f"error: {problem}")
     dealer = _Dealer(kernel, class_of_key, target)
     if split:
         return dealer.identify([(dealer.numa_table(), 1)])
