@@ -127,9 +127,11 @@ def smallest_plan(replica: Graph, target: Target, activations: int, micro_batche
     """(deployment, need) of the fewest devices that fit with data-parallel attention and
     expert parallelism, else with the whole model tensor parallel; None when neither does.
 
-    Candidates are screened with this device's activations, then the first that passes is
-    checked on its own sharded and fused graph: expert parallelism adds the all-to-all
-    buffers (and rounds the expert rows up to whole experts per device)."""
+    Candidates are screened from the replica's tensor sizes, and only one that passes is
+    compiled (sharded, fused) to check it: expert parallelism with this device's activations
+    (compiling adds the all-to-all buffers and rounds expert rows up to whole experts per
+    device); tensor parallelism over n devices with every weight and cache split n ways and no
+    activations, a bound no split can beat, so a plan that cannot fit is never compiled."""
     if target.system is None:
         return None
     _, expert_weights = expert_values(replica)
@@ -149,6 +151,9 @@ def smallest_plan(replica: Graph, target: Target, activations: int, micro_batche
         if found:
             return found
     for n in (2, 4, 8, 16, 32, 64):      # then the whole model tensor parallel
+        bound = Need(-(-(other + routed) // n), -(-caches // n), 0)
+        if bound.in_memory(default, policy, default) > have:
+            continue
         plan = {"attn": f"tp{n}", "moe": f"tp{n}", "micro_batches": micro_batches}
         found = _fits(replica, target, make_deployment(n, per_node, plan), have, policy)
         if found:

@@ -287,6 +287,40 @@ def test_no_plan_fits_when_the_replicated_weights_do_not(capsys, tmp_path):
                                    "under 0.1 MB (the largest part here: weights, 0.3 MB)")
 
 
+def test_a_model_that_fits_no_plan_is_refused_without_compiling_the_plans(capsys, tmp_path,
+                                                                         monkeypatch):
+    """Candidates are screened from the tensor sizes; only one that could fit is compiled.
+    At 4 kB even sixty-four-way tensor parallelism of the whole model cannot fit: none is."""
+    import compiler.capacity as capacity
+    compiled = []
+    real = capacity._sharded_need
+    monkeypatch.setattr(capacity, "_sharded_need",
+                        lambda *args: compiled.append(args[2].plan_text) or real(*args))
+    code, _, err = dsc(capsys, "compile", TINY, "--target",
+                       small_memory_target(tmp_path, 4_000))
+    assert_user_error(code, err)
+    assert "no plan fits" in err and compiled == []
+
+
+def test_the_deep_flagship_is_refused_quickly(capsys):
+    """244 layers on one h800: only 64-way tensor parallelism passes the screen, and it is
+    the only plan compiled (it does not fit: it cannot split every weight)."""
+    import time
+
+    import compiler.capacity as capacity
+    compiled = []
+    real = capacity._sharded_need
+    start = time.process_time()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(capacity, "_sharded_need",
+                      lambda *args: compiled.append(args[2].plan_text) or real(*args))
+        code, _, err = dsc(capsys, "compile", "examples/deepseek_v3.ds", "--target", "h800",
+                           "--set", "n_layers=244")
+    assert_user_error(code, err)
+    assert "no plan fits" in err and compiled == ["attn=tp64,ffn=tp64,moe=tp64"]
+    assert time.process_time() - start < 20          # 68 s when every plan was compiled
+
+
 def test_the_suggested_plan_fits(capsys, tmp_path):
     one = device_need(compiled_tiny("h800", (), 1, None, False).graph)
     two = device_need(compiled_tiny("h800", (), 2, EP, False).graph)
