@@ -49,7 +49,7 @@ def declared(target) -> tuple[dict, dict]:
         c = target.l2
         memories["l2"] = (MemorySpec(c.bytes, bytes_per_cycle=c.bytes_per_cycle,
                                      latency_cycles=c.latency_cycles, caches=("memory",),
-                                     label="L2"), ("l2",))
+                                     keeps=c.keeps, label="L2"), ("l2",))
     if target.die_link is not None:
         d = target.die_link
         links["link"] = (LinkSpec(("die", "die"), d.bandwidth_gbs, latency_ns=d.latency_ns,

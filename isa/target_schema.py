@@ -109,6 +109,9 @@ class L2:
     bytes_per_cycle: float = key("bandwidth between L2 and all cores of a die", unit="B/cycle",
                                  minimum=0.001)
     latency_cycles: int = key("load latency of an L2 hit", unit="cycles", minimum=0)
+    keeps: str = key("what it keeps between kernels: 'lru' (what kernels wrote and read stays, "
+                     "least recently used out first) or 'nothing' (each kernel starts empty)",
+                     choices=("lru", "nothing"), default="lru")
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ one micro-batch's all-to-all run under the other's compute. A compute launch tha
 a link's launch beyond its stream's own order is exposed communication.
 
 Each kernel's time is simulated as if it had the chip to itself: it starts with idle cores
-and memory, so its time depends only on the kernel and the shapes bound to it, and launches
-of the same kernel on same-shaped tensors (the 58 identical MoE layers) are simulated once and
-their result reused, which is exact (and kept for later runs: runtime/sim_cache.py). Kernels on different streams that overlap do not slow
+and memory, with in its caches what the launches before it left there (runtime/residency.py),
+so its time depends only on the kernel, the shapes bound to it and that share of them held,
+and launches of the same kernel on same-shaped tensors with the same shares held (the 58
+identical MoE layers) are simulated once and their result reused, which is exact (and kept
+for later runs: runtime/sim_cache.py). Kernels on different streams that overlap do not slow
 each other down here (the sends of a collective mostly load the links, not the memory the
 cores use; docs/timing.md).
 """
@@ -26,6 +28,7 @@ from isa.target_schema import Target
 from isa.workload import size_problem
 from runtime.engine import DeadlockError
 from runtime.errors import SimulationError
+from runtime.residency import Residency
 from runtime.kernel_sim import KernelResult, token_sources
 from runtime.sim_cache import simulate
 
@@ -77,6 +80,7 @@ def run_program(program: Program, target: Target,
     bound_as: dict[str, tuple] = {}                  # tensor name -> _bound_as
     heads: dict[str, str] = {}                       # note -> what it computes, unbound
     out = RunResult(program, target)
+    contents = Residency(target)                     # what the caches hold between launches
     free: dict[str, float] = {}                      # stream -> when its last launch ends
     written: dict[str, tuple[float, str]] = {}       # base tensor -> (when written, by stream)
     read: dict[str, tuple[float, str]] = {}          # base tensor -> (when last read, by)
@@ -87,20 +91,23 @@ def run_program(program: Program, target: Target,
             if t not in bound_as:
                 d = tensors[t]
                 bound_as[t] = _bound_as(d, tensors.get(d.base) if d.base else None)
-        key = (kernel.name, tuple((p, bound_as[t]) for p, t in bound))
+        params = {p: tensors[t] for p, t in bound}
+        resident = contents.shares(params, tensors)
+        key = (kernel.name, tuple((p, bound_as[t]) for p, t in bound),
+               tuple(sorted(resident.items())))
         head = heads.get(launch.note)
         if head is None:
             head = heads[launch.note] = launch.note.split(" = ")[0]
         name = bind_name(head, env)
         if key not in cache:
-            params = {p: tensors[t] for p, t in bound}
             bases = {p: tensors[d.base] for p, d in params.items() if d.base in tensors}
             try:
-                cache[key] = simulate(kernel, params, target, record, bases)
+                cache[key] = simulate(kernel, params, target, record, bases, resident)
             except DeadlockError as err:
                 raise SimulationError(_deadlock_message(kernel, i, name, err, target)) from None
             out.simulated_kernels += 1
         result = cache[key]
+        contents.update(result.touched, params, tensors)
         writes = outputs[launch.kernel]
         touched = [(p in writes, tensors[t].base or t) for p, t in bound]
         after = [written.get(t, (0.0, "")) for _, t in touched]

@@ -52,12 +52,18 @@ class KernelResult:
     timeline: list[tuple[float, float, int]] = field(default_factory=list)
     wave_traces: list = field(default_factory=list)
     compositions: list[tuple] = field(default_factory=list)
+    # Per parameter, the distinct bytes the kernel read and wrote: what it leaves in the
+    # caches for the kernels after it (runtime/residency.py).
+    touched: dict[str, tuple[float, float]] = field(default_factory=dict)
+    kept_hits: float = 0.0               # bytes read from what earlier kernels left in a cache
 
 
-def _memory_shares(streams, counts, params, bases, target: Target):
+def _memory_shares(streams, counts, params, bases, target: Target, resident: dict):
     """Per loaded tensor, the share of its loaded bytes that miss the cache in front of its
     memory; per stored tensor, the share of its stored bytes that memory absorbs (see module
-    doc). Tensors behind one cache share its capacity; with no cache every load misses."""
+    doc). Tensors behind one cache share its capacity; with no cache every load misses; the
+    part of a tensor earlier kernels left in the cache (`resident`) hits on its first touch.
+    Also each tensor's distinct bytes read and written."""
     loaded: dict[str, float] = {}
     stored: dict[str, float] = {}
     per_item: dict[str, float] = {}            # most bytes one item stores to a tensor
@@ -83,7 +89,7 @@ def _memory_shares(streams, counts, params, bases, target: Target):
     def spill(t, nbytes):
         room = cache[t].bytes
         return 0.0 if nbytes <= room else 1.0 - room / nbytes
-    miss = {}
+    miss, cold = {}, {}              # cold: as if the cache held nothing at the start
     for t, b in loaded.items():
         if b <= 0 or cache[t] is None:
             miss[t] = 1.0
@@ -91,16 +97,36 @@ def _memory_shares(streams, counts, params, bases, target: Target):
             # soon after: at most what the cores of one wave write is live at once.
             miss[t] = spill(t, min(params[t].nbytes, target.cores * per_item[t]))
         else:
-            miss[t] = unique[t] / b + (1 - unique[t] / b) * spill(t, footprint[cache[t].family])
+            again = (1 - unique[t] / b) * spill(t, footprint[cache[t].family])
+            cold[t] = unique[t] / b + again
+            miss[t] = unique[t] / b * (1 - resident.get(t, 0.0)) + again
     absorbed = {t: min(b, params[t].nbytes) / b if b > 0 else 1.0 for t, b in stored.items()}
-    return miss, absorbed
+    touched = {t: (unique.get(t, 0.0), min(stored.get(t, 0.0), params[t].nbytes))
+               for t in {**loaded, **stored}}
+    return miss, absorbed, touched, {t: cold[t] for t in cold if resident.get(t)}
+
+
+def _kept_hits(streams, counts, miss: dict, cold: dict) -> float:
+    """Bytes the loads would have read from memory had the cache held nothing at the start
+    (the loads' own misses, as paths.py counts them: a wave's shared reads fetched once)."""
+    kept = 0.0
+    for stream, count in zip(streams, counts):
+        for inst in stream:
+            c = inst.cost
+            if isinstance(c, Transfer) and c.direction != "store" and c.tensor in cold:
+                cap = c.multicast / inst.share if c.direction == "load" else 1.0
+                saved = min(cold[c.tensor], cap) - min(miss[c.tensor], cap)
+                kept += count * c.bytes / c.multicast * saved
+    return kept
 
 
 def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Target,
-                    record: bool = False, bases: dict[str, TensorDecl] | None = None
-                    ) -> KernelResult:
-    """`bases`: the base tensor of each parameter that is a view (to place its bytes).
-    A kernel beyond the interpreter's bounds (isa/workload.py) is a SimulationError."""
+                    record: bool = False, bases: dict[str, TensorDecl] | None = None,
+                    resident: dict[str, float] | None = None) -> KernelResult:
+    """`bases`: the base tensor of each parameter that is a view (to place its bytes);
+    `resident`: per parameter, the share of its bytes the caches hold when the kernel starts
+    (earlier kernels left them there). A kernel beyond the interpreter's bounds
+    (isa/workload.py) is a SimulationError."""
     problem = kernel_problem(kernel, target.cores, target.chip.dies)
     if problem:
         raise SimulationError(f"error: {problem}")
@@ -121,12 +147,15 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
     for comp, times in zip(dealt.compositions, dealt.counts()):
         for (cls, _), count in comp:
             counts[cls] += count * times
-    fractions, absorbed = _memory_shares(streams, counts, params, bases, target)
+    fractions, absorbed, touched, cold = _memory_shares(streams, counts, params, bases, target,
+                                                        resident or {})
+    kept = _kept_hits(streams, counts, fractions, cold) if cold else 0.0
     ops: dict[tuple[int, int], dict] = {}
     capacity = target.machine.capacity
     tokens = dict(kernel.tokens)
     result = KernelResult(0.0, sum(counts), 0, token_sources=token_sources(kernel, target),
-                          slot_tokens=frozenset(t for t, n in kernel.tokens if n > 0))
+                          slot_tokens=frozenset(t for t, n in kernel.tokens if n > 0),
+                          touched=touched, kept_hits=kept)
     simulated: list[float] = []
     on_die: dict[tuple[int, int], int] = {}
     for comp, times in zip(dealt.compositions, dealt.counts()):

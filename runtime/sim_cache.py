@@ -1,8 +1,8 @@
 """Kernel simulations kept across calls and across runs.
 
 A kernel's simulation is a pure function of the kernel (its instructions, buffers, grid), the
-tensors bound to it (formats, shapes, views, homes: not their names), the target, and the
-simulator's own code. `simulate` looks the result up by all of these, in this process first
+tensors bound to it (formats, shapes, views, homes: not their names), what of them the caches
+hold when it starts, the target, and the simulator's own code. `simulate` looks the result up by all of these, in this process first
 and then in a directory on disk, and simulates only what neither holds. The tile pass's
 measurements and the runs after it share the results, so a model compiled and run again, or a
 GEMM tried in another model, costs no simulation.
@@ -35,16 +35,17 @@ _target_texts: dict[int, tuple[Target, str]] = {}
 
 
 def simulate(kernel: Kernel, params: dict[str, TensorDecl], target: Target,
-             record: bool = False, bases: dict[str, TensorDecl] | None = None) -> KernelResult:
+             record: bool = False, bases: dict[str, TensorDecl] | None = None,
+             resident: dict[str, float] | None = None) -> KernelResult:
     """simulate_kernel's result, from the caches when they hold it."""
     if record:
-        return simulate_kernel(kernel, params, target, record, bases)
-    key = _key(kernel, params, target, bases or {})
+        return simulate_kernel(kernel, params, target, record, bases, resident)
+    key = _key(kernel, params, target, bases or {}, resident or {})
     result = _memory.get(key)
     if result is None:
         result = _read(key)
         if result is None:
-            result = simulate_kernel(kernel, params, target, record, bases)
+            result = simulate_kernel(kernel, params, target, record, bases, resident)
             _write(key, result)
         _memory[key] = result
         if len(_memory) > MEMORY_ENTRIES:
@@ -58,10 +59,10 @@ def clear_memory() -> None:
     _memory.clear()
 
 
-def _key(kernel: Kernel, params, target: Target, bases) -> str:
+def _key(kernel: Kernel, params, target: Target, bases, resident) -> str:
     decls = lambda table: sorted((p, _decl(d)) for p, d in table.items())
     text = repr((_code_hash(), _kernel_text(kernel), decls(params), decls(bases),
-                 _target_text(target)))
+                 _target_text(target), sorted(resident.items())))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

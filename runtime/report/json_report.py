@@ -30,6 +30,8 @@ def report_dict(run: RunResult) -> dict:
                   for u, v in unit_totals(run).items()},
         "sizes": dict(run.program.sizes),
         "simulated_kernels": run.simulated_kernels,
+        # reads served by what earlier kernels left in a cache (runtime/residency.py)
+        "bytes_kept_in_cache": float(sum(r.result.kept_hits for r in run.launches)),
         "deployment": deployment_dict(run),
     }
 

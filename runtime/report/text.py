@@ -45,6 +45,11 @@ def summary_text(run: RunResult) -> str:
         lines.append(f"launch overhead: {len(compute)} launches x "
                      f"{target.launch_overhead_us:g} us = {waiting / hz * 1e6:,.1f} us "
                      f"({100 * waiting / max(total, 1e-9):.1f}% of the run, the cores idle)")
+    kept = sum(r.result.kept_hits for r in run.launches)
+    if kept:
+        lines.append(f"kept in cache between kernels: {kept / 1e9:,.3f} GB of reads hit what "
+                     f"earlier kernels left ({100 * kept / max(kept + nbytes, 1e-9):.1f}% of "
+                     "what would otherwise be off-chip traffic)")
     lines += _placement(run)
     lines += _utilisation(unit_totals(run), target)
     if run.program.deployment.devices > 1:
