@@ -68,3 +68,57 @@ def test_pipe_listings_round_trip(pipe_with_silu):
     from isa.assembler import parse_listing
     program = compile_model("examples/llama3_8b.ds", "ascend910b", SMALL).program
     assert parse_listing(render(program)) == program
+
+
+# -- split cores with less of a pipe: the hand-over falls back to what the target has ---------
+
+BIASED_RESIDUAL = """\
+model biased {
+  size M = 64, N = 128, K = 256
+  input x: bf16[M, K]
+  weight w: bf16[K, N]
+  weight b: bf16[N]
+  input r: bf16[M, N]
+  output y = x @ w + b + r
+}
+"""
+HANDED_OVER = ["vld.tile"] * 3 + ["vec.add", "vec.add", "vst.tile"]
+# The pipe table, and the kernel's instructions after the last product: the tile handed over
+# raw (by the store engine or by the pipe) and the vector core adding bias and residual, or
+# the pipe doing both on the way out.
+PIPES = {
+    "no pipe": (None, ["st.tile"] + HANDED_OVER),
+    "pipe without ops": ("ops = []", ["fix.st"] + HANDED_OVER),
+    "pipe without cvt": ('ops = ["bias", "relu", "add"]', ["fix.bias", "fix.add", "fix.st"]),
+    "builtin pipe": ('ops = ["dequant", "quant", "cvt", "bias", "relu", "add", "layout"]',
+                     ["fix.bias", "fix.add", "fix.st"]),
+}
+
+
+def _ascend_with(pipe: str | None, tmp_path) -> str:
+    text = ASCEND.read_text()
+    start = text.index("\n[fixed_pipe]\n")
+    end = text.index("elements_per_cycle = 256", start) + len("elements_per_cycle = 256")
+    table = "" if pipe is None else f"\n[fixed_pipe]\n{pipe}\nelements_per_cycle = 256"
+    path = tmp_path / "ascend_pipe.toml"
+    path.write_text(text[:start] + table + text[end:])
+    return str(path)
+
+
+@pytest.mark.parametrize("pipe", PIPES)
+def test_a_gemm_with_bias_and_residual_runs_on_any_pipe_of_split_cores(tmp_path, pipe):
+    """Lowering emits only instructions the target has: without a pipe the cube core's
+    store engine hands the raw FP32 tile over, without a pipe `cvt` the pipe hands it over
+    unconverted, and the vector core does the rest. Every way computes the same values."""
+    from compiler.cli.functional import check_numerics
+    model = tmp_path / "biased.ds"
+    model.write_text(BIASED_RESIDUAL)
+    table, epilogue = PIPES[pipe]
+    compiled = compile_model(str(model), _ascend_with(table, tmp_path), {})
+    [kernel] = compiled.program.kernels
+    ops = [ins.op for ins in walk(kernel.body)]
+    assert ops[ops.index("sync.mm") + 1:] == epilogue
+    from isa.assembler import parse_listing          # checks every instruction's unit and reach
+    assert parse_listing(render(compiled.program), target=compiled.target) == compiled.program
+    on_a_gpu = compile_model(str(model), "h800", {})      # no pipe, no split: the reference
+    assert check_numerics(compiled).outputs == check_numerics(on_a_gpu).outputs

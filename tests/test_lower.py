@@ -76,3 +76,26 @@ def test_kernel_groups_that_need_each_other_are_refused():
     g.add("neg", [b.id], t, "c", sched={"kernel": "vector.0"})
     with pytest.raises(ValueError, match=r"in a cycle: vector\.(0 -> vector\.1|1 -> vector\.0)$"):
         kernel_groups(g)
+
+
+ONE_ROW_PER_GROUP = """\
+model one_row {
+  size G = 8, K = 128, N = 64
+  input x: bf16[G, 1, K]
+  weight w: bf16[G, K, N]
+  output y = silu(x @ w)
+}
+"""
+
+
+def test_an_epilogue_output_with_one_row_per_group_keeps_its_groups(tmp_path):
+    """A batched GEMM of one row per group (an expert given one token) stores its fused
+    epilogue's output per group: the view is [G, 1, N], not one broadcast row written by
+    every group."""
+    from compiler.cli.functional import check_numerics
+    model = tmp_path / "one_row.ds"
+    model.write_text(ONE_ROW_PER_GROUP)
+    compiled = compile_model(str(model), "h800", {})
+    check_program(compiled.program, compiled.target)
+    [y] = check_numerics(compiled).outputs
+    assert y.rel_error < 1e-2, y

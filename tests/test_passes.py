@@ -245,6 +245,20 @@ def test_plan_keeps_concurrent_buffers_apart():
     assert placed["x"] != placed["y"]
 
 
+def test_plan_counts_token_credits():
+    """The matrix unit's wait takes the first of two signals of `t`: the vector unit may still
+    be reading `a` (its second cvt) when the mma writes `b`, so they cannot share bytes, though
+    an instruction signalling `t` comes after every access to `a`. (The verifier finds the
+    race; the plan must not create it.)"""
+    kernel = Kernel("k", (), (), tuple(BufferDecl(n, "fp32", (64,), 1, "smem") for n in "acb"),
+                    (("t", 0),),
+                    (Instr("vec.cvt", (Buf("c"), Buf("a")), (), ("t",)),
+                     Instr("vec.cvt", (Buf("c"), Buf("a")), (), ("t",)),
+                     Instr("mm.mma", (Buf("b"), Buf("b"), Buf("b")), ("t",))))
+    placed = {b.name: b.offset for b in plan_kernel(kernel, load_target("h800")).buffers}
+    assert placed["b"] >= 256 and placed["a"] != placed["c"]
+
+
 def test_plan_overflow_names_the_kernel_and_the_bytes():
     kernel = Kernel("big_0", (), (), (BufferDecl("x", "fp32", (100000,), 1, "smem"),), (),
                     (Instr("vec.cvt", (Buf("x"), Buf("x")), ()),))

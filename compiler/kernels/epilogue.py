@@ -8,6 +8,12 @@ On a target with a fixed pipe, the accumulator drains through the pipe: the long
 epilogue ops the pipe supports runs there (decided by the target's list of pipe ops alone),
 the rest on the vector unit — reached directly, or through memory when the target's matrix
 results reach the vector unit only that way.
+
+Through memory, the matrix core hands one tile over: the pipe's last result, or the product
+itself — converted on the way out when the pipe has `cvt`, else the raw FP32 accumulator,
+written by the pipe or, without one, by the core's store engine (`drain_store`). When the
+vector cores must convert and store the product themselves (no `cvt` on the pipe), that
+raw tile is the one handed over, so nothing else runs on the pipe.
 """
 from __future__ import annotations
 
@@ -16,6 +22,12 @@ import math
 from compiler.ir.graph import Graph, Node
 from compiler.kernels.groups import Group
 from compiler.kernels.rows import is_whole_row, tile_cols
+
+
+def drain_store(target) -> str:
+    """The instruction that writes a tile of the matrix unit's results to memory: the fixed
+    pipe's store, or without a pipe the core's own store engine."""
+    return "fix.st" if target.fixed_pipe else "st.tile"
 
 
 def pipe_op(node: Node, graph: Graph) -> str:
@@ -33,30 +45,34 @@ class Epilogue:
         self.graph, self.head, self.G, self.M = graph, head, G, M
         self.nodes = [n for n in group.nodes if n.id != head.id]
         pipe = target.fixed_pipe.ops if target is not None and target.fixed_pipe else None
+        split = target is not None and target.matrix.results_to_vector == "memory"
         self.pipe = pipe is not None
+        self.store_head = head in group.outputs or not self.nodes
+        self.pipe_converts = self.pipe and "cvt" in pipe
+        self.head_on_pipe = self.store_head and self.pipe_converts
         self.on_pipe = []
-        for n in self.nodes if pipe else []:
+        raw_handoff = split and self.store_head and not self.pipe_converts
+        for n in self.nodes if pipe and not raw_handoff else []:
             if is_whole_row(n) or pipe_op(n, graph) not in pipe:
                 break
             self.on_pipe.append(n)
         self.on_vector = [n for n in self.nodes if n not in self.on_pipe]
-        self.through_memory = bool(self.on_vector and target is not None
-                                   and target.matrix.results_to_vector == "memory")
+        self.through_memory = split and bool(self.on_vector or raw_handoff)
         self.inside = {n.id for n in group.nodes}
         operands = set(head.inputs)
         self.inputs = [v for v in group.inputs if v.op != "const" and
                        (v.id not in operands or any(v.id in n.inputs for n in self.nodes))]
         self.outputs = list(group.outputs)
         self.whole_rows = any(is_whole_row(n) for n in self.nodes)
-        self.store_head = head in group.outputs or not self.nodes
         # Buffers are named by position, so the same group in another layer is the same kernel.
         self.buf = {v.id: f"e{k}" for k, v in enumerate(self.inputs)}
         self.buf.update({n.id: f"v{k}" for k, n in enumerate(self.nodes)})
 
     def view_shape(self, v: Node) -> tuple[int, int, int]:
         """[G, M, C] for a value with the product's rows, [1, 1, C] for a broadcast row."""
-        rows = self.M if math.prod(v.type.shape[:-1]) == self.G * self.M else 1
-        return (self.G if rows > 1 else 1, rows, v.type.shape[-1])
+        if math.prod(v.type.shape[:-1]) == self.G * self.M:     # also when M is 1
+            return (self.G, self.M, v.type.shape[-1])
+        return (1, 1, v.type.shape[-1])
 
     def cols(self, v: Node) -> int:
         """0 (the tile's bn) for values as wide as the product, else their own width."""
@@ -86,7 +102,14 @@ class Epilogue:
         specs += [(self.buf[n.id] + "s", (n.type.format.scaling.dtype, n.type.format.scaling.block),
                    self.cols(n), False, self.role(n)) for n in self.quantised]
         if self.through_memory:                  # the hand-over tile, arriving at the vector unit
-            handoff = self.on_pipe[-1] if self.on_pipe else self.head
-            dtype = handoff.type.format.dtype
-            specs.append(("h", dtype, self.cols(handoff) if self.on_pipe else 0, False, "vector"))
+            specs.append(("h", self.handoff_dtype, self.cols(self.on_pipe[-1])
+                          if self.on_pipe else 0, False, "vector"))
         return tuple(specs)
+
+    @property
+    def handoff_dtype(self) -> str:
+        """The format of the tile handed over through memory: the pipe's last result, the
+        product converted by the pipe, or the raw FP32 accumulator."""
+        if self.on_pipe:
+            return self.on_pipe[-1].type.format.dtype
+        return self.head.type.format.dtype if self.pipe_converts else "fp32"

@@ -13,6 +13,11 @@ blocks finer than one instruction's K, or split cube/vector cores, whose vector 
 sees the accumulator) the scaled operands are dequantised (`dequant`:
 elements x scales) into a 16-bit or wider format, since a scaled value may lie outside the
 element format's own range.
+
+Split cube/vector cores cannot promote partial sums either, so there a format whose
+accumulator keeps fewer bits than FP32 is not used. Floating-point operands that no format
+holds are rounded into BF16, else the widest floating-point format; a target with no
+floating-point format left cannot run them, and the error says so.
 """
 from __future__ import annotations
 
@@ -51,19 +56,52 @@ def _fastest(target: Target, candidates) -> str | None:
                key=lambda d: (-formats[d].flops_per_cycle, DTYPES[d].bits, d))
 
 
+def usable_formats(target: Target) -> list[str]:
+    """The matrix formats a GEMM may use: on split cube/vector cores, not those whose
+    limited accumulator would need promotion on the vector unit, which cannot reach it."""
+    split = target.matrix.results_to_vector == "memory"
+    return [f for f, fmt in target.matrix.formats.items()
+            if not (split and fmt.accumulator_bits is not None)]
+
+
+def unusable(target: Target, dtype: str) -> str | None:
+    """Why the matrix unit cannot multiply in `dtype` (None when it can)."""
+    if dtype not in target.matrix.formats:
+        return f"{target.name}'s matrix unit has no {dtype}"
+    if dtype not in usable_formats(target):
+        return (f"{target.name}'s matrix unit keeps fewer accumulator bits than FP32 in "
+                f"{dtype}, and its split vector cores cannot promote partial sums")
+    return None
+
+
 def _holding(target: Target, dtypes, min_bits: int = 0) -> str | None:
-    """The fastest supported matrix format that holds every dtype exactly."""
-    return _fastest(target, [f for f in target.matrix.formats
+    """The fastest usable matrix format that holds every dtype exactly."""
+    return _fastest(target, [f for f in usable_formats(target)
                              if DTYPES[f].bits >= min_bits
                              and all(holds_exactly(f, d) for d in dtypes)])
 
 
-def _rounding_fallback(target: Target) -> str:
-    """No supported format holds the operands: bf16 if there is one, else the widest."""
-    supported = target.matrix.formats
-    if "bf16" in supported:
+def _rounding_fallback(target: Target, dtypes) -> str:
+    """No usable format holds the operands: bf16 if there is one, else the widest format of
+    the operands' kind (a floating-point operand is never rounded into integers)."""
+    kind = "float" if any(DTYPES[d].kind == "float" for d in dtypes) else "int"
+    usable = [f for f in usable_formats(target) if DTYPES[f].kind == kind]
+    if "bf16" in usable:
         return "bf16"
-    return max(supported, key=lambda d: (DTYPES[d].bits, d))
+    if usable:
+        return max(usable, key=lambda d: (DTYPES[d].bits, d))
+    formats = target.matrix.formats
+    limited = [f for f in formats if formats[f].accumulator_bits is not None]
+    why = (f"; {', '.join(limited)} keep fewer accumulator bits than FP32, and its split "
+           "vector cores cannot promote partial sums") if limited else ""
+    raise ValueError(f"the matrix unit has no format for "
+                     f"{' x '.join(dtypes)} operands (it has {', '.join(formats)}{why})")
+
+
+def matrix_format(target: Target, dtypes) -> str:
+    """The format products of these operand dtypes run in: the fastest usable one that holds
+    them all exactly, else the rounding fallback."""
+    return _holding(target, dtypes) or _rounding_fallback(target, tuple(dtypes))
 
 
 def plan_operands(a: TensorDecl, b: TensorDecl, target: Target) -> OperandPlan:
@@ -73,7 +111,7 @@ def plan_operands(a: TensorDecl, b: TensorDecl, target: Target) -> OperandPlan:
     step_of = lambda fmt: interval if limited(fmt) else formats[fmt].shape[2]
     widen = lambda t, fmt: None if t.dtype == fmt else "cvt"
     if a.scaling is None and b.scaling is None:
-        fmt = _holding(target, (a.dtype, b.dtype)) or _rounding_fallback(target)
+        fmt = matrix_format(target, (a.dtype, b.dtype))
         return OperandPlan(fmt, widen(a, fmt), widen(b, fmt), limited(fmt), False, step_of(fmt))
     fmt = _holding(target, (a.dtype, b.dtype)) if a.scaling and b.scaling else None
     if fmt is not None:
@@ -91,6 +129,7 @@ def plan_operands(a: TensorDecl, b: TensorDecl, target: Target) -> OperandPlan:
                 and target.matrix.results_to_vector != "memory"):
             return OperandPlan(fmt, widen(a, fmt), widen(b, fmt), True, True, step)
     unscaled = [t.dtype for t in (a, b) if t.scaling is None]
-    fmt = _holding(target, unscaled, min_bits=16) or _rounding_fallback(target)
+    fmt = _holding(target, unscaled, min_bits=16) or _rounding_fallback(target,
+                                                                        (a.dtype, b.dtype))
     conv = lambda t: "dequant" if t.scaling else widen(t, fmt)
     return OperandPlan(fmt, conv(a), conv(b), limited(fmt), False, step_of(fmt))

@@ -143,9 +143,12 @@ def _whole_rows_pay(g: Graph, head: Node, tail: Node, users: list[Node],
     target = ctx.target
     widths = tuple((f"w{k}", u.type.format.dtype, u.type.shape[-1], False, "vector")
                    for k, u in enumerate(users))
-    fused = gemm_cycles(gemm_problem(g, head, target, store_acc=False, whole_rows=True,
-                                     epilogue=widths)[0], target)
-    alone = gemm_cycles(gemm_problem(g, head, target)[0], target)
+    try:
+        fused = gemm_cycles(gemm_problem(g, head, target, store_acc=False, whole_rows=True,
+                                         epilogue=widths)[0], target)
+        alone = gemm_cycles(gemm_problem(g, head, target)[0], target)
+    except ValueError:            # the GEMM cannot run on this target: the tile pass says why
+        return False
     round_trip = 2 * tail.type.nbytes / target.machine.reach().miss_bytes_per_cycle
     fuse = fused <= alone + round_trip + target.launch_overhead_cycles
     for name in g.model_names(head.name):               # once per layer it decides for

@@ -24,6 +24,7 @@ from compiler.ir.ops import OPS
 from compiler.ir.ops.contraction import contraction_of
 from compiler.passes import PassContext
 from compiler.passes.rewrite import Rewriter, apply_rules
+from compiler.kernels.operand_plan import unusable
 from isa.formats import DTYPES
 
 
@@ -47,9 +48,9 @@ def quantise_gemm_input(node: Node, rw: Rewriter) -> int | None:
     c = contraction_of([a.type, b.type], node.attr_dict)
     if c.spec.split(",")[0][-1] not in c.k:
         return None                           # blocks would not run along the reduction
-    if fmt.dtype not in target.matrix.formats:
-        rw.ctx.notes.append(f"{node.name}: activations stay {a.type.format.dtype}: "
-                            f"{target.name}'s matrix unit has no {fmt.dtype}")
+    why = unusable(target, fmt.dtype)
+    if why:
+        rw.ctx.notes.append(f"{node.name}: activations stay {a.type.format.dtype}: {why}")
         return None
     key = (a.id, str(fmt))
     cache = rw.memo.setdefault("casts", {})
@@ -116,14 +117,14 @@ def _refuse_tensor_scaled_quantisation(graph) -> None:
 
 
 def _note_unsupported_weights(graph, ctx: PassContext) -> None:
-    formats = ctx.target.matrix.formats
     seen = set()
     for node in graph.nodes():
         if OPS[node.op].category != "contraction":
             continue
         w = graph.node(node.inputs[1])
         dtype = w.type.format.dtype
-        if dtype not in formats and dtype not in seen:
+        why = unusable(ctx.target, dtype)
+        if why and dtype not in seen:
             seen.add(dtype)
-            ctx.notes.append(f"{ctx.target.name}'s matrix unit has no {dtype}: weights in {dtype} "
-                             "are up-cast on the vector unit inside their GEMMs")
+            ctx.notes.append(f"{why}: weights in {dtype} are up-cast on the vector unit inside "
+                             "their GEMMs")

@@ -49,16 +49,16 @@ class Tile:
         for group in kernel_groups(graph):
             if group.kind != "gemm":
                 continue
-            problem = (group_problem(group, graph, ctx.target)[0],
-                       tuple(n.op for n in group.nodes), chip, self.shortlist,
-                       ctx.measure is not None)
-            if problem not in decided:
-                try:
+            try:
+                problem = (group_problem(group, graph, ctx.target)[0],
+                           tuple(n.op for n in group.nodes), chip, self.shortlist,
+                           ctx.measure is not None)
+                if problem not in decided:
                     decided[problem] = self._decide(group, graph, problem[0], ctx)
-                except ValueError as exc:
-                    head = group.nodes[0]
-                    raise DscError(f"cannot tile '{head.name}' ({group.name}) for target "
-                                   f"{ctx.target.name}: {exc}", head.loc) from None
+            except ValueError as exc:
+                head = group.nodes[0]
+                raise DscError(f"cannot tile '{head.name}' ({group.name}) for target "
+                               f"{ctx.target.name}: {exc}", head.loc) from None
             choice[group.nodes[0].id] = decided[problem]
         out = graph.empty_like()
         for node in graph.nodes():

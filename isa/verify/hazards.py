@@ -188,24 +188,51 @@ def _check_sharing(nest: Nest, order: Order, accesses: _Accesses) -> None:
         _check_lifetimes(nest, order, accesses, early, late)
 
 
-def _check_lifetimes(nest, order, accesses, early: BufferDecl, late: BufferDecl) -> None:
-    """Every access to `early` completes before any access to `late` starts."""
-    for y in accesses.sites_of[late.name]:
+def _unordered(nest, order, accesses, early: str, late: str):
+    """The first access to `early` (at its last iteration) that is not ordered before an
+    access to `late` (at its first), as (first, first_at, then, then_at); None if every
+    access to `early` completes before any access to `late` starts. One instruction that
+    touches both orders nothing: it reads the one while it writes the other."""
+    for y in accesses.sites_of.get(late, ()):
         then = nest.sites[y]
         then_at = tuple(0 for _ in then.loops)
-        for x in accesses.sites_of[early.name]:
+        for x in accesses.sites_of.get(early, ()):
             first = nest.sites[x]
             first_at = tuple(n - 1 for _, n in first.loops)
-            if x > y or not order.ordered(first, first_at, then, then_at):
-                lo = max(early.offset, late.offset)
-                hi = min(early.offset + early.nbytes, late.offset + late.nbytes) - 1
-                raise ProgramError(
-                    f"kernel {nest.kernel.name}: buffers {early.name} and {late.name} share "
-                    f"bytes {lo}..{hi} of {late.space} while both are live: "
-                    f"{first.ins.op} on {early.name}{_at(first, first_at)} is not ordered "
-                    f"before {then.ins.op} on {late.name}{_at(then, then_at)}; buffers may "
-                    "share memory only when every access to one completes before the other's "
-                    "first", ("buffer", late.name))
+            if x >= y or not order.ordered(first, first_at, then, then_at):
+                return first, first_at, then, then_at
+    return None
+
+
+class Lifetimes:
+    """Which buffers of a kernel may share memory, by the rule _check_sharing enforces: the
+    plan pass asks it, so what it places the verifier accepts."""
+
+    def __init__(self, kernel, definitions: list[InstrDef]):
+        self.nest = Nest(kernel)
+        self.order = Order(self.nest, definitions)
+        self.accesses = _Accesses(self.nest, definitions)
+
+    def before(self, early: str, late: str) -> bool:
+        """Every access to buffer `early` completes before any access to `late` starts."""
+        return _unordered(self.nest, self.order, self.accesses, early, late) is None
+
+
+def _check_lifetimes(nest, order, accesses, early: BufferDecl, late: BufferDecl) -> None:
+    """Every access to `early` completes before any access to `late` starts."""
+    clash = _unordered(nest, order, accesses, early.name, late.name)
+    if clash is None:
+        return
+    first, first_at, then, then_at = clash
+    lo = max(early.offset, late.offset)
+    hi = min(early.offset + early.nbytes, late.offset + late.nbytes) - 1
+    raise ProgramError(
+        f"kernel {nest.kernel.name}: buffers {early.name} and {late.name} share "
+        f"bytes {lo}..{hi} of {late.space} while both are live: "
+        f"{first.ins.op} on {early.name}{_at(first, first_at)} is not ordered "
+        f"before {then.ins.op} on {late.name}{_at(then, then_at)}; buffers may "
+        "share memory only when every access to one completes before the other's "
+        "first", ("buffer", late.name))
 
 
 # ---- credits -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The epilogue of a GEMM kernel: from the finished accumulator tile to the values that leave.
 
-Three ways, chosen from target data (compiler/lower/epilogue.py decides the split):
+Four ways, chosen from target data (compiler/kernels/epilogue.py decides the split):
 
   vector only      vec ops on the accumulator tile, then st.tile (GPUs)
   pipe, direct     fix ops drain the accumulator (cvt, quant, bias, add, relu...), the rest
@@ -8,6 +8,8 @@ Three ways, chosen from target data (compiler/lower/epilogue.py decides the spli
   pipe, memory     the pipe's part, then fix.st hands the tile over through memory; a vector
                    core loads it (vld.tile), runs the rest and stores (vst.tile). Split
                    cube/vector cores (Ascend) exchange data this way.
+  memory, no pipe  the cube core's store engine hands the raw FP32 tile over (st.tile); a
+                   vector core converts it and runs the whole epilogue.
 
 The pipe works concurrently with the matrix unit's next tile; the report's per-unit busy time
 shows what moved off the vector unit.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from compiler.kernels.epilogue import Epilogue, pipe_op
+from compiler.kernels.epilogue import Epilogue, drain_store, pipe_op
 from compiler.lower.templates.tile_ops import emit_node
 from isa.expr import Const, Expr, floordiv
 from isa.program import Box, Buf
@@ -85,7 +87,10 @@ def emit_epilogue(s: EpilogueSite) -> None:
                 signal=("epi_loaded",) if k == len(early) - 1 else ())
     if not s.promoted:
         kb.emit("sync.mm", signal=("acc_ready",))
-    opening = (() if s.promoted else ("acc_ready",)) + (("epi_loaded",) if early else ())
+    elif epi.pipe:           # the pipe reads the sums the vector unit's promotions wrote
+        kb.emit("sync.vec", signal=("acc_ready",))
+    opening = (("acc_ready",) if not s.promoted or epi.pipe else ()) + \
+        (("epi_loaded",) if early else ())
     if s.tensor_scales:           # (a * ta) @ (b * tb) = ta * tb * (a @ b): once, at the end
         kb.token("acc_scaled")
         for k, ts in enumerate(s.tensor_scales):
@@ -95,7 +100,7 @@ def emit_epilogue(s: EpilogueSite) -> None:
         opening = ("acc_scaled",)
     sources = {epi.head.id: Buf("acc")}
     sources.update({v.id: Buf(epi.buf[v.id]) for v in epi.inputs})
-    head_on_pipe = epi.pipe and epi.store_head and "cvt" in kb.target.fixed_pipe.ops
+    head_on_pipe = epi.head_on_pipe
     handed = epi.on_pipe[-1] if epi.on_pipe else epi.head
     # The pipe's part: drain, apply its ops, write what leaves and the hand-over tile.
     fix = _Sequence(kb, opening)
@@ -110,12 +115,14 @@ def emit_epilogue(s: EpilogueSite) -> None:
     if epi.through_memory:
         kb.token("handed")
         kb.token("vec_loaded")
-        if not epi.on_pipe:
+        handed_buf = sources[handed.id]
+        if not epi.on_pipe and epi.pipe_converts:
             fix.emit("fix.cvt", Buf("h"), Buf("acc"), n=s.bm * s.bn)
-        writes.append((s.handoff.box(Const(0)), Buf("h") if not epi.on_pipe
-                       else sources[handed.id]))
+            handed_buf = Buf("h")
+        writes.append((s.handoff.box(Const(0)), handed_buf))
+    store = drain_store(kb.target)
     for k, (b, src) in enumerate(writes):
-        fix.emit("fix.st", b, src,
+        fix.emit(store, b, src,
                  signal=("handed",) if epi.through_memory and k == len(writes) - 1 else ())
     vector_steps = ([("head", None)] if epi.store_head and not head_on_pipe else []) + \
         [("node", n) for n in epi.on_vector]
@@ -139,7 +146,8 @@ def emit_epilogue(s: EpilogueSite) -> None:
     for k, (kind, node) in enumerate(vector_steps):
         signal = ("out_ready",) if k == len(vector_steps) - 1 else ()
         if kind == "head":
-            vec.emit("vec.cvt", Buf("out"), Buf("acc"), signal=signal, n=s.bm * s.bn)
+            vec.emit("vec.cvt", Buf("out"), sources[epi.head.id], signal=signal,
+                     n=s.bm * s.bn)
             stores.append((s.tile_box(s.head_param), Buf("out")))
             continue
         _emit(vec, s, node, sources, cols, unit="vec", signal=signal)

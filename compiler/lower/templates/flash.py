@@ -24,6 +24,7 @@ from compiler.ir.ops import OPS
 from compiler.ir.ops.contraction import contraction_of
 from compiler.kernels.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
+from compiler.kernels.operand_plan import matrix_format
 from compiler.lower.tensors import TensorMap
 from compiler.lower.templates.gemm import canonical_view
 from isa.expr import Bin, Const, add, floordiv, mul
@@ -110,7 +111,7 @@ def attention_operands(group: Group, graph: Graph, tmap: TensorMap, target: Targ
         tmap, tmap.of(v_node), v_idx, [v_batch, cp.k, cp.n], (cp.size(v_batch), T, Dv), "gkn")
     out = canonical_view(tmap, tmap.of(pv), cp.spec.split("->")[1], [batch, rows, cp.n],
                          (G, M, Dv), "gmn")
-    fmt = _matrix_format(target, [d.dtype for d in qs + ks] + ([v.dtype] if v else []))
+    fmt = matrix_format(target, [d.dtype for d in qs + ks] + ([v.dtype] if v else []))
     return Attention(qs, ks, k_batch, v, v_batch, v_in_k, out, fmt, scale, mask, G, M, T, Dv,
                      batch, dict(cp.sizes))
 
@@ -234,16 +235,6 @@ def _sub_index(g, letters: str, keep: str, sizes: dict):
         stride = math.prod(sizes[y] for y in keep[keep.index(x) + 1:])
         out = add(out, mul(digit, Const(stride)))
     return out
-
-
-def _matrix_format(target: Target, dtypes: list[str]) -> str:
-    """The operands' common format if the matrix unit takes it, else bf16 (or the widest)."""
-    formats = target.matrix.formats
-    if len(set(dtypes)) == 1 and dtypes[0] in formats:
-        return dtypes[0]
-    if "bf16" in formats:
-        return "bf16"
-    return max(formats, key=lambda d: (DTYPES[d].bits, d))
 
 
 def tile(target: Target, att: Attention, need) -> tuple[int, int]:

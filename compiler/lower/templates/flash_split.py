@@ -1,7 +1,8 @@
 """Attention on split cube/vector cores: the scores go through L2, the cube runs a block ahead.
 
 On a target whose matrix results reach the vector unit only through memory (Ascend-style AI
-cores: the cube writes L0C out with its FixPipe, the vector cores read global memory), each
+cores: the cube writes L0C out with its FixPipe — or, without a pipe, its store engine — and
+the vector cores read global memory), each
 key block crosses between the cores twice, through per-core workspaces that stay in L2
 (workspace.py):
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+from compiler.kernels.epilogue import drain_store
 from compiler.kernels.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
@@ -57,6 +59,7 @@ def _slot(j: Expr) -> Expr:
 def lower_split_attention(att: Attention, group: Group, tmap: TensorMap, target: Target):
     bm, bt = tile(target, att, _need)
     Dv, fmt = att.Dv, att.fmt
+    drain = drain_store(target)            # the cube's results out: the pipe, or its stores
     name = group.nodes[-1].name
     kb = KernelBuilder("flash_attention", target)
     kb.note(att.describe())
@@ -100,7 +103,7 @@ def lower_split_attention(att: Attention, group: Group, tmap: TensorMap, target:
                     wait=("kv_full", "s_acc_free") if i == 0 else (),
                     signal=("s_ready",) if i == len(att.qs) - 1 else (),
                     shape=(bm, bt, d.shape[-1]), fmt=fmt, first=int(i == 0), trans_b=1)
-        kb.emit("fix.st", scores.box(_slot(j)), Buf("s", slot),
+        kb.emit(drain, scores.box(_slot(j)), Buf("s", slot),
                 wait=("s_ready", "scores_free"), signal=("s_handed", "s_acc_free"))
 
     def softmax_of(j: Expr, first: Expr) -> None:   # vector: P_j, alpha_j, back to L2
@@ -121,7 +124,7 @@ def lower_split_attention(att: Attention, group: Group, tmap: TensorMap, target:
         kb.emit("mm.mma", Buf("pv"), Buf("pc", slot), value_block(att, slot),
                 wait=("p_loaded", "pv_free"), signal=("pv_ready", "kv_free"),
                 shape=(bm, Dv, bt), fmt=fmt, first=1)
-        kb.emit("fix.st", partial.box(_slot(j)), Buf("pv"), wait=("pv_ready", "partial_free"),
+        kb.emit(drain, partial.box(_slot(j)), Buf("pv"), wait=("pv_ready", "partial_free"),
                 signal=("pv_handed", "pv_free"))
 
     def accumulate(j: Expr, first: Expr) -> None:   # vector: o = o * alpha_j + PV_j

@@ -108,7 +108,7 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
     if plan.promote:
         kb.token("part_full")
         kb.token("part_free", 2)
-    else:
+    if not plan.promote or epi.pipe:
         kb.token("acc_ready")
     if epi.inputs:
         kb.token("epi_loaded")
@@ -155,9 +155,7 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
                     signal=("free",), shape=(bm, bn, bk), fmt=plan.fmt, first=first, **scaled)
     handoff = None
     if epi.through_memory:
-        handoff = Workspace(kb, tmap, f"{head.name}.handoff", (epi.on_pipe[-1] if epi.on_pipe
-                                                               else head).type.format.dtype,
-                            bm, bn, 1, "h")
+        handoff = Workspace(kb, tmap, f"{head.name}.handoff", epi.handoff_dtype, bm, bn, 1, "h")
     emit_epilogue(EpilogueSite(kb, graph, group, epi, views, epi_params, out_params, scale_params,
                                pc, handoff, plan.promote, g, row0, col0, bm, bn,
                                tuple(Buf(f"ts{o}") for o in tensor_scales)))
