@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from pathlib import Path
 
 from lark.exceptions import UnexpectedInput
 
@@ -31,6 +30,7 @@ from isa.verify import verify_kernel
 from isa.expr import Bin, Const, ExprError, Var, parse_expr, variables
 from isa.instructions import INSTRUCTIONS, InstrDef, lookup, lookup_any
 from isa.listing import parse_value
+from isa.listing_file import HEADER, is_listing  # noqa: F401  (what a listing file is)
 from isa.program import (Attr, Box, Buf, Instr, Kernel, Loop, Program, Repeat, TensorDecl,
                          TensorRef, bind_name)
 from isa.listing_reader import (BufferRec, Decl, Dies, InstrRec, KernelRec, LaunchRec, LineError,
@@ -38,20 +38,6 @@ from isa.listing_reader import (BufferRec, Decl, Dies, InstrRec, KernelRec, Laun
                                 syntax_error)
 from isa.target_schema import Target
 from isa.workload import MAX_LAUNCH_FLOPS, MAX_LAUNCHES, kernel_problem
-
-HEADER = "; dsc listing"
-
-
-def is_listing(path: str) -> bool:
-    """A listing by its suffix (.lst, .isa) or its first line (`; dsc listing`)."""
-    if Path(path).suffix in (".lst", ".isa"):
-        return True
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.readline().startswith(HEADER)
-    except OSError:
-        return False
-
 
 def parse_listing(text: str, file: str = "<listing>", target: Target | None = None) -> Program:
     """Read a listing; a ListingError names the file and line of the first problem."""

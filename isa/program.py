@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Union
 
 from isa.deployment import Deployment
@@ -47,8 +47,8 @@ class TensorDecl:
     def bits(self) -> int:
         return DTYPES[self.dtype].bits
 
-    @property
-    def nbytes(self) -> int:
+    @cached_property
+    def nbytes(self) -> int:          # asked for every launch's every tensor: computed once
         return math.ceil(math.prod(self.shape) * self.bits / 8)
 
 

@@ -30,10 +30,14 @@ class Residency:
             if unit.is_cache and unit.keeps:
                 self.capacity[unit.family] = self.capacity.get(unit.family, 0) + unit.bytes
         self.held: dict[str, OrderedDict[str, float]] = {f: OrderedDict() for f in self.capacity}
+        self._family: dict[str, str | None] = {}          # tensor name -> _cache, once
 
     def _cache(self, decl: TensorDecl, base: TensorDecl | None) -> str | None:
-        cache = self.machine.reach(0, home_memory(decl, base)).cache
-        return cache.family if cache is not None and cache.family in self.capacity else None
+        if decl.name not in self._family:
+            cache = self.machine.reach(0, home_memory(decl, base)).cache
+            self._family[decl.name] = cache.family if cache is not None \
+                and cache.family in self.capacity else None
+        return self._family[decl.name]
 
     def shares(self, params: dict[str, TensorDecl], tensors: dict[str, TensorDecl]
                ) -> dict[str, float]:

@@ -86,13 +86,14 @@ def cmd_run(args) -> None:
     record = bool(args.trace or args.html)
     with Progress("simulating") as progress:
         run = run_program(program, target, progress=progress.update, record=record)
-    report = report_dict(run)
     functional = None
     if compiled is not None:
         functional = _run_functional(program, compiled, args.seed)
-        report["functional"] = functional.to_dict()
     files = []                        # rendered in full before any is written
     if args.json:
+        report = report_dict(run)
+        if functional is not None:
+            report["functional"] = functional.to_dict()
         files.append((args.json, json.dumps(report, indent=1) + "\n"))
     if args.trace:
         from runtime.report.trace import trace_json
@@ -112,7 +113,7 @@ def _functional_program(args):
     compared with (the model itself, or with a listing, the model named by --model compiled
     with the listing's sizes)."""
     from compiler.driver import compile_model
-    from isa.assembler import is_listing
+    from isa.listing_file import is_listing
     from runtime.functional import FunctionalError, check_size
     if is_listing(args.model):
         if args.reference is None:
@@ -165,9 +166,10 @@ def _program_to_run(args, reference: bool = False):
     """What `dsc run` simulates: a listing (.lst, .isa, or a `; dsc listing` first line) read
     back and checked against the target, else the model compiled for it. With `reference`
     (a listing's functional run) --set applies to the model it is compared with."""
-    from isa.assembler import is_listing, parse_listing, retarget_warning
+    from isa.listing_file import is_listing
     from isa.target_loader import load_target
     if is_listing(args.model):
+        from isa.assembler import parse_listing, retarget_warning
         if (args.set and not reference) or args.devices is not None or args.plan is not None \
                 or args.ignore_capacity or args.place:
             raise DscError("--set, --devices, --plan, --place and --ignore-capacity do not apply "

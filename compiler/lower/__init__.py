@@ -3,29 +3,37 @@ through a registry of templates by group kind. Sources, constants and views prod
 views become view tensors."""
 from __future__ import annotations
 
+from importlib import import_module
+
 from compiler.errors import DscError
 from compiler.ir.graph import Graph
 from compiler.ir.ops import OPS
 from compiler.kernels.groups import kernel_groups
 from compiler.kernels.schedule import KernelTable, fold_layers, layer_of, order_tensors
-from compiler.lower.templates.collective import lower_collective
-from compiler.lower.templates.flash import lower_flash_group
-from compiler.lower.templates.gemm import lower_gemm_group
-from compiler.lower.templates.routing import lower_combine, lower_dispatch, lower_embedding
-from compiler.lower.templates.vector import lower_vector_group
 from compiler.lower.tensors import TensorMap
 from isa.program import Launch, Program, walk
 from isa.target_schema import Target
 
+# Group kind -> (template module, function, whether it takes the group's one node); a module
+# is imported when a model first needs it.
 TEMPLATES = {
-    "gemm": lower_gemm_group,
-    "vector": lower_vector_group,
-    "flash_attention": lower_flash_group,
-    "dispatch": lambda group, *rest: lower_dispatch(group.nodes[0], *rest),
-    "combine": lambda group, *rest: lower_combine(group.nodes[0], *rest),
-    "embedding": lambda group, *rest: lower_embedding(group.nodes[0], *rest),
-    "collective": lower_collective,
+    "gemm": ("gemm", "lower_gemm_group", False),
+    "vector": ("vector", "lower_vector_group", False),
+    "flash_attention": ("flash", "lower_flash_group", False),
+    "dispatch": ("routing", "lower_dispatch", True),
+    "combine": ("routing", "lower_combine", True),
+    "embedding": ("routing", "lower_embedding", True),
+    "collective": ("collective", "lower_collective", False),
 }
+
+
+def template(kind: str):
+    """The function that lowers a kernel group of `kind`, or None."""
+    if kind not in TEMPLATES:
+        return None
+    module, name, one_node = TEMPLATES[kind]
+    lower_it = getattr(import_module(f"compiler.lower.templates.{module}"), name)
+    return (lambda group, *rest: lower_it(group.nodes[0], *rest)) if one_node else lower_it
 
 
 def stream_of(kernel) -> str:
@@ -44,11 +52,11 @@ def lower(graph: Graph, target: Target) -> Program:
     launches = []
     for group in kernel_groups(graph):
         head = group.nodes[0]
-        template = TEMPLATES.get(group.kind)
-        if template is None:
+        lower_group = template(group.kind)
+        if lower_group is None:
             raise DscError(f"no lowering for a '{group.kind}' kernel", head.loc)
         try:
-            built = template(group, graph, tmap, target)
+            built = lower_group(group, graph, tmap, target)
         except ValueError as exc:
             raise DscError(f"cannot lower '{head.name}' for target {target.name}: {exc}",
                            head.loc) from None

@@ -27,7 +27,6 @@ from compiler.ir.ops import OPS
 from compiler.ir.ops.collective import chunk
 from compiler.passes import PassContext
 from compiler.passes.rewrite import Rewriter
-from compiler.passes.tensor_parallel import TensorParallel
 from isa.deployment import Deployment
 
 
@@ -115,6 +114,7 @@ def _tensor_parallel(graph: Graph, ctx: PassContext, dep: Deployment) -> Graph:
     written = {node.inputs[0] for node in graph.nodes() if node.op == "cache_write"}
     open_sources = {node.id for node in graph.nodes()
                     if (node.op == "weight" and node.id in contracted) or node.id in written}
+    from compiler.passes.tensor_parallel import TensorParallel   # only tensor-parallel plans
     for _ in range(3):                 # undoing a regretted split rarely exposes another
         tp = TensorParallel(graph, ctx, n, open_sources)
         out = tp.run()
