@@ -100,7 +100,8 @@ def _compile(model_path, target_name, overrides, after, passes, measure, die_mod
     ctx = PassContext(target, measure=measure_tiles(target) if measure else None,
                       deployment=deployment)
     graph = run_pipeline(replica, ctx, passes, hook)
-    program = replace(lower(graph, target), deployment=deployment)
+    program = replace(lower(graph, target), deployment=deployment,
+                      expert_load=tuple((ctx.expert_load or {}).items()))
     lap("lower")
     for program_pass in (MicroBatch(), Plan()):
         program = program_pass.run(program, target)

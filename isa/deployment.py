@@ -8,7 +8,9 @@
 | `ffn` | `dp`, `tpN` | dense FFNs and shared experts; default: as `attn` |
 | `moe` | `ep`, `dp`, `tpN` | routed experts: expert parallel over all devices (dispatch and combine become all-to-all), replicated, or each expert split over N devices |
 | `mb` | `1`, `2` | micro-batches: with 2, one half-batch's communication overlaps the other's compute |
-| `a2a` | `direct`, `node` | expert all-to-all: every row straight to its device, or each token once per remote node and forwarded there over NVLink (DeepEP's normal kernels) |
+| `a2a` | `direct`, `node` | expert all-to-all: each token straight to every device it reaches (DeepEP's low-latency kernels), or once per remote node and forwarded there over NVLink (its normal kernels) |
+| `load` | `uniform`, `zipf:S`, `FILE` | the share of routed tokens each expert receives: equal, a Zipf law of exponent S, or a histogram file (one count per expert) |
+| `redundant` | `0`, `R` | redundant expert copies, placed with the experts by DeepSeek's load balancer (EPLB) |
 
 The model's sizes describe one attention replica (`batch` requests on each data-parallel
 replica); the devices of a tensor-parallel group share one replica's requests. The plan text
@@ -41,6 +43,8 @@ class Deployment:
     moe: str = "ep"
     micro_batches: int = 1
     a2a: str = "direct"
+    load: str = "uniform"             # expert load: uniform, zipf:S, or a histogram file
+    redundant: int = 0                # redundant expert copies (EPLB)
 
     def __post_init__(self):
         if self.devices < 1 or self.per_node < 1:
@@ -58,6 +62,12 @@ class Deployment:
                                       f"the {self.devices} devices", part)
         if self.a2a not in ("direct", "node"):
             raise DeploymentError(f"plan a2a={self.a2a}: expected direct or node", "a2a")
+        if not self.load or any(c.isspace() or c in ',"' for c in self.load):
+            raise DeploymentError(f"plan load={self.load}: expected uniform, zipf:S or the "
+                                  "path of a histogram file (no spaces, commas or quotes)", "load")
+        if self.redundant < 0:
+            raise DeploymentError(f"plan redundant={self.redundant}: expected a number of "
+                                  "redundant experts >= 0", "redundant")
         if self.micro_batches not in (1, 2):
             raise DeploymentError(f"plan mb={self.micro_batches}: expected 1 or 2 micro-batches",
                                   "micro_batches")
@@ -84,7 +94,9 @@ class Deployment:
     def plan_text(self) -> str:
         text = f"attn={self.attn},ffn={self.ffn},moe={self.moe}"
         text += f",mb={self.micro_batches}" if self.micro_batches > 1 else ""
-        return text + (f",a2a={self.a2a}" if self.a2a != "direct" else "")
+        text += f",a2a={self.a2a}" if self.a2a != "direct" else ""
+        text += f",load={self.load}" if self.load != "uniform" else ""
+        return text + (f",redundant={self.redundant}" if self.redundant else "")
 
     def __str__(self) -> str:
         if self.devices == 1:
@@ -104,15 +116,17 @@ def parse_plan(text: str) -> dict[str, str | int]:
             raise DeploymentError(f"plan item '{item}': expected KEY=VALUE, e.g. attn=dp,moe=ep")
         if ("micro_batches" if key == "mb" else key) in out:
             raise DeploymentError(f"plan key '{key}' is given twice")
-        if key == "mb":
+        if key in ("mb", "redundant"):
             if not value.isdigit():
-                raise DeploymentError(f"plan mb={value}: expected 1 or 2 micro-batches")
-            out["micro_batches"] = int(value)
-        elif key in _MODES or key == "a2a":
+                raise DeploymentError(f"plan {key}={value}: expected "
+                                      + ("1 or 2 micro-batches" if key == "mb" else
+                                         "a number of redundant experts"))
+            out["micro_batches" if key == "mb" else key] = int(value)
+        elif key in _MODES or key in ("a2a", "load"):
             out[key] = value
         else:
-            raise DeploymentError(f"unknown plan key '{key}' (expected attn, ffn, moe, mb or "
-                                  "a2a)")
+            raise DeploymentError(f"unknown plan key '{key}' (expected attn, ffn, moe, mb, "
+                                  "a2a, load or redundant)")
     return out
 
 

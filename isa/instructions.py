@@ -98,9 +98,11 @@ LINKS = ("nvlink", "network", "local")
 
 
 def _send(ins: Instr, ctx: CostContext):
-    src = ins.args[1]
-    return Transfer(ctx.box_bytes(src), src.tensor, "send", link=ins.attr("link"),
-                    run=ctx.run_bytes(src), dtype=ctx.dtype(src.tensor))
+    """Every device of an exchange sends its source box and receives a box shaped like its
+    destination: the busier direction sets the time."""
+    dst, src = ins.args[0], ins.args[1]
+    return Transfer(max(ctx.box_bytes(src), ctx.box_bytes(dst)), src.tensor, "send",
+                    link=ins.attr("link"), run=ctx.run_bytes(src), dtype=ctx.dtype(src.tensor))
 
 
 def _mma(ins: Instr, ctx: CostContext):
@@ -216,11 +218,11 @@ _TABLE = [
              "(-1: skipped)", "rows * row_bytes(tensor) as a transfer out", _scatter,
              kind="store"),
     InstrDef("net.send", "net", ("box", "box"), ("link",),
-             "send a box of a local tensor into a box of the same tensor on other devices "
-             "(SPMD: every device sends alike, so each also receives as many bytes); link= "
+             "send a box of a local tensor into a box of a tensor on other devices (SPMD: every "
+             "device sends alike, so each also receives a box shaped like dst); link= "
              "nvlink (inside a node), network (to other nodes) or local (this device)",
-             "bytes(src) at the transfer's share of the link's bandwidth each way (local: of "
-             "L2 and memory), + the link's latency", _send, kind="send"),
+             "max(bytes(src), bytes(dst)) at the transfer's share of the link's bandwidth "
+             "each way (local: of L2 and memory), + the link's latency", _send, kind="send"),
     InstrDef("mm.mma", "mm", ("buf", "buf", "buf", "buf?", "buf?"), ("shape", "fmt", "first"),
              "acc = (first ? 0 : acc) + a @ b (a @ b^T with trans_b=1) for an MxNxK tile in input "
              "format fmt; operands are read from their leading M x K and K x N corners. With "
@@ -251,7 +253,7 @@ _TABLE += [
              "earlier instruction of the unit has completed (carries wait/signal tokens)",
              "0 cycles; waits for the unit's outstanding instructions", lambda ins, ctx: Fence(),
              kind="fence")
-    for unit in ("ld", "st", "mm", "vec", "fix")
+    for unit in ("ld", "st", "mm", "vec", "fix", "net")
 ]
 
 INSTRUCTIONS: dict[str, InstrDef] = {d.mnemonic: d for d in _TABLE}

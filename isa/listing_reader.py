@@ -144,12 +144,14 @@ class _Reader(lark.Transformer):
 
     def deploy(self, children):
         keyword, *settings = children
-        values = {str(k): (int(v) if v.type == "INT" else str(v)) for k, v in settings}
+        values = {str(k): (int(v) if v.type == "INT" else
+                           str(v)[1:-1] if v.type == "QUOTED" else str(v)) for k, v in settings}
         try:
             return ("deploy", Deployment(
                 values.pop("devices"), values.pop("per_node"), values.pop("attn"),
                 values.pop("ffn"), values.pop("moe"), values.pop("mb"),
-                values.pop("a2a", "direct")), keyword.line, values)
+                values.pop("a2a", "direct"), values.pop("load", "uniform"),
+                values.pop("redundant", 0)), keyword.line, values)
         except KeyError as missing:
             raise LineError(keyword.line, f"deploy line without {missing.args[0]}= (expected "
                                        "devices, per_node, attn, ffn, moe and mb)") from None

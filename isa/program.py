@@ -213,6 +213,9 @@ class Program:
     sizes: tuple[tuple[str, int], ...] = ()
     notes: tuple[str, ...] = field(default=())
     deployment: Deployment = Deployment()    # the program is what each device runs
+    # How the compiler saw the experts' load (compiler/expert_load.py: the hottest and
+    # coldest device against the mean, placed in order and as deployed); not in a listing.
+    expert_load: tuple[tuple[str, float], ...] = field(default=(), compare=False)
 
     def tensor_table(self) -> dict[str, TensorDecl]:
         return {t.name: t for t in self.tensors}

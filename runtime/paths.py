@@ -164,7 +164,9 @@ def _crossing(routes, figure) -> float:
 
 def _send_op(inst, fractions: dict[str, float], target: Target, die: int) -> Op:
     """A send reads its bytes here (cache, memory for the misses) and puts them on the link;
-    the same number of bytes arrives from other devices and is written to this die's cache."""
+    the same number of bytes arrives from other devices and is written to this die's cache.
+    A local copy (a device's own chunk) is made by all the die's cores, each through its own
+    port, so the memory system, not one core's port, sets its rate."""
     c = inst.cost
     machine = target.machine
     routes = [(machine.route(die, m), share) for m, share in parts(machine, inst, die)]
@@ -172,7 +174,8 @@ def _send_op(inst, fractions: dict[str, float], target: Target, die: int) -> Op:
     path = _load_path(routes, miss, c, 1, links=False)
     own = machine.route(die, machine.memory(machine.default_memory, die), inward=False)
     if c.link == "local":
-        cap, latency = target.dma.load_bytes_per_cycle, _cache_latency(own)
+        cap = target.dma.load_bytes_per_cycle * target.chip.cores_per_die
+        latency = _cache_latency(own)
     else:
         link = machine.device_link(c.link)
         scale = _converted(link, c.dtype)

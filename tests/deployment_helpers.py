@@ -62,7 +62,9 @@ def link_figures(toml_text: str) -> dict[str, float]:
         "L_nv": t["system"]["intra_node"]["latency_us"] * 1e-6 * clock,
         "L_net": t["system"]["inter_node"]["latency_us"] * 1e-6 * clock,
         "L_mem": t["memory"]["latency_ns"] * 1e-9 * clock,
+        "R_mem": t["memory"]["bandwidth_gbs"] * 1e9 / clock,
         "L_l2": t["l2"]["latency_cycles"],
+        "R_l2": t["l2"]["bytes_per_cycle"],
         "dma": t["dma"]["load_bytes_per_cycle"],
         "per_node": t["system"]["devices_per_node"],
     }

@@ -20,7 +20,7 @@ from isa.deployment import DeploymentError, make_deployment
 from isa.placement import ROLES, PlacementError, parse_placement, placement_text
 
 KEYS = {"devices": int, "attn": str, "ffn": str, "moe": str, "micro_batches": int, "a2a": str,
-        "place": str}
+        "place": str, "load": str, "redundant": int}
 
 
 def build_deploy(model: ast.ModelDef) -> dict[str, int | str]:
@@ -45,7 +45,8 @@ def build_deploy(model: ast.ModelDef) -> dict[str, int | str]:
         if not isinstance(entry.value, kind):
             raise DscError(f"deploy {entry.key} {entry.value}: expected "
                            f"{'an integer' if kind is int else 'a mode name'}", entry.loc,
-                           "e.g. devices 32, attn dp, moe ep, micro_batches 2")
+                           "e.g. devices 32, attn dp, moe ep, micro_batches 2, "
+                           "load \"zipf:0.8\"")
         out[entry.key] = entry.value
     plan = {k: v for k, v in out.items() if k not in ("devices", "place")}
     try:

@@ -241,7 +241,8 @@ class _ToAst(Transformer):
         return ast.Deploy(tuple(c), self._loc(meta))
 
     def deploy_entry(self, meta, c):
-        value = int(c[1]) if c[1].type == "INT" else str(c[1])
+        value = int(c[1]) if c[1].type == "INT" else \
+            str(c[1])[1:-1] if c[1].type == "STRING" else str(c[1])
         if len(c) > 2:                                  # place ROLE=MEMORY
             value = f"{value}={c[2]}"
         return ast.DeployEntry(str(c[0]), value, self._tok(c[0]))

@@ -37,11 +37,11 @@ def template(kind: str):
 
 
 def stream_of(kernel) -> str:
-    """A kernel made only of sends over one link runs on that link's stream; the rest on the
-    cores'."""
+    """A kernel made only of sends over one link (and the net unit's fences) runs on that
+    link's stream; the rest on the cores'."""
     links = {ins.attr("link") for ins in walk(kernel.body)
              if ins.op == "net.send"} - {"local"}
-    if len(links) == 1 and all(ins.op == "net.send" for ins in walk(kernel.body)):
+    if len(links) == 1 and all(ins.op in ("net.send", "sync.net") for ins in walk(kernel.body)):
         return links.pop()
     return "compute"
 

@@ -24,6 +24,7 @@ class PassContext:
     # nor the runtime). None: passes fall back to their estimates.
     measure: Callable | None = None
     deployment: Deployment | None = None                # None: one device
+    expert_load: dict[str, float] | None = None         # the shard pass's hottest device
 
 
 class Pass(Protocol):

@@ -6,22 +6,28 @@ Before (one replica: 128 tokens, 256 routed experts):
     %y  = combine(%ye, %idx, %w) : bf16[128,7168]
 After (--devices 32, moe=ep):
     %xe     = dispatch(%x, %idx) : fp8_e4m3[256,4,7168]    (this device's tokens, every expert)
-    %xe.a2a = all_to_all(%xe) {devices=32, split=0, concat=1} : fp8_e4m3[8,128,7168]
+    %xe.a2a = all_to_all(%xe) {devices=32, split=0, concat=1, part=8, size=128,
+                               wire_local=..., wire_node=..., wire_network=...}
+                               : fp8_e4m3[8,128,7168]
     %h      = matmul(%xe.a2a, %w1) : bf16[8,128,2048]      %w1 = weight() : [8,7168,2048]
-    %ye.a2a = all_to_all(%ye) {devices=32, split=1, concat=0, size=256} : [256,4,7168]
+    %ye.a2a = all_to_all(%ye) {devices=32, split=1, concat=0, part=4, size=256, ...}
+                               : [256,4,7168]
     %y      = combine(%ye.a2a, %idx, %w)
 
-Every device runs the same graph (SPMD), so the interpreter simulates one. Under expert
-parallelism each device holds ceil(experts / devices) experts (the most any device holds, which
-sets the pace when they do not divide evenly) and computes them for the tokens every device
-routed there: with balanced routing, `devices x capacity` rows per expert. Attention, dense
-FFNs and shared experts stay data parallel: replicated weights, each device its own requests.
+Every device runs the same graph (SPMD), so the interpreter simulates one: the hottest, which
+sets the pace. Under expert parallelism each device holds the expert slots the placement gives
+it (ceil(experts / devices), or with redundant experts ceil((E + R) / devices)) and computes
+them for the tokens every device routed there: its expert rows and the rows its links carry
+come from the routing and the expert load (compiler/expert_load.py), not from the functional
+layout's capacity. Attention, dense FFNs and shared experts stay data parallel: replicated
+weights, each device its own requests.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from compiler.errors import DscError
+from compiler.expert_load import ExpertTraffic, Routing, Traffic, expert_shares
 from compiler.ir.graph import Graph, Node, TensorType
 from compiler.ir.ops import OPS
 from compiler.ir.ops.collective import chunk
@@ -53,28 +59,32 @@ def _retyped(node: Node, rw: Rewriter, shape=None) -> int:
     return rw.copy(node, type=TensorType(tuple(shape), node.type.format))
 
 
-def _expert_parallel(graph: Graph, ctx: PassContext, devices: int, by_node: bool) -> Graph:
-    """`by_node`: the all-to-alls carry the routing's top-k, so that their lowering sends each
-    token once per remote node (plan a2a=node)."""
+def _expert_parallel(graph: Graph, ctx: PassContext, dep: Deployment) -> Graph:
+    """Routed weights keep this device's expert slots; each dispatch sends its rows to the
+    experts' devices and each combine takes the results back (two all-to-alls)."""
     layout, weights = expert_values(graph)
     rw = Rewriter(graph, ctx)
-    route_k = lambda idx: graph.node(idx).type.shape[-1] if by_node else 0
+    traffic = {n.id: _traffic(graph, n, dep) for n in graph.nodes() if n.op == "dispatch"}
+    slots = max(t.slots for t in traffic.values())
     for node in graph.nodes():
         if node.id in weights:
-            experts = node.type.shape[0]
-            rw.new_id[node.id] = _retyped(node, rw, (chunk(experts, devices), *node.type.shape[1:]))
+            rw.new_id[node.id] = _retyped(node, rw, (slots, *node.type.shape[1:]))
         elif node.op == "dispatch":
+            t = traffic[node.id]
             sent = rw.copy(node)
+            shape = (t.slots, t.rows_per_slot, *node.type.shape[2:])
             rw.new_id[node.id] = rw.add(
-                "all_to_all", [sent], _a2a_type(node.type, devices, 0, 1), f"{node.name}.a2a",
-                {"devices": devices, "split": 0, "concat": 1, "route_k": route_k(node.inputs[1])},
-                node.loc)
+                "all_to_all", [sent], TensorType(shape, node.type.format), f"{node.name}.a2a",
+                {"devices": dep.devices, "split": 0, "concat": 1, "part": t.slots,
+                 "size": t.rows_per_slot, "counts": dep.a2a == "node", **_wire(t)}, node.loc)
         elif node.op == "combine":
             ye = graph.node(node.inputs[0])
-            experts = graph.node(_dispatch_of(graph, node)).attr("experts")
-            back = rw.add("all_to_all", [rw.new_id[ye.id]], ye.type, f"{ye.name}.a2a",
-                          {"devices": devices, "split": 1, "concat": 0, "size": experts,
-                           "route_k": route_k(node.inputs[1])}, node.loc)
+            dispatch = graph.node(_dispatch_of(graph, node))
+            back = rw.add("all_to_all", [rw.new_id[ye.id]], dispatch.type.with_format(
+                              ye.type.format), f"{ye.name}.a2a",
+                          {"devices": dep.devices, "split": 1, "concat": 0,
+                           "part": dispatch.attr("capacity"), "size": dispatch.attr("experts"),
+                           **_wire(traffic[dispatch.id])}, node.loc)
             inputs = rw.inputs(node)
             inputs[0] = back
             rw.new_id[node.id] = rw.copy(node, inputs=inputs)
@@ -82,14 +92,39 @@ def _expert_parallel(graph: Graph, ctx: PassContext, devices: int, by_node: bool
             rw.new_id[node.id] = _retyped(node, rw)
         else:
             rw.new_id[node.id] = rw.copy(node)
+    hottest = max(traffic.values(), key=lambda t: t.hottest)
+    ctx.expert_load = hottest.summary()
+    _note_load(ctx, hottest, dep)
     return rw.finish()
 
 
-def _a2a_type(t: TensorType, devices: int, split: int, concat: int) -> TensorType:
-    shape = list(t.shape)
-    shape[split] = chunk(shape[split], devices)
-    shape[concat] *= devices
-    return TensorType(tuple(shape), t.format)
+def _traffic(graph: Graph, dispatch: Node, dep: Deployment) -> Traffic:
+    """The hottest device's expert rows and link rows for one dispatch: its routing is the
+    top-k that chose its indices, its tokens the rows it dispatches."""
+    topk = graph.node(dispatch.inputs[1])
+    experts = dispatch.attr("experts")
+    if topk.op == "topk":
+        routing = Routing(experts, topk.attr("k"), topk.attr("groups"), topk.attr("topk_groups"))
+    else:
+        routing = Routing(experts, topk.type.shape[-1])
+    tokens = graph.node(dispatch.inputs[0]).type.shape[0]
+    return ExpertTraffic(routing, dep.devices, dep.per_node, tokens,
+                         expert_shares(dep.load, experts), dep.redundant,
+                         dep.a2a == "node").traffic()
+
+
+def _wire(t: Traffic) -> dict[str, float]:
+    return {f"wire_{scope}": rows for scope, rows in t.wire}
+
+
+def _note_load(ctx: PassContext, t: Traffic, dep: Deployment) -> None:
+    """Say how loaded the hottest device is when routing or placement makes devices differ."""
+    if dep.load == "uniform" and dep.redundant == 0:
+        return
+    balanced = f" after balancing {dep.redundant} redundant experts" if dep.redundant else ""
+    ctx.notes.append(f"expert load {dep.load}: the hottest device receives {t.hottest:.2f}x "
+                     f"the mean device's rows and the coldest {t.coldest:.2f}x{balanced} "
+                     f"(placed in order: {t.hottest_before:.2f}x and {t.coldest_before:.2f}x)")
 
 
 def _dispatch_of(graph: Graph, combine: Node) -> int:
@@ -162,7 +197,7 @@ class Shard:
                                f"{experts} routed experts, so some devices would hold none "
                                "(devices would differ, which the one-device simulation "
                                "cannot show)", expected=f"--devices {experts} or fewer")
-            return _expert_parallel(graph, ctx, dep.devices, dep.a2a == "node")
+            return _expert_parallel(graph, ctx, dep)
         if dep.moe != "dp":
             raise DscError(f"plan moe={dep.moe}: tensor-parallel experts are not supported yet",
                            expected="moe=ep or moe=dp")

@@ -87,6 +87,7 @@ def deployment_dict(run: RunResult) -> dict:
     us = lambda cycles: round(cycles / hz * 1e6, 3)
     layers = layer_runs(run)
     outside = run.cycles - sum(r.time * r.count for r in layers)
+    load = dict(run.program.expert_load)
     return {
         "devices": dep.devices, "per_node": dep.per_node, "nodes": dep.nodes,
         "plan": dep.plan_text, "micro_batches": dep.micro_batches,
@@ -98,6 +99,8 @@ def deployment_dict(run: RunResult) -> dict:
                     "comm_us": us(r.comm), "exposed_comm_us": us(r.exposed)}
                    for r in layers],
         "outside_layers_us": us(outside) if layers else us(run.cycles),
+        **({"expert_load": {**load, "load": dep.load, "redundant": dep.redundant}}
+           if load else {}),
     }
 
 
@@ -109,6 +112,15 @@ def deployment_text(run: RunResult) -> list[str]:
              f"  {d['tokens_per_s_per_device']:,.0f} tokens/s per device, "
              f"{d['tokens_per_s']:,.0f} tokens/s in all; the cores waited "
              f"{d['exposed_comm_us']:,.1f} us per step for communication"]
+    if "expert_load" in d:
+        e = d["expert_load"]
+        placed = (f"after placing {e['redundant']} redundant experts, "
+                  if e["redundant"] else "")
+        lines.append(f"  expert load {e['load']}: {e['slots']} expert slots per device, "
+                     f"{e['rows_per_slot']:,} rows each on the hottest; {placed}the hottest "
+                     f"device {e['hottest']:.2f}x the mean, the coldest {e['coldest']:.2f}x "
+                     f"(experts in order: {e['hottest_in_order']:.2f}x and "
+                     f"{e['coldest_in_order']:.2f}x)")
     for r in d["layers"]:
         span = f"layer {r['first']}" if r["first"] == r["last"] else \
             f"layers {r['first']}-{r['last']}"

@@ -4,10 +4,14 @@ Per-device semantics in an SPMD program: every device runs the same graph on its
 `all_to_all` splits its input along `split` into `devices` equal chunks (the last padded),
 sends chunk j to device j and concatenates what it receives along `concat` (the same axis as
 `split`: block j of the result came from device j); `size` clips the concatenated dim (the
-experts when they do not divide evenly). `all_gather` sends its whole input to every device
-and concatenates the `devices` inputs along `axis`. An expert all-to-all with `route_k` k > 0
-moves [experts, rows, ...] rows that are k routed copies of each token, and crosses nodes once
-per token and node (its lowering says how). The tensor-parallel reductions are built
+experts when they do not divide evenly) and `part`, when given, the chunk taken along `split`.
+`all_gather` sends its whole input to every device and concatenates the `devices` inputs
+along `axis`. An expert all-to-all (inserted by expert parallelism) moves routed rows between
+a device's tokens and the hottest device's expert slots: `part` and `size` are those slots
+and the rows they receive (compiler/expert_load.py), and `wire_local`, `wire_node` and
+`wire_network` the rows each link carries, each token once per device (or node) it reaches;
+`counts` marks a dispatch whose senders first exchange their counts. The tensor-parallel
+reductions are built
 from these (compiler/passes/tensor_parallel.py): reduce-scatter is an all-to-all along one axis
 and a sum over the received blocks, all-reduce a reduce-scatter and an all-gather. The numpy
 references evaluate device 0 of a symmetric deployment, where every device holds the same
@@ -28,25 +32,27 @@ def _all_to_all_shape(ins, a):
     x = ins[0]
     split, concat = norm_axis(a["split"], x.rank), norm_axis(a["concat"], x.rank)
     check(a["devices"] >= 2, f"all_to_all needs at least 2 devices, got {a['devices']}")
+    check(a["part"] >= 0 and a["size"] >= 0, "all_to_all part and size must be >= 0")
     shape = list(x.shape)
-    shape[split] = chunk(x.shape[split], a["devices"])
-    joined = a["devices"] * shape[concat]
-    size = a["size"] or joined
-    check(0 < size <= joined, f"all_to_all size {size} exceeds the {joined} received along "
-                              f"axis {concat} of {dims(x.shape)}")
-    shape[concat] = size
+    shape[split] = a["part"] or chunk(x.shape[split], a["devices"])
+    shape[concat] = a["size"] or a["devices"] * shape[concat]
     return tuple(shape)
 
 
 def _all_to_all_ref(ins, a):
     x = ins[0].astype(np.float32)
     split, concat = a["split"] % x.ndim, a["concat"] % x.ndim
-    part = np.take(x, range(min(chunk(x.shape[split], a["devices"]), x.shape[split])), axis=split)
+    size = a["part"] or chunk(x.shape[split], a["devices"])
+    joined = np.concatenate([_fit(x, split, size)] * a["devices"], axis=concat)
+    return _fit(joined, concat, a["size"] or joined.shape[concat])
+
+
+def _fit(x, axis: int, size: int):
+    """The first `size` entries of `axis`, padded with zeros past its end."""
+    part = np.take(x, range(min(size, x.shape[axis])), axis=axis)
     pad = [(0, 0)] * x.ndim
-    pad[split] = (0, chunk(x.shape[split], a["devices"]) - part.shape[split])
-    part = np.pad(part, pad)
-    joined = np.concatenate([part] * a["devices"], axis=concat)
-    return np.take(joined, range(a["size"] or joined.shape[concat]), axis=concat)
+    pad[axis] = (0, size - part.shape[axis])
+    return np.pad(part, pad)
 
 
 def _all_gather_shape(ins, a):
@@ -70,7 +76,8 @@ register(OpDef("all_to_all", "collective", 1, infer=_all_to_all_shape, result="i
                doc="exchange chunks between devices: split along `split`, chunk j to device j, "
                    "received chunks joined along `concat` (clipped to `size`)",
                attrs={"devices": REQUIRED, "split": REQUIRED, "concat": REQUIRED, "size": 0,
-                      "route_k": 0}))
+                      "part": 0, "wire_local": 0.0, "wire_node": 0.0, "wire_network": 0.0,
+                      "counts": False}))
 register(OpDef("all_gather", "collective", 1, infer=_all_gather_shape, result="input",
                reference=_all_gather_ref,
                doc="every device's input to every device, joined along `axis`",
