@@ -21,7 +21,8 @@ from isa.target_schema import Target
 from runtime.interpreter import run_program
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILTINS = ("a100", "ascend910b", "b200", "h20", "h800")
+BUILTINS = ("a100", "ascend910b", "ascend910c", "b200", "cloudmatrix384", "gb200", "h20", "h800",
+            "rtx5090", "wse3")
 NPU256 = ROOT / "examples" / "targets" / "npu256.toml"
 DOCS = ROOT / "docs" / "targets.md"
 T = 1e12
@@ -36,7 +37,7 @@ def simulated_seconds(model: str, target: str, overrides: dict[str, str]) -> flo
 # -- every builtin ---------------------------------------------------------------------------
 
 
-def test_the_five_builtins_ship():
+def test_the_builtins_ship():
     assert tuple(builtin_names()) == BUILTINS
 
 
@@ -129,6 +130,58 @@ def test_ascend910b_has_cube_vector_and_fixed_pipe():
     assert t.peak_memory_bandwidth == pytest.approx(1.6 * T, rel=1e-12)
 
 
+def test_gb200_is_a_b200_with_its_share_of_grace_memory_over_c2c():
+    t, m = load_target("gb200"), load_target("gb200").machine
+    assert t.peak_flops("bf16") == pytest.approx(2500 * T, rel=1e-4)   # 148 x 8192 x 2.062 GHz
+    assert t.peak_flops("fp8_e4m3") == pytest.approx(5000 * T, rel=1e-4)
+    assert t.peak_flops("fp4_e2m1") == pytest.approx(10000 * T, rel=1e-4)
+    assert m.bytes_of("memory") == 186e9 and t.peak_memory_bandwidth == pytest.approx(8 * T)
+    assert m.bytes_of("host") == 480e9 / 2                         # half a Grace's LPDDR5X
+    assert m.bandwidth_of("host") * t.clock_hz == pytest.approx(512e9 / 2)
+    route = m.route(0, m.memory("host", 0))
+    assert route.cache.id == "l2.d0" and [l.id for l in route.far] == ["c2c.cpu>d0"]
+    assert route.miss_bytes_per_cycle * t.clock_hz == pytest.approx(900e9 / 4)   # the link binds
+    assert t.system.devices_per_node == 72 and m.placeable == ("memory", "host")
+    b200 = load_target("b200")
+    assert t.buffers == b200.buffers and t.vector == b200.vector and t.matrix == b200.matrix
+
+
+def test_rtx5090_figures():
+    t = load_target("rtx5090")
+    assert t.cores == 170
+    assert t.peak_flops("bf16") == pytest.approx(209.5 * T, rel=2e-3)
+    assert t.peak_flops("fp4_e2m1") == 4 * t.peak_flops("bf16")
+    assert t.peak_memory_bandwidth == pytest.approx(1792e9)
+    assert t.memory.bytes == 32 * 2**30 and t.l2.bytes == 96 * 2**20
+    pcie = t.machine.link_for("node")
+    assert pcie.id == "pcie" and pcie.bytes_per_cycle * t.clock_hz == pytest.approx(0.8 * 64e9)
+    assert t.system.devices_per_node == 8
+
+
+def test_ascend910c_is_two_910b_class_dies_and_cloudmatrix_one_flat_network():
+    c, m = load_target("ascend910c"), load_target("cloudmatrix384")
+    b = load_target("ascend910b")
+    assert c.chip.dies == 2 and c.cores == 48
+    assert c.peak_flops("bf16") == pytest.approx(752 * T, rel=2e-3)
+    assert c.peak_memory_bandwidth == pytest.approx(3.2 * T) and c.machine.bytes_of() == 128e9
+    assert (c.matrix, c.vector, c.buffers, c.fixed_pipe) == (b.matrix, b.vector, b.buffers,
+                                                            b.fixed_pipe)
+    assert m.system.devices_per_node == 384                         # no NPU remote in it
+    assert m.system.intra_node.bandwidth_gbs == 392
+    assert (m.matrix, m.memory, m.l2, m.die_link) == (c.matrix, c.memory, c.l2, c.die_link)
+
+
+def test_wse3_keeps_everything_in_sram():
+    t = load_target("wse3")
+    m = t.machine
+    assert [u.id for u in m.memories] == ["sram.d0"] and m.reach().cache is None
+    assert t.peak_flops("fp16") == pytest.approx(15.84e15, rel=1e-9)    # 16 x 900,000 x 1.1 GHz
+    on_wafer = m.bytes_of() + t.cores * t.buffers["sram"].bytes
+    assert on_wafer == pytest.approx(44e9, rel=1e-3)                 # 44 GB of SRAM in all
+    assert t.peak_memory_bandwidth == pytest.approx(21e15)
+    assert m.link_for("node") is None and m.link_for("network").id == "network"
+
+
 # -- a user's chip ---------------------------------------------------------------------------
 
 
@@ -167,7 +220,7 @@ def test_changed_figures_move_the_time_the_right_way(tmp_path):
 # -- dsc targets -----------------------------------------------------------------------------
 
 
-def test_targets_lists_all_five_with_figures(capsys):
+def test_targets_lists_every_builtin_with_figures(capsys):
     code, out, err = dsc(capsys, "targets")
     assert code == 0, err
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
