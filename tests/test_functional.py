@@ -373,3 +373,17 @@ def test_cli_functional_refuses_big_models(capsys, monkeypatch):
     _, err = capsys.readouterr()
     assert code == 1
     assert "too big for functional mode" in err and "--set" in err
+
+
+def test_experts_with_one_row_each_keep_their_groups(tmp_path, capsys):
+    """A grouped GEMM with M = 1 (one token per expert) and an epilogue: its output keeps the
+    expert dim (found by the fuzzer: the epilogue's output view was [1, 1, N], every expert
+    stored to the same row, and the listing failed its own verifier)."""
+    model = tmp_path / "m.ds"
+    model.write_text('import "std/moe.ds"\nmodel m {\n  input x: [1, 64]\n'
+                     "  output y = moe(x, 4, 2, 64, groups=2, capacity=1)\n}\n")
+    assert main(["run", str(model), "--target", "a100", "--functional"]) == 0
+    assert "functional check" in capsys.readouterr().out
+    listing = tmp_path / "m.lst"
+    assert main(["compile", str(model), "--target", "a100", "-o", str(listing)]) == 0
+    assert main(["run", str(listing), "--target", "a100"]) == 0

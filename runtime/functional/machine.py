@@ -274,9 +274,9 @@ class Machine:
                     run(ctx, ins)
                 except FunctionalError:
                     raise
-                except Exception as err:       # name the instruction, keep the cause
-                    raise FunctionalError(f"{ins.op} in kernel {kernel.name} at {ctx.env}: "
-                                          f"{type(err).__name__}: {err}") from err
+                except Exception as err:       # a bug, not the user's input: say where it hit
+                    err.add_note(f"executing {ins.op} in kernel {kernel.name} at {ctx.env}")
+                    raise
         self.stats.instructions += len(stream) * kernel.grid_size
         self.stats.launches += 1
 
