@@ -143,6 +143,7 @@ def micro_batch_sizes(graph: Graph, overrides: dict[str, str], dep: Deployment) 
         raise DscError(f"plan mb={dep.micro_batches} splits the size 'batch' into equal "
                        f"micro-batches, but model {graph.model} has "
                        + ("no size 'batch'" if batch is None else f"batch = {batch}"),
+                       graph.where.get("batch", graph.where.get("deploy.micro_batches")),
                        expected=f"a model with a size 'batch' divisible by {dep.micro_batches}")
     return {**overrides, "batch": str(batch // dep.micro_batches)}
 
@@ -151,18 +152,24 @@ def resolve_deployment(graph: Graph, target: Target, devices: int | None,
                        plan: str | None) -> Deployment:
     """The model's deploy block, with the command line's device count and plan items over it."""
     items = {k: v for k, v in graph.deploy.items() if k not in ("devices", "place")}
+    overridden = {"devices"} if devices is not None else set()
+    # An error about an item the model's deploy block gives is reported at that entry.
+    given = lambda key: graph.where.get(f"deploy.{key}") if key not in overridden else None
     try:
-        items.update(parse_plan(plan or ""))
+        overrides = parse_plan(plan or "")
+        overridden |= set(overrides)
+        items.update(overrides)
         count = devices if devices is not None else int(graph.deploy.get("devices", 1))
         if count > 1 and target.system is None:
             raise DscError(f"target {target.name} has no [system] table, so it cannot be "
-                           f"deployed on {count} devices",
+                           f"deployed on {count} devices", given("devices"),
                            expected="a target file with [system] (devices_per_node, "
                                     "intra_node and inter_node links)")
         per_node = target.system.devices_per_node if target.system else 1
         return make_deployment(count, per_node, items)
     except DeploymentError as err:
-        raise DscError(str(err), expected="e.g. --devices 32 --plan attn=dp,moe=ep") from None
+        raise DscError(str(err), given(err.key) if err.key else None,
+                       expected="e.g. --devices 32 --plan attn=dp,moe=ep") from None
 
 
 def resolve_placement(graph: Graph, target: Target, place: str | None) -> dict[str, str]:

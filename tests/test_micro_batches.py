@@ -3,6 +3,7 @@ weights, the alternation of the halves, and the communication it hides."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,21 @@ def test_micro_batches_run_independent_work_before_waiting():
     combine0 = first(r"layer\.1\.mb0\.moe\.y\b")
     assert first(r"layer\.1\.mb0\.moe\.shared_experts") < combine0
     assert first(r"layer\.1\.mb1\.moe\.shared_experts") < combine0
+
+
+def test_a_deploy_block_the_model_cannot_take_is_an_error_at_the_model_text(tmp_path, capsys):
+    """The plan of a deploy block (no --plan) meets the sizes and the target only after the
+    build; its errors still point at the text to fix."""
+    model = tmp_path / "m.ds"
+    model.write_text(Path(TINY).read_text().replace(
+        "model tiny_moe {", "model tiny_moe {\n  deploy {\n    devices 4\n    micro_batches 2\n  }")
+        .replace("size batch = 2", "size batch = 3"))
+    code, _, err = dsc(capsys, "compile", str(model), "--target", "h800")
+    assert_user_error(code, err)
+    line = next(i + 1 for i, text in enumerate(model.read_text().splitlines())
+                if "size batch = 3" in text)
+    assert err.startswith(f"{model}:{line}:8: error: plan mb=2 splits the size 'batch'")
+    code, _, err = dsc(capsys, "compile", str(model), "--target", "h800", "--set", "batch=2",
+                       "--plan", "attn=tp3")
+    assert_user_error(code, err)
+    assert err.startswith("error: plan attn=tp3")          # the command line's: no position

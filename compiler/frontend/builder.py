@@ -14,7 +14,7 @@ from compiler.frontend.composites import COMPOSITES
 from compiler.frontend.expr import evaluate_single
 from compiler.frontend.loader import BlockRef, Loader, Unit
 from compiler.frontend.overrides import Overrides, read_overrides
-from compiler.frontend.deploy import build_deploy
+from compiler.frontend.deploy import build_deploy, deploy_locations
 from compiler.frontend.policy import build_policy
 from compiler.frontend.scope import Frame, Namer, join
 from compiler.frontend.values import Tensor
@@ -113,6 +113,7 @@ def _build(path: str, overrides: dict[str, str] | None, unroll: bool) -> Graph:
     given = read_overrides(model, overrides)
     builder = Builder(model, given, build_policy(model, given.roles), windows=not unroll)
     builder.graph.deploy = build_deploy(model)
+    builder.graph.where.update(deploy_locations(model))
     statements.run(builder, builder.frame(main, ""), model.body)
     if not builder.graph.outputs:
         raise DscError(f"model '{model.name}' has no outputs", model.loc,

@@ -57,6 +57,15 @@ def build_deploy(model: ast.ModelDef) -> dict[str, int | str]:
     return out
 
 
+def deploy_locations(model: ast.ModelDef) -> dict[str, "Loc"]:
+    """`deploy.KEY` -> where the entry is written (the first, for repeated `place`)."""
+    out = {}
+    for block in (s for s in model.body if isinstance(s, ast.Deploy)):
+        for entry in block.entries:
+            out.setdefault(f"deploy.{entry.key}", entry.loc)
+    return out
+
+
 def _place_item(entry: ast.DeployEntry, earlier: str) -> str:
     """`place kv_cache=host` checked for its role (the memory is the target's to know);
     the items so far, joined by commas."""

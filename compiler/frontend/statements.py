@@ -47,6 +47,7 @@ def _define_top(b, frame: Frame, name: str, value, loc):
         return value
     if name not in b.top_defined:
         b.top_defined.add(name)
+        b.graph.where[name] = loc
         value = b.overrides.apply(name, value, loc)
     if is_int(value):
         b.graph.sizes[name] = value

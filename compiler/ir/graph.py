@@ -121,13 +121,17 @@ class Graph:
     `outputs` are node ids in declaration order; `sizes` the model's top-level integers after
     `--set`; `policy` the precision policy by role (default, weights, activations, kv_cache);
     `deploy` the deployment the model declares (isa/deployment.py), empty if none; `steady`
-    the iterations that stand for several (a graph built as a window of its model, above).
+    the iterations that stand for several (a graph built as a window of its model, above);
+    `where` the position of each size (by name) and deploy key (`deploy.KEY`) in the source,
+    for errors found after the build (a plan the target cannot take). It is not part of the
+    graph's value: equal graphs may come from differently laid out files.
     """
     model: str
     sizes: dict[str, int] = field(default_factory=dict)
     policy: dict[str, Format] = field(default_factory=dict)
     deploy: dict[str, int | str] = field(default_factory=dict)   # the model's deploy block
     steady: tuple[Steady, ...] = ()
+    where: dict[str, Loc] = field(default_factory=dict)
     outputs: list[int] = field(default_factory=list)
     _nodes: dict[int, Node] = field(default_factory=dict)
     _users: dict[int, set[int]] = field(default_factory=dict)   # producer id -> user ids
@@ -138,7 +142,7 @@ class Graph:
         """A graph with this one's header (model, sizes, policy, deploy, steady iterations)
         and no nodes."""
         return Graph(self.model, dict(self.sizes), dict(self.policy), dict(self.deploy),
-                     self.steady)
+                     self.steady, dict(self.where))
 
     def copies(self, name: str) -> int:
         """How many nodes of the model the node called `name` stands for: `times` inside a
