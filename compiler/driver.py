@@ -98,7 +98,8 @@ def _compile(model_path, target_name, overrides, after, passes, measure, die_mod
                              unroll)
     lap("frontend")
     ctx = PassContext(target, measure=measure_tiles(target) if measure else None,
-                      deployment=deployment)
+                      deployment=deployment,
+                      deploy_where=deploy_where(replica, devices, parse_plan(plan or "")))
     graph = run_pipeline(replica, ctx, passes, hook)
     program = replace(lower(graph, target), deployment=deployment,
                       expert_load=tuple((ctx.expert_load or {}).items()))
@@ -152,24 +153,35 @@ def resolve_deployment(graph: Graph, target: Target, devices: int | None,
                        plan: str | None) -> Deployment:
     """The model's deploy block, with the command line's device count and plan items over it."""
     items = {k: v for k, v in graph.deploy.items() if k not in ("devices", "place")}
-    overridden = {"devices"} if devices is not None else set()
-    # An error about an item the model's deploy block gives is reported at that entry.
-    given = lambda key: graph.where.get(f"deploy.{key}") if key not in overridden else None
     try:
         overrides = parse_plan(plan or "")
-        overridden |= set(overrides)
+        given = deploy_where(graph, devices, overrides)
         items.update(overrides)
         count = devices if devices is not None else int(graph.deploy.get("devices", 1))
         if count > 1 and target.system is None:
             raise DscError(f"target {target.name} has no [system] table, so it cannot be "
-                           f"deployed on {count} devices", given("devices"),
+                           f"deployed on {count} devices", given.get("devices"),
                            expected="a target file with [system] (devices_per_node, "
                                     "intra_node and inter_node links)")
         per_node = target.system.devices_per_node if target.system else 1
         return make_deployment(count, per_node, items)
     except DeploymentError as err:
-        raise DscError(str(err), given(err.key) if err.key else None,
+        try:
+            overrides = parse_plan(plan or "")
+        except DeploymentError:                 # the command line's plan is what is wrong
+            overrides = None
+        where = deploy_where(graph, devices, overrides).get(err.key) \
+            if overrides is not None and err.key else None
+        raise DscError(str(err), where,
                        expected="e.g. --devices 32 --plan attn=dp,moe=ep") from None
+
+
+def deploy_where(graph: Graph, devices: int | None, plan_items: dict) -> dict:
+    """Deploy key -> where the model's deploy block gives it, for the items the command line
+    (--devices, --plan) does not override: an error about one of them points there."""
+    overridden = set(plan_items) | ({"devices"} if devices is not None else set())
+    return {key[len("deploy."):]: loc for key, loc in graph.where.items()
+            if key.startswith("deploy.") and key[len("deploy."):] not in overridden}
 
 
 def resolve_placement(graph: Graph, target: Target, place: str | None) -> dict[str, str]:

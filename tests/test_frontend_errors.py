@@ -584,3 +584,15 @@ def test_a_set_value_beyond_exact_integers_is_refused_at_the_definition(tmp_path
     err = fails(tmp_path, "model m {\n  size n = 4\n  input a: [n]\n  output b = -a\n}\n",
                 {"n": value})
     check(err, main(tmp_path), 2, 8, ["beyond 2^53"], ["at most 2^53"])
+
+
+@pytest.mark.parametrize("entry, sets, line, col", [
+    ("  precision {\n    default mxfp8\n  }\n", None, 3, 5),
+    ("", {"default": "fp8_e4m3 scaled(ue8m0, 1x128)"}, 1, 1),
+])
+def test_a_block_scaled_default_is_refused(tmp_path, entry, sets, line, col):
+    """Computed values take the default format; only a cast makes block scales (found by
+    fuzzing: such a model compiled to a listing that stored scales nothing wrote)."""
+    err = fails(tmp_path, f"model m {{\n{entry}  input a: [4]\n  output b = -a\n}}\n", sets)
+    check(err, main(tmp_path), line, col, ["the default role is the format of every computed"],
+          ["an unscaled default"])

@@ -51,6 +51,14 @@ def build_policy(model: ast.ModelDef, role_texts: dict[str, str]) -> dict[str, F
         where = entries[role].loc if role in entries else (blocks[0].loc if blocks else model.loc)
         given[role] = parse_text(text, where, f"bad --set {role}={text}")
     default = given.get("default", Format("bf16"))
+    if default.scaling is not None:
+        where = entries["default"].loc if "default" in entries and "default" not in role_texts \
+            else (blocks[0].loc if blocks else model.loc)
+        raise DscError(f"default {default}: the default role is the format of every computed "
+                       "value, and a block-scaled format has its scales made only by a cast "
+                       "(or a cache write)", where,
+                       "an unscaled default (bf16, fp8_e4m3, ...); block-scaled formats for "
+                       "weights, activations or kv_cache, or cast(x, FORMAT)")
     return {role: given.get(role, default) for role in ROLES}
 
 

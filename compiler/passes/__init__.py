@@ -25,6 +25,9 @@ class PassContext:
     measure: Callable | None = None
     deployment: Deployment | None = None                # None: one device
     expert_load: dict[str, float] | None = None         # the shard pass's hottest device
+    # Where the model's deploy block gives a plan item the command line did not override
+    # (deploy key -> position): an error about that item points there.
+    deploy_where: dict = field(default_factory=dict)
 
 
 class Pass(Protocol):

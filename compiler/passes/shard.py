@@ -143,7 +143,8 @@ def _tensor_parallel(graph: Graph, ctx: PassContext, dep: Deployment) -> Graph:
         plan = ",".join(f"{part}=tp{n}" for part in wanted)
         raise DscError(f"plan {dep.plan_text}: tensor parallelism is supported for the whole "
                        "model over one group size (mixing it with data or expert parallelism "
-                       "is not supported yet)", expected=f"e.g. --plan {plan}")
+                       "is not supported yet)", _given(ctx, *wanted),
+                       expected=f"e.g. --plan {plan}")
     contracted = {i for node in graph.nodes() if OPS[node.op].category == "contraction"
                   for i in node.inputs}
     written = {node.inputs[0] for node in graph.nodes() if node.op == "cache_write"}
@@ -172,6 +173,12 @@ def _note_unsplit(before: Graph, after: Graph, ctx: PassContext, n: int) -> None
                          f"{100 * kept / whole:.0f}% of them)")
 
 
+def _given(ctx: PassContext, *keys: str):
+    """Where the model's deploy block gives one of these plan items (None: the command line
+    gave them, or nobody)."""
+    return next((ctx.deploy_where[k] for k in keys if k in ctx.deploy_where), None)
+
+
 @dataclass(frozen=True)
 class Shard:
     name: str = "shard"
@@ -184,21 +191,24 @@ class Shard:
             return _tensor_parallel(graph, ctx, dep)
         if dep.ffn != "dp":
             raise DscError(f"plan ffn={dep.ffn} with attn=dp: not supported yet",
+                           _given(ctx, "ffn", "attn"),
                            expected="ffn=dp (or attn=tpN with ffn=tpN)")
         if dep.moe == "ep":
             if not any(n.op == "dispatch" for n in graph.nodes()):
                 ctx.notes.append(f"moe=ep: model '{graph.model}' has no routed experts; "
                                  "every device runs it data parallel")
                 return graph
-            experts = max(graph.node(d).attr("experts") for d in
-                          (n.id for n in graph.nodes() if n.op == "dispatch"))
+            dispatch = max((n for n in graph.nodes() if n.op == "dispatch"),
+                           key=lambda n: n.attr("experts"))
+            experts = dispatch.attr("experts")
             if dep.devices > experts:
                 raise DscError(f"plan moe=ep over {dep.devices} devices: the model has "
                                f"{experts} routed experts, so some devices would hold none "
                                "(devices would differ, which the one-device simulation "
-                               "cannot show)", expected=f"--devices {experts} or fewer")
+                               "cannot show)", dispatch.loc,
+                               expected=f"--devices {experts} or fewer")
             return _expert_parallel(graph, ctx, dep)
         if dep.moe != "dp":
             raise DscError(f"plan moe={dep.moe}: tensor-parallel experts are not supported yet",
-                           expected="moe=ep or moe=dp")
+                           _given(ctx, "moe"), expected="moe=ep or moe=dp")
         return graph
