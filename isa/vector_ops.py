@@ -90,7 +90,8 @@ def _causal_mask(x, row0=0, inner=1, seq=1, offset=0, **_):
 
 def _promote(acc, part, row_scale, col_scale, first=0, block_cols=1, **_):
     """Columns of `part` share col_scale[j // block_cols]; each row has its own row_scale."""
-    cols = np.repeat(col_scale.astype(F32).reshape(-1), block_cols)[:part.shape[-1]]
+    per_block = col_scale.astype(F32).reshape(-1)
+    cols = per_block[np.arange(part.shape[-1]) // block_cols]   # no copy per block column
     scaled = part.astype(F32) * row_scale.astype(F32).reshape(-1, 1) * cols[None, :]
     return scaled if first else (acc.astype(F32) + scaled).astype(F32)
 

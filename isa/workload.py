@@ -8,11 +8,12 @@ launch by launch. All three grow with the sizes written in a program, so a listi
 assembler, the driver and the interpreter refuse, with a message naming the kernel and the
 count, what exceeds them.
 
-The bounds are far above what real models need (DeepSeek-V3's largest work item executes under
-ten thousand instructions; a 128k-token prefill deals about a hundred thousand items per
-launch after the repetition below; its schedule has a few thousand launches) and low enough
-that the largest accepted program simulates in seconds to a minute on one core (a launch takes
-the interpreter about 0.1 ms beyond its kernel's simulation, which is shared by equal launches).
+The bounds are above what real models need (DeepSeek-V3's largest work item executes under a
+thousand instructions, a 128k-token prefill's attention about twenty thousand; the flagship
+schedule has a few thousand launches) and low enough that the largest accepted program
+simulates in seconds to a minute on one core: the engine takes some microseconds per
+instruction of each item class it follows (the tile pass follows each candidate tile), and a
+launch about 0.1 ms beyond its kernel's simulation, which is shared by equal launches.
 
 Dealing items. Items run in row-major grid order, `cores` per wave. An item's class depends
 only on which of its coordinates are the last of their grid dim, so before the last slab of
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 from isa.program import Kernel, Launch, Loop, Program
 
-MAX_ITEM_INSTRUCTIONS = 1_000_000      # instructions one work item executes, loops unrolled
+MAX_ITEM_INSTRUCTIONS = 100_000        # instructions one work item executes, loops unrolled
 MAX_DEALT_ITEMS = 1 << 22              # work items of one launch dealt to cores one by one
 MAX_LAUNCHES = 200_000                 # launches of the schedule, repeats unrolled
 MAX_ITEMS = 1 << 62                    # work items of one launch (they are numbered in int64)

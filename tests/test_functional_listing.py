@@ -90,3 +90,18 @@ def test_model_applies_only_to_a_functional_listing_run(listing, capsys):
     code, _, err = dsc(capsys, "run", "examples/gemm.ds", "--target", "h800", *SIZES,
                        "--functional", "--model", "examples/gemm.ds")
     assert code == 1 and "examples/gemm.ds is a model itself" in err
+
+
+def test_an_instruction_that_cannot_execute_is_an_error_in_the_listings_terms(listing, tmp_path,
+                                                                            capsys):
+    """An attribute the verifier accepts but the semantics cannot use (16 column scales
+    where the tile has one): one message naming the instruction, its operands and attributes,
+    not Python's exception text (found by fuzzing)."""
+    path, text = listing
+    edited = tmp_path / "g.lst"
+    edited.write_text(text.replace("block_cols=16 ", "block_cols=1 "))
+    code, _, err = _functional(capsys, edited)
+    assert code == 1
+    assert err.startswith("error: functional mode: vec.promote in kernel matmul_0 at m=0, n=0")
+    assert "cannot be executed with its operands (acc [" in err and "block_cols=1" in err
+    assert "Error" not in err and "index" not in err

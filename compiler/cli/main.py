@@ -149,6 +149,7 @@ def _run_functional(program, compiled, seed: int):
     import numpy as np
     from compiler.cli.functional import check_listing, check_numerics
     from runtime.functional import FunctionalError
+    from runtime.functional.storage import InstructionFailed
     try:
         # The simulated formats overflow and divide as IEEE arithmetic does (an exp that
         # overflows is inf in the result, and the error figures report it): not a warning.
@@ -156,6 +157,10 @@ def _run_functional(program, compiled, seed: int):
             if program is compiled.program:
                 return check_numerics(compiled, seed)
             return check_listing(program, compiled, seed)
+    except InstructionFailed as err:
+        if program is compiled.program:         # dsc's own program: a bug in dsc, say so
+            raise err.__cause__ from None
+        raise DscError(f"functional mode: {err}") from None
     except FunctionalError as err:
         raise DscError(f"functional mode: {err}") from None
 

@@ -21,7 +21,8 @@ from isa.program import (Attr, Box, Buf, Instr, Kernel, Launch, Loop, Program, b
                          expand_schedule, scale_name, walk)
 from isa.target_schema import Target
 from runtime.functional.semantics import semantics_of
-from runtime.functional.storage import FunctionalError, Memory, round_to_dtype, zeros
+from runtime.functional.storage import (FunctionalError, InstructionFailed, Memory,
+                                        round_to_dtype, zeros)
 
 FED_KINDS = ("input", "weight", "cache")
 LOADS = ("ld.tile", "vld.tile")               # (buffer, box)
@@ -274,9 +275,9 @@ class Machine:
                     run(ctx, ins)
                 except FunctionalError:
                     raise
-                except Exception as err:       # a bug, not the user's input: say where it hit
+                except Exception as err:
                     err.add_note(f"executing {ins.op} in kernel {kernel.name} at {ctx.env}")
-                    raise
+                    raise InstructionFailed(_failed(ins, kernel, ctx)) from err
         self.stats.instructions += len(stream) * kernel.grid_size
         self.stats.launches += 1
 
@@ -289,3 +290,18 @@ class Machine:
             except FunctionalError as err:
                 raise FunctionalError(f"kernel {kernel.name}: {err}") from None
         return self._streams[kernel.name]
+
+
+def _failed(ins, kernel: Kernel, ctx) -> str:
+    """An instruction that cannot be executed, in the listing's own terms: its operands'
+    buffer shapes and its attributes."""
+    where = ", ".join(f"{k}={v}" for k, v in ctx.env.items())
+    shapes = []
+    for a in ins.args:
+        if isinstance(a, Buf) and a.name in ctx.decls:
+            shapes.append(f"{a.name} {list(ctx.decls[a.name].shape)}")
+    attrs = " ".join(f"{a.key}={a.value}" for a in ins.args if isinstance(a, Attr))
+    return (f"{ins.op} in kernel {kernel.name}" + (f" at {where}" if where else "")
+            + f" cannot be executed with its operands ({', '.join(shapes) or 'none'})"
+            + (f" and attributes ({attrs})" if attrs else "")
+            + ": they do not fit what the instruction computes")

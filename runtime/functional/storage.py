@@ -33,6 +33,12 @@ class FunctionalError(Exception):
     """A program the functional mode cannot execute; the message names what and where."""
 
 
+class InstructionFailed(FunctionalError):
+    """An instruction whose semantics failed on its operands and attributes (the cause is
+    chained). In an edited listing that is the edit's fault, said in these words; in a program
+    dsc compiled it is a bug in dsc, and the cause is what to report."""
+
+
 # ---- rounding to a dtype --------------------------------------------------------------------
 
 def _round_i32(x: np.ndarray) -> np.ndarray:
