@@ -147,9 +147,10 @@ def _integer(v, low: int = 0) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and low <= v <= EXACT
 
 
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
-        and abs(v) <= EXACT
+def _number(v) -> bool:                      # a constant operand: any finite float value
+    if isinstance(v, int) and not isinstance(v, bool):
+        return abs(v) < 2.0 ** 1023
+    return isinstance(v, float) and math.isfinite(v)
 
 
 def _index(v) -> bool:                       # a constant or an index expression
