@@ -99,3 +99,20 @@ def test_an_epilogue_output_with_one_row_per_group_keeps_its_groups(tmp_path):
     check_program(compiled.program, compiled.target)
     [y] = check_numerics(compiled).outputs
     assert y.rel_error < 1e-2, y
+
+
+@pytest.mark.parametrize("value", ["x", "x @ w"])
+def test_scale_blocks_spanning_rows_of_a_batched_tensor_are_refused_at_the_cast(tmp_path, value):
+    """A kernel sees a tensor of rank 3 as rows with its leading dims merged, where 128x128
+    scale blocks would straddle the batch dim: the cast is refused at its position, naming
+    the blocks (it compiled to a listing that stored no scales, or, fused into a GEMM's
+    epilogue, crashed the lowering; found by fuzzing)."""
+    from compiler.errors import DscError
+    model = tmp_path / "m.ds"
+    model.write_text("model m {\n  input x: [4, 64, 256]\n  weight w: [256, 256]\n"
+                     f'  output y = cast({value}, "fp8_e4m3 scaled(fp32, 128x128)")\n}}\n')
+    with pytest.raises(DscError) as err:
+        compile_model(str(model), "h800", {})
+    text = str(err.value)
+    assert text.startswith(f"{model}:4:14: error: cannot lower 'y'"), text
+    assert "128x128 scale blocks span rows" in text and "1x128" in text

@@ -125,6 +125,8 @@ def gemm(node: Node, st: _State) -> tuple[str, list[int]] | None:
 def _epilogue_op(g: Graph, user: Node, head: Node, st: _State, members) -> bool:
     if OPS[user.op].category != "elementwise" or user.type.shape != head.type.shape:
         return False
+    if user.op == "cast" and not _blocks_survive_the_view(g, head, user):
+        return False
     for i in user.inputs:
         v = g.node(i)
         if i in members:
@@ -133,6 +135,17 @@ def _epilogue_op(g: Graph, user: Node, head: Node, st: _State, members) -> bool:
         if not st.ready(i, set(members)) or lead not in (1, math.prod(head.type.shape[:-1])):
             return False
     return True
+
+
+def _blocks_survive_the_view(g: Graph, head: Node, cast: Node) -> bool:
+    """The epilogue sees values as [G, M, C]; a quantising cast whose scale blocks span several
+    rows keeps them only when M is the value's own second-to-last dim (merging a batch dim
+    into the rows would make blocks straddle it). Otherwise the cast is a kernel of its own."""
+    scaling = cast.type.format.scaling
+    if scaling is None or scaling.block[0] == 1 or len(cast.type.shape) < 3:
+        return True
+    c = contraction_of([g.node(i).type for i in head.inputs], head.attr_dict)
+    return c.size(c.m) == cast.type.shape[-2]
 
 
 def _whole_rows_pay(g: Graph, head: Node, tail: Node, users: list[Node],

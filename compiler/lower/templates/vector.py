@@ -97,6 +97,8 @@ def lower_vector_group(group: Group, graph: Graph, tmap: TensorMap, target: Targ
                                f"at{offset}")
             decl = as_rows(tmap, window, R)
             stores.append((n, kb.param(f"y{len(stores)}", decl, output=True), decl))
+    for n, _, d in stores:
+        _check_rows_keep_blocks(n, d)
     scale_stores = [(n, p, d) for n, p, d in stores if d.scaling is not None]
     scale_params = {n.id: kb.param(f"{p}_scale", tmap.decls[scale_name(d.name)], output=True)
                     for n, p, d in scale_stores}
@@ -187,6 +189,19 @@ def lower_vector_group(group: Group, graph: Graph, tmap: TensorMap, target: Targ
             kb.emit("st.tile", b, src, wait=("done",) if k == 0 else (),
                     signal=("free",) if k == len(out_ops) - 1 else ())
     return kb.build()
+
+
+def _check_rows_keep_blocks(node, rows: TensorDecl) -> None:
+    """A value is handled as rows [R, C]; blocks that span several rows of a tensor of rank 3
+    or more do not survive the leading dims merging into the rows, and the rows would have no
+    scales to store: refuse rather than drop them."""
+    scaling = node.type.format.scaling
+    if scaling is not None and rows.scaling is None:
+        raise ValueError(f"'{node.name}' {node.type}: its {scaling.block[0]}x{scaling.block[1]} "
+                         f"scale blocks span rows, which a vector kernel cannot keep once the "
+                         f"leading dims merge into rows [{rows.shape[0]}, {rows.shape[-1]}]; "
+                         f"use blocks of one row (e.g. 1x{scaling.block[1]}) for a tensor of "
+                         "rank 3 or more")
 
 
 class _RowViews(dict):
