@@ -1,0 +1,132 @@
+"""The fuzz harness's property, kept by CI: a few hundred generated and mutated inputs of
+every kind (benchmarks/fuzzing) run through dsc's entry point, and none is a defect (a
+traceback, a hang, Python's text as the message, a .ds error without its position, an output
+left behind, an unsound figure in a report). The seed is fixed, so a red run reproduces with
+`python benchmarks/fuzz.py --seed 20 --replay N`."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+
+from benchmarks.fuzzing import seeds, strategies
+from benchmarks.fuzzing.cases import KIND_WEIGHTS, make_case
+from benchmarks.fuzzing.classify import check_json, run_case
+from benchmarks.fuzzing.pool import Pool
+from compiler.errors import DscError
+from compiler.frontend import load_model
+from isa.assembler import parse_listing
+from isa.errors import ListingError
+from isa.target_loader import TargetError, load_target
+
+SEED, CASES = 20, 240
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory):
+    import os
+    folder = tmp_path_factory.mktemp("fuzz")
+    seeds.warm()
+    outcomes = {}
+    cache = os.environ.get("DSC_CACHE")
+    os.environ["DSC_CACHE"] = "off"              # the worker keeps simulations in memory
+    try:
+        pool = Pool(1, SEED, timeout=60.0, folder=folder, memory_bytes=3 << 30)
+        try:
+            pool.run(range(CASES), lambda index, outcome: outcomes.__setitem__(index, outcome))
+        finally:
+            pool.close()
+    finally:
+        if cache is None:
+            del os.environ["DSC_CACHE"]
+        else:
+            os.environ["DSC_CACHE"] = cache
+    return outcomes
+
+
+def test_generated_inputs_find_no_defect(campaign):
+    defects = {i: o for i, o in campaign.items() if o.cls == "defect"}
+    assert not defects, "\n".join(f"case {i}: {o.signature}: {o.detail[:200]}"
+                                  for i, o in sorted(defects.items()))
+
+
+def test_every_kind_and_class_is_exercised(campaign):
+    kinds = Counter(make_case(SEED, i).kind for i in campaign)
+    classes = Counter(o.cls for o in campaign.values())
+    assert set(kinds) == set(KIND_WEIGHTS)
+    assert classes["success"] >= CASES // 10 and classes["error"] >= CASES // 4
+    assert classes["usage"] > 0
+
+
+def test_cases_are_a_function_of_seed_and_number():
+    first = [make_case(SEED, i) for i in range(30)]
+    assert first == [make_case(SEED, i) for i in range(30)]
+    assert first != [make_case(SEED + 1, i) for i in range(30)]
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"total_cycles": 10, "flops": 1.0, "kernels": []}', None),
+    ('{"total_cycles": NaN}', "invalid JSON (NaN or Infinity)"),
+    ('{"total_cycles": 10, "time_s": -1.0}', "negative time_s in the report"),
+    ('{"total_cycles": 0, "flops": 5.0, "kernels": []}', "zero time for non-empty work"),
+    ('{"units": {"ld": {"utilization": 1.5}}}', "utilization above 1 in the report"),
+])
+def test_the_classifier_finds_unsound_reports(text, problem):
+    found = check_json(text, trace=False)
+    assert (found[0] if found else None) == problem
+
+
+def test_the_classifier_finds_an_unlocated_ds_error(tmp_path):
+    from benchmarks.fuzzing.cases import Case
+    bad = Case(0, "ds", "test", ["run", "model.ds", "--target", "h800", "--set", "batch"],
+               {"model.ds": "model m { input a: [2]\n output b = -a }\n"})
+    outcome = run_case(bad, tmp_path / "case")
+    assert outcome.cls == "defect" and outcome.signature == "a .ds error without file:line:col"
+
+
+def test_the_classifier_finds_a_traceback_and_restores_the_process(tmp_path, monkeypatch):
+    import os
+    import compiler.cli.main as cli
+    from benchmarks.fuzzing.cases import Case
+    monkeypatch.setattr(cli, "cmd_isa", lambda args: {}["no such key"])
+    monkeypatch.delenv("DSC_DEBUG", raising=False)
+    cwd = os.getcwd()
+    outcome = run_case(Case(0, "options", "test", ["isa", "h800"]), tmp_path / "case")
+    assert outcome.cls == "defect" and outcome.signature.startswith("traceback KeyError in")
+    assert os.getcwd() == cwd and "DSC_DEBUG" not in os.environ
+
+
+# ---- the generators as hypothesis strategies: the library entry points below the CLI -------
+
+@settings(max_examples=60, deadline=None)
+@given(strategies.target_files())
+def test_a_mutated_target_file_loads_or_is_one_target_error(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("t") / "t.toml"
+    path.write_text(text)
+    try:
+        load_target(str(path))
+    except TargetError as err:
+        assert str(err).startswith(f"{path}")
+
+
+@settings(max_examples=60, deadline=None)
+@given(strategies.listings())
+def test_an_edited_listing_reads_back_or_is_one_listing_error(target_and_text):
+    target, text = target_and_text
+    try:
+        parse_listing(text, "x.lst", load_target(target))
+    except ListingError as err:
+        assert str(err).startswith("x.lst:")
+
+
+@settings(max_examples=40, deadline=None)
+@given(strategies.ds_models())
+def test_a_generated_model_builds_or_is_one_located_error(tmp_path_factory, files):
+    folder = tmp_path_factory.mktemp("m")
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    try:
+        load_model(str(folder / "model.ds"))
+    except DscError as err:
+        assert err.loc is not None, str(err)
