@@ -387,3 +387,26 @@ def test_experts_with_one_row_each_keep_their_groups(tmp_path, capsys):
     listing = tmp_path / "m.lst"
     assert main(["compile", str(model), "--target", "a100", "-o", str(listing)]) == 0
     assert main(["run", str(listing), "--target", "a100"]) == 0
+
+
+@pytest.mark.parametrize("body, scaled", [
+    ('  input a: fp8_e4m3[16, 256] scaled(fp32, 1x32)\n  output y = -a\n', "a"),
+    ('  input x: [16, 256]\n  h = cast(x, "mxfp8")\n  output y = -h\n', "h"),
+    ('  input x: [16, 256]\n  weight w: [256, 256]\n  h = cast(x @ w, "mxfp8")\n'
+     '  output y = -h\n', "h"),
+])
+def test_a_vector_op_reads_a_block_scaled_value_through_its_scales(tmp_path, body, scaled):
+    """An op reading a block-scaled value (an input, or a value quantised by a cast in the
+    same model) gets its elements times their scales, exactly: a vector kernel dequantises
+    what it loads, and a quantised value is stored and read back by its users' own kernel,
+    never passed on in the kernel that quantised it (found by fuzzing: its elements were read
+    without their scales)."""
+    model = tmp_path / "m.ds"
+    model.write_text(f"model m {{\n{body}}}\n")
+    compiled = compile_model(str(model), "h800", {})
+    machine = Machine(compiled.program, compiled.target)
+    machine.store_feeds(random_feeds(compiled.graph, 0))
+    machine.run()
+    assert not machine.stats.warnings
+    expected = round_to_element(-machine.memory.value(scaled), "bf16")
+    assert np.array_equal(machine.memory.value("y"), expected)

@@ -130,6 +130,8 @@ def _epilogue_op(g: Graph, user: Node, head: Node, st: _State, members) -> bool:
     for i in user.inputs:
         v = g.node(i)
         if i in members:
+            if _scaled(v):                      # a quantised value is read from memory
+                return False
             continue
         lead = math.prod(v.type.shape[:-1])
         if not st.ready(i, set(members)) or lead not in (1, math.prod(head.type.shape[:-1])):
@@ -182,6 +184,8 @@ def vector(node: Node, st: _State) -> tuple[str, list[int]] | None:
     while grew:
         grew = False
         for m in list(members):
+            if _scaled(g.node(m)):            # its users read it, with its scales, from memory
+                continue
             for u in _users_through_row_views(g, m):
                 if u.id in members or u.id in st.group_of or not is_vector(u) \
                         or row_count(u, g) != R:
@@ -192,6 +196,13 @@ def vector(node: Node, st: _State) -> tuple[str, list[int]] | None:
                 members += extra + [u.id]
                 grew = True
     return "vector", sorted(set(members))
+
+
+def _scaled(node: Node) -> bool:
+    """A block-scaled value: within a kernel its elements mean nothing without their scales,
+    which only a load (or a GEMM operand's dequantisation) pairs with them, so a kernel that
+    makes one stores it and its users are another kernel."""
+    return node.type.format.scaling is not None
 
 
 def _users_through_row_views(g: Graph, node_id: int) -> list[Node]:
@@ -212,7 +223,7 @@ def _absorbable_inputs(u: Node, st: _State, members: set[int], R: int) -> list[i
                     and v.op != "const" and not (u.op == "cache_write" and i == u.inputs[0]):
                 return None
             continue
-        if i in st.group_of or not is_vector(v) or row_count(v, g) != R \
+        if i in st.group_of or not is_vector(v) or row_count(v, g) != R or _scaled(v) \
                 or not all(st.ready(j, members) for j in v.inputs):
             return None
         extra.append(i)

@@ -11,6 +11,10 @@ the vector work of tile t:
 
 Only values used outside the group are stored; the rest never leave the chip. A group of
 elementwise ops whose row does not fit is tiled along columns too.
+
+A block-scaled input is read through its scales: it is loaded with its scale tile and
+dequantised (`vec.dequant`, to FP32) before the ops; the elements alone mean nothing. (A value
+the group quantises is only stored: the fuse pass gives its users a kernel of their own.)
 """
 from __future__ import annotations
 
@@ -99,6 +103,10 @@ def lower_vector_group(group: Group, graph: Graph, tmap: TensorMap, target: Targ
             stores.append((n, kb.param(f"y{len(stores)}", decl, output=True), decl))
     for n, _, d in stores:
         _check_rows_keep_blocks(n, d)
+    for vid, (_, decl) in ins.items():
+        _check_rows_keep_blocks(graph.node(vid), decl)
+    in_scales = {vid: kb.param(f"{param}_scale", tmap.decls[scale_name(decl.name)])
+                 for vid, (param, decl) in ins.items() if decl.scaling is not None}
     scale_stores = [(n, p, d) for n, p, d in stores if d.scaling is not None]
     scale_params = {n.id: kb.param(f"{p}_scale", tmap.decls[scale_name(d.name)], output=True)
                     for n, p, d in scale_stores}
@@ -109,9 +117,14 @@ def lower_vector_group(group: Group, graph: Graph, tmap: TensorMap, target: Targ
         + sum(n.type.format.bits * tile_cols(n, graph) / 8 for n in nodes
               if n.op != "cache_write" or _converts(n, graph))
     fixed = sum(d.bits * d.shape[-1] / 8 for _, d in ins.values() if d.shape[0] == 1)
+    # FP32 copies of the scaled inputs (scales themselves are a few bytes per block).
+    row_bytes += sum(4 * d.shape[-1] for vid, (_, d) in ins.items()
+                     if vid in in_scales and d.shape[0] > 1)
+    fixed += sum(4 * d.shape[-1] for vid, (_, d) in ins.items()
+                 if vid in in_scales and d.shape[0] == 1)
     br, bc = _tile_shape(row_bytes, fixed, target.buffer_for("vector")[1].bytes, R, width,
-                         elementwise_only and not scale_stores)
-    for _, _, d in scale_stores:
+                         elementwise_only and not scale_stores and not in_scales)
+    for d in [d for _, _, d in scale_stores] + [ins[vid][1] for vid in in_scales]:
         br = max(br, d.scaling.block[0])
     col_tiles = math.ceil(width / bc)
     tiles = math.ceil(R / br) * col_tiles
@@ -123,9 +136,13 @@ def lower_vector_group(group: Group, graph: Graph, tmap: TensorMap, target: Targ
     kb.token("loaded")
     kb.token("done")
     cols = lambda c: bc if col_tiles > 1 and c == width else c
-    for param, decl in ins.values():
-        kb.buffer(f"s_{param}", decl.dtype, (min(br, decl.shape[0]), cols(decl.shape[-1])),
-                  "vector", STAGES)
+    for vid, (param, decl) in ins.items():
+        shape = (min(br, decl.shape[0]), cols(decl.shape[-1]))
+        kb.buffer(f"s_{param}", decl.dtype, shape, "vector", STAGES)
+        if vid in in_scales:
+            kb.buffer(f"s_{param}s", decl.scaling.dtype, _blocks(shape, decl.scaling.block),
+                      "vector", STAGES)
+            kb.buffer(f"d_{param}", "fp32", shape, "vector", STAGES)
     for n in nodes:
         if n.op != "cache_write" or _converts(n, graph):
             kb.buffer(f"v{local[n.id]}", n.type.format.dtype, (br, cols(tile_cols(n, graph))), "vector",
@@ -149,13 +166,27 @@ def lower_vector_group(group: Group, graph: Graph, tmap: TensorMap, target: Targ
             c = col0 if col_tiles > 1 and decl.shape[-1] == width else Const(0)
             return Box(param, (r, c), (min(br, decl.shape[0]), cols(decl.shape[-1])))
 
-        loads = list(ins.items())
-        for k, (vid, (param, decl)) in enumerate(loads):
-            kb.emit("ld.tile", Buf(f"s_{param}", slot), box(param, decl),
-                    wait=("free",) if k == 0 else (),
+        loads = [(Buf(f"s_{param}", slot), box(param, decl))
+                 for param, decl in ins.values()]
+        loads += [(Buf(f"s_{ins[vid][0]}s", slot), _scale_box(scale, row0, ins[vid][1], br))
+                  for vid, scale in in_scales.items()]
+        for k, (buf, b) in enumerate(loads):
+            kb.emit("ld.tile", buf, b, wait=("free",) if k == 0 else (),
                     signal=("loaded",) if k == len(loads) - 1 else ())
         sources = _RowViews(graph, {vid: Buf(f"s_{param}", slot) for vid, (param, _) in ins.items()})
         computed = [n for n in nodes if n.op != "cache_write" or _converts(n, graph)]
+        # Scaled inputs an op reads are dequantised first (the first waits for the loads); an
+        # append in the entries' own format copies the elements.
+        read = [vid for vid in in_scales
+                if any(vid in n.inputs for n in computed) or not computed]
+        for k, vid in enumerate(read if computed else ()):
+            param, decl = ins[vid]
+            shape = (min(br, decl.shape[0]), cols(decl.shape[-1]))
+            kb.emit("vec.dequant", Buf(f"d_{param}", slot), sources[vid],
+                    Buf(f"s_{param}s", slot), wait=("loaded",) if k == 0 else (),
+                    n=shape[0] * shape[1], block=decl.scaling.block)
+            sources[vid] = Buf(f"d_{param}", slot)
+        opened = bool(read and computed)
         for n in nodes:
             if n not in computed:              # an append in the entries' own format
                 sources[n.id] = sources[n.inputs[1]]
@@ -164,7 +195,7 @@ def lower_vector_group(group: Group, graph: Graph, tmap: TensorMap, target: Targ
             dst = [Buf(f"v{local[n.id]}", slot)]
             if n.type.format.scaling and n.op in ("cast", "cache_write"):
                 dst.append(Buf(f"v{local[n.id]}s", slot))
-            wait = (("loaded",) if loads else ("free",)) if k == 0 else ()
+            wait = (("loaded",) if loads else ("free",)) if k == 0 and not opened else ()
             signal = ("done",) if k == len(computed) - 1 else ()
             if n.op == "cache_write":      # entries converted to the cache's format
                 op = "vec.quant" if n.type.format.scaling else "vec.cvt"
@@ -189,6 +220,19 @@ def lower_vector_group(group: Group, graph: Graph, tmap: TensorMap, target: Targ
             kb.emit("st.tile", b, src, wait=("done",) if k == 0 else (),
                     signal=("free",) if k == len(out_ops) - 1 else ())
     return kb.build()
+
+
+def _blocks(shape, block) -> tuple[int, int]:
+    """Scale entries of a [rows, cols] tile: one per block, partial blocks included."""
+    return math.ceil(shape[0] / block[0]), math.ceil(shape[1] / block[1])
+
+
+def _scale_box(param: str, row0, decl: TensorDecl, br: int) -> Box:
+    """The scale tile of the rows a tile of `decl` covers (whole rows: no column split)."""
+    block = decl.scaling.block
+    rows = min(br, decl.shape[0])
+    first = floordiv(row0, block[0]) if decl.shape[0] > 1 else Const(0)
+    return Box(param, (first, Const(0)), _blocks((rows, decl.shape[-1]), block))
 
 
 def _check_rows_keep_blocks(node, rows: TensorDecl) -> None:
