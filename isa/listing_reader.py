@@ -211,6 +211,10 @@ class _Reader(lark.Transformer):
         dtype, *dims = children
         if dtype not in DTYPES:
             raise LineError(dtype.line, f"unknown dtype '{dtype}'{did_you_mean(dtype, DTYPES)}")
+        for d in dims:
+            if int(d) < 1:                  # as in a .ds type: nothing has a dim of no elements
+                raise LineError(d.line, f"{dtype}[{', '.join(dims)}]: dim {d} is not a "
+                                        "positive integer")
         return str(dtype), tuple(int(d) for d in dims)
 
     def scaling(self, children):

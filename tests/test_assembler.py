@@ -186,6 +186,8 @@ def _error(lines, target="h800") -> ListingError:
      "'c' expects bf16[1, 4096, 7168] but 'a.gmk' is fp8_e4m3[1, 4096, 2048]"),
     ("launch", "c=c.gmn", "c=c.gmx", "tensor 'c.gmx' is not declared"),
     ("buffer sa", "fp8_e4m3", "fp9", "unknown dtype 'fp9'"),
+    ("tensor b.scale", "[16,", "[-1,", "fp32[-1, 56]: dim -1 is not a positive integer"),
+    ("buffer sa", "[128,", "[0,", "fp8_e4m3[0, 128]: dim 0 is not a positive integer"),
     ("view a.gmk:", "reshape", "reshap", "unknown view step 'reshap'"),
 ])
 def test_an_edited_line_is_reported_at_its_line(starts_with, old, new, fragment):
