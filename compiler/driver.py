@@ -18,7 +18,7 @@ from isa.placement import ROLES, PlacementError, check_memories, parse_placement
 from isa.program import Program, bind_name, expand_schedule
 from isa.target_loader import load_target
 from isa.target_schema import Target
-from isa.workload import kernel_problem, size_problem
+from isa.workload import instructions_per_item, kernel_problem, size_problem
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,13 @@ class Compiled:
     target: Target
     program: Program
     notes: tuple[str, ...] = ()
+
+
+# The tile pass simulates its candidates for a GEMM whose work item executes at most this many
+# instructions (DeepSeek-V3's largest executes under a thousand): the interpreter takes
+# microseconds per instruction, so a K of a million (forty thousand instructions an item) took
+# seconds per candidate and minutes per model. Beyond it the estimate alone picks the tile.
+MEASURED_ITEM_INSTRUCTIONS = 10_000
 
 
 def measure_tiles(target: Target):
@@ -47,6 +54,8 @@ def measure_tiles(target: Target):
         problem = kernel_problem(kernel, target.cores, target.chip.dies)
         if problem:                   # too large to simulate: the tile pass reports it at the GEMM
             raise ValueError(problem)
+        if instructions_per_item(kernel.body) > MEASURED_ITEM_INSTRUCTIONS:
+            return None               # the estimate ranks the candidates alone
         return simulate(kernel, {p: tmap.decls[t] for p, t in args}, target).cycles
     return measure
 

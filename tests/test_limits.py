@@ -76,3 +76,15 @@ def test_a_listing_too_large_to_simulate_is_refused_at_its_line(gemm_listing, tm
     assert err.startswith(f"{tmp_path / 'x.lst'}:{line}: error: ")
     for word in words:
         assert word in err
+
+
+def test_a_gemm_with_long_work_items_is_tiled_by_the_estimate(capsys):
+    """K of a million: each work item executes some fifty thousand instructions, within what
+    the interpreter runs once but seconds for every candidate tile (a model of such GEMMs
+    took minutes to compile; found by fuzzing)."""
+    start = time.process_time()
+    code, out, _ = dsc(capsys, "compile", "examples/gemm.ds", "--target", "h800",
+                       "--set", "K=1048576", "--ignore-capacity", "--emit", "ir")
+    assert code == 0
+    assert 'tile_choice="best estimate of' in out and "too long to simulate each" in out
+    assert time.process_time() - start < 5

@@ -21,7 +21,8 @@ class PassContext:
     notes: list[str] = field(default_factory=list)      # what passes want the user to know
     # measure(group, graph, tile): the cycles of a GEMM kernel group lowered with a candidate
     # tile, simulated; injected by the driver (passes import neither the lowering templates
-    # nor the runtime). None: passes fall back to their estimates.
+    # nor the runtime); it gives None for a kernel too long to simulate per candidate. None:
+    # passes fall back to their estimates.
     measure: Callable | None = None
     deployment: Deployment | None = None                # None: one device
     expert_load: dict[str, float] | None = None         # the shard pass's hottest device

@@ -75,7 +75,13 @@ class Tile:
         tiles, total = considered(problem, ctx.target, self.shortlist)
         if ctx.measure is None or len(tiles) == 1:
             return tiles[0], f"best estimate of {total} candidates"
-        timed = [(ctx.measure(group, graph, t), i, t) for i, t in enumerate(tiles)]
+        timed = []
+        for i, t in enumerate(tiles):
+            cycles = ctx.measure(group, graph, t)
+            if cycles is None:          # too long a work item to simulate candidate by candidate
+                return tiles[0], (f"best estimate of {total} candidates (work items too long "
+                                  "to simulate each)")
+            timed.append((cycles, i, t))
         cycles, _, best = min(timed)
         return best, (f"fastest of {len(tiles)} simulated ({cycles:,.0f} cycles), shortlisted "
                       f"by estimate from {total} candidates")
