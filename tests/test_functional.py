@@ -375,6 +375,17 @@ def test_cli_functional_refuses_big_models(capsys, monkeypatch):
     assert "too big for functional mode" in err and "--set" in err
 
 
+def test_functional_mode_refuses_what_would_take_gigabytes(tmp_path, capsys):
+    """Eight experts of 100,000 inner rows hold 1.5e8 weight elements: a functional run would
+    keep over 3 GB (found by fuzzing: a MemoryError under a 3 GB cap)."""
+    model = tmp_path / "m.ds"
+    model.write_text('import "std/moe.ds"\nmodel m {\n  input x: [16, 64]\n'
+                     "  output y = moe(x, 8, 1, 100000, groups=1, capacity=0)\n}\n")
+    code = main(["run", str(model), "--target", "h800", "--functional"])
+    _, err = capsys.readouterr()
+    assert code == 1 and "too big for functional mode" in err and "the limit is 2e+07" in err
+
+
 def test_experts_with_one_row_each_keep_their_groups(tmp_path, capsys):
     """A grouped GEMM with M = 1 (one token per expert) and an epilogue: its output keeps the
     expert dim (found by the fuzzer: the epilogue's output view was [1, 1, N], every expert

@@ -19,7 +19,7 @@ from runtime.functional.machine import Accumulation, Machine
 from runtime.functional.storage import FunctionalError
 from runtime.numerics.matmul import MMA_K
 
-ELEMENT_LIMIT = 2e8      # elements of all storage tensors a functional run accepts
+ELEMENT_LIMIT = 2e7      # elements of all storage tensors a functional run accepts
 
 
 @dataclass(frozen=True)
