@@ -180,7 +180,8 @@ def _error(case: Case, folder: Path, stderr: str, status: int) -> Outcome:
 
 def _ds_global(first: str) -> bool:
     """Errors about a .ds model as a whole, which have no one position to name."""
-    return bool(re.search(r"does not fit|no model|exactly one model", first))
+    return bool(re.search(r"does not fit|no model|exactly one model|too big for functional mode",
+                          first))
 
 
 def _success(case: Case, folder: Path, stdout: str, status: int) -> Outcome:
