@@ -596,3 +596,11 @@ def test_a_block_scaled_default_is_refused(tmp_path, entry, sets, line, col):
     err = fails(tmp_path, f"model m {{\n{entry}  input a: [4]\n  output b = -a\n}}\n", sets)
     check(err, main(tmp_path), line, col, ["the default role is the format of every computed"],
           ["an unscaled default"])
+
+
+@pytest.mark.parametrize("spec", ["ij,jk>ik", "ij->ik", "ij,jk,kl->il", "ij,jk->ik->i"])
+def test_an_einsum_spec_not_of_the_form_a_b_to_c_is_refused_at_the_call(tmp_path, spec):
+    """Found by fuzzing: a spec missing its '-' gave Python's 'not enough values to unpack'."""
+    err = fails(tmp_path, "model m {\n  input a: bf16[4, 8]\n  input b: bf16[8, 2]\n"
+                          f'  output c = einsum("{spec}", a, b)\n}}\n')
+    check(err, main(tmp_path), 4, 14, [f"spec '{spec}' is not of the form 'A,B->C'"])

@@ -51,6 +51,9 @@ def contraction(spec: str, a_shape, b_shape) -> Contraction:
 
 @lru_cache(maxsize=4096)
 def _contraction(spec: str, a_shape, b_shape) -> Contraction:
+    if spec.count("->") != 1 or spec.split("->")[0].count(",") != 1:
+        raise ValueError(f"spec '{spec}' is not of the form 'A,B->C' (each operand's indices, "
+                         "then the output's)")
     lhs, out = spec.split("->")
     a_idx, b_idx = lhs.split(",")
     check(len(a_idx) == len(a_shape), f"einsum operand 1 has rank {len(a_shape)} but "
