@@ -90,10 +90,10 @@ def check_reach(ins: Instr, definition: InstrDef, scope: KernelScope, target: Ta
         raise ProgramError(f"{scope.where}: {ins.op} fmt={fmt}: the matrix unit of target "
                            f"{target.name} has no {fmt} format (it has "
                            f"{', '.join(target.matrix.formats)})")
-    if ins.op == "net.send":
+    if definition.kind == "send":
         links = ("local",) + tuple(link.id for link in target.machine.device_links)
         if ins.attr("link") not in links:
-            raise ProgramError(f"{scope.where}: net.send over link '{ins.attr('link')}', which "
+            raise ProgramError(f"{scope.where}: {ins.op} over link '{ins.attr('link')}', which "
                                f"target {target.name} does not have (its links: "
                                f"{', '.join(links)})")
     roles = _OWN_ROLES.get(definition.unit)

@@ -1,8 +1,17 @@
-"""The instruction set: every instruction defined once, as a record in `INSTRUCTIONS`.
+"""The instruction set: every instruction defined once, as one record (`InstrDef`).
 
-A record gives the mnemonic, the unit that executes it, its operand kinds (checked by the
-assembler), the attributes it takes, its documentation, its cost formula (as code, and as text
-for `dsc isa`), and its functional semantics (runtime/functional executes those).
+A record gives everything known about an instruction: the mnemonic, the unit that executes it,
+its operand kinds (checked by the assembler), the attributes it takes, its documentation, its
+cost formula (as code, and as text for `dsc isa`), what kind of work it is (compute, a load, a
+store, a send, a fence), what it does when executed (`semantics`: runtime/functional executes
+that kind; a vector or fixed-pipe op runs the numpy semantics of the isa/vector_ops.py op it
+`computes_as`), and what a target must offer for it (`needs`). Nothing else keys a table on
+mnemonics: the assembler, the verifier, the interpreter, the functional run and the lowering
+ask the record.
+
+Most records are in `INSTRUCTIONS` (any target with their unit); the fixed pipe's ops are made
+per op name (`fix.OP`, for the ops a target's pipe lists), and the fixed pipe's store and the
+vector cores' own loads and stores are records only some targets offer.
 
 Costs come in three kinds, which the interpreter turns into time:
   Compute(cycles)            the unit is busy for `cycles`
@@ -72,6 +81,33 @@ class InstrDef:
                                      # ("load", "store", or "send" to another device) frees it
                                      # once its bytes moved; a "fence" holds it until the
                                      # unit's earlier instructions are done
+    semantics: str = ""              # what executing it does (runtime/functional): "load" a box
+                                     # into a buffer, "store" a buffer into a box, "gather" or
+                                     # "scatter" rows by an index buffer, "mma", "vector" (the
+                                     # numpy semantics of `computes_as`), "quant", "order"
+                                     # (nothing but ordering); "" none (sends: one device only)
+    computes_as: str = ""            # vec.OP and fix.OP: the isa/vector_ops.py op it computes
+    needs: str = "unit"              # what a target must offer for it: a key of NEEDS
+
+    def offered_on(self, target: Target) -> bool:
+        return NEEDS[self.needs](self, target)
+
+    def buffer_and_box(self, ins: Instr) -> tuple[Buf, Box] | None:
+        """A box load's or store's on-chip buffer and off-chip box (None for other kinds)."""
+        if self.semantics == "load":
+            return ins.args[0], ins.args[1]
+        if self.semantics == "store":
+            return ins.args[1], ins.args[0]
+        return None
+
+
+# What a target must have for an instruction to exist on it: the unit that executes it (a
+# target has "fix" with a fixed pipe, "vld"/"vst" with split cube/vector cores), and for a
+# fixed-pipe op, a pipe that lists the op.
+NEEDS: dict[str, Callable[[InstrDef, Target], bool]] = {
+    "unit": lambda d, t: d.unit in t.units,
+    "pipe_op": lambda d, t: d.unit in t.units and d.mnemonic[4:] in t.fixed_pipe.ops,
+}
 
 
 def _box_transfer(direction: str, box_index: int):
@@ -191,33 +227,23 @@ def attr_problem(key: str, value) -> str | None:
     return None if kind is None or kind.accepts(value) else f"expected {kind.text}"
 
 
-_VECTOR_ATTRS = {"topk": ("k", "groups", "topk_groups"), "route_weights": ("norm", "scale"),
-                 "route_rows": ("experts", "capacity", "row0", "rows"),
-                 "expert_tokens": ("experts", "capacity", "expert", "row0", "rows"),
-                 "route_scan": ("expert", "capacity", "row0", "first", "slot0"),
-                 "promote": ("first", "block_cols"), "accumulate": ("first",), "dequant": ("block",),
-                 "causal_mask": ("offset", "row0", "inner", "seq"),
-                 "rope": ("offset", "theta", "row0", "inner", "seq"), "rmsnorm": ("eps",),
-                 "place": ("col",),
-                 "online_softmax": ("scale", "first", "offset", "row0", "inner", "seq", "col0",
-                                    "keys"),
-                 **{op: ("imm0", "imm1") for op in ("add", "sub", "mul", "div")}}
-
 _TABLE = [
     InstrDef("ld.tile", "ld", ("buf", "box"), (), "load a box of an off-chip tensor into a buffer; "
              "with mcast=C the cores of a C-core cluster receive the same box from one L2 read",
              "bytes(box) at the transfer's share of port, L2 and memory bandwidth (L2 and "
              "memory carry bytes/mcast), + latency", _box_transfer("load", 1),
-             optional_attrs=("mcast",), writes=1, kind="load"),
+             optional_attrs=("mcast",), writes=1, kind="load", semantics="load"),
     InstrDef("ld.gather", "ld", ("buf", "tensor", "buf"), ("rows",),
              "load `rows` rows of a tensor, the row numbers taken from an index buffer (-1: zeros)",
-             "rows * row_bytes(tensor) as a transfer", _gather, writes=1, kind="load"),
+             "rows * row_bytes(tensor) as a transfer", _gather, writes=1, kind="load",
+             semantics="gather"),
     InstrDef("st.tile", "st", ("box", "buf"), (), "store a buffer into a box of an off-chip tensor",
-             "bytes(box) as a transfer out", _box_transfer("store", 0), kind="store"),
+             "bytes(box) as a transfer out", _box_transfer("store", 0), kind="store",
+             semantics="store"),
     InstrDef("st.scatter", "st", ("tensor", "buf", "buf"), ("rows",),
              "store `rows` rows of a buffer to the rows of a tensor named by an index buffer "
              "(-1: skipped)", "rows * row_bytes(tensor) as a transfer out", _scatter,
-             kind="store"),
+             kind="store", semantics="scatter"),
     InstrDef("net.send", "net", ("box", "box"), ("link",),
              "send a box of a local tensor into a box of a tensor on other devices (SPMD: every "
              "device sends alike, so each also receives a box shaped like dst); link= "
@@ -230,30 +256,21 @@ _TABLE = [
              "scale operands sa, sb (block_a, block_b) the unit applies the block scales itself",
              "2 * pad(M) * pad(N) * pad(K) / flops_per_cycle(fmt), dims padded to the "
              "matrix instruction granularity", _mma,
-             optional_attrs=("trans_b", "block_a", "block_b"), writes=1),
+             optional_attrs=("trans_b", "block_a", "block_b"), writes=1, semantics="mma"),
 ]
-def _vector_operands(name: str, arity: int, outputs: int) -> tuple[str, ...]:
-    """dsts then sources; a binary elementwise op's second source may be an immediate `imm1`,
-    and top-k's selection bias is optional."""
-    if name in ("add", "sub", "mul", "div", "topk"):
-        return ("buf", "buf", "buf?")
-    if name == "place":       # dst is read too: the other columns are kept
-        return ("buf", "buf")
-    return ("buf",) * outputs + ("buf",) * arity
-
-
 _TABLE += [
-    InstrDef(f"vec.{name}", "vec", _vector_operands(name, vop.arity, vop.outputs), ("n",),
+    InstrDef(f"vec.{name}", "vec", vop.operands, ("n",),
              vop.doc, "max(n * alu / lanes, n * special / special_lanes) with "
              f"alu={vop.alu if not callable(vop.alu) else 'f(attrs)'}, special={vop.special}",
-             _vector(name), optional_attrs=_VECTOR_ATTRS.get(name, ()), writes=vop.outputs)
+             _vector(name), optional_attrs=vop.attrs, writes=vop.outputs,
+             semantics="quant" if name == "quant" else "vector", computes_as=name)
     for name, vop in VECTOR_OPS.items()
 ]
 _TABLE += [
     InstrDef(f"sync.{unit}", unit, (), (), f"a fence on the {unit} unit: completes when every "
              "earlier instruction of the unit has completed (carries wait/signal tokens)",
              "0 cycles; waits for the unit's outstanding instructions", lambda ins, ctx: Fence(),
-             kind="fence")
+             kind="fence", semantics="order")
     for unit in ("ld", "st", "mm", "vec", "fix", "net")
 ]
 
@@ -261,75 +278,67 @@ INSTRUCTIONS: dict[str, InstrDef] = {d.mnemonic: d for d in _TABLE}
 
 
 # What a fixed-pipe op computes, as a vector op of the same meaning (bias is an add of a row).
-FIXED_PIPE_SEMANTICS = {"bias": "add", "layout": "cvt"}
+_PIPE_COMPUTES_AS = {"bias": "add", "layout": "cvt"}
 
 
 def fixed_pipe_instruction(op: str) -> InstrDef:
-    """`fix.OP`: an epilogue op applied by the fixed pipe on the way out of the accumulator."""
+    """`fix.OP`: an epilogue op applied by the fixed pipe on the way out of the accumulator.
+    Pipe ops are named by targets, so their records are made per name; an op no vector op
+    means has no semantics (a functional run refuses it)."""
+    computes_as = _PIPE_COMPUTES_AS.get(op, op)
+    semantics = "quant" if computes_as == "quant" else "vector" if computes_as in VECTOR_OPS \
+        else ""
     return InstrDef(f"fix.{op}", "fix", ("buf", "buf*"), ("n",),
                     f"{op} applied by the fixed pipe while draining the accumulator "
-                    f"(computes as vec.{FIXED_PIPE_SEMANTICS.get(op, op)})",
+                    f"(computes as vec.{computes_as})",
                     "n / fixed_pipe.elements_per_cycle", _fixed,
-                    optional_attrs=("imm0", "imm1"), writes=1)
+                    optional_attrs=("imm0", "imm1"), writes=1, semantics=semantics,
+                    computes_as=computes_as if semantics else "", needs="pipe_op")
 
 
-# Units that exist only on some targets, and the instructions they carry.
-_FIXED_PIPE_STORE = InstrDef(
-    "fix.st", "fix", ("box", "buf"), (), "the fixed pipe writes a drained tile to memory",
-    "bytes(box) as a transfer out on the pipe's write path", _box_transfer("store", 0),
-    kind="store")
-_VECTOR_CORE_MOVES = {
-    "vld.tile": InstrDef("vld.tile", "vld", ("buf", "box"), (),
-                         "a vector core loads a box into its buffer (split cube/vector designs)",
-                         "as ld.tile, on the vector core's load engine", _box_transfer("load", 1),
-                         writes=1, kind="load"),
-    "vst.tile": InstrDef("vst.tile", "vst", ("box", "buf"), (),
-                         "a vector core stores a buffer into a box (split cube/vector designs)",
-                         "as st.tile, on the vector core's store engine",
-                         _box_transfer("store", 0), kind="store"),
-}
+# Instructions of units only some targets have: the fixed pipe's store, and the vector cores'
+# own loads and stores where matrix results reach them through memory.
+_SOME_TARGETS = [
+    InstrDef("fix.st", "fix", ("box", "buf"), (), "the fixed pipe writes a drained tile to memory",
+             "bytes(box) as a transfer out on the pipe's write path", _box_transfer("store", 0),
+             kind="store", semantics="store"),
+    InstrDef("vld.tile", "vld", ("buf", "box"), (),
+             "a vector core loads a box into its buffer (split cube/vector designs)",
+             "as ld.tile, on the vector core's load engine", _box_transfer("load", 1),
+             writes=1, kind="load", semantics="load"),
+    InstrDef("vst.tile", "vst", ("box", "buf"), (),
+             "a vector core stores a buffer into a box (split cube/vector designs)",
+             "as st.tile, on the vector core's store engine", _box_transfer("store", 0),
+             kind="store", semantics="store"),
+]
+_ON_SOME_TARGETS = {d.mnemonic: d for d in _SOME_TARGETS}
+
+
+def lookup_any(mnemonic: str) -> InstrDef | None:
+    """The record of a mnemonic, whichever targets offer it (for reading a listing without
+    one)."""
+    found = INSTRUCTIONS.get(mnemonic) or _ON_SOME_TARGETS.get(mnemonic)
+    if found is None and mnemonic.startswith("fix."):
+        found = fixed_pipe_instruction(mnemonic[4:])
+    return found
 
 
 def lookup(mnemonic: str, target: Target | None = None) -> InstrDef | None:
-    """The definition of a mnemonic on a target: the common table, plus the fixed-pipe ops
-    and store when the target has a pipe, plus the vector cores' own loads and stores when
-    matrix results reach the vector unit through memory."""
+    """The record of a mnemonic on a target: every record of the common table (whether the
+    target has its unit is for the caller to say), the others when the target offers them."""
     if mnemonic in INSTRUCTIONS:
         return INSTRUCTIONS[mnemonic]
-    if target is None:
-        return None
-    if mnemonic.startswith("fix.") and target.fixed_pipe:
-        if mnemonic == "fix.st":
-            return _FIXED_PIPE_STORE
-        if mnemonic[4:] in target.fixed_pipe.ops:
-            return fixed_pipe_instruction(mnemonic[4:])
-    if mnemonic in _VECTOR_CORE_MOVES and target.matrix.results_to_vector == "memory":
-        return _VECTOR_CORE_MOVES[mnemonic]
-    return None
+    found = lookup_any(mnemonic) if target is not None else None
+    return found if found is not None and found.offered_on(target) else None
 
 
 OPERAND_TYPES = {"buf": Buf, "box": Box, "tensor": TensorRef}
 
 
 def available(target: Target) -> list[InstrDef]:
-    """Every instruction the target has, in table order: those of the units it has, then the
-    fixed pipe's ops and store, then the vector cores' own loads and stores."""
-    out = [d for d in INSTRUCTIONS.values() if d.unit in target.units]
-    if target.fixed_pipe:
-        out += [fixed_pipe_instruction(op) for op in target.fixed_pipe.ops] + [_FIXED_PIPE_STORE]
-    if target.matrix.results_to_vector == "memory":
-        out += list(_VECTOR_CORE_MOVES.values())
-    return out
-
-
-def lookup_any(mnemonic: str) -> InstrDef | None:
-    """The definition of a mnemonic on some target (for reading a listing without one)."""
-    if mnemonic in INSTRUCTIONS:
-        return INSTRUCTIONS[mnemonic]
-    if mnemonic == "fix.st":
-        return _FIXED_PIPE_STORE
-    if mnemonic in _VECTOR_CORE_MOVES:
-        return _VECTOR_CORE_MOVES[mnemonic]
-    if mnemonic.startswith("fix."):
-        return fixed_pipe_instruction(mnemonic[4:])
-    return None
+    """Every instruction the target offers, in table order: those of the units it has, then
+    the fixed pipe's ops, then the instructions only some targets have."""
+    pipe_ops = [fixed_pipe_instruction(op) for op in target.fixed_pipe.ops] \
+        if target.fixed_pipe else []
+    candidates = [*INSTRUCTIONS.values(), *pipe_ops, *_SOME_TARGETS]
+    return [d for d in candidates if d.offered_on(target)]

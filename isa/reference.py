@@ -53,7 +53,7 @@ def isa_reference(target: Target) -> str:
 
 
 def _family(d: InstrDef) -> str:
-    return "sync" if d.mnemonic.startswith("sync.") else d.unit
+    return "sync" if d.kind == "fence" else d.unit
 
 
 def _preamble(target: Target) -> list[str]:
@@ -103,9 +103,9 @@ def _operands(kinds) -> str:
 
 def _figures(d: InstrDef, target: Target) -> str:
     """The formula's constants for this instruction on the target, when it has any."""
-    if d.mnemonic.startswith("vec."):
-        return _vector_figures(d.mnemonic[4:], target)
-    if d.unit == "fix" and target.fixed_pipe and not d.mnemonic.startswith("sync."):
+    if d.unit == "vec" and d.computes_as:
+        return _vector_figures(d.computes_as, target)
+    if d.unit == "fix" and target.fixed_pipe and d.kind != "fence":
         return f"n / {target.fixed_pipe.elements_per_cycle} cycles"
     return ""
 

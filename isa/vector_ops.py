@@ -28,6 +28,16 @@ class VectorOp:
     doc: str
     reads_dst: bool = False    # the destinations' old values come first among the arguments
     outputs: int = 1           # destination operands (the semantics return a tuple if > 1)
+    attrs: tuple[str, ...] = ()      # attributes its instruction may take besides n
+    immediate_last: bool = False     # its last source may be an immediate (imm1) instead
+    optional_source: bool = False    # one more source may follow (top-k's selection bias)
+
+    @property
+    def operands(self) -> tuple[str, ...]:
+        """Operand kinds of its instruction: destinations, then sources; "buf?" optional."""
+        sources = ("buf",) * (self.arity - self.immediate_last)
+        optional = ("buf?",) if self.immediate_last or self.optional_source else ()
+        return ("buf",) * self.outputs + sources + optional
 
     def per_element(self, attrs: dict) -> tuple[float, float]:
         """(alu, special) operations per element for an instruction with these attributes."""
@@ -150,12 +160,19 @@ def _ew(fn):
     return lambda *xs, **_: fn(*[x.astype(F32) for x in xs]).astype(F32)
 
 
+BINARY = ("imm0", "imm1")      # a binary op's immediate operands
+POSITION = ("offset", "row0", "inner", "seq")   # where a row sits in its sequence
+
 VECTOR_OPS: dict[str, VectorOp] = {op.name: op for op in [
     VectorOp("cvt", 1, 1, 0, _ew(lambda x: x), "y = x converted to the destination's dtype"),
-    VectorOp("add", 2, 1, 0, _ew(np.add), "y = a + b"),
-    VectorOp("sub", 2, 1, 0, _ew(np.subtract), "y = a - b"),
-    VectorOp("mul", 2, 1, 0, _ew(np.multiply), "y = a * b"),
-    VectorOp("div", 2, 1, 1, _ew(np.divide), "y = a / b (reciprocal and multiply)"),
+    VectorOp("add", 2, 1, 0, _ew(np.add), "y = a + b",
+             attrs=BINARY, immediate_last=True),
+    VectorOp("sub", 2, 1, 0, _ew(np.subtract), "y = a - b",
+             attrs=BINARY, immediate_last=True),
+    VectorOp("mul", 2, 1, 0, _ew(np.multiply), "y = a * b",
+             attrs=BINARY, immediate_last=True),
+    VectorOp("div", 2, 1, 1, _ew(np.divide), "y = a / b (reciprocal and multiply)",
+             attrs=BINARY, immediate_last=True),
     VectorOp("neg", 1, 1, 0, _ew(np.negative), "y = -x"),
     VectorOp("relu", 1, 1, 0, _ew(lambda x: np.maximum(x, F32(0))), "y = max(x, 0)"),
     VectorOp("exp", 1, 1, 1, _ew(np.exp), "y = exp(x) (one scale, one exp2)"),
@@ -164,20 +181,23 @@ VECTOR_OPS: dict[str, VectorOp] = {op.name: op for op in [
              "y = x * sigmoid(x)"),
     VectorOp("softmax", 1, 5, 1, _softmax,
              "row softmax: max, subtract, exp, sum, scale by the reciprocal"),
-    VectorOp("rmsnorm", 2, 4, 0, _rmsnorm, "x * rsqrt(mean(x^2) + eps) * w (one rsqrt per row)"),
+    VectorOp("rmsnorm", 2, 4, 0, _rmsnorm, "x * rsqrt(mean(x^2) + eps) * w (one rsqrt per row)",
+             attrs=("eps",)),
     VectorOp("rope", 1, 3, 0, _rope, "rotary embedding of interleaved pairs of each row at its "
-             "position (row0, inner, seq, offset); sin/cos tables precomputed"),
+             "position (row0, inner, seq, offset); sin/cos tables precomputed",
+             attrs=("offset", "theta", "row0", "inner", "seq")),
     VectorOp("causal_mask", 1, 2, 0, _causal_mask,
-             "scores of keys after the row's position -> -inf"),
+             "scores of keys after the row's position -> -inf", attrs=POSITION),
     VectorOp("sum", 1, 1, 0, _reduce(np.sum), "sum of each row"),
     VectorOp("max", 1, 1, 0, _reduce(np.max), "max of each row"),
     VectorOp("mean", 1, 1, 0, _reduce(np.mean), "mean of each row"),
     VectorOp("place", 1, 1, 0, lambda dst, src, col=0, **_: _place(dst, src, col),
-             "copy src into dst's columns col .. col+width (one part of a concat)", reads_dst=True),
+             "copy src into dst's columns col .. col+width (one part of a concat)", reads_dst=True,
+             attrs=("col",)),
     VectorOp("online_softmax", 1, 7, 1, _online_softmax,
              "one key block of a streaming softmax: scale, mask, running max and sum; writes "
              "p, the rescale factor alpha, and the running max m and sum l", reads_dst=True,
-             outputs=4),
+             outputs=4, attrs=("scale", "first", *POSITION, "col0", "keys")),
     VectorOp("rescale", 1, 1, 0,
              lambda o, alpha, **_: (o.astype(F32) * alpha.astype(F32).reshape(-1, 1)).astype(F32),
              "o = o * alpha per row (before adding the next key block)", reads_dst=True),
@@ -189,38 +209,43 @@ VECTOR_OPS: dict[str, VectorOp] = {op.name: op for op in [
              "writes the elements and their scales", outputs=2),
     VectorOp("promote", 3, 2, 0, _promote,
              "acc = (first ? 0 : acc) + part * row_scale * col_scale: FP32 promotion of a "
-             "limited-precision partial sum with its block scales", reads_dst=True),
+             "limited-precision partial sum with its block scales", reads_dst=True,
+             attrs=("first", "block_cols")),
     VectorOp("accumulate", 1, 1, 0,
              lambda acc, part, first=0, **_: part.astype(F32) if first else
              (acc.astype(F32) + part.astype(F32)).astype(F32),
              "acc = (first ? 0 : acc) + part: FP32 promotion of a limited-precision partial sum",
-             reads_dst=True),
+             reads_dst=True, attrs=("first",)),
     VectorOp("tscale", 1, 1, 0,
              lambda acc, ts, **_: (acc.astype(F32) * F32(ts.reshape(-1)[0])).astype(F32),
              "acc = acc * a per-tensor scale (NVFP4's fp32 scale, applied once to the product)",
              reads_dst=True),
-    VectorOp("dequant", 2, 1, 0, _dequant, "y = x * its block scale (broadcast over the block)"),
+    VectorOp("dequant", 2, 1, 0, _dequant, "y = x * its block scale (broadcast over the block)",
+             attrs=("block",)),
     VectorOp("topk", 1, lambda a: a.get("k", 1) + 2, 0,
              lambda s, *bias, **a: routing.topk_select(s, a["k"], bias[0] if bias else None,
                                                        a.get("groups", 1), a.get("topk_groups", 1)),
-             "indices of the k best scores per row (group-limited; one max-pass per pick)"),
+             "indices of the k best scores per row (group-limited; one max-pass per pick)",
+             attrs=("k", "groups", "topk_groups"), optional_source=True),
     VectorOp("route_weights", 2, 3, 0,
              lambda s, idx, **a: routing.topk_weights(s, idx, a.get("norm", True), a.get("scale", 1.0)),
-             "gather the chosen scores, normalise, scale"),
+             "gather the chosen scores, normalise, scale", attrs=("norm", "scale")),
     VectorOp("route_rows", 1, 2, 0,
              lambda idx, **a: _window(routing.route_rows(idx, a["experts"], a["capacity"]), a),
-             "per (token, choice): row expert*capacity+slot of its expert output, -1 if dropped"),
+             "per (token, choice): row expert*capacity+slot of its expert output, -1 if dropped",
+             attrs=("experts", "capacity", "row0", "rows")),
     VectorOp("expert_tokens", 1, 2, 0,
              lambda idx, **a: _window(routing.expert_tokens(idx, a["experts"], a["capacity"],
                                                             a["expert"]), a),
-             "the token in each of one expert's capacity slots, -1 if empty"),
+             "the token in each of one expert's capacity slots, -1 if empty",
+             attrs=("experts", "capacity", "expert", "row0", "rows")),
     VectorOp("route_scan", 1, 2, 0,
              lambda tokens, flat, rowvals, count, idx, **a: routing.route_scan(
                  tokens, flat, rowvals, count, idx, a["expert"], a["capacity"], a.get("row0", 0),
                  a.get("first", 0), a.get("slot0", 0)),
              "scan a chunk of routing indices for one expert: append its (token, choice) pairs "
              "to the expert's slots (token, table position, output row) and count them",
-             reads_dst=True, outputs=4),
+             reads_dst=True, outputs=4, attrs=("expert", "capacity", "row0", "first", "slot0")),
     VectorOp("weighted_sum", 2, 2, 0,
              lambda rows, w, **a: np.einsum(
                  "tkd,tk->td", rows.astype(F32).reshape(w.shape[0], w.shape[1], -1),

@@ -132,7 +132,7 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
         raise SimulationError(f"error: {problem}")
     bases = bases or {}
     shares = {id(ins): concurrent_share(kernel, box, target.cores) for ins in walk(kernel.body)
-              for box in ins.args if isinstance(box, Box) and ins.op.startswith("ld.")}
+              for box in ins.args if isinstance(box, Box) and lookup(ins.op, target).unit == "ld"}
     streams, class_of_key, signatures = [], {}, {}
     memo: dict = {}
     for key, die, env in classes(kernel, target.chip.dies):

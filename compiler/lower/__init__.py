@@ -11,6 +11,7 @@ from compiler.ir.ops import OPS
 from compiler.kernels.groups import kernel_groups
 from compiler.kernels.schedule import KernelTable, fold_layers, layer_of, order_tensors
 from compiler.lower.tensors import TensorMap
+from isa.instructions import lookup_any
 from isa.program import Launch, Program, walk
 from isa.target_schema import Target
 
@@ -39,9 +40,10 @@ def template(kind: str):
 def stream_of(kernel) -> str:
     """A kernel made only of sends over one link (and the net unit's fences) runs on that
     link's stream; the rest on the cores'."""
-    links = {ins.attr("link") for ins in walk(kernel.body)
-             if ins.op == "net.send"} - {"local"}
-    if len(links) == 1 and all(ins.op in ("net.send", "sync.net") for ins in walk(kernel.body)):
+    records = [lookup_any(ins.op) for ins in walk(kernel.body)]
+    links = {ins.attr("link") for ins, d in zip(walk(kernel.body), records)
+             if d.kind == "send"} - {"local"}
+    if len(links) == 1 and all(d.unit == "net" for d in records):
         return links.pop()
     return "compute"
 

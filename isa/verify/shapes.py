@@ -36,7 +36,7 @@ def check_shapes(nest: Nest, definitions: list[InstrDef]) -> None:
                 raise _fail(nest, site, f"n={n}: the instruction processes more elements than "
                             f"its largest buffer {largest.name} {list(buffers[largest.name].shape)} "
                             f"holds ({room})")
-        if site.ins.op == "mm.mma" and len(bufs) >= 3:
+        if definition.semantics == "mma" and len(bufs) >= 3:
             _check_mma(nest, site, bufs, buffers)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from isa.expr import compile_expr
 from isa.formats import Scaling
+from isa.instructions import InstrDef, lookup_any
 from isa.program import (Attr, Box, Buf, Instr, Kernel, Launch, Loop, Program, bind_name,
                          expand_schedule, scale_name, walk)
 from isa.target_schema import Target
@@ -25,9 +26,15 @@ from runtime.functional.storage import (FunctionalError, InstructionFailed, Memo
                                         round_to_dtype, zeros)
 
 FED_KINDS = ("input", "weight", "cache")
-LOADS = ("ld.tile", "vld.tile")               # (buffer, box)
-STORES = ("st.tile", "vst.tile", "fix.st")    # (box, buffer)
-QUANTS = ("vec.quant", "fix.quant")
+
+
+def definition(ins: Instr) -> InstrDef:
+    """The record of an instruction (whichever targets offer it: the listing was checked)."""
+    found = lookup_any(ins.op)
+    if found is None:
+        raise FunctionalError(f"'{ins.op}' is not an instruction: it has no functional "
+                              "semantics")
+    return found
 
 
 @lru_cache(maxsize=None)
@@ -81,8 +88,9 @@ class LaunchContext:
         self.buffers: dict[tuple[str, int], np.ndarray] = {}
         self.partial: dict[tuple[str, int], tuple[str, int]] = {}   # limited sums: (fmt, K)
         self.env: dict[str, int] = {}
-        self.stores = {ins.args[1].name: ins.args[0].tensor for ins in walk(kernel.body)
-                       if ins.op in STORES}
+        self.definitions = [(ins, definition(ins)) for ins in walk(kernel.body)]
+        stored = [d.buffer_and_box(ins) for ins, d in self.definitions if d.semantics == "store"]
+        self.stores = {buf.name: box.tensor for buf, box in stored}
         self.dtypes = {b.name: b.dtype for b in kernel.buffers}
         self.dtypes.update(self._wide_scale_buffers())
         self._check_scales_bound()
@@ -169,13 +177,13 @@ class LaunchContext:
     def _wide_scale_buffers(self) -> dict[str, str]:
         """Scale buffers of formats with a per-tensor scale hold the fp32 divisor (storage.py)."""
         wide = {}
-        for ins in walk(self.kernel.body):
-            if ins.op in LOADS + STORES:
-                buf, box = ins.args[:2] if ins.op in LOADS else ins.args[1::-1]
+        for ins, d in self.definitions:
+            if d.buffer_and_box(ins):
+                buf, box = d.buffer_and_box(ins)
                 name = self.tensor(box.tensor)
                 if self.memory.storage_dtype(name) != self.memory.decl(name).dtype:
                     wide[buf.name] = self.memory.storage_dtype(name)
-            elif ins.op in QUANTS and self.quant_scaling(ins.args[0].name).tensor_dtype:
+            elif d.semantics == "quant" and self.quant_scaling(ins.args[0].name).tensor_dtype:
                 wide[ins.args[1].name] = "fp32"
         return wide
 
@@ -285,7 +293,7 @@ class Machine:
         """(instruction, loop variables, semantics) of one work item, loops unrolled."""
         if kernel.name not in self._streams:
             try:
-                self._streams[kernel.name] = [(ins, env, semantics_of(ins.op))
+                self._streams[kernel.name] = [(ins, env, semantics_of(definition(ins)))
                                               for ins, env in unroll(kernel.body, {})]
             except FunctionalError as err:
                 raise FunctionalError(f"kernel {kernel.name}: {err}") from None

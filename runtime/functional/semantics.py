@@ -1,10 +1,11 @@
-"""What each instruction does to buffers and tensors: one function per instruction family.
+"""What each kind of instruction does to buffers and tensors: one function per kind.
 
-`semantics_of(mnemonic)` finds the function in `SEMANTICS` (a dict from mnemonic to function),
-else by family: `fix.OP` computes as the vector op isa/instructions.py names for it and every
-`sync.UNIT` is a no-op. An instruction with neither is an error that names it: nothing is
-skipped silently. Every function has the signature `(ctx, ins)`, where `ctx` is
-the launch context of machine.py (buffers, tensors, the work item's variables).
+An instruction's record (isa/instructions.py) says which kind of execution it is (its
+`semantics`: load, store, gather, scatter, mma, vector, quant, order); `semantics_of(record)`
+gives the function for it, and a vector or fixed-pipe op runs the numpy semantics of the
+vector op its record `computes_as`. A record without semantics is an error that names the
+instruction: nothing is skipped silently. Every function has the signature `(ctx, ins)`,
+where `ctx` is the launch context of machine.py (buffers, tensors, the work item's variables).
 
 Vector ops reuse the numpy `semantics` of isa/vector_ops.py, so the math of an op exists once.
 The rules that are the functional mode's own (quantisation blocks, the limited accumulator,
@@ -17,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from isa.formats import Format
-from isa.instructions import FIXED_PIPE_SEMANTICS
+from isa.instructions import InstrDef
 from isa.program import Instr
 from isa.vector_ops import VECTOR_OPS
 from runtime.functional.storage import FunctionalError
@@ -212,30 +213,20 @@ def _no_op(ctx, ins: Instr) -> None:
     """sync.UNIT: ordering only; program order already is a valid order."""
 
 
-SEMANTICS: dict[str, Semantics] = {
-    "ld.tile": ld_tile,
-    "vld.tile": ld_tile,          # a vector core's own load (split cube/vector designs)
-    "ld.gather": ld_gather,
-    "st.tile": st_tile,
-    "vst.tile": st_tile,
-    "fix.st": st_tile,            # the fixed pipe writing a drained tile
-    "st.scatter": st_scatter,
-    "mm.mma": mma,
-    **{f"vec.{name}": vector(name) for name in VECTOR_OPS},
-    "vec.quant": quant,
+# The kinds of execution there are; a record names one.
+BY_KIND: dict[str, Semantics] = {
+    "load": ld_tile, "store": st_tile, "gather": ld_gather, "scatter": st_scatter, "mma": mma,
+    "quant": quant, "order": _no_op,
 }
+_VECTOR = {name: vector(name) for name in VECTOR_OPS}
 
 
-def semantics_of(mnemonic: str) -> Semantics:
-    """The function executing `mnemonic`; FunctionalError names an instruction without one."""
-    if mnemonic in SEMANTICS:
-        return SEMANTICS[mnemonic]
-    family, _, op = mnemonic.partition(".")
-    if family == "sync":
-        return _no_op
-    if family == "fix" and f"vec.{FIXED_PIPE_SEMANTICS.get(op, op)}" in SEMANTICS:
-        return SEMANTICS[f"vec.{FIXED_PIPE_SEMANTICS.get(op, op)}"]
-    raise FunctionalError(f"instruction '{mnemonic}' has no functional semantics (known: "
-                          f"{', '.join(m for m in SEMANTICS if not m.startswith('vec.'))}, "
-                          "vec.OP for the ops of isa/vector_ops.py, sync.UNIT, fix.OP)")
-
+def semantics_of(definition: InstrDef) -> Semantics:
+    """The function executing an instruction; FunctionalError names one without semantics."""
+    if definition.semantics == "vector":
+        return _VECTOR[definition.computes_as]
+    if definition.semantics in BY_KIND:
+        return BY_KIND[definition.semantics]
+    raise FunctionalError(f"instruction '{definition.mnemonic}' has no functional semantics "
+                          f"(what runs is: {', '.join(BY_KIND)} and the vector ops of "
+                          "isa/vector_ops.py)")
