@@ -31,8 +31,13 @@ def _compiled(example, target):
 
 # ---------------------------------------------------------------------------- round trips
 
-@pytest.mark.parametrize("target", builtin_names())
-@pytest.mark.parametrize("example", EXAMPLES)
+# The flagship round-trips on one target of each core family (joined, split cube/vector); its
+# toy-sized twin tiny_moe has the same structure and round-trips on every target.
+ROUND_TRIPS = [(e, t) for e in EXAMPLES for t in builtin_names()
+               if e != "deepseek_v3" or t in ("h800", "ascend910b")]
+
+
+@pytest.mark.parametrize("example, target", ROUND_TRIPS)
 def test_every_listing_reads_back_into_the_same_program(example, target):
     compiled = _compiled(example, target)
     text = render(compiled.program)

@@ -21,7 +21,8 @@ CASES = {
                "--plan", "attn=dp,moe=ep,mb=2"),
     "moe_tp": ("examples/tiny_moe.ds", "--target", "h800", "--devices", "4",
                "--plan", "attn=tp2,moe=tp2"),
-    "gemm": ("examples/gemm.ds", "--target", "h800", "--set", "M=512"),
+    "gemm": ("examples/gemm.ds", "--target", "h800", "--set", "M=128", "--set", "N=512",
+             "--set", "K=512"),
     "dual_die": ("examples/tiny_moe.ds", "--target", "b200", "--die-mode", "numa"),
     "split_cores": ("examples/tiny_moe.ds", "--target", "ascend910b"),
 }
