@@ -60,13 +60,15 @@ def measure_tiles(target: Target):
     return measure
 
 
-def compile_model(model_path: str, target_name: str, overrides: dict[str, str],
+def compile_model(model_path: str, target_name: str | Target, overrides: dict[str, str],
                   after=None, passes=None, measure: bool = True, die_mode: str = "uma",
                   devices: int | None = None, plan: str | None = None,
                   check_fit: bool = True, clock=None, unroll: bool = False,
-                  place: str | None = None) -> Compiled:
+                  place: str | None = None, memo=None) -> Compiled:
     """Front end, graph passes, lowering, program passes; `after(name, graph or program)`
-    runs after each pass. `devices` and `plan` (e.g. "attn=dp,moe=ep") override the model's
+    runs after each pass. `target_name` is a builtin name, a .toml file, or a loaded Target.
+    `memo` (compiler.compile_memo.CompileMemo) shares the front end's graphs and the lowered
+    programs between calls that need the same ones (a sweep's points). `devices` and `plan` (e.g. "attn=dp,moe=ep") override the model's
     deploy block, and `place` (e.g. "kv_cache=host") its placement; with `check_fit`, a model
     that does not fit its devices' memories is an error.
     `clock(stage)` is called as each stage ends (the benchmark's per-stage times).
@@ -76,7 +78,7 @@ def compile_model(model_path: str, target_name: str, overrides: dict[str, str],
     the driver itself does when a window turns out not to be steady."""
     options = dict(passes=passes, measure=measure, die_mode=die_mode, devices=devices,
                    plan=plan, check_fit=check_fit, lap=clock or (lambda stage: None),
-                   place=place)
+                   place=place, memo=memo if passes is None and after is None else None)
     show = (lambda name, result, window: after(name, result)) if after else None
     if unroll:
         return _compile(model_path, target_name, overrides, show, unroll=True, **options)
@@ -92,39 +94,52 @@ def compile_model(model_path: str, target_name: str, overrides: dict[str, str],
 
 
 def _compile(model_path, target_name, overrides, after, passes, measure, die_mode, devices,
-             plan, check_fit, lap, unroll, place) -> Compiled:
+             plan, check_fit, lap, unroll, place, memo) -> Compiled:
     def hook(name, result, window=False):        # window: a program not yet stretched
         lap(name)
         if after:
             after(name, result, window)
-    target = load_target(target_name)
+
+    def front(sizes):
+        if memo is None:
+            return load_model(model_path, sizes, unroll)
+        return memo.model((model_path, tuple(sorted(sizes.items())), unroll),
+                          lambda: load_model(model_path, sizes, unroll))
+    target = target_name if isinstance(target_name, Target) else load_target(target_name)
     lap("target")
-    replica = load_model(model_path, overrides, unroll)
+    replica = front(overrides)
     deployment = resolve_deployment(replica, target, devices, plan)
     policy = resolve_placement(replica, target, place)
     if deployment.micro_batches > 1:
-        replica = load_model(model_path, micro_batch_sizes(replica, overrides, deployment),
-                             unroll)
+        replica = front(micro_batch_sizes(replica, overrides, deployment))
     lap("frontend")
     ctx = PassContext(target, measure=measure_tiles(target) if measure else None,
                       deployment=deployment,
                       deploy_where=deploy_where(replica, devices, parse_plan(plan or "")))
     graph = run_pipeline(replica, ctx, passes, hook)
-    program = replace(lower(graph, target), deployment=deployment,
-                      expert_load=tuple((ctx.expert_load or {}).items()))
-    lap("lower")
-    for program_pass in (MicroBatch(), Plan()):
-        program = program_pass.run(program, target)
-        hook(program_pass.name, program, window=True)
-    program = stretch(program, graph.steady)
-    lap("stretch")
-    if check_fit:
-        capacity.check_fit(graph, replica, target, deployment, policy)
-        lap("capacity")
-    place = Place(mode=die_mode, policy=tuple(policy.items()))   # on every iteration
-    program = place.run(program, target)
-    hook(place.name, program)
-    _check_simulable(program, graph, target)
+
+    def program_for_graph() -> Program:
+        program = replace(lower(graph, target), deployment=deployment,
+                          expert_load=tuple((ctx.expert_load or {}).items()))
+        lap("lower")
+        for program_pass in (MicroBatch(), Plan()):
+            program = program_pass.run(program, target)
+            hook(program_pass.name, program, window=True)
+        program = stretch(program, graph.steady)
+        lap("stretch")
+        if check_fit:
+            capacity.check_fit(graph, replica, target, deployment, policy)
+            lap("capacity")
+        placing = Place(mode=die_mode, policy=tuple(policy.items()))   # on every iteration
+        program = placing.run(program, target)
+        hook(placing.name, program)
+        _check_simulable(program, graph, target)
+        return program
+    if memo is None:
+        program = program_for_graph()
+    else:
+        program = memo.program(graph, target, (deployment, die_mode, tuple(policy.items()),
+                                               check_fit, ctx.expert_load), program_for_graph)
     return Compiled(graph, target, program, tuple(ctx.notes))
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import hashlib
 import math
 import re
 import tomllib
@@ -45,31 +47,98 @@ def resolve_target_path(name_or_path: str) -> Path:
                       f"{', '.join(builtin_names())}, or give a path to a .toml file")
 
 
-def load_target(name_or_path: str) -> Target:
+def load_target(name_or_path: str, overrides: dict[str, object] | None = None) -> Target:
+    """The target named (a builtin or a .toml file), with `overrides` (dotted key -> value,
+    e.g. {"memory.bandwidth_gbs": 6000}) put into the file's tables before it is checked, so
+    an overridden value is validated exactly as if the file held it."""
     path = resolve_target_path(name_or_path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TargetError(f"{path}: error: not UTF-8 text (byte {exc.start}): a target file "
-                          "must be UTF-8 TOML") from None
-    except OSError as exc:
-        raise TargetError(f"{path}: error: cannot read: {exc.strerror}") from None
+    text = _read_text(path)
+    key = (str(path), text, repr(sorted((overrides or {}).items())))
+    if key not in _LOADED:            # the same file and overrides: the same Target object
+        _LOADED[key] = _build(path, text, overrides or {})
+        if len(_LOADED) > 64:
+            del _LOADED[next(iter(_LOADED))]
+    return _LOADED[key]
+
+
+_LOADED: dict[tuple, Target] = {}
+
+
+def _build(path: Path, text: str, overrides: dict[str, object]) -> Target:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TargetError(f"{path}: error: not valid TOML: {exc}") from None
     reader = _Reader(path, text)
+    for dotted, value in overrides.items():
+        reader.overridden[_override_path(path, dotted, data)] = value
+        _put(data, _split_key(dotted), value)
     target = reader.build(Target, data, ())
     _check_consistency(target, reader)
     return target
+
+
+def target_sha256(name_or_path: str) -> str:
+    """The hash of the target file's bytes (the provenance of a report)."""
+    return hashlib.sha256(resolve_target_path(name_or_path).read_bytes()).hexdigest()
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """`KEY=VALUE` from the command line: the value is read as a TOML value (6000, 1.5,
+    "lru", [1, 2]), and a bare word that is not one as a string (keeps=nothing)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or not raw.strip():
+        raise TargetError(f"error: --target-set expects KEY=VALUE, got '{text}' "
+                          "(e.g. --target-set memory.bandwidth_gbs=6000)")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip(), value
+
+
+def _override_path(path: Path, dotted: str, data: dict) -> tuple[str, ...]:
+    keys = _split_key(dotted)
+    if not all(keys):
+        raise TargetError(f"{path}: error: target override '{dotted}': expected a dotted key "
+                          "such as memory.bandwidth_gbs")
+    table = data
+    for depth, part in enumerate(keys[:-1]):
+        table = table.get(part, {}) if isinstance(table, dict) else None
+        if not isinstance(table, dict):
+            raise TargetError(f"{path}: error: target override '{dotted}': "
+                              f"{'.'.join(keys[:depth + 1])} is not a table")
+    return keys
+
+
+def _put(data: dict, keys: tuple[str, ...], value) -> None:
+    for part in keys[:-1]:
+        data = data.setdefault(part, {})
+    data[keys[-1]] = value
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TargetError(f"{path}: error: not UTF-8 text (byte {exc.start}): a target file "
+                          "must be UTF-8 TOML") from None
+    except OSError as exc:
+        raise TargetError(f"{path}: error: cannot read: {exc.strerror}") from None
 
 
 class _Reader:
     def __init__(self, path: Path, text: str):
         self.path = path
         self.lines = text.splitlines()
+        self.overridden: dict[tuple[str, ...], object] = {}     # dotted key -> value given
 
     def fail(self, dotted: tuple[str, ...], message: str) -> typing.NoReturn:
+        given = next((k for k in self.overridden if dotted[:len(k)] == k), None)
+        if given is not None:         # the file is not at fault: name the override
+            what = "" if given == dotted else f"{'.'.join(dotted)} in "
+            raise TargetError(f"{self.path}: error: {what}the override {'.'.join(given)} = "
+                              f"{self.overridden[given]!r}: {message}")
         line = _find_line(self.lines, dotted)
         where = f"{self.path}:{line}" if line else str(self.path)
         raise TargetError(f"{where}: error: {'.'.join(dotted) or 'file'}: {message}")
@@ -77,7 +146,7 @@ class _Reader:
     def build(self, cls, data, dotted: tuple[str, ...]):
         if not isinstance(data, dict):
             self.fail(dotted, f"expected a table, got {_kind(data)}")
-        hints = typing.get_type_hints(cls)
+        hints = _type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for name in data:
             if name not in fields:
@@ -143,6 +212,11 @@ class _Reader:
         if choices and value not in choices:
             self.fail(dotted, f"expected one of {', '.join(choices)}, got '{value}'")
         return value
+
+
+@functools.cache
+def _type_hints(cls) -> dict:
+    return typing.get_type_hints(cls)
 
 
 def _check_consistency(target: Target, reader: _Reader) -> None:

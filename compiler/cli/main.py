@@ -30,6 +30,24 @@ def _sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _target(args):
+    """The target of a command: --target with its --target-set keys over the file's."""
+    from isa.target_loader import load_target, parse_override
+    return load_target(args.target, dict(parse_override(o) for o in args.target_set))
+
+
+class _Version(argparse.Action):
+    """--version, looked up only when asked for (it reads the installed metadata)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print dsc's version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from compiler.version import dsc_version
+        print(f"dsc {dsc_version()}")
+        parser.exit()
+
+
 def cmd_compile(args) -> None:
     from compiler.driver import compile_model
     from compiler.ir.graph import Graph
@@ -45,7 +63,7 @@ def cmd_compile(args) -> None:
         if args.stats and name in ("precision", "fuse"):
             counts[name] = kernel_stats(result)
 
-    compiled = compile_model(args.model, args.target, _sets(args.set), after=after,
+    compiled = compile_model(args.model, _target(args), _sets(args.set), after=after,
                              die_mode=args.die_mode, **_deployment(args))
     _report_notes(compiled)
     if args.stats:
@@ -123,14 +141,14 @@ def _functional_program(args):
                                     "--model MODEL.ds")
         from runtime.functional.listing import reference_sizes
         program, target = _program_to_run(args, reference=True)
-        compiled = compile_model(args.reference, args.target,       # every node: the
+        compiled = compile_model(args.reference, target,       # every node: the
                                  {**reference_sizes(program), **_sets(args.set)},
                                  die_mode=args.die_mode, unroll=True)   # reference needs them
     else:
         if args.reference is not None:
             raise DscError("--model names the model of a listing run with --functional; "
                            f"{args.model} is a model itself")
-        compiled = compile_model(args.model, args.target, _sets(args.set),
+        compiled = compile_model(args.model, _target(args), _sets(args.set),
                                  die_mode=args.die_mode, unroll=True, **_deployment(args))
         program, target = compiled.program, compiled.target
     if program.deployment.devices > 1:
@@ -176,7 +194,6 @@ def _program_to_run(args, reference: bool = False):
     back and checked against the target, else the model compiled for it. With `reference`
     (a listing's functional run) --set applies to the model it is compared with."""
     from isa.listing_file import is_listing
-    from isa.target_loader import load_target
     if is_listing(args.model):
         from isa.assembler import parse_listing, retarget_warning
         if (args.set and not reference) or args.devices is not None or args.plan is not None \
@@ -187,7 +204,7 @@ def _program_to_run(args, reference: bool = False):
                            "or compile the model with those options)")
         if args.reference is not None and not reference:
             raise DscError("--model applies to a listing run with --functional")
-        target = load_target(args.target)
+        target = _target(args)
         try:
             with open(args.model, encoding="utf-8") as f:
                 text = f.read()
@@ -201,7 +218,7 @@ def _program_to_run(args, reference: bool = False):
             print(warning, file=sys.stderr)
         return program, target
     from compiler.driver import compile_model
-    compiled = compile_model(args.model, args.target, _sets(args.set), die_mode=args.die_mode,
+    compiled = compile_model(args.model, _target(args), _sets(args.set), die_mode=args.die_mode,
                              **_deployment(args))
     _report_notes(compiled)
     return compiled.program, compiled.target
@@ -259,6 +276,7 @@ def cmd_targets(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsc", description="Compile .ds models to a virtual "
                                      "accelerator ISA and simulate their schedules.")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def model_command(name, help_text, func):
@@ -282,13 +300,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep a role's tensors (weights, kv_cache, activations) in a memory "
                        "of the target, e.g. kv_cache=host (`dsc targets show T` lists them)")
 
+    def target_option(p):
+        p.add_argument("--target", required=True, help="builtin target name or a .toml file")
+        p.add_argument("--target-set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a key of the target, validated as the file's are (e.g. "
+                       "memory.bandwidth_gbs=6000; `dsc targets schema` lists the keys)")
+
     def die_mode(p):
         p.add_argument("--die-mode", choices=("uma", "numa"), default="uma",
                        help="multi-die chips: one interleaved memory (uma, default), or work and "
                        "data placed per die with explicit die-to-die transfers (numa)")
 
     p = model_command("compile", "compile a model and print its ISA listing or IR", cmd_compile)
-    p.add_argument("--target", required=True, help="builtin target name or a .toml file")
+    target_option(p)
     p.add_argument("--emit", choices=("ir", "isa"), default="isa")
     p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
     p.set_defaults(outputs=(("-o", "output"),))
@@ -302,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     deployment(p)
     p = model_command("run", "compile and simulate, or simulate a listing (FILE.lst); print a "
                       "summary", cmd_run)
-    p.add_argument("--target", required=True, help="builtin target name or a .toml file")
+    target_option(p)
     p.add_argument("--json", metavar="FILE", help="write the JSON report (- for stdout)")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome trace (Perfetto, "
                    "chrome://tracing): one track per unit, dependency arrows, bandwidth")
