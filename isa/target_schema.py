@@ -8,7 +8,7 @@ one place: the properties of `Target`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 
 from isa.formats import ELEMENT_DTYPES
@@ -231,6 +231,16 @@ class Target:
                                      "shorthand ones, by name", default_factory=dict)
 
     # -- derived quantities: the only place units are converted --
+
+    @cached_property
+    def on_device_key(self) -> str:
+        """The target as text but for what joins devices ([system], links from a device): all
+        that a kernel sending nothing to other devices depends on (the simulation cache's and
+        the tile decisions' key)."""
+        kept = [(f.name, getattr(self, f.name)) for f in fields(self)
+                if f.name not in ("system", "links")]
+        links = {n: link for n, link in self.links.items() if "device" not in link.between}
+        return repr((kept, links))
 
     @cached_property
     def machine(self):

@@ -61,8 +61,9 @@ def clear_memory() -> None:
 
 def _key(kernel: Kernel, params, target: Target, bases, resident) -> str:
     decls = lambda table: sorted((p, _decl(d)) for p, d in table.items())
-    text = repr((_code_hash(), _kernel_text(kernel), decls(params), decls(bases),
-                 _target_text(target), sorted(resident.items())))
+    body = _kernel_text(kernel)
+    text = repr((_code_hash(), body, decls(params), decls(bases),
+                 _target_text(target, "net.send" in body), sorted(resident.items())))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -76,7 +77,12 @@ def _decl(d: TensorDecl) -> tuple:
         + (("view", d.base is not None),)
 
 
-def _target_text(target: Target) -> str:
+def _target_text(target: Target, sends: bool = True) -> str:
+    """The target as a kernel's simulation sees it. A kernel without net.send never uses the
+    links to other devices, so it is keyed by Target.on_device_key, which leaves them out: a
+    sweep over the network's bandwidth simulates only the collectives again."""
+    if not sends:
+        return target.on_device_key
     held = _target_texts.get(id(target))
     if held is None or held[0] is not target:
         held = _target_texts[id(target)] = (target, repr(target))

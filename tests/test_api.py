@@ -20,7 +20,14 @@ def test_the_api_and_the_command_give_one_report(capsys):
                        "--target-set", "memory.bandwidth_gbs=1000", "--json", "-")
     assert code == 0
     report = api.run(GEMM, "h800", sets={"M": 256}, target_set={"memory.bandwidth_gbs": 1000})
-    assert report.to_dict() == json.loads(out)
+    from_cli = json.loads(out)
+    provenance = from_cli.pop("provenance")
+    assert report.to_dict() == from_cli
+    assert provenance["command"] == ("dsc run examples/gemm.ds --target h800 --set M=256 "
+                                     "--target-set memory.bandwidth_gbs=1000 --json -")
+    assert provenance["target_file"] == "h800 (builtin)"
+    assert provenance["target_overrides"] == {"memory.bandwidth_gbs": 1000}
+    assert len(provenance["target_sha256"]) == 64
     assert report.row()["total_cycles"] == json.loads(out)["total_cycles"]
     (kernel,) = report.kernels
     assert kernel.bound == "memory" and kernel.row()["bound"] == "memory"

@@ -92,3 +92,32 @@ def test_a_run_from_the_cache_reports_what_a_fresh_one_does(on_disk):
     again = compile_model("examples/tiny_moe.ds", "h800", {})
     assert again.program == compiled.program                 # tile choices from the cache
     assert report_dict(run_program(again.program, load_target("h800"))) == fresh
+
+
+def test_kernels_that_send_nothing_are_keyed_without_the_links_between_devices(monkeypatch):
+    """A sweep over the network's bandwidth re-simulates only the collectives: the other
+    kernels' key leaves [system] out (they never use it), and the figures are exactly those
+    of a run that shares nothing."""
+    from compiler.kernels import gemm_tiles
+    from compiler.passes import tile
+    nodes = {"system.devices_per_node": 4}          # tiny_moe's 8 experts on two nodes
+    base = load_target("h800", nodes)
+    network = load_target("h800", {**nodes, "system.inter_node.bandwidth_gbs": 100})
+    memory = load_target("h800", {**nodes, "memory.bandwidth_gbs": 100})
+    assert network.on_device_key == base.on_device_key != memory.on_device_key
+    assert repr(network) != repr(base)
+    options = dict(devices=8, plan="attn=dp,moe=ep")
+
+    def rows(target):
+        program = compile_model("examples/tiny_moe.ds", target, {}, **options).program
+        return report_dict(run_program(program, target))["kernels"]
+    rows(base)                                   # warms every cache with the base network
+    shared = rows(network)
+    monkeypatch.setenv("DSC_CACHE", "off")
+    sim_cache.clear_memory()
+    tile._DECIDED.clear()
+    gemm_tiles._CHOICES.clear()
+    alone = rows(network)
+    assert shared == alone
+    sends = [r for r in alone if r["stream"] == "network"]
+    assert sends and rows(base) != alone         # the collectives did move

@@ -109,7 +109,7 @@ def cmd_run(args) -> None:
         functional = _run_functional(program, compiled, args.seed)
     files = []                        # rendered in full before any is written
     if args.json:
-        report = report_dict(run)
+        report = report_dict(run, _provenance(args))
         if functional is not None:
             report["functional"] = functional.to_dict()
         files.append((args.json, json.dumps(report, indent=1) + "\n"))
@@ -124,6 +124,18 @@ def cmd_run(args) -> None:
         sys.stdout.write(summary_text(run))
         if functional is not None:
             sys.stdout.write("\n" + functional.text())
+
+
+def _provenance(args) -> dict:
+    """What produced a report: dsc's version, the command line, the target file (a builtin's
+    name, or the path given) with the hash of its bytes and the keys overridden."""
+    import shlex
+    from compiler.version import dsc_version
+    from isa.target_loader import builtin_names, parse_override, target_sha256
+    return {"dsc_version": dsc_version(), "command": shlex.join(["dsc", *args.argv]),
+            "target_file": args.target + (" (builtin)" if args.target in builtin_names() else ""),
+            "target_sha256": target_sha256(args.target),
+            "target_overrides": dict(parse_override(o) for o in args.target_set)}
 
 
 def _functional_program(args):
@@ -273,6 +285,30 @@ def cmd_targets(args) -> None:
         print("  ".join(cells + [row[-1]]))
 
 
+def cmd_diff(args) -> None:
+    from runtime.report.diff import diff_text
+    a, b = _json_report(args.a), _json_report(args.b)
+    sys.stdout.write(diff_text(a, b, args.a, args.b))
+
+
+def _json_report(path: str) -> dict:
+    """A JSON report of dsc run, read for dsc diff."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as exc:
+        raise DscError(f"cannot read '{path}': {exc.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DscError(f"{path}: not a JSON file ({exc})",
+                       expected="the JSON report of dsc run --json FILE") from None
+    needed = ("model", "target", "total_cycles", "time_s", "kernels")
+    missing = [k for k in needed if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise DscError(f"{path}: not a dsc run report (no {', '.join(missing)})",
+                       expected="the JSON report of dsc run --json FILE")
+    return data
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsc", description="Compile .ds models to a virtual "
                                      "accelerator ISA and simulate their schedules.")
@@ -353,6 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "schema: the reference of every key (default: list builtins)")
     p.add_argument("name", nargs="?", help="builtin target name or a .toml file")
     p.set_defaults(func=cmd_targets)
+    from compiler.cli.sweep import add_parser as add_sweep
+    add_sweep(sub)
+    p = sub.add_parser("diff", help="compare two runs' JSON reports (dsc run --json): per-kernel "
+                       "and per-layer deltas, what moved the bound, the top three causes")
+    p.add_argument("a", metavar="A.json")
+    p.add_argument("b", metavar="B.json")
+    p.set_defaults(func=cmd_diff)
     p = sub.add_parser("isa", help="print the instruction set reference for a target")
     p.add_argument("target", help="builtin target name or a .toml file")
     p.set_defaults(func=cmd_isa)
@@ -361,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         # Output options are declared per command (`outputs`: option, attribute), so every
         # output path is checked before the work starts.

@@ -206,15 +206,12 @@ def estimate_cycles(p: GemmProblem, t: GemmTile, target: Target) -> float:
 
 
 _CHOICES: dict[tuple[GemmProblem, str], tuple] = {}
-_KEYS: dict[int, tuple] = {}
 
 
 def target_key(target: Target) -> str:
-    """The target's full description as text: equal targets (loaded twice) share decisions."""
-    held = _KEYS.get(id(target))
-    if held is None or held[0] is not target:
-        held = _KEYS[id(target)] = (target, repr(target))
-    return held[1]
+    """The target's description as text, but for what joins devices (a GEMM sends nothing):
+    equal targets, loaded twice or differing only in their network, share decisions."""
+    return target.on_device_key
 
 
 def choose(p: GemmProblem, target: Target) -> tuple[GemmTile, list[tuple[GemmTile, float]]]:

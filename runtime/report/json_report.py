@@ -4,15 +4,36 @@ from __future__ import annotations
 import json
 
 from runtime.interpreter import RunResult
+from runtime.report.blocks import block_of
 from runtime.report.deployment import deployment_dict
 from runtime.report.summary import summaries, unit_totals
 
 
-def report_dict(run: RunResult) -> dict:
+def target_figures(target) -> dict:
+    """The target's headline figures, so that a report read alone (dsc diff) can say what set
+    a bound's pace: matrix peaks per format, vector throughput, memory and link bandwidths."""
+    links = {}
+    if target.system is not None:
+        for name, link in (("nvlink", target.system.intra_node),
+                           ("network", target.system.inter_node)):
+            if link is not None:
+                links[name] = link.bandwidth_gbs
+    links.update({name: spec.bandwidth_gbs for name, spec in target.links.items()})
+    return {"clock_ghz": target.clock_ghz, "launch_overhead_us": target.launch_overhead_us,
+            "peak_tflops": {d: target.peak_flops(d) / 1e12 for d in target.matrix.formats},
+            "vector_gflops": target.vector.lanes * target.cores * target.clock_hz / 1e9,
+            "memory_bandwidth_gbs": target.peak_memory_bandwidth / 1e9,
+            "links_gbs": links}
+
+
+def report_dict(run: RunResult, provenance: dict | None = None) -> dict:
+    """`provenance`: what produced the run (dsc version, command line, target file and its
+    hash), added as given."""
     target = run.target
     rows = summaries(run)
     total = run.cycles
-    return {
+    hz = target.clock_hz
+    out = {
         "model": run.program.model,
         "target": target.name,
         "total_cycles": int(round(total)),
@@ -23,8 +44,11 @@ def report_dict(run: RunResult) -> dict:
             {"name": r.name, "kernel": r.kernel, "start_cycle": int(round(r.start)),
              "end_cycle": int(round(r.end)), "flops": float(r.flops),
              "bytes": float(r.bytes_offchip), "bound": r.bound,
-             "top_stall": r.top_stall}
-            for r in rows],
+             "top_stall": r.top_stall, "stream": rec.stream,
+             "exposed_us": round(rec.exposed / hz * 1e6, 6),
+             "block": block_of(r.name, rec.stream, r.kernel),
+             "utilization": {u: round(v, 6) for u, v in sorted(r.utilization.items())}}
+            for r, rec in zip(rows, run.launches)],
         "units": {u: {"busy_cycles": int(round(v["busy_cycles"])),
                       "utilization": round(v["utilization"], 6)}
                   for u, v in unit_totals(run).items()},
@@ -33,7 +57,11 @@ def report_dict(run: RunResult) -> dict:
         # reads served by what earlier kernels left in a cache (runtime/residency.py)
         "bytes_kept_in_cache": float(sum(r.result.kept_hits for r in run.launches)),
         "deployment": deployment_dict(run),
+        "target_figures": target_figures(target),
     }
+    if provenance:
+        out["provenance"] = provenance
+    return out
 
 
 def report_json(run: RunResult) -> str:
