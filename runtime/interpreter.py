@@ -43,6 +43,8 @@ class LaunchRecord:
     result: KernelResult
     stream: str = "compute"
     exposed: float = 0.0   # cycles its stream sat idle waiting for another stream's launches
+    waited_on: int = -1    # the launch (its index) whose output it waited for past its own
+                           # stream's order (-1: it did not wait for another's output)
 
 
 @dataclass
@@ -84,6 +86,7 @@ def run_program(program: Program, target: Target,
     free: dict[str, float] = {}                      # stream -> when its last launch ends
     written: dict[str, tuple[float, str]] = {}       # base tensor -> (when written, by stream)
     read: dict[str, tuple[float, str]] = {}          # base tensor -> (when last read, by)
+    writer: dict[str, int] = {}                      # base tensor -> the launch that wrote it
     for i, (launch, env) in enumerate(launches):
         kernel = kernels[launch.kernel]
         bound = sorted((p, bind_name(t, env)) for p, t in launch.args)
@@ -118,12 +121,17 @@ def run_program(program: Program, target: Target,
         start = ready + target.launch_overhead_cycles
         end = start + result.cycles
         exposed = ready - own if launch.stream == "compute" and by not in ("", "compute") else 0.0
+        waited_on = next((writer.get(t, -1) for w, t in touched
+                          if written.get(t) == (ready, by)), -1) if ready > own else -1
         free[launch.stream] = end
         for w, t in touched:
             table = written if w else read
-            table[t] = max(table.get(t, (0.0, "")), (end, launch.stream))
+            if (end, launch.stream) >= table.get(t, (0.0, "")):
+                table[t] = (end, launch.stream)
+                if w:
+                    writer[t] = i
         out.launches.append(LaunchRecord(name, kernel.name, start, end, launch.flops, result,
-                                         launch.stream, exposed))
+                                         launch.stream, exposed, waited_on))
         if progress:
             progress(i + 1, len(launches))
     return out

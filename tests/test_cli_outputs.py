@@ -64,7 +64,7 @@ def test_two_outputs_into_one_file_are_refused(capsys, tmp_path, no_work):
 def test_a_failure_while_rendering_leaves_no_output(capsys, tmp_path, monkeypatch):
     """The HTML report is rendered last: when it fails, the JSON report and the trace, ready
     by then, are not written either."""
-    def broken(run):
+    def broken(run, provenance=None):
         raise DscError("the HTML report failed")
     monkeypatch.setattr(runtime.report.html, "html_report", broken)
     (tmp_path / "old.json").write_text("previous report\n")

@@ -118,7 +118,7 @@ def cmd_run(args) -> None:
         files.append((args.trace, trace_json(run)))
     if args.html:
         from runtime.report.html import html_report
-        files.append((args.html, html_report(run)))
+        files.append((args.html, html_report(run, _provenance(args))))
     write_outputs(files)
     if args.json != "-":
         sys.stdout.write(summary_text(run))

@@ -36,6 +36,25 @@ class LayerRun:
         return self.last - self.first + 1
 
 
+def exposure(run: RunResult) -> dict[int, float]:
+    """Per launch on a link's stream (by index): the cycles the cores waited for it, its
+    exposed time (the compute launches' waits, each given to the launch it waited for)."""
+    out: dict[int, float] = {}
+    for r in run.launches:
+        if r.exposed and r.waited_on >= 0:
+            out[r.waited_on] = out.get(r.waited_on, 0.0) + r.exposed
+    return out
+
+
+def step_share(indices, run: RunResult, cycles: float, exposed: dict[int, float]) -> float:
+    """Cycles a group of launches (by index) adds to the step: their time on the compute
+    stream; a collective's, the time the cores waited for it (the rest is hidden under
+    compute), so the shares of a run never add up past it."""
+    if all(run.launches[i].stream == "compute" for i in indices):
+        return cycles
+    return sum(exposed.get(i, 0.0) for i in indices)
+
+
 def tokens_per_step(run: RunResult) -> int:
     return sum(math.prod(t.shape) for t in run.program.tensors
                if t.kind == "input" and DTYPES[t.dtype].kind == "int")

@@ -33,6 +33,8 @@ from runtime.interpreter import RunResult
 from runtime.report.summary import (LaunchSummary, critical_unit, layer_pattern, stall_reason,
                                     unit_totals)
 from runtime.report.summary import summaries as all_summaries
+from runtime.report import html_sections as sections
+from runtime.report.deployment import exposure, step_share
 
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -47,14 +49,16 @@ UNIT_ORDER = ("ld", "mm", "fix", "vld", "vec", "vst", "st")
 TOP_STALLS = 10
 
 
-def html_report(run: RunResult) -> str:
-    """The self-contained HTML page of a run."""
+def html_report(run: RunResult, provenance: dict | None = None) -> str:
+    """The self-contained HTML page of a run; `provenance` as in the JSON report."""
     summaries = all_summaries(run)
     rows = kernel_rows(run, summaries)
     used = {s.bound for s in summaries}
     return _ENV.get_template("report.html.j2").render(
         model=run.program.model, target=run.target.name,
-        summary=_summary(run, summaries),
+        summary=_summary(run, summaries) + [sections.launch_overhead(run)],
+        deployment=sections.deployment(run), blocks=sections.blocks(run),
+        collectives=sections.collectives(run), provenance=sections.provenance(provenance),
         units=_units(run),
         legend=[{"bound": b, "color": COLORS[b]} for b in BOUNDS if b in used]
         or [{"bound": "latency", "color": COLORS["latency"]}],
@@ -99,6 +103,7 @@ def kernel_rows(run: RunResult, summaries: list[LaunchSummary] | None = None) ->
     for i, s in enumerate(summaries):
         groups.setdefault((layer_pattern(s.name), s.kernel), []).append(i)
     hz, total = run.target.clock_hz, max(run.cycles, 1e-9)
+    exposed = exposure(run)
     rows = []
     for k, ((name, kernel), members) in enumerate(groups.items()):
         group = [summaries[i] for i in members]
@@ -109,7 +114,9 @@ def kernel_rows(run: RunResult, summaries: list[LaunchSummary] | None = None) ->
         label = _dominant(by_bound)
         rows.append(KernelRow(k + 1, name, kernel, len(group), cycles,
                               sum(s.flops for s in group), sum(s.bytes_offchip for s in group),
-                              label, group[0].top_stall, cycles / total, cycles / hz, members))
+                              label, group[0].top_stall,
+                              step_share(members, run, cycles, exposed) / total, cycles / hz,
+                              members))
     return rows
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from isa.machine import LinkUnit
 from runtime.interpreter import RunResult
-from runtime.report.deployment import deployment_text
+from runtime.report.deployment import deployment_text, exposure, step_share
 from runtime.report.summary import layer_pattern, offchip_bytes, summaries, unit_totals
 
 
@@ -12,11 +12,14 @@ def summary_text(run: RunResult) -> str:
     hz = target.clock_hz
     rows: dict[tuple[str, str], list] = {}
     patterns: dict[str, str] = {}
-    for s in summaries(run):
+    indices: dict[tuple[str, str], list[int]] = {}
+    for i, s in enumerate(summaries(run)):
         if s.name not in patterns:
             patterns[s.name] = layer_pattern(s.name)
         rows.setdefault((patterns[s.name], s.kernel), []).append(s)
+        indices.setdefault((patterns[s.name], s.kernel), []).append(i)
     total = run.cycles
+    exposed = exposure(run)
     lines = [f"model {run.program.model} on {target.name}: {total / hz * 1e6:,.1f} us "
              f"({total:,.0f} cycles at {target.clock_ghz} GHz), {len(run.launches)} kernel "
              f"launches, {run.simulated_kernels} simulated",
@@ -30,9 +33,13 @@ def summary_text(run: RunResult) -> str:
         nbytes = sum(r.bytes_offchip for r in group)
         bounds = max(sorted({r.bound for r in group}),
                      key=lambda b: sum(r.cycles for r in group if r.bound == b))
+        share = step_share(indices[(name, kernel)], run, cycles, exposed)
         lines.append(f"{_clip(name, 34):<34} {len(group):>4} {seconds * 1e6:>10.1f} "
-                     f"{100 * cycles / max(total, 1e-9):>5.1f} {flops / seconds / 1e12 if seconds else 0:>8.1f} "
+                     f"{100 * share / max(total, 1e-9):>5.1f} {flops / seconds / 1e12 if seconds else 0:>8.1f} "
                      f"{nbytes / seconds / 1e9 if seconds else 0:>8.0f} {bounds:<9} {group[0].top_stall}")
+    if any(r.stream != "compute" for r in run.launches):
+        lines.append("(% of the run: a collective's is the time the cores waited for it, the "
+                     "rest of its time hidden under compute)")
     flops = sum(r.flops for r in run.launches)
     nbytes = sum(offchip_bytes(r.result, target.machine) for r in run.launches)
     seconds = total / hz
