@@ -24,7 +24,7 @@ def test_the_api_and_the_command_give_one_report(capsys):
     provenance = from_cli.pop("provenance")
     assert report.to_dict() == from_cli
     assert provenance["command"] == ("dsc run examples/gemm.ds --target h800 --set M=256 "
-                                     "--target-set memory.bandwidth_gbs=1000 --json -")
+                                     "--target-set memory.bandwidth_gbs=1000")
     assert provenance["target_file"] == "h800 (builtin)"
     assert provenance["target_overrides"] == {"memory.bandwidth_gbs": 1000}
     assert len(provenance["target_sha256"]) == 64

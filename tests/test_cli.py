@@ -195,10 +195,7 @@ def test_run_json_to_file_writes_the_same_report(capsys, tmp_path):
     path = tmp_path / "report.json"
     code, out, err = dsc(capsys, "run", GEMM, "--target", "h800", "--json", str(path))
     assert code == 0, err
-    written, printed = json.loads(path.read_text()), json.loads(stdout_json)
-    assert written.pop("provenance")["command"].endswith(f"--json {path}")   # the only
-    assert printed.pop("provenance")["command"].endswith("--json -")         # difference
-    assert written == printed
+    assert path.read_text() == stdout_json          # provenance leaves output files out
     assert out.strip() and not out.lstrip().startswith("{")     # the text summary instead
     assert "gemm" in out and "h800" in out
     assert list(tmp_path.glob(".dsc-*.tmp")) == []

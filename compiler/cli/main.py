@@ -127,15 +127,32 @@ def cmd_run(args) -> None:
 
 
 def _provenance(args) -> dict:
-    """What produced a report: dsc's version, the command line, the target file (a builtin's
-    name, or the path given) with the hash of its bytes and the keys overridden."""
+    """What produced a report: dsc's version, the command line (less its output files), the
+    target file (a builtin's name, or the path given) with the hash of its bytes and the keys
+    overridden."""
     import shlex
     from compiler.version import dsc_version
     from isa.target_loader import builtin_names, parse_override, target_sha256
-    return {"dsc_version": dsc_version(), "command": shlex.join(["dsc", *args.argv]),
+    return {"dsc_version": dsc_version(), "command": shlex.join(["dsc", *_inputs(args)]),
             "target_file": args.target + (" (builtin)" if args.target in builtin_names() else ""),
             "target_sha256": target_sha256(args.target),
             "target_overrides": dict(parse_override(o) for o in args.target_set)}
+
+
+def _inputs(args) -> list[str]:
+    """The command line less its output options (--json FILE, ...): what the run depends on,
+    so that a report is the same wherever it is written."""
+    outputs = {option for option, _ in getattr(args, "outputs", ())}
+    outputs |= {"--output"} if "-o" in outputs else set()
+    kept, skip = [], False
+    for word in args.argv:
+        if skip:
+            skip = False
+        elif word in outputs:
+            skip = True
+        elif word.split("=", 1)[0] not in outputs:
+            kept.append(word)
+    return kept
 
 
 def _functional_program(args):
