@@ -141,7 +141,9 @@ def share_across_cases() -> None:
     cli.build_parser = functools.lru_cache(maxsize=1)(cli.build_parser)
     load, loaded = loader.load_target, {}
 
-    def load_target(name_or_path: str):
+    def load_target(name_or_path: str, overrides: dict | None = None):
+        if overrides:                             # --target-set: loaded as dsc loads it
+            return load(name_or_path, overrides)
         try:
             key = (name_or_path, loader.resolve_target_path(name_or_path).read_bytes())
         except (OSError, loader.TargetError):
