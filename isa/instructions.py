@@ -209,7 +209,8 @@ _BLOCK = AttrKind("ROWSxCOLS, two integers >= 1", _sizes(2))
 ATTRIBUTES: dict[str, AttrKind] = {
     "n": _COUNT, "rows": _COUNT, "capacity": _COUNT, "keys": _COUNT,
     "mcast": _POSITIVE, "k": _POSITIVE, "groups": _POSITIVE, "topk_groups": _POSITIVE,
-    "experts": _POSITIVE, "block_cols": _POSITIVE, "inner": _POSITIVE, "seq": _POSITIVE,
+    "experts": _POSITIVE, "block_cols": _POSITIVE, "width": _POSITIVE, "inner": _POSITIVE,
+    "seq": _POSITIVE,
     "expert": _INDEX, "row0": _INDEX, "offset": _INDEX, "col": _INDEX, "col0": _INDEX,
     "slot0": _INDEX,
     "eps": _NUMBER, "theta": _NUMBER, "scale": _NUMBER, "imm0": _NUMBER, "imm1": _NUMBER,

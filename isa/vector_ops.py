@@ -8,6 +8,7 @@ reference, so the math exists in exactly one place. All semantics compute in flo
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -61,6 +62,86 @@ def _rmsnorm(x, w, eps=1e-6):
     x = x.astype(F32)
     inv = F32(1) / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + F32(eps))
     return (x * inv * w.astype(F32)).astype(F32)
+
+
+def _layernorm(x, w, b, eps=1e-5):
+    x = x.astype(F32)
+    centred = x - np.mean(x, axis=-1, keepdims=True)
+    inv = F32(1) / np.sqrt(np.mean(centred * centred, axis=-1, keepdims=True) + F32(eps))
+    return (centred * inv * w.astype(F32) + b.astype(F32)).astype(F32)
+
+
+_ERF = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _gelu(x):
+    """GELU with the exact Gaussian CDF: x * (1 + erf(x / sqrt 2)) / 2."""
+    x64 = x.astype(np.float64)
+    return (0.5 * x64 * (1.0 + _ERF(x64 / math.sqrt(2.0)))).astype(F32)
+
+
+def _gelu_tanh(x):
+    """GELU's tanh approximation (GPT-2/3): x * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2."""
+    x = x.astype(F32)
+    inner = F32(math.sqrt(2.0 / math.pi)) * (x + F32(0.044715) * x * x * x)
+    return (F32(0.5) * x * (F32(1) + np.tanh(inner))).astype(F32)
+
+
+# -- long rows streamed in column chunks: a statistics pass, then an apply pass -------------
+# stats is [rows, 2] fp32, carried across the chunks of a row (`first` starts it afresh).
+
+def _softmax_stats(stats, x, first=0, **_):
+    """Running (max m, sum of exp(x - m)) of a row, rescaled as the max grows (online)."""
+    x = x.astype(F32)
+    m_chunk = np.max(x, axis=-1)
+    if first:
+        m, l = m_chunk, np.zeros_like(m_chunk)
+    else:
+        m_old, l_old = stats[:, 0].astype(F32), stats[:, 1].astype(F32)
+        m = np.maximum(m_old, m_chunk)
+        l = l_old * np.exp(m_old - m)
+    l = l + np.sum(np.exp(x - m[:, None]), axis=-1)
+    return np.stack([m, l], axis=-1).astype(F32)
+
+
+def _sumsq_stats(stats, x, first=0, **_):
+    """Running sum of squares of a row (column 1 unused)."""
+    x = x.astype(F32)
+    total = np.sum(x * x, axis=-1) + (F32(0) if first else stats[:, 0].astype(F32))
+    return np.stack([total, np.zeros_like(total)], axis=-1).astype(F32)
+
+
+def _moments_stats(stats, x, first=0, col0=0, **_):
+    """Running (mean, sum of squared deviations) of a row: a chunk's moments merged with the
+    `col0` columns before it (Chan, Golub and LeVeque's pairwise update)."""
+    x = x.astype(F32)
+    n_b = F32(x.shape[-1])
+    mean_b = np.mean(x, axis=-1)
+    m2_b = np.sum((x - mean_b[:, None]) ** 2, axis=-1)
+    if first:
+        return np.stack([mean_b, m2_b], axis=-1).astype(F32)
+    n_a = F32(col0)
+    mean_a, m2_a = stats[:, 0].astype(F32), stats[:, 1].astype(F32)
+    delta = mean_b - mean_a
+    mean = mean_a + delta * n_b / (n_a + n_b)
+    m2 = m2_a + m2_b + delta * delta * n_a * n_b / (n_a + n_b)
+    return np.stack([mean, m2], axis=-1).astype(F32)
+
+
+def _softmax_apply(x, stats, **_):
+    m, l = stats[:, :1].astype(F32), stats[:, 1:2].astype(F32)
+    return (np.exp(x.astype(F32) - m) / l).astype(F32)
+
+
+def _rmsnorm_apply(x, stats, w, eps=1e-6, width=1, **_):
+    inv = F32(1) / np.sqrt(stats[:, :1].astype(F32) / F32(width) + F32(eps))
+    return (x.astype(F32) * inv * w.astype(F32)).astype(F32)
+
+
+def _layernorm_apply(x, stats, w, b, eps=1e-5, width=1, **_):
+    mean, m2 = stats[:, :1].astype(F32), stats[:, 1:2].astype(F32)
+    inv = F32(1) / np.sqrt(m2 / F32(width) + F32(eps))
+    return ((x.astype(F32) - mean) * inv * w.astype(F32) + b.astype(F32)).astype(F32)
 
 
 def rope_angles(positions: np.ndarray, dim: int, theta: float) -> np.ndarray:
@@ -183,6 +264,33 @@ VECTOR_OPS: dict[str, VectorOp] = {op.name: op for op in [
              "row softmax: max, subtract, exp, sum, scale by the reciprocal"),
     VectorOp("rmsnorm", 2, 4, 0, _rmsnorm, "x * rsqrt(mean(x^2) + eps) * w (one rsqrt per row)",
              attrs=("eps",)),
+    VectorOp("layernorm", 3, 7, 0, lambda x, w, b, eps=1e-5, **_: _layernorm(x, w, b, eps),
+             "(x - mean(x)) * rsqrt(mean((x - mean)^2) + eps) * w + b (one rsqrt per row)",
+             attrs=("eps",)),
+    # erf has no special-function unit: Abramowitz & Stegun 7.1.26, a degree-5 polynomial in
+    # t = 1 / (1 + p|x|) times exp(-x^2): a reciprocal, an exp and about a dozen simple ops.
+    VectorOp("gelu", 1, 12, 2, lambda x, **_: _gelu(x),
+             "y = x * (1 + erf(x / sqrt 2)) / 2 (erf as a polynomial times exp(-x^2))"),
+    # tanh(y) = 1 - 2 / (exp(2y) + 1): an exp and a reciprocal.
+    VectorOp("gelu_tanh", 1, 8, 2, lambda x, **_: _gelu_tanh(x),
+             "y = x * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2"),
+    VectorOp("softmax_stats", 1, 3, 1, _softmax_stats,
+             "one chunk of a long row: running max and sum of exp (max, subtract, exp, add)",
+             reads_dst=True, attrs=("first",)),
+    VectorOp("sumsq_stats", 1, 2, 0, _sumsq_stats,
+             "one chunk of a long row: running sum of squares", reads_dst=True,
+             attrs=("first",)),
+    VectorOp("moments_stats", 1, 4, 0, _moments_stats,
+             "one chunk of a long row: running mean and squared deviations (pairwise merge "
+             "with the col0 columns before)", reads_dst=True, attrs=("first", "col0")),
+    VectorOp("softmax_apply", 2, 2, 1, _softmax_apply,
+             "y = exp(x - max) / sum for one chunk, from the row's stats"),
+    VectorOp("rmsnorm_apply", 3, 2, 0, _rmsnorm_apply,
+             "y = x * rsqrt(sumsq / width + eps) * w for one chunk, from the row's stats",
+             attrs=("eps", "width")),
+    VectorOp("layernorm_apply", 4, 4, 0, _layernorm_apply,
+             "y = (x - mean) * rsqrt(m2 / width + eps) * w + b for one chunk, from the row's "
+             "stats", attrs=("eps", "width")),
     VectorOp("rope", 1, 3, 0, _rope, "rotary embedding of interleaved pairs of each row at its "
              "position (row0, inner, seq, offset); sin/cos tables precomputed",
              attrs=("offset", "theta", "row0", "inner", "seq")),

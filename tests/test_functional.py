@@ -117,6 +117,19 @@ model moe {{
   output y = combine(ye, idx, w)
 }}""",
 }
+MODELS["layernorm_gelu"] = f"""
+model layernorm_gelu {{
+  size T = 24, d = 64, inter = 96
+  {FP32}
+  input x: [T, d]
+  weight g: [d]
+  weight beta: [d]
+  weight w1: [d, inter]
+  weight b1: [inter]
+  weight w2: [inter, d]
+  h = layernorm(x, g, beta, 1e-5)
+  output y = x + gelu_tanh(gelu(h @ w1 + b1) @ w2)
+}}"""
 KERNELS = {"attention": "flash_attention", "long_attention": "flash_attention", "moe": "dispatch", "epilogue": "matmul_add_silu"}
 
 

@@ -102,7 +102,10 @@ def every_op_graph() -> Graph:
     b("kv", "cache", [], T([1, 8, 8]))
     b("new", "reshape", ["rot"], T([1, 4, 8]), shape=(1, 4, 8))
     b("kv2", "cache_write", ["kv", "new"], T([1, 8, 8]), offset=2)
-    return b.out("cat", "kv2", "ps", "pm", "pa", "flat")
+    b("ln", "layernorm", ["x", "layer.0.norm", "layer.0.norm"], T([4, 8]), eps=1e-05)
+    b("ge", "gelu", ["ln"], T([4, 8]))
+    b("gt", "gelu_tanh", ["ge"], T([4, 8]))
+    return b.out("cat", "kv2", "ps", "pm", "pa", "flat", "gt")
 
 
 def gemm_graph() -> Graph:
@@ -143,8 +146,8 @@ def test_printed_lines():
             ' : fp8_e4m3[4,8] scaled(fp32, 1x128) @ "t.ds":7:3') in lines
     assert '%half = const() {value=0.5} : fp32[] @ "t.ds":9:3' in lines
     assert '%tr2 = transpose(%rot) {perm=none} : bf16[8,4] @ "t.ds":41:3' in lines
-    assert lines[-6:] == ["output %cat", "output %kv2", "output %ps", "output %pm",
-                          "output %pa", "output %flat"]
+    assert lines[-7:] == ["output %cat", "output %kv2", "output %ps", "output %pm",
+                          "output %pa", "output %flat", "output %gt"]
 
 
 def test_nodes_print_in_topological_order_and_reparse_with_fresh_ids():

@@ -50,3 +50,21 @@ def test_too_big_for_one_device_is_refused_with_the_plan_that_fits(capsys, name,
     assert f"{name} does not fit one {target}" in err
     if plan:
         assert plan in err
+
+
+# GPT-3 175B: 350 GB of bf16 weights. Eight devices hold them; four need 8-bit weights (FP8 on
+# h800, int8 on a100, which has no FP8). Its 12,288-wide LayerNorm rows are streamed.
+GPT3 = [("a100", "8", ()), ("h800", "8", ()),
+        ("a100", "4", ("--set", "weights=int8")),
+        ("h800", "4", ("--set", "weights=fp8_e4m3 scaled(fp32, 128x128)"))]
+
+
+@pytest.mark.parametrize("target, tp, extra", GPT3, ids=[f"{t}-tp{n}" for t, n, _ in GPT3])
+def test_gpt3_runs_tensor_parallel(capsys, target, tp, extra):
+    code, out, err = dsc(capsys, "run", "examples/gpt3_175b.ds", "--target", target,
+                         "--devices", tp, "--plan", f"attn=tp{tp},ffn=tp{tp}", *extra,
+                         "--json", "-")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["deployment"]["devices"] == int(tp)
+    assert any(k["kernel"].startswith("streamed_") for k in report["kernels"])

@@ -96,3 +96,17 @@ def test_stats_match_the_configuration(capsys, name, config, published, publishe
     assert got["weight_bytes"] == BF16 * total                 # every weight bf16, unscaled
     assert got["params"] == pytest.approx(published, rel=0.01)
     assert got["active_params"] == pytest.approx(published_active, rel=0.02)
+
+
+def test_gpt3_175b_by_hand(capsys):
+    """GPT-3 175B (Brown et al. 2020, table 2.1): 96 layers, d 12288, 96 heads of 128,
+    FFN 4d, vocab 50257, 2048 learned positions, head tied to the embedding."""
+    d, layers, vocab, n_ctx, heads, head_dim = 12288, 96, 50257, 2048, 96, 128
+    attention = 4 * d * heads * head_dim + 3 * heads * head_dim + d    # wq wk wv wo, 4 biases
+    mlp = 2 * d * 4 * d + 4 * d + d                                     # w1 w2, b1 b2
+    norms = 2 * 2 * d                                                   # two LayerNorms, w + b
+    total = layers * (attention + mlp + norms) + vocab * d + n_ctx * d + 2 * d
+    assert total == 174_604_259_328                                    # "175B"
+    got = stats(capsys, "gpt3_175b")
+    assert (got["params"], got["active_params"]) == (total, total)
+    assert got["kv_cache_bytes_per_token"] == layers * 2 * heads * head_dim * BF16 == 4_718_592

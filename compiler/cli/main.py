@@ -275,6 +275,21 @@ def cmd_stats(args) -> None:
         print(f"{name:<30} {value}")
 
 
+def cmd_import(args) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from compiler.frontend import load_model
+    from compiler.importer import import_config
+    name = Path(args.output).stem if args.output != "-" else None
+    text = import_config(args.config, name)
+    with tempfile.TemporaryDirectory() as tmp:      # the text must load before it is written
+        check = Path(tmp) / "imported.ds"
+        check.write_text(text)
+        load_model(str(check))
+    write_output(args.output, text)
+
+
 def cmd_targets(args) -> None:
     from isa.target_loader import builtin_names, load_target, resolve_target_path
     from isa.target_reference import (SUMMARY_HEADER, derived_lines, render_reference,
@@ -399,6 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = model_command("stats", "parameters, active parameters, FLOPs and KV bytes per token",
                       cmd_stats)
     p.add_argument("--json", action="store_true", help="print the contract JSON")
+    p = sub.add_parser("import", help="write a .ds model from a Hugging Face config.json "
+                       "(llama, mistral, qwen2, qwen3, qwen2_moe, qwen3_moe, mixtral, "
+                       "deepseek_v3)")
+    p.add_argument("config", help="a local config.json")
+    p.add_argument("-o", "--output", default="-", help="the .ds file (default: stdout); its "
+                   "name is the model's")
+    p.set_defaults(func=cmd_import, outputs=(("-o", "output"),))
     p = sub.add_parser("targets", help="list builtin targets; show or check one; print the "
                        "target file reference")
     p.add_argument("action", nargs="?", choices=("show", "check", "schema"),

@@ -21,6 +21,14 @@ def _rmsnorm_shape(ins, attrs):
     return x.shape
 
 
+def _layernorm_shape(ins, attrs):
+    x, w, b = ins
+    for name, t in (("weight", w), ("bias", b)):
+        check(t.shape == (x.shape[-1],), f"layernorm {name} must be [{x.shape[-1]}] for input "
+              f"{dims(x.shape)}, got {dims(t.shape)}")
+    return x.shape
+
+
 def _rope_shape(ins, attrs):
     x = ins[0]
     check(x.shape[-1] % 2 == 0, f"rope needs an even last dim, got {dims(x.shape)}")
@@ -35,6 +43,11 @@ register(OpDef("softmax", "rowwise", 1, infer=_softmax_shape,
 register(OpDef("rmsnorm", "rowwise", 2, infer=_rmsnorm_shape,
                reference=lambda ins, a: VECTOR_OPS["rmsnorm"].semantics(*ins, eps=a["eps"]),
                flops=_flops("rmsnorm"), doc=VECTOR_OPS["rmsnorm"].doc, attrs={"eps": 1e-6}))
+register(OpDef("layernorm", "rowwise", 3, infer=_layernorm_shape,
+               reference=lambda ins, a: VECTOR_OPS["layernorm"].semantics(*ins, eps=a["eps"]),
+               flops=_flops("layernorm"), doc=VECTOR_OPS["layernorm"].doc, attrs={"eps": 1e-5}))
+
+
 def rows_layout(shape, axis: int) -> dict:
     """How rows of `shape` flattened to [rows, last] map to positions along `axis`."""
     axis %= len(shape)

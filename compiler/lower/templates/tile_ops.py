@@ -21,6 +21,7 @@ def vector_op(node: Node) -> tuple[str, dict]:
     table = {
         "cast": lambda: ("quant" if node.type.format.scaling else "cvt", {}),
         "rmsnorm": lambda: ("rmsnorm", {"eps": a["eps"]}),
+        "layernorm": lambda: ("layernorm", {"eps": a["eps"]}),
         "rope": lambda: ("rope", {"offset": a["offset"], "theta": a["theta"]}),
         "causal_mask": lambda: ("causal_mask", {"offset": a["offset"]}),
         "topk": lambda: ("topk", {"k": a["k"], "groups": a["groups"],

@@ -122,8 +122,14 @@ def lower_vector_group(group: Group, graph: Graph, tmap: TensorMap, target: Targ
                      if vid in in_scales and d.shape[0] > 1)
     fixed += sum(4 * d.shape[-1] for vid, (_, d) in ins.items()
                  if vid in in_scales and d.shape[0] == 1)
-    br, bc = _tile_shape(row_bytes, fixed, target.buffer_for("vector")[1].bytes, R, width,
-                         elementwise_only and not scale_stores and not in_scales)
+    try:
+        br, bc = _tile_shape(row_bytes, fixed, target.buffer_for("vector")[1].bytes, R, width,
+                             elementwise_only and not scale_stores and not in_scales)
+    except ValueError:
+        from compiler.lower.templates import streamed_rows
+        if elementwise_only or in_scales or not streamed_rows.streamable(group, graph):
+            raise
+        return streamed_rows.lower_streamed_rows(group, graph, tmap, target, as_rows)
     for d in [d for _, _, d in scale_stores] + [ins[vid][1] for vid in in_scales]:
         br = max(br, d.scaling.block[0])
     col_tiles = math.ceil(width / bc)

@@ -1,0 +1,120 @@
+"""`dsc import`: Hugging Face config.json files shipped in tests/hf_configs become .ds models
+whose statistics equal the hand-written examples'; bad configs get one clear error."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import assert_one_error, dsc, in_repo_root  # noqa: F401  (fixture)
+from compiler.frontend import load_model
+from compiler.stats import model_stats
+
+CONFIGS = Path(__file__).resolve().parent / "hf_configs"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+# config -> the hand-written example with the same published configuration
+PAIRS = [("llama3_8b", "llama3_8b"), ("qwen3_30b_a3b", "qwen3_30b_a3b"),
+         ("qwen3_235b_a22b", "qwen3_235b_a22b"), ("mixtral_8x7b", "mixtral_8x7b"),
+         ("deepseek_v3", "deepseek_v3")]
+
+
+def imported(capsys, tmp_path, config: str, name: str = "model") -> Path:
+    out = tmp_path / f"{name}.ds"
+    code, stdout, err = dsc(capsys, "import", str(CONFIGS / f"{config}.json"), "-o", str(out))
+    assert code == 0, err
+    assert stdout == ""
+    return out
+
+
+def contract(path: Path) -> dict:
+    return model_stats(load_model(str(path))).contract()
+
+
+@pytest.mark.parametrize("config, example", PAIRS)
+def test_import_reproduces_the_examples_statistics(capsys, tmp_path, config, example):
+    path = imported(capsys, tmp_path, config)
+    assert contract(path) == contract(EXAMPLES / f"{example}.ds")
+
+
+def test_the_imported_text_names_the_config_fields(capsys, tmp_path):
+    text = imported(capsys, tmp_path, "qwen3_30b_a3b", "qwen3").read_text()
+    assert "model qwen3 {" in text
+    for line in ("hidden_size", "num_hidden_layers", "moe_intermediate_size"):
+        assert f"  {line} " in text
+    assert "  moe_intermediate_size = 768\n" in text
+    assert 'import "std/moe.ds"' in text
+    assert "gqa_qk_norm(" in text and "moe_softmax(" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+
+
+def test_import_is_deterministic_and_writes_stdout_without_o(capsys, tmp_path):
+    written = imported(capsys, tmp_path, "deepseek_v3", "deepseek_v3").read_text()
+    outs = [dsc(capsys, "import", str(CONFIGS / "deepseek_v3.json")) for _ in range(2)]
+    assert outs[0] == outs[1] == (0, written, "")      # the name: the config file's
+
+
+def test_deepseek_fp8_checkpoint_gives_the_fp8_policy(capsys, tmp_path):
+    text = imported(capsys, tmp_path, "deepseek_v3").read_text()
+    assert "weights     fp8_e4m3 scaled(fp32, 128x128)" in text
+    assert "activations fp8_e4m3 scaled(fp32, 1x128)" in text
+    assert "multi-token-prediction" in text            # said, not silently dropped
+
+
+def test_tied_embeddings_count_once(capsys, tmp_path):
+    cfg = json.loads((CONFIGS / "llama3_8b.json").read_text())
+    cfg["tie_word_embeddings"] = True
+    src = tmp_path / "config.json"
+    src.write_text(json.dumps(cfg, indent=2))
+    out = tmp_path / "tied.ds"
+    assert dsc(capsys, "import", str(src), "-o", str(out))[0] == 0
+    untied = contract(EXAMPLES / "llama3_8b.ds")
+    assert contract(out)["params"] == untied["params"] - 4096 * 128256
+
+
+def edited(tmp_path, config: str, **changes) -> Path:
+    cfg = json.loads((CONFIGS / f"{config}.json").read_text())
+    for key, value in changes.items():
+        if value is KeyError:
+            del cfg[key]
+        else:
+            cfg[key] = value
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg, indent=2))
+    return path
+
+
+@pytest.mark.parametrize("config, changes, message", [
+    ("llama3_8b", {"model_type": "gpt_bigcode"}, "unknown model_type 'gpt_bigcode'"),
+    ("llama3_8b", {"frobnicate": 3}, "unsupported config field for model_type 'llama': 'frobnicate'"),
+    ("mixtral_8x7b", {"sliding_window": 4096}, "unsupported value of config field 'sliding_window'"),
+    ("llama3_8b", {"hidden_act": "gelu"}, "unsupported value of config field 'hidden_act'"),
+    ("llama3_8b", {"num_hidden_layers": KeyError}, "config field 'num_hidden_layers' is missing"),
+    ("llama3_8b", {"num_hidden_layers": "32"}, "'num_hidden_layers' must be a positive integer"),
+    ("llama3_8b", {"num_key_value_heads": 5}, "not a multiple of num_key_value_heads"),
+    ("qwen3_30b_a3b", {"mlp_only_layers": [0, 1]}, "'mlp_only_layers'"),
+    ("deepseek_v3", {"scoring_func": "softmax"}, "'scoring_func'"),
+    ("deepseek_v3", {"quantization_config": {"quant_method": "gptq"}}, "quantization_config"),
+])
+def test_bad_config_one_error_naming_the_field(capsys, tmp_path, config, changes, message):
+    src = edited(tmp_path, config, **changes)
+    out = tmp_path / "m.ds"
+    code, stdout, err = dsc(capsys, "import", str(src), "-o", str(out))
+    assert_one_error(code, stdout, err)
+    assert message in err
+    assert str(src) in err                        # at its position in the file
+    assert not out.exists()
+
+
+def test_unreadable_configs(capsys, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"model_type": "llama",\n "hidden_size": }')
+    assert_one_error(*dsc(capsys, "import", str(bad)))
+    code, out, err = dsc(capsys, "import", str(bad))
+    assert f"{bad}:2:" in err and "not valid JSON" in err
+    assert_one_error(*dsc(capsys, "import", str(tmp_path / "missing.json")))
+    assert_one_error(*dsc(capsys, "import", str(tmp_path)))
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert_one_error(*dsc(capsys, "import", str(tmp_path / "list.json")))
