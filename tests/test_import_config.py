@@ -118,3 +118,83 @@ def test_unreadable_configs(capsys, tmp_path):
     assert_one_error(*dsc(capsys, "import", str(tmp_path)))
     (tmp_path / "list.json").write_text("[1, 2]")
     assert_one_error(*dsc(capsys, "import", str(tmp_path / "list.json")))
+
+
+def _dense(d, layers, heads, kv_heads, head_dim, inter, vocab, qkv_bias=False, qk_norm=False):
+    """(parameters, KV bytes per token) of a dense GQA + SwiGLU model, untied, bf16."""
+    attention = (2 * d * heads * head_dim + 2 * d * kv_heads * head_dim
+                 + (heads + 2 * kv_heads) * head_dim * qkv_bias + 2 * head_dim * qk_norm)
+    params = layers * (attention + 3 * d * inter + 2 * d) + 2 * vocab * d + d
+    return params, layers * 2 * kv_heads * head_dim * 2
+
+
+# Published: Qwen2-7B 7.62B, Qwen3-8B 8.19B, Mistral-7B-v0.3 7.25B, Qwen1.5-MoE-A2.7B 14.3B
+# with 2.7B active (60 experts of 1408, top-4, a gated shared expert of 5632).
+QWEN2_7B = _dense(3584, 28, 28, 4, 128, 18944, 152064, qkv_bias=True)
+QWEN3_8B = _dense(4096, 36, 32, 8, 128, 12288, 151936, qk_norm=True)
+MISTRAL_7B = _dense(4096, 32, 32, 8, 128, 14336, 32768)
+
+
+def _qwen15_moe():
+    d, layers, experts, top_k, inter, shared, vocab = 2048, 24, 60, 4, 1408, 5632, 151936
+    attention = 4 * d * d + 3 * d                          # 16 heads of 128, q/k/v biases
+    common = attention + d * experts + 3 * d * shared + d + 2 * d   # router, shared + gate, norms
+    outer = 2 * vocab * d + d
+    total = layers * (common + experts * 3 * d * inter) + outer
+    active = layers * (common + top_k * 3 * d * inter) + outer
+    return total, active, layers * 2 * 16 * 128 * 2
+
+
+@pytest.mark.parametrize("config, params, active, kv", [
+    ("qwen2_7b", QWEN2_7B[0], QWEN2_7B[0], QWEN2_7B[1]),
+    ("qwen3_8b", QWEN3_8B[0], QWEN3_8B[0], QWEN3_8B[1]),
+    ("mistral_7b_v0.3", MISTRAL_7B[0], MISTRAL_7B[0], MISTRAL_7B[1]),
+    ("qwen1.5_moe_a2.7b", *_qwen15_moe()),
+])
+def test_other_families_by_hand(capsys, tmp_path, config, params, active, kv):
+    stats = contract(imported(capsys, tmp_path, config, config))   # a name with dots
+    assert (stats["params"], stats["active_params"], stats["kv_cache_bytes_per_token"]) == (
+        params, active, kv)
+
+
+def test_the_hand_figures_are_the_published_sizes():
+    assert QWEN2_7B[0] == 7_615_616_512 and QWEN3_8B[0] == 8_190_735_360
+    assert MISTRAL_7B[0] == 7_248_023_552
+    assert _qwen15_moe()[:2] == (14_315_784_192, 2_689_173_504)
+
+
+def _deepseek_v2(d, layers, heads, q_rank, dense_inter, experts, top_k, inter, vocab):
+    """(parameters, active, KV bytes) of DeepSeek-V2 by hand: MLA (kv_lora_rank 512, heads of
+    128 + 64 rope, values 128), one dense layer, then MoE layers with 2 shared experts."""
+    kv_rank, nope, rope, v = 512, 128, 64, 128
+    q = d * q_rank + q_rank + q_rank * heads * (nope + rope) if q_rank else d * heads * (nope + rope)
+    attention = (q + d * (kv_rank + rope) + kv_rank + kv_rank * heads * (nope + v)
+                 + heads * v * d)
+    expert = 3 * d * inter
+    moe_common = d * experts + 2 * expert                         # router, 2 shared experts
+    outer = 2 * vocab * d + d
+    common = outer + layers * (attention + 2 * d) + 3 * d * dense_inter + (layers - 1) * moe_common
+    total = common + (layers - 1) * experts * expert
+    active = common + (layers - 1) * top_k * expert
+    return total, active, layers * (kv_rank + rope) * 2
+
+
+V2_LITE = _deepseek_v2(2048, 27, 16, None, 10944, 64, 6, 1408, 102400)
+
+
+def test_deepseek_v2_lite_by_hand(capsys, tmp_path):
+    assert V2_LITE[0] == 15_706_484_224                                     # "15.7B"
+    path = imported(capsys, tmp_path, "deepseek_v2_lite")
+    stats = contract(path)
+    assert (stats["params"], stats["active_params"], stats["kv_cache_bytes_per_token"]) == V2_LITE
+    text = path.read_text()
+    assert "mla_absorbed_direct(" in text and "shared=n_shared_experts" in text
+
+
+def test_deepseek_v2_group_limited_routing_is_refused(capsys, tmp_path):
+    """DeepSeek-V2 ranks a group by its best expert; dsc's topk by its two best (V3)."""
+    src = edited(tmp_path, "deepseek_v2_lite", topk_method="group_limited_greedy", n_group=8,
+                 topk_group=3)
+    code, out, err = dsc(capsys, "import", str(src))
+    assert_one_error(code, out, err)
+    assert "unsupported value of config field 'topk_method'" in err and "two best" in err

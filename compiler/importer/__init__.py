@@ -40,7 +40,7 @@ def import_config(path: str, name: str | None = None) -> str:
     else:
         m.layers.append(("num_hidden_layers", [f"h = h + {attention}", *ffn]))
     cfg.check_all_used(model_type)
-    return render(m, name or default_name(path, model_type))
+    return render(m, _identifier(name) if name else default_name(path, model_type))
 
 
 def _common(cfg: HFConfig, m: Model, family: Family) -> None:

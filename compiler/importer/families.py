@@ -90,17 +90,18 @@ def gqa_bias(cfg: HFConfig, m: Model) -> str:
 
 
 def mla(cfg: HFConfig, m: Model) -> str:
+    """Absorbed MLA; queries through q_lora_rank, or projected directly when it is null."""
     cfg.require("attention_bias", (False, None), "a bias on the projections")
-    if not cfg.has("q_lora_rank"):
-        cfg.require("q_lora_rank", ("a number",), "queries through a low-rank projection")
-    names = ["num_attention_heads", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
-             "qk_rope_head_dim", "v_head_dim"]
+    low_rank = cfg.has("q_lora_rank")
+    cfg.ignore(["q_lora_rank", "num_key_value_heads"])   # MLA: every head reads one latent
+    names = ["num_attention_heads", *(["q_lora_rank"] if low_rank else []), "kv_lora_rank",
+             "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"]
     for name in names:
         read(cfg, m, name, int)
-    cfg.ignore(["num_key_value_heads"])          # MLA: every head reads the one latent cache
     m.const("rope_theta", cfg.get("rope_theta", float, 10000.0))
     args = ", ".join(["ctx", *names, "rope_theta", "rms_norm_eps"])
-    return f"mla_absorbed(norm(h, rms_norm_eps), {args})"
+    block = "mla_absorbed" if low_rank else "mla_absorbed_direct"
+    return f"{block}(norm(h, rms_norm_eps), {args})"
 
 
 # -- feed-forward ----------------------------------------------------------------------------
@@ -159,6 +160,26 @@ def moe_deepseek(cfg: HFConfig, m: Model) -> list[str]:
                    f"topk_groups={topk_groups}, scale={scale}, shared={shared})")
 
 
+def moe_deepseek_v2(cfg: HFConfig, m: Model) -> list[str]:
+    """DeepSeek-V2: softmax scores, greedy top-k, optionally renormalised, times
+    routed_scaling_factor; shared experts. Group-limited greedy routing scores a group by its
+    best expert, where the topk op scores it by its two best (DeepSeek-V3): refused."""
+    cfg.require("scoring_func", ("softmax", None), "DeepSeek-V2's softmax router")
+    cfg.require("topk_method", ("greedy", None), "greedy routing; group_limited_greedy ranks a "
+                "group by its best expert, dsc's group-limited top-k by its two best")
+    cfg.require("moe_layer_freq", (1, None), "a mixture of experts in every layer after the "
+                "dense ones")
+    names = ["n_routed_experts", "num_experts_per_tok", "moe_intermediate_size"]
+    for name in names:
+        read(cfg, m, name, int)
+    keywords = {"norm": read(cfg, m, "norm_topk_prob", bool, False),
+                "scale": read(cfg, m, "routed_scaling_factor", float, 1.0),
+                "shared": read(cfg, m, "n_shared_experts", int, 0)}
+    cfg.ignore(["n_group", "topk_group"])              # inert under greedy routing
+    args = ", ".join([*names, *(f"{k}={v}" for k, v in keywords.items())])
+    return _routed(m, f"moe_softmax(tokens_in, {args})")
+
+
 # -- families --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -178,5 +199,6 @@ FAMILIES: dict[str, Family] = {
     "mixtral": Family(gqa, moe_softmax("num_local_experts")),
     "qwen2_moe": Family(gqa_bias, moe_softmax("num_experts"), sliding="switch"),
     "qwen3_moe": Family(gqa_qk_norm, moe_softmax("num_experts"), sliding="switch"),
+    "deepseek_v2": Family(mla, moe_deepseek_v2, dense_prefix=True),
     "deepseek_v3": Family(mla, moe_deepseek, dense_prefix=True),
 }
