@@ -128,11 +128,13 @@ def _dense(d, layers, heads, kv_heads, head_dim, inter, vocab, qkv_bias=False, q
     return params, layers * 2 * kv_heads * head_dim * 2
 
 
-# Published: Qwen2-7B 7.62B, Qwen3-8B 8.19B, Mistral-7B-v0.3 7.25B, Qwen1.5-MoE-A2.7B 14.3B
+# Published: Qwen2-7B 7.62B, Qwen3-8B 8.19B, Mistral-7B-v0.3 7.25B, Llama-3.1-70B 70.6B (its
+# llama3 rope_scaling changes only the rotary tables), Qwen1.5-MoE-A2.7B 14.3B
 # with 2.7B active (60 experts of 1408, top-4, a gated shared expert of 5632).
 QWEN2_7B = _dense(3584, 28, 28, 4, 128, 18944, 152064, qkv_bias=True)
 QWEN3_8B = _dense(4096, 36, 32, 8, 128, 12288, 151936, qk_norm=True)
 MISTRAL_7B = _dense(4096, 32, 32, 8, 128, 14336, 32768)
+LLAMA31_70B = _dense(8192, 80, 64, 8, 128, 28672, 128256)
 
 
 def _qwen15_moe():
@@ -149,6 +151,7 @@ def _qwen15_moe():
     ("qwen2_7b", QWEN2_7B[0], QWEN2_7B[0], QWEN2_7B[1]),
     ("qwen3_8b", QWEN3_8B[0], QWEN3_8B[0], QWEN3_8B[1]),
     ("mistral_7b_v0.3", MISTRAL_7B[0], MISTRAL_7B[0], MISTRAL_7B[1]),
+    ("llama3.1_70b", LLAMA31_70B[0], LLAMA31_70B[0], LLAMA31_70B[1]),
     ("qwen1.5_moe_a2.7b", *_qwen15_moe()),
 ])
 def test_other_families_by_hand(capsys, tmp_path, config, params, active, kv):
@@ -160,6 +163,7 @@ def test_other_families_by_hand(capsys, tmp_path, config, params, active, kv):
 def test_the_hand_figures_are_the_published_sizes():
     assert QWEN2_7B[0] == 7_615_616_512 and QWEN3_8B[0] == 8_190_735_360
     assert MISTRAL_7B[0] == 7_248_023_552
+    assert LLAMA31_70B == (70_553_706_496, 327_680)
     assert _qwen15_moe()[:2] == (14_315_784_192, 2_689_173_504)
 
 
