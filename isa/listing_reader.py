@@ -289,6 +289,9 @@ class _Reader(lark.Transformer):
 
     def dim(self, children):
         start, size = children
+        if int(size) < 1:                   # a box covers at least one element of each dim
+            raise LineError(size.line, f"box dimension {str(start).strip()}:+{size}: the size "
+                                       "is not a positive integer")
         return str(start).strip(), int(size)
 
     def attr(self, children):

@@ -193,6 +193,7 @@ def _error(lines, target="h800") -> ListingError:
     ("buffer sa", "fp8_e4m3", "fp9", "unknown dtype 'fp9'"),
     ("tensor b.scale", "[16,", "[-1,", "fp32[-1, 56]: dim -1 is not a positive integer"),
     ("buffer sa", "[128,", "[0,", "fp8_e4m3[0, 128]: dim 0 is not a positive integer"),
+    ("ld.tile", ":+128,", ":+0,", "the size is not a positive integer"),
     ("view a.gmk:", "reshape", "reshap", "unknown view step 'reshap'"),
 ])
 def test_an_edited_line_is_reported_at_its_line(starts_with, old, new, fragment):
