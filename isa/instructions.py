@@ -144,9 +144,7 @@ def _send(ins: Instr, ctx: CostContext):
 def _mma(ins: Instr, ctx: CostContext):
     m, n, k = ins.attr("shape")
     unit = ctx.target.matrix.formats[ins.attr("fmt")]
-    im, in_, ik = unit.shape
-    padded = (math.ceil(m / im) * im) * (math.ceil(n / in_) * in_) * (math.ceil(k / ik) * ik)
-    return Compute(2 * padded / unit.flops_per_cycle)
+    return Compute(unit.mma_cycles(m, n, k, swap=bool(ins.attr("swap"))))
 
 
 def _vector(name: str):
@@ -215,6 +213,7 @@ ATTRIBUTES: dict[str, AttrKind] = {
     "slot0": _INDEX,
     "eps": _NUMBER, "theta": _NUMBER, "scale": _NUMBER, "imm0": _NUMBER, "imm1": _NUMBER,
     "first": _FLAG, "trans_b": _FLAG, "norm": _FLAG,
+    "swap": AttrKind("0 or 1", lambda v: v in (0, 1) and not isinstance(v, bool)),
     "shape": AttrKind("MxNxK, three integers >= 1", _sizes(3)),
     "block": _BLOCK, "block_a": _BLOCK, "block_b": _BLOCK,
     "fmt": AttrKind("an element dtype name", lambda v: isinstance(v, str)),
@@ -256,8 +255,9 @@ _TABLE = [
              "format fmt; operands are read from their leading M x K and K x N corners. With "
              "scale operands sa, sb (block_a, block_b) the unit applies the block scales itself",
              "2 * pad(M) * pad(N) * pad(K) / flops_per_cycle(fmt), dims padded to the "
-             "matrix instruction granularity", _mma,
-             optional_attrs=("trans_b", "block_a", "block_b"), writes=1, semantics="mma"),
+             "matrix instruction granularity (swap=1: operands exchanged, C^T = B^T A^T, so M "
+             "pads to the instruction's N step and N to its M)", _mma,
+             optional_attrs=("trans_b", "block_a", "block_b", "swap"), writes=1, semantics="mma"),
 ]
 _TABLE += [
     InstrDef(f"vec.{name}", "vec", vop.operands, ("n",),

@@ -229,6 +229,13 @@ def _check_consistency(target: Target, reader: _Reader) -> None:
             if not re.fullmatch(rf"({'|'.join(SCALE_DTYPES)}):\d+x\d+", spec):
                 reader.fail(("matrix", "formats", dtype, "block_scales"),
                             f"expected SCALE_DTYPE:ROWSxCOLS, got '{spec}'")
+        at = lambda name: ("matrix", "formats", dtype, name)
+        im, in_, _ = fmt.shape
+        for name, sizes in (("m_sizes", fmt.m_sizes), ("pair_m", fmt.pair_m)):
+            if any(m % im for m in sizes):
+                reader.fail(at(name), f"expected multiples of shape's M ({im}), got {list(sizes)}")
+        if fmt.n_max is not None and fmt.n_max % in_:
+            reader.fail(at("n_max"), f"expected a multiple of shape's N ({in_}), got {fmt.n_max}")
     if not target.matrix.formats:
         reader.fail(("matrix", "formats"), "a matrix unit needs at least one format")
     for role in ("matrix_a", "matrix_b", "accumulator", "vector"):

@@ -31,6 +31,8 @@ _RULES = [
     "Each entry of `block_scales` is `SCALE_DTYPE:ROWSxCOLS`, `SCALE_DTYPE` one of: "
     + ", ".join(f"`{d}`" for d in SCALE_DTYPES) + "; the block is written as for the A "
     "operand (`[tokens, K]`), so `1x32` is one scale per 32 elements of K.",
+    "A format's `m_sizes` and `pair_m` are multiples of its `shape`'s M, its `n_max` a "
+    "multiple of its `shape`'s N.",
     "Every role (`matrix_a`, `matrix_b`, `accumulator`, `vector`) is held by some buffer; the "
     "first buffer in file order that holds a role is the one used for it.",
     "Every integer is at most 2^53, exact in the floating-point arithmetic of the derived "

@@ -8,6 +8,7 @@ one place: the properties of `Target`.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 
@@ -43,7 +44,9 @@ class Chip:
 @dataclass(frozen=True)
 class MatrixFormat:
     shape: tuple[int, int, int] = key(
-        "granularity M x N x K of the matrix instruction: tile dims round up to multiples of it",
+        "granularity M x N x K of the matrix instruction: its smallest M, its step in N and its "
+        "K; tile dims round up to multiples of it (M on the operand the instruction takes as "
+        "A, N on the other: a GEMM may swap its operands so its small side rides N)",
         minimum=1, maximum=COUNT_MAXIMUM)
     flops_per_cycle: int = key("dense FLOPs per cycle per core in this format (2 per multiply-add)",
                                minimum=1, maximum=COUNT_MAXIMUM)
@@ -51,10 +54,43 @@ class MatrixFormat:
         "mantissa bits the accumulator keeps for products in this format, when fewer than FP32's "
         "23; the compiler then promotes partial sums to FP32 on the vector unit",
         minimum=1, maximum=23, default=None)
+    m_sizes: tuple[int, ...] = key(
+        "the instruction's M sizes (multiples of shape's M; default: shape's M only), all at "
+        "the format's rate", minimum=1, maximum=COUNT_MAXIMUM, default=())
+    n_max: int | None = key(
+        "largest N of one instruction, in steps of shape's N (default: shape's N)",
+        minimum=1, maximum=COUNT_MAXIMUM, default=None)
+    pair_m: tuple[int, ...] = key(
+        "M sizes of a two-core form, in which a core pair runs one instruction, each core "
+        "holding half of M and half of B (e.g. Blackwell cta_group::2); empty when none",
+        minimum=1, maximum=COUNT_MAXIMUM, default=())
     block_scales: tuple[str, ...] = key(
         "scale formats the unit applies itself, as SCALE_DTYPE:ROWSxCOLS "
         "(e.g. ue8m0:1x32); other scaled formats are rescaled on the vector unit",
         default=())
+
+    def padded(self, m: int, n: int, k: int, swap: bool = False) -> tuple[int, int, int]:
+        """An M x N x K product rounded up to whole instructions; with `swap` the operands
+        are exchanged (C^T = B^T A^T), so M rounds up to the instruction's N step and N to
+        its M."""
+        im, in_, ik = self.shape
+        gm, gn = (in_, im) if swap else (im, in_)
+        return -(-m // gm) * gm, -(-n // gn) * gn, -(-k // ik) * ik
+
+    def mma_cycles(self, m: int, n: int, k: int, swap: bool = False) -> float:
+        """Cycles of the matrix unit for an M x N x K product, padded to whole instructions."""
+        return 2 * math.prod(self.padded(m, n, k, swap)) / self.flops_per_cycle
+
+    def instruction(self, m: int, n: int, swap: bool = False) -> tuple[int, int, int]:
+        """The instruction an m x n tile is issued as: the largest M the unit offers that
+        divides the tile's M side, the widest N (up to n_max) that divides its N side."""
+        pm, pn, _ = self.padded(m, n, self.shape[2], swap)
+        side_m, side_n = (pn, pm) if swap else (pm, pn)
+        im = max(s for s in self.m_sizes + (self.shape[0],) if side_m % s == 0)
+        step = self.shape[1]
+        widest = self.n_max or step
+        inn = max(s for s in range(step, min(widest, side_n) + 1, step) if side_n % s == 0)
+        return im, inn, self.shape[2]
 
 
 @dataclass(frozen=True)

@@ -224,6 +224,22 @@ def _online_softmax(p, alpha, m, l, s, scale=1.0, first=0, offset=None, row0=0, 
     return p_new, a.reshape(alpha.shape), m_new.reshape(m.shape), l_new.reshape(l.shape)
 
 
+def _merge_split(acc, m, l, o, m_s, l_s, first=0, **_):
+    """Fold one key split's normalised output o (its rows' max m_s and sum l_s) into the
+    running acc, m, l (split-KV decoding's combine): the same rescaling as online_softmax,
+    over splits instead of key blocks."""
+    o, m_s, l_s = o.astype(F32), m_s.astype(F32).reshape(-1), l_s.astype(F32).reshape(-1)
+    if first:
+        return (o * l_s[:, None]).astype(F32), m_s.reshape(m.shape), l_s.reshape(l.shape)
+    m_old, l_old = m.astype(F32).reshape(-1), l.astype(F32).reshape(-1)
+    m_new = np.maximum(m_old, m_s)
+    safe = np.where(np.isfinite(m_new), m_new, F32(0))
+    a = np.exp(np.where(np.isfinite(m_old), m_old - safe, F32(-np.inf))).astype(F32)
+    b = np.exp(np.where(np.isfinite(m_s), m_s - safe, F32(-np.inf))).astype(F32)
+    acc = (acc.astype(F32) * a[:, None] + o * (l_s * b)[:, None]).astype(F32)
+    return acc, m_new.reshape(m.shape), (l_old * a + l_s * b).astype(F32).reshape(l.shape)
+
+
 def _window(rows, attrs):
     """Rows row0 .. row0+rows of a routing table, padded with -1 past its end."""
     start, count = attrs.get("row0", 0), attrs.get("rows", len(rows))
@@ -306,6 +322,10 @@ VECTOR_OPS: dict[str, VectorOp] = {op.name: op for op in [
              "one key block of a streaming softmax: scale, mask, running max and sum; writes "
              "p, the rescale factor alpha, and the running max m and sum l", reads_dst=True,
              outputs=4, attrs=("scale", "first", *POSITION, "col0", "keys")),
+    VectorOp("merge_split", 3, 3, 0, _merge_split,
+             "fold one key split's normalised output and its rows' max and sum into a running "
+             "acc, max and sum (split-KV combine; two exps per row, not per element)",
+             reads_dst=True, outputs=3, attrs=("first",)),
     VectorOp("rescale", 1, 1, 0,
              lambda o, alpha, **_: (o.astype(F32) * alpha.astype(F32).reshape(-1, 1)).astype(F32),
              "o = o * alpha per row (before adding the next key block)", reads_dst=True),

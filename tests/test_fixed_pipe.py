@@ -61,7 +61,8 @@ def test_per_unit_busy_time_shows_the_work_moving_to_the_pipe(pipe_with_silu):
     assert piped["vec"]["busy_cycles"] < plain["vec"]["busy_cycles"]
     assert piped["vld"]["busy_cycles"] < plain["vld"]["busy_cycles"]
     assert piped["vst"]["busy_cycles"] < plain["vst"]["busy_cycles"]
-    assert piped["fix"]["busy_cycles"] >= plain["fix"]["busy_cycles"] - 1
+    # (The two chips may choose different GEMM tiles, whose padding the pipe drains too.)
+    assert piped["fix"]["busy_cycles"] >= 0.999 * plain["fix"]["busy_cycles"]
 
 
 def test_pipe_listings_round_trip(pipe_with_silu):

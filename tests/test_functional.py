@@ -97,6 +97,31 @@ model long_attention {{
   p = softmax(causal_mask(scores, ctx))
   output o = einsum("bhst,bthe->bshe", p, v_cache)
 }}""",
+    "split_decode": f"""
+model split_decode {{
+  size B = 1, S = 1, ctx = 4000
+  heads = 2
+  hd = 16
+  {FP32}
+  input q: [B, S, heads, hd]
+  cache k_cache: [B, ctx + S, heads, hd]
+  cache v_cache: [B, ctx + S, heads, hd]
+  scores = einsum("bshe,bthe->bhst", q, k_cache) * (1 / sqrt(hd))
+  p = softmax(causal_mask(scores, ctx))
+  output o = einsum("bhst,bthe->bshe", p, v_cache)
+}}""",
+    "causal_prefill": f"""
+model causal_prefill {{
+  size B = 1, S = 256, ctx = 0
+  hd = 16
+  {FP32}
+  input q: [B, S, 1, 2, hd]
+  input k: [B, S, 1, hd]
+  input v: [B, S, 1, hd]
+  scores = einsum("bsgqe,btge->bgqst", q, k) * (1 / sqrt(hd))
+  p = softmax(causal_mask(scores, ctx))
+  output o = einsum("bgqst,btge->bsgqe", p, v)
+}}""",
     "moe": f"""
 model moe {{
   size T = 8
@@ -130,7 +155,8 @@ model layernorm_gelu {{
   h = layernorm(x, g, beta, 1e-5)
   output y = x + gelu_tanh(gelu(h @ w1 + b1) @ w2)
 }}"""
-KERNELS = {"attention": "flash_attention", "long_attention": "flash_attention", "moe": "dispatch", "epilogue": "matmul_add_silu"}
+KERNELS = {"attention": "flash_attention", "long_attention": "flash_attention",
+           "causal_prefill": "flash_attention", "split_decode": "flash", "moe": "dispatch", "epilogue": "matmul_add_silu"}
 
 
 @pytest.fixture(scope="module")

@@ -52,12 +52,31 @@ class GemmTile:
     stages: int
     cluster_m: int = 1        # cores along M that receive each B tile from one multicast load
     cluster_n: int = 1        # cores along N that receive each A tile from one multicast load
+    swap: int = 0             # 1: operands exchanged (C^T = B^T A^T), the rows ride the N side
 
     def __str__(self) -> str:
         text = f"{self.bm}x{self.bn}x{self.bk} (bm x bn x bk), {self.stages} stages"
         if self.cluster_m * self.cluster_n > 1:
             text += f", cluster {self.cluster_m}x{self.cluster_n}"
         return text
+
+    @property
+    def sched(self) -> tuple[int, ...]:
+        """The tile as the IR's `tile=[...]` annotation (the swap flag only when set)."""
+        fields = (self.bm, self.bn, self.bk, self.stages, self.cluster_m, self.cluster_n)
+        return fields + ((1,) if self.swap else ())
+
+
+def instruction_text(t: GemmTile, fmt: str, target: Target) -> str:
+    """The matrix instruction a tile runs as, and its orientation, for the kernel header."""
+    unit = target.matrix.formats[fmt]
+    im, inn, ik = unit.instruction(t.bm, t.bn, bool(t.swap))
+    text = f"instruction m{im}n{inn}k{ik}"
+    if t.cluster_m == 2 and 2 * im in unit.pair_m and not t.swap:
+        text += f" (two-core form m{2 * im} over the cluster pair)"
+    if t.swap:
+        return text + " swapped (C^T = B^T A^T: the weight's columns on M, the rows on N)"
+    return text + " (rows on M)"
 
 
 @dataclass(frozen=True)
@@ -132,26 +151,48 @@ def _smallest_need(p: GemmProblem, target: Target) -> str:
                      for s, n in sorted(used.items()))
 
 
+# Tile sides tried, as multiples of the instruction: powers of two and the multiples of 64
+# between them (a 192- or 224-wide tile can leave a smaller last wave than 128 or 256).
+_SIDES = (16, 32, 64, 96, 128, 160, 192, 224, 256)
+
+
+def orientations(p: GemmProblem, target: Target) -> list[int]:
+    """0 (rows on the instruction's M) and, when the rows pad less on the N side, 1 (operands
+    swapped: a few tokens ride the N step, the weight's columns fill M). Needs whole-tile
+    epilogues (a whole-row op reads rows across the tile's N, which swapping would transpose)."""
+    im, in_, _ = target.matrix.formats[p.fmt].shape
+    swap_pays = _round_up(p.m, in_) < _round_up(p.m, im) and not p.whole_rows
+    return [0, 1] if swap_pays else [0]
+
+
 def candidates(p: GemmProblem, target: Target) -> list[GemmTile]:
     im, in_, ik = target.matrix.formats[p.fmt].shape
     step = math.lcm(ik, p.k_step)
-    bms = _multiples(im, p.m, (64, 128, 256))
-    bns = [_round_up(p.n, in_)] if p.whole_rows else [
-        b for b in _multiples(in_, p.n, (16, 32, 64, 128, 256))
-        if b % p.n_align == 0 or b >= p.n]
     if p.promote:
         bks = [step]
     else:
         bks = [b for b in (step, 2 * step, 4 * step) if b <= max(step, _round_up(p.k, step))]
     out = []
-    for bm in bms:
-        for bn in bns:
-            for bk in bks:
-                for stages in (2, 3, 4):
-                    for cm, cn in _clusters(p, bm, bn, target.dma.multicast):
-                        tile = GemmTile(bm, bn, bk, stages, cm, cn)
-                        if fits(gemm_buffers(p, tile), target):
-                            out.append(tile)
+    for swap in orientations(p, target):
+        gm, gn = (in_, im) if swap else (im, in_)      # granules of the rows and the columns
+        # A tile holds whole scale blocks or lies within one (its scale boxes and promotion
+        # assume it).
+        m_block = p.a_scaling.block[0] if p.a_scaling else 1
+        n_block = p.b_scaling.block[1] if p.b_scaling else 1
+        nests = lambda b, block: b % block == 0 or block % b == 0
+        bms = [b for b in _multiples(gm, p.m, (8,) + _SIDES if swap else _SIDES)
+               if nests(b, m_block) or b >= p.m]
+        bns = [_round_up(p.n, gn)] if p.whole_rows else [
+            b for b in _multiples(gn, p.n, _SIDES)
+            if (b % p.n_align == 0 and nests(b, n_block)) or b >= p.n]
+        for bm in bms:
+            for bn in bns:
+                for bk in bks:
+                    for stages in (2, 3, 4):
+                        for cm, cn in _clusters(p, bm, bn, target.dma.multicast):
+                            tile = GemmTile(bm, bn, bk, stages, cm, cn, swap)
+                            if fits(gemm_buffers(p, tile), target):
+                                out.append(tile)
     return out
 
 
@@ -182,9 +223,7 @@ def estimate_cycles(p: GemmProblem, t: GemmTile, target: Target) -> float:
     waves = math.ceil(tiles / target.cores)
     active = min(tiles, target.cores)
     k_steps = math.ceil(p.k / t.bk)
-    unit = target.matrix.formats[p.fmt]
-    im, in_, ik = unit.shape
-    mma = 2 * _round_up(t.bm, im) * _round_up(t.bn, in_) * _round_up(t.bk, ik) / unit.flops_per_cycle
+    mma = target.matrix.formats[p.fmt].mma_cycles(t.bm, t.bn, t.bk, bool(t.swap))
     a_bytes, b_bytes = t.bm * t.bk * bits(p.a_dtype) / 8, t.bk * t.bn * bits(p.b_dtype) / 8
     l2_bytes = a_bytes / t.cluster_n + b_bytes / t.cluster_m
     reach = target.machine.reach()           # the cache and memory tensors live behind
@@ -228,7 +267,14 @@ def _choose(p: GemmProblem, target: Target):
     if not scored:
         raise ValueError(f"no GEMM tile fits the on-chip buffers: the smallest needs "
                          f"{_smallest_need(p, target)}")
-    best = min(scored, key=lambda ts: (round(ts[1], 3), ts[0].stages,
-                                       ts[0].cluster_m * ts[0].cluster_n, -ts[0].bm * ts[0].bn,
-                                       -ts[0].bk, ts[0].cluster_m))
+    best = min(scored, key=lambda ts: rank(p, ts[0], ts[1], target))
     return best[0], scored
+
+
+def rank(p: GemmProblem, t: GemmTile, estimate: float, target: Target) -> tuple:
+    """Candidates in order of preference: estimate, then fewer stages, smaller clusters, less
+    padded matrix work (a memory-bound GEMM need not waste the unit), larger tiles."""
+    tiles = p.groups * math.ceil(p.m / t.bm) * math.ceil(p.n / t.bn)
+    padded = tiles * target.matrix.formats[p.fmt].mma_cycles(t.bm, t.bn, p.k, bool(t.swap))
+    return (round(estimate, 3), t.stages, t.cluster_m * t.cluster_n, round(padded, 3),
+            -t.bm * t.bn, -t.bk, t.cluster_m, t.swap)

@@ -8,6 +8,7 @@ from importlib import import_module
 from compiler.errors import DscError
 from compiler.ir.graph import Graph
 from compiler.ir.ops import OPS
+from compiler.kernels.causal import attention_work
 from compiler.kernels.groups import kernel_groups
 from compiler.kernels.schedule import KernelTable, fold_layers, layer_of, order_tensors
 from compiler.lower.tensors import TensorMap
@@ -64,14 +65,18 @@ def lower(graph: Graph, target: Target) -> Program:
                            head.loc) from None
         flops = sum(float(OPS[n.op].flops([graph.node(i).type for i in n.inputs], n.type,
                                            n.attr_dict)) for n in group.nodes)
+        flops *= attention_work(group)
         shown = ", ".join(n.name for n in group.outputs) or head.name
         ops = " + ".join(n.op for n in group.nodes)
-        # A template returns its kernel, or several run in order (the last does the op).
+        # A template returns its kernel, or several run in order: the last does the op,
+        # unless one is marked (kernel, args, True) (split-KV attention, then its combine).
         kernels = built if isinstance(built, list) else [built]
-        for k, (kernel, args) in enumerate(kernels):
-            last = k == len(kernels) - 1
-            note = f"{shown} = {ops}" if last else f"{shown} = {ops} ({kernel.name})"
-            launches.append((Launch(table.add(kernel), args, note, flops if last else 0.0,
+        doer = next((k for k, built_k in enumerate(kernels) if len(built_k) > 2),
+                    len(kernels) - 1)
+        for k, (kernel, args, *_) in enumerate(kernels):
+            does = k == doer
+            note = f"{shown} = {ops}" if does else f"{shown} = {ops} ({kernel.name})"
+            launches.append((Launch(table.add(kernel), args, note, flops if does else 0.0,
                                     stream_of(kernel)), layer_of(head.name)))
     return Program(graph.model, target.name, order_tensors(tmap.tensors()), tuple(table.kernels),
                    tuple(fold_layers(launches)), tuple(graph.sizes.items()))

@@ -27,8 +27,7 @@ from compiler.passes import PassContext
 def considered(problem: gemm_tiles.GemmProblem, target, shortlist: int):
     """The candidates the pass runs: the best `shortlist` by estimate, best first."""
     scored = sorted(gemm_tiles.choose(problem, target)[1],
-                    key=lambda ts: (round(ts[1], 3), ts[0].stages, ts[0].cluster_m * ts[0].cluster_n,
-                                    -ts[0].bm * ts[0].bn, -ts[0].bk, ts[0].cluster_m))
+                    key=lambda ts: gemm_tiles.rank(problem, ts[0], ts[1], target))
     return [t for t, _ in scored[:shortlist]], len(scored)
 
 
@@ -65,8 +64,7 @@ class Tile:
             sched = dict(node.sched)
             if node.id in choice:
                 tile, how = choice[node.id]
-                sched.update(tile=(tile.bm, tile.bn, tile.bk, tile.stages, tile.cluster_m,
-                                   tile.cluster_n), tile_choice=how)
+                sched.update(tile=tile.sched, tile_choice=how)
             out.add(node.op, node.inputs, node.type, node.name, node.attrs, node.loc, sched)
         out.outputs = list(graph.outputs)
         return out

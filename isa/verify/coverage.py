@@ -8,7 +8,9 @@ sweeps is consumed exactly once, and no work item or loop iteration falls past t
 - Sweeps. A dimension of a loaded tensor whose box start moves with a loop variable (the K of
   a GEMM, the keys of attention) is swept: the loads of that tensor cover each of its elements
   exactly once. A block-scale index (`k*64//128`, the scale block a tile falls in) is read once
-  per tile it scales, so there only a gap is an error.
+  per tile it scales, and a tile index taken modulo the dimension's tiles (`(...)%128*32`, a
+  causal attention pair's key order: each of its row blocks reads its own keys) may come back
+  to a tile, so there only a gap is an error.
 - Surplus. At the last value of each variable a box depends on, some box still reaches the
   tensor: a grid dimension or loop count larger than the data is work that moves nothing.
   (Boxes past the end for *some* values are fine: an evenly split loop's last tiles.)
@@ -237,7 +239,7 @@ def _check_sweep(nest: Nest, param: Param, dim: int, loads: list[tuple[Site, Box
         if not variables(start) & _loop_vars(site):
             continue
         counts = _counts(nest, site)
-        block = _is_block_index(start)
+        block = _is_block_index(start) or _is_revisit(start)
         layout = lay([(start, size, counts)], extent)
         if layout.gap is None and (layout.overlap is None or block):
             continue
@@ -248,6 +250,12 @@ def _check_sweep(nest: Nest, param: Param, dim: int, loads: list[tuple[Site, Box
             _report(nest, site, box, dim, start, size, extent, counts, layout, "read",
                     "a loop must consume every element of the dimension it sweeps exactly "
                     "once", overlap_ok=block)
+
+
+def _is_revisit(e: Expr) -> bool:
+    """`(...) % n * size`: a tile index taken modulo the dimension's n tiles, as a causal
+    attention pair writes its key order (each of its two row blocks reads its own keys)."""
+    return isinstance(e, Bin) and e.op == "*" and isinstance(e.left, Bin) and e.left.op == "%"
 
 
 def _is_block_index(e: Expr) -> bool:

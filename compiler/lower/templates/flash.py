@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from compiler.ir.graph import Graph, Node
 from compiler.ir.ops import OPS
 from compiler.ir.ops.contraction import contraction_of
+from compiler.kernels import causal, split_kv
 from compiler.kernels.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.kernels.operand_plan import matrix_format
 from compiler.lower.tensors import TensorMap
+from compiler.lower.templates.flash_combine import PartialOutputs
 from compiler.lower.templates.gemm import canonical_view
 from isa.expr import Bin, Const, add, floordiv, mul
 from isa.formats import DTYPES
@@ -121,73 +123,160 @@ def lower_flash_group(group: Group, graph: Graph, tmap: TensorMap, target: Targe
     if target.matrix.results_to_vector == "memory":
         from compiler.lower.templates.flash_split import lower_split_attention
         return lower_split_attention(att, group, tmap, target)
-    return _lower_on_chip(att, target)
+    return _lower_on_chip(att, target, tmap)
 
 
-def _on_chip_need(att: Attention, bm: int, bt: int) -> dict[str, float]:
+def _on_chip_need(att: Attention, bm: int, bt: int, cores: int) -> dict[str, float]:
     byte = lambda d: DTYPES[d].bits / 8
     dims = sum(d.shape[-1] for d in att.qs)
+    rows = 2 if causal_pairs(att, bm, bt, cores) else 1   # a causal pair keeps two row blocks
     return {
-        "matrix_a": bm * dims * byte(att.fmt) + bm * bt * byte(att.fmt),
+        "matrix_a": rows * bm * dims * byte(att.fmt) + bm * bt * byte(att.fmt),
         "matrix_b": STAGES * bt * (dims + (0 if att.v is None else att.Dv)) * byte(att.fmt),
-        "accumulator": bm * (bt + att.Dv) * 4,
-        "vector": bm * 3 * 4 + bm * att.Dv * byte(att.out.dtype),
+        "accumulator": bm * bt * 4 + rows * bm * att.Dv * 4,
+        "vector": rows * (bm * 3 * 4 + bm * att.Dv * byte(att.out.dtype)),
     }
 
 
-def _lower_on_chip(att: Attention, target: Target):
+def causal_pairs(att: Attention, bm: int, bt: int, cores: int) -> causal.CausalPairs | None:
+    """How a causal attention's row blocks pair up (None: not causal, or nothing skipped).
+    Rows are segments of `seq` positions (several query heads of a group, one after the
+    other), each cut into whole row blocks."""
+    if att.mask is None:
+        return None
+    seq, offset = att.mask.type.shape[-2], att.mask.attr("offset")
+    if att.M % seq or seq % bm or not isinstance(offset, int):
+        return None
+    pairs = causal.pairs(seq, bm, bt, offset, att.T)
+    if pairs is None:
+        return None
+    # Pairs halve the work items: worth it only when fewer waves of them take fewer key
+    # blocks than waves of single row blocks that run every block.
+    segments = att.G * att.M // seq
+    waves = lambda items: math.ceil(segments * items / cores)
+    if waves(pairs.items) * pairs.per_item >= waves(pairs.row_blocks) * math.ceil(att.T / bt):
+        return None
+    return pairs
+
+
+def key_split(att: Attention, bm: int, bt: int, target: Target) -> split_kv.KeySplit:
+    """How many pieces the keys are cut into (compiler/kernels/split_kv.py)."""
+    unit = target.matrix.formats[att.fmt]
+    byte = lambda d: DTYPES[d].bits / 8
+    dims = [d.shape[-1] for d in att.qs]
+    kv_block = bt * (sum(d * byte(k.dtype) for d, k in zip(dims, att.ks))
+                     + (att.Dv * byte(att.v.dtype) if att.v is not None else 0))
+    mma = sum(unit.mma_cycles(bm, bt, d) for d in dims) + unit.mma_cycles(bm, att.Dv, bt)
+    softmax = bm * bt * 7 / target.vector.lanes      # vec.online_softmax's ALU work
+    block = max(mma, softmax, kv_block / target.dma.load_bytes_per_cycle)
+    kv_bytes = sum(k.nbytes for k in att.ks) + (att.v.nbytes if att.v is not None else 0)
+    costs = split_kv.SplitCosts(
+        att.G * math.ceil(att.M / bm), math.ceil(att.T / bt), block, target.cores, kv_bytes,
+        att.G * att.M * (att.Dv + 2) * 4, target.machine.reach().miss_bytes_per_cycle,
+        target.launch_overhead_cycles)
+    offset = att.mask.attr("offset") if att.mask is not None else None
+    if att.mask is not None and not isinstance(offset, int):
+        return split_kv.KeySplit(1, costs.blocks, 0.0, 0.0)
+    return split_kv.choose(costs, offset, bt)
+
+
+def _lower_on_chip(att: Attention, target: Target, tmap: TensorMap):
     qs, ks, v, Dv, T, fmt = att.qs, att.ks, att.v, att.Dv, att.T, att.fmt
-    bm, bt = tile(target, att, _on_chip_need)
-    kb = KernelBuilder("flash_attention", target)
+    bm, bt = tile(target, att, lambda *shape: _on_chip_need(*shape, target.cores))
+    pairs = causal_pairs(att, bm, bt, target.cores)
+    split = key_split(att, bm, bt, target) if not pairs else None
+    splits = split.splits if split else 1
+    rows = 2 if pairs else 1
+    kb = KernelBuilder("flash_attention" if splits == 1 else "flash_split_kv", target)
     kb.note(att.describe())
-    kb.note(f"tile {bm} rows x {bt} keys, {STAGES} stages; mma {fmt}")
+    kb.note(f"tile {bm} rows x {bt} keys, {STAGES} stages; mma {fmt}"
+            + (f"; causal: key blocks above the diagonal skipped, row blocks paired "
+               f"(p, {pairs.row_blocks - 1}-p): {pairs.per_item} key blocks per item"
+               if pairs else "")
+            + (f"; keys split {splits} ways ({split.per_split} blocks each, estimate "
+               f"{split.estimate:,.0f} cycles with the combine against {split.unsplit:,.0f} "
+               f"unsplit)" if splits > 1 else ""))
     pq = [kb.param(f"q{i}", d) for i, d in enumerate(qs)]
     pk = [kb.param(f"k{i}", d) for i, d in enumerate(ks)]
     pv_param = kb.param("v", v) if v is not None else None
-    po = kb.param("o", att.out, output=True)
+    partials = PartialOutputs.declare(kb, att, splits, tmap) if splits > 1 else None
+    po = kb.param("o", att.out, output=True) if splits == 1 else None
     g = kb.grid_dim("g", att.G)
-    m = kb.grid_dim("m", math.ceil(att.M / bm))
+    segment = kb.grid_dim("q", att.M // att.mask.type.shape[-2]) if pairs else Const(0)
+    m = kb.grid_dim("m", pairs.items if pairs else math.ceil(att.M / bm))
+    piece = kb.grid_dim("kv", splits)
     for i, d in enumerate(qs):
-        kb.buffer(f"sq{i}", d.dtype, (bm, d.shape[-1]), "matrix_a")
+        kb.buffer(f"sq{i}", d.dtype, (bm, d.shape[-1]), "matrix_a", rows)
     for i, d in enumerate(ks):
         kb.buffer(f"sk{i}", d.dtype, (bt, d.shape[-1]), "matrix_b", STAGES)
     if v is not None:
         kb.buffer("sv", v.dtype, (bt, Dv), "matrix_b", STAGES)
     kb.buffer("s", "fp32", (bm, bt), "accumulator")
-    kb.buffer("o", "fp32", (bm, Dv), "accumulator")
+    kb.buffer("o", "fp32", (bm, Dv), "accumulator", rows)
     kb.buffer("p", fmt, (bm, bt), "matrix_a")
     for name in ("alpha", "rmax", "rsum"):
-        kb.buffer(name, "fp32", (bm, 1), "vector")
-    kb.buffer("out", att.out.dtype, (bm, Dv), "vector")
+        kb.buffer(name, "fp32", (bm, 1), "vector", rows)
+    kb.buffer("out", att.out.dtype if splits == 1 else "fp32", (bm, Dv), "vector", rows)
     for tok, initial in (("kv_free", STAGES), ("kv_full", 0), ("s_ready", 0), ("p_ready", 0),
                          ("pv_done", 1), ("o_ready", 0), ("o_final", 0), ("out_ready", 0)):
         kb.token(tok, initial)
-    row0 = mul(m, Const(bm))
-    load_queries(kb, att, pq, g, row0, bm)
-    blocks = math.ceil(T / bt)
+    # A pair's buffers have a slot per row block; a lone row block's have one.
+    row_buf = lambda name, h: Buf(name, Const(h) if isinstance(h, int) else h) if pairs \
+        else Buf(name)
+    if pairs:
+        # Row block p, then row block n-1-p of the segment; `half` says which one iteration j
+        # works on.
+        base = mul(segment, Const(pairs.row_blocks))
+        row_blocks = (add(base, m), add(base, Bin("-", Const(pairs.row_blocks - 1), m)))
+        first_count = add(Const(pairs.first), mul(m, Const(pairs.step)))
+        blocks = pairs.per_item
+    else:
+        row_blocks, blocks = (m,), math.ceil(T / bt) if splits == 1 else split.per_split
+    for h, r in enumerate(row_blocks):
+        for i, d in enumerate(qs):
+            kb.emit("ld.tile", row_buf(f"sq{i}", h), Box(pq[i], (g, mul(r, Const(bm)), Const(0)),
+                                                     (1, bm, d.shape[-1])))
     with kb.loop("j", blocks) as j:
         slot = Bin("%", j, Const(STAGES)) if blocks > 1 else Const(0)
-        key0 = mul(j, Const(bt))
+        if pairs:
+            # The first row block's key blocks 0, 1, ..; then the second's from its diagonal
+            # block down to 0 (written so the verifier's interval bounds stay >= 0; the
+            # remainder, which changes no value, bounds it by the key blocks).
+            half = Bin("-", Const(1), Bin("==", Bin("//", j, first_count), Const(0)))
+            key_block = Bin("%", add(Bin("*", Bin("-", Const(1), half), j),
+                                     Bin("*", half, Bin("-", Const(blocks - 1), j))),
+                            Const(math.ceil(T / bt)))
+            spread = Bin("-", Const(pairs.row_blocks - 1), mul(m, Const(2)))
+            row0 = mul(add(row_blocks[0], Bin("*", half, spread)), Const(bm))
+            first = Bin("==", Bin("*", j, Bin("-", j, first_count)), Const(0))
+        else:
+            half, row0 = Const(0), mul(m, Const(bm))
+            key_block = add(mul(piece, Const(blocks)), j)      # this split's blocks
+            first = Bin("==", j, Const(0)) if blocks > 1 else Const(1)
+        key0 = mul(key_block, Const(bt))
         load_key_block(kb, att, pk, pv_param, g, slot, key0, bt)
         for i, d in enumerate(qs):
-            kb.emit("mm.mma", Buf("s"), Buf(f"sq{i}"), Buf(f"sk{i}", slot),
+            kb.emit("mm.mma", Buf("s"), row_buf(f"sq{i}", half), Buf(f"sk{i}", slot),
                     wait=("kv_full",) if i == 0 else (),
                     signal=("s_ready",) if i == len(qs) - 1 else (),
                     shape=(bm, bt, d.shape[-1]), fmt=fmt, first=int(i == 0), trans_b=1)
-        first = Bin("==", j, Const(0)) if blocks > 1 else Const(1)
-        kb.emit("vec.online_softmax", Buf("p"), Buf("alpha"), Buf("rmax"), Buf("rsum"), Buf("s"),
-                wait=("s_ready",), signal=("p_ready",), **softmax_attrs(att, bm, bt, row0, key0,
-                                                                       first))
-        kb.emit("vec.rescale", Buf("o"), Buf("alpha"), wait=("pv_done",), signal=("o_ready",),
-                n=bm * Dv)
-        kb.emit("mm.mma", Buf("o"), Buf("p"), value_block(att, slot),
+        kb.emit("vec.online_softmax", Buf("p"), row_buf("alpha", half), row_buf("rmax", half),
+                row_buf("rsum", half), Buf("s"), wait=("s_ready",), signal=("p_ready",),
+                **softmax_attrs(att, bm, bt, row0, key0, first))
+        kb.emit("vec.rescale", row_buf("o", half), row_buf("alpha", half), wait=("pv_done",),
+                signal=("o_ready",), n=bm * Dv)
+        kb.emit("mm.mma", row_buf("o", half), Buf("p"), value_block(att, slot),
                 wait=("p_ready", "o_ready"), signal=("kv_free", "pv_done"),
                 shape=(bm, Dv, bt), fmt=fmt, first=first)
     kb.emit("sync.mm", signal=("o_final",))
-    kb.emit("vec.normalize", Buf("out"), Buf("o"), Buf("rsum"), wait=("o_final",),
-            signal=("out_ready",), n=bm * Dv)
-    kb.emit("st.tile", Box(po, (g, row0, Const(0)), (1, bm, Dv)), Buf("out"),
-            wait=("out_ready",))
+    if partials is not None:
+        partials.store(kb, g, piece, m, bm)
+        return [(*kb.build(), True), partials.combine(att, bm, target)]
+    for h, r in enumerate(row_blocks):
+        kb.emit("vec.normalize", row_buf("out", h), row_buf("o", h), row_buf("rsum", h),
+                wait=("o_final",) if h == 0 else (), signal=("out_ready",), n=bm * Dv)
+        kb.emit("st.tile", Box(po, (g, mul(r, Const(bm)), Const(0)), (1, bm, Dv)),
+                row_buf("out", h), wait=("out_ready",))
     return kb.build()
 
 

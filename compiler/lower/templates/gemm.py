@@ -79,7 +79,9 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
     kb.note(f"{head.op} {c.spec}: G={G} M={M} N={N} K={K}, {c.flops:.4g} flops"
             + (f"; epilogue {' + '.join(n.op for n in epi.nodes)}" if epi.nodes else ""))
     kb.note(f"tile {tile}; {how}; "
-            f"mma {plan.fmt}" + (f", promote every {plan.k_step} of K" if plan.promote else ""))
+            f"mma {plan.fmt} {gemm_tiles.instruction_text(tile, plan.fmt, target)}"
+            + (f", promote every {plan.k_step} of K" if plan.promote else ""))
+    swapped = {"swap": 1} if tile.swap else {}
     pa, pb = kb.param("a", a), kb.param("b", b)
     pc = kb.param("c", out, output=True) if problem.store_acc else None
     psa = kb.param("a_scale", a_scales) if need_a_scales else None
@@ -136,7 +138,8 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
         if plan.promote:
             pslot = Bin("%", k, Const(2)) if k_steps > 1 else Const(0)
             kb.emit("mm.mma", Buf("part", pslot), mma_a, mma_b, wait=mma_wait + ("part_free",),
-                    signal=("part_full",), shape=(bm, bn, bk), fmt=plan.fmt, first=Const(1))
+                    signal=("part_full",), shape=(bm, bn, bk), fmt=plan.fmt, first=Const(1),
+                    **swapped)
             if plan.scaled:
                 kb.emit("vec.promote", Buf("acc"), Buf("part", pslot), Buf("ssa", slot),
                         Buf("ssb", slot), wait=("part_full",), signal=("free", "part_free"),
@@ -152,7 +155,8 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
             else:
                 mma_scales = ()
             kb.emit("mm.mma", Buf("acc"), mma_a, mma_b, *mma_scales, wait=mma_wait,
-                    signal=("free",), shape=(bm, bn, bk), fmt=plan.fmt, first=first, **scaled)
+                    signal=("free",), shape=(bm, bn, bk), fmt=plan.fmt, first=first, **scaled,
+                    **swapped)
     handoff = None
     if epi.through_memory:
         handoff = Workspace(kb, tmap, f"{head.name}.handoff", epi.handoff_dtype, bm, bn, 1, "h")
