@@ -34,8 +34,8 @@ from isa.listing_file import HEADER, is_listing  # noqa: F401  (what a listing f
 from isa.program import (Attr, Box, Buf, Instr, Kernel, Loop, Program, Repeat, TensorDecl,
                          TensorRef, bind_name)
 from isa.listing_reader import (BufferRec, Decl, Dies, InstrRec, KernelRec, LaunchRec, LineError,
-                                LoopRec, Note, Pairs, RepeatRec, did_you_mean, read_records,
-                                syntax_error)
+                                LoopRec, Note, Pairs, Persistent, RepeatRec, did_you_mean,
+                                read_records, syntax_error)
 from isa.target_schema import Target
 from isa.workload import MAX_LAUNCH_FLOPS, MAX_LAUNCHES, kernel_problem
 
@@ -148,10 +148,12 @@ class _Assembler:
             raise LineError(rec.line, f"kernel '{rec.name}' is defined twice (first on line "
                                    f"{self.kernel_lines[rec.name]})")
         notes, grid, buffers, tokens, stmts = [], None, [], [], []
-        die_var, grid_line = None, rec.line
+        die_var, grid_line, persistent = None, rec.line, False
         for number, item in enumerate(rec.items):
             if isinstance(item, Dies):
                 die_var = item.var
+            elif isinstance(item, Persistent):
+                persistent = True
             elif isinstance(item, Note):
                 if number == len(notes):                 # notes come first; later ones are comments
                     notes.append(item.text)
@@ -177,7 +179,8 @@ class _Assembler:
         if die_var is not None and die_var not in {v for v, _ in grid}:
             raise LineError(rec.line, f"kernel {rec.name}: 'dies {die_var}' names no grid dim")
         kernel = Kernel(rec.name, rec.params, grid, tuple(b.decl for b in buffers),
-                        tuple((t, n) for t, n, _ in tokens), body, tuple(notes), die_var)
+                        tuple((t, n) for t, n, _ in tokens), body, tuple(notes), die_var,
+                        persistent)
         lines = {"instr": [line for _, line in located], "grid": {None: grid_line},
                  "buffer": {b.decl.name: b.line for b in buffers},
                  "token": {t: line for t, _, line in tokens}}

@@ -205,6 +205,8 @@ def kernel_view(k: Kernel) -> dict:
              + (f" @{b.offset}" if b.offset is not None else "") for b in k.buffers]
     if k.tokens:
         decls.append("token " + " ".join(f"{t}={n}" for t, n in k.tokens))
+    if k.persistent:
+        decls.insert(0, "persistent")
     if k.die_var:
         decls.insert(0, f"dies {k.die_var}")
     return {"header": f"kernel {k.name}({params})", "notes": list(k.notes),

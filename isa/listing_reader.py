@@ -71,6 +71,12 @@ class Dies:
 
 
 @dataclass(frozen=True)
+class Persistent:
+    """A kernel's `persistent` line."""
+    line: int
+
+
+@dataclass(frozen=True)
 class KernelRec:
     line: int
     name: str
@@ -182,6 +188,9 @@ class _Reader(lark.Transformer):
 
     def dies(self, children):
         return Dies(children[0].line, str(children[0]))
+
+    def persistent(self, children):
+        return Persistent(children[0].line)
 
     def view(self, children):
         name, (dtype, shape), *rest = children

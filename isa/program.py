@@ -168,6 +168,9 @@ class Kernel:
     body: tuple[Stmt, ...]
     notes: tuple[str, ...] = ()               # printed as comments: source ops, tile choice
     die_var: str | None = None                # NUMA: this grid dim's halves go to the dies
+    # One persistent worker per core walks the items in grid order, each item's epilogue
+    # overlapping the next one's main loop (docs/timing.md, "Persistent kernels").
+    persistent: bool = False
 
     @property
     def grid_size(self) -> int:

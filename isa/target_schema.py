@@ -103,6 +103,13 @@ class Matrix:
         "how accumulator results reach the vector unit: 'direct' (same core, e.g. GPU "
         "registers) or 'memory' (split cube/vector cores exchange through L2 and global memory)",
         choices=("direct", "memory"), default="direct")
+    epilogue: str = key(
+        "'overlapped': the unit accumulates one tile while another tile's results drain "
+        "(asynchronous matrix instructions with two accumulators: Hopper's ping-pong warp "
+        "groups, Blackwell's tensor memory, the Ascend cube's L0C double buffer), so a "
+        "persistent kernel overlaps a tile's epilogue with the next tile's main loop; "
+        "'serial': the epilogue waits for the unit (Ampere's mma.sync)",
+        choices=("overlapped", "serial"), default="serial")
 
 
 @dataclass(frozen=True)

@@ -227,13 +227,23 @@ def test_a_gemm_that_cannot_fit_names_the_kernel_and_the_bytes(tmp_path):
 # -- plan -----------------------------------------------------------------------------------
 
 def test_plan_reuses_bytes_only_when_accesses_are_ordered():
-    program = compile_model("examples/gemm.ds", "h800", {}).program
+    # 64 rows: one wave of tiles, not a persistent kernel.
+    program = compile_model("examples/gemm.ds", "h800", {"M": "64"}).program
+    assert not program.kernels[0].persistent
     buffers = {b.name: b for b in program.kernels[0].buffers}
     # The epilogue's output tile takes the K loop's A tiles' bytes: ordered by mma -> promote
     # -> cvt. The A and B tiles, live together in the loop, never overlap.
     assert buffers["out"].offset == buffers["sa"].offset
     a, b = buffers["sa"], buffers["sb"]
     assert a.offset + a.nbytes <= b.offset or b.offset + b.nbytes <= a.offset
+
+
+def test_plan_never_shares_bytes_in_a_persistent_kernel():
+    """A worker's next tile loads while its previous tile's epilogue still reads `out`."""
+    (kernel,) = compile_model("examples/gemm.ds", "h800", {}).program.kernels
+    assert kernel.persistent
+    spans = sorted((b.offset, b.offset + b.nbytes) for b in kernel.buffers if b.space == "smem")
+    assert all(hi <= lo for (_, hi), (lo, _) in zip(spans, spans[1:]))
 
 
 def test_plan_keeps_concurrent_buffers_apart():

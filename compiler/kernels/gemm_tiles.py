@@ -12,7 +12,7 @@ of the instructions; nothing is fitted.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from isa.formats import DTYPES, Scaling
 from isa.target_schema import Target
@@ -53,6 +53,7 @@ class GemmTile:
     cluster_m: int = 1        # cores along M that receive each B tile from one multicast load
     cluster_n: int = 1        # cores along N that receive each A tile from one multicast load
     swap: int = 0             # 1: operands exchanged (C^T = B^T A^T), the rows ride the N side
+    persistent: int = 0       # 1: one worker per core walks the tiles, two accumulators
 
     def __str__(self) -> str:
         text = f"{self.bm}x{self.bn}x{self.bk} (bm x bn x bk), {self.stages} stages"
@@ -62,8 +63,10 @@ class GemmTile:
 
     @property
     def sched(self) -> tuple[int, ...]:
-        """The tile as the IR's `tile=[...]` annotation (the swap flag only when set)."""
+        """The tile as the IR's `tile=[...]` annotation (swap and persistent only when set)."""
         fields = (self.bm, self.bn, self.bk, self.stages, self.cluster_m, self.cluster_n)
+        if self.persistent:
+            return fields + (self.swap, 1)
         return fields + ((1,) if self.swap else ())
 
 
@@ -114,7 +117,9 @@ def gemm_buffers(p: GemmProblem, t: GemmTile) -> list[BufferSpec]:
             out.append(BufferSpec(f"v{name}", p.fmt, shape, "vector", S))
         if conv:
             out.append(BufferSpec(f"c{name}", p.fmt, shape, role, S))
-    out.append(BufferSpec("acc", "fp32", (bm, bn), "accumulator", 1))
+    # A persistent kernel's two accumulators: one tile's epilogue drains one while the next
+    # tile's main loop fills the other.
+    out.append(BufferSpec("acc", "fp32", (bm, bn), "accumulator", 2 if t.persistent else 1))
     if p.promote:
         out.append(BufferSpec("part", "fp32", (bm, bn), "accumulator", 2))
     for operand in p.tensor_scales:
@@ -190,10 +195,26 @@ def candidates(p: GemmProblem, target: Target) -> list[GemmTile]:
                 for bk in bks:
                     for stages in (2, 3, 4):
                         for cm, cn in _clusters(p, bm, bn, target.dma.multicast):
-                            tile = GemmTile(bm, bn, bk, stages, cm, cn, swap)
-                            if fits(gemm_buffers(p, tile), target):
+                            tile = _schedule(p, GemmTile(bm, bn, bk, stages, cm, cn, swap),
+                                             target)
+                            if tile is not None:
                                 out.append(tile)
     return out
+
+
+def _schedule(p: GemmProblem, t: GemmTile, target: Target) -> GemmTile | None:
+    """The tile as a persistent kernel when it has more tiles than cores, the target's matrix
+    unit overlaps an epilogue with the next tile's accumulation and two accumulators fit;
+    else as one work item per tile; None when it does not fit at all."""
+    if tile_count(p, t) > target.cores and target.matrix.epilogue == "overlapped":
+        persistent = replace(t, persistent=1)
+        if fits(gemm_buffers(p, persistent), target):
+            return persistent
+    return t if fits(gemm_buffers(p, t), target) else None
+
+
+def tile_count(p: GemmProblem, t: GemmTile) -> int:
+    return p.groups * math.ceil(p.m / t.bm) * math.ceil(p.n / t.bn)
 
 
 def _clusters(p: GemmProblem, bm: int, bn: int, multicast: int) -> list[tuple[int, int]]:
@@ -239,9 +260,32 @@ def estimate_cycles(p: GemmProblem, t: GemmTile, target: Target) -> float:
     epilogue = t.bm * t.bn * (1 / target.vector.lanes
                               + bits(p.out_dtype) / 8 / target.dma.store_bytes_per_cycle)
     per_wave = k_steps * step + latency + epilogue
-    unique = p.groups * (p.m * p.k * bits(p.a_dtype) + p.k * p.n * bits(p.b_dtype)
-                         + p.m * p.n * bits(p.out_dtype)) / 8
-    return max(waves * per_wave, unique / reach.miss_bytes_per_cycle)
+    if t.persistent:            # each tile's fill and epilogue hide under the next main loop
+        per_wave -= (latency + epilogue) * (waves - 1) / waves
+    return max(waves * per_wave, memory_bytes(p, t, tiles, k_steps, reach, active)
+               / reach.miss_bytes_per_cycle)
+
+
+def memory_bytes(p: GemmProblem, t: GemmTile, tiles: int, k_steps: int, reach,
+                 wave: int) -> float:
+    """Bytes the GEMM moves through off-chip memory, by the interpreter's rule for the cache
+    (runtime/kernel_sim.py): each operand's re-reads hit while the operands fit in the
+    cache, and miss in proportion as their footprint outgrows it, except that the tiles of
+    one wave reading the same box at once fetch it once (row-major order: a wave's tiles of
+    one row share their A box, its rows share their B boxes)."""
+    bits = lambda d: DTYPES[d].bits
+    n_tiles = math.ceil(p.n / t.bn)
+    share_a = min(n_tiles, wave)
+    share_b = max(1, wave // n_tiles)
+    unique_a = p.groups * p.m * p.k * bits(p.a_dtype) / 8
+    unique_b = p.groups * p.k * p.n * bits(p.b_dtype) / 8
+    loaded_a = tiles * k_steps * t.bm * t.bk * bits(p.a_dtype) / 8 / max(t.cluster_n, share_a)
+    loaded_b = tiles * k_steps * t.bk * t.bn * bits(p.b_dtype) / 8 / max(t.cluster_m, share_b)
+    room = reach.cache.bytes if reach.cache is not None else 0
+    footprint = unique_a + unique_b
+    spill = 0.0 if footprint <= room else 1 - room / footprint
+    again = max(0.0, loaded_a - unique_a) + max(0.0, loaded_b - unique_b)
+    return unique_a + unique_b + again * spill + p.groups * p.m * p.n * bits(p.out_dtype) / 8
 
 
 _CHOICES: dict[tuple[GemmProblem, str], tuple] = {}

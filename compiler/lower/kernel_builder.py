@@ -18,6 +18,7 @@ class KernelBuilder:
         self.buffers: list[BufferDecl] = []
         self.tokens: list[tuple[str, int]] = []
         self.notes: list[str] = []
+        self.persistent = False          # one persistent worker per core walks the items
         self._stack: list[list] = [[]]
 
     # -- declarations --
@@ -77,7 +78,8 @@ class KernelBuilder:
     def build(self) -> tuple[Kernel, tuple[tuple[str, str], ...]]:
         assert len(self._stack) == 1, "unclosed loop"
         kernel = Kernel(self.name, tuple(self.params), tuple(self.grid), tuple(self.buffers),
-                        tuple(self.tokens), tuple(self._stack[0]), tuple(self.notes))
+                        tuple(self.tokens), tuple(self._stack[0]), tuple(self.notes),
+                        persistent=self.persistent)
         return kernel, tuple(self.args)
 
 

@@ -8,7 +8,9 @@ bytes when every access to the one used first completes before the first access 
 as the static verifier proves it (isa/verify/hazards.py `Lifetimes`): by program order on one
 unit, or through token credits (units run concurrently, so listing order alone proves
 nothing, and a token signalled several times orders a wait only after the signal that
-credits it). So what the plan places, the verifier accepts. Offsets are aligned to 128
+credits it). So what the plan places, the verifier accepts. In a persistent kernel no two
+buffers share bytes: a worker's next item loads while its previous one's epilogue still
+reads its own buffers (the tile pass counted every buffer whole). Offsets are aligned to 128
 bytes (the bulk-copy granule); a kernel whose buffers cannot fit a space is an error naming
 the kernel and the bytes.
 """
@@ -32,8 +34,9 @@ def plan_kernel(kernel: Kernel, target: Target) -> Kernel:
         if lifetimes else {}
 
     def apart_in_time(a: str, b: str) -> bool:
-        """Every access to the one used first completes before the other's first."""
-        if a not in first or b not in first or first[a] == first[b]:
+        """Every access to the one used first completes before the other's first (never in
+        a persistent kernel: a worker's next item starts while its last one drains)."""
+        if kernel.persistent or a not in first or b not in first or first[a] == first[b]:
             return False
         early, late = (a, b) if first[a] < first[b] else (b, a)
         return lifetimes.before(early, late)

@@ -45,6 +45,7 @@ class EpilogueSite:
     bm: int
     bn: int
     tensor_scales: tuple = ()   # per-tensor scales (NVFP4) to apply to the finished product
+    acc: Buf = Buf("acc")       # the tile's accumulator (a slot of it, in a persistent kernel)
 
     def tile_box(self, param: str) -> Box:
         """The product's bm x bn tile in a [G, M, N] view."""
@@ -94,11 +95,11 @@ def emit_epilogue(s: EpilogueSite) -> None:
     if s.tensor_scales:           # (a * ta) @ (b * tb) = ta * tb * (a @ b): once, at the end
         kb.token("acc_scaled")
         for k, ts in enumerate(s.tensor_scales):
-            kb.emit("vec.tscale", Buf("acc"), ts, wait=opening if k == 0 else (),
+            kb.emit("vec.tscale", s.acc, ts, wait=opening if k == 0 else (),
                     signal=("acc_scaled",) if k == len(s.tensor_scales) - 1 else (),
                     n=s.bm * s.bn)
         opening = ("acc_scaled",)
-    sources = {epi.head.id: Buf("acc")}
+    sources = {epi.head.id: s.acc}
     sources.update({v.id: Buf(epi.buf[v.id]) for v in epi.inputs})
     head_on_pipe = epi.head_on_pipe
     handed = epi.on_pipe[-1] if epi.on_pipe else epi.head
@@ -106,7 +107,7 @@ def emit_epilogue(s: EpilogueSite) -> None:
     fix = _Sequence(kb, opening)
     writes = []
     if head_on_pipe:
-        fix.emit("fix.cvt", Buf("out"), Buf("acc"), n=s.bm * s.bn)
+        fix.emit("fix.cvt", Buf("out"), s.acc, n=s.bm * s.bn)
         writes.append((s.tile_box(s.head_param), Buf("out")))
     for node in epi.on_pipe:
         _emit(fix, s, node, sources, cols, unit="fix")
@@ -117,7 +118,7 @@ def emit_epilogue(s: EpilogueSite) -> None:
         kb.token("vec_loaded")
         handed_buf = sources[handed.id]
         if not epi.on_pipe and epi.pipe_converts:
-            fix.emit("fix.cvt", Buf("h"), Buf("acc"), n=s.bm * s.bn)
+            fix.emit("fix.cvt", Buf("h"), s.acc, n=s.bm * s.bn)
             handed_buf = Buf("h")
         writes.append((s.handoff.box(Const(0)), handed_buf))
     store = drain_store(kb.target)

@@ -96,6 +96,16 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
     g = kb.grid_dim("g", G)
     m = kb.grid_dim("m", math.ceil(M / tile.bm))
     n = kb.grid_dim("n", math.ceil(N / tile.bn))
+    acc = Buf("acc")
+    if tile.persistent:
+        # Worker w walks tiles w, w + P, w + 2P, ... (P = one per core): consecutive tiles
+        # of a worker alternate accumulators, so one drains while the next fills.
+        kb.persistent = True
+        tiles = math.prod(size for _, size in kb.grid)
+        workers = min(target.cores, tiles)
+        acc = Buf("acc", Bin("%", floordiv(kb.item_index(), workers), Const(2)))
+        kb.note(f"persistent: {workers} workers walk {tiles} tiles in grid order, two "
+                f"accumulators: a tile's epilogue overlaps the next tile's main loop")
     S = tile.stages
     bm, bn, bk = tile.bm, tile.bn, tile.bk
     for spec in gemm_tiles.gemm_buffers(problem, tile):
@@ -141,11 +151,11 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
                     signal=("part_full",), shape=(bm, bn, bk), fmt=plan.fmt, first=Const(1),
                     **swapped)
             if plan.scaled:
-                kb.emit("vec.promote", Buf("acc"), Buf("part", pslot), Buf("ssa", slot),
+                kb.emit("vec.promote", acc, Buf("part", pslot), Buf("ssa", slot),
                         Buf("ssb", slot), wait=("part_full",), signal=("free", "part_free"),
                         n=bm * bn, first=first, block_cols=min(bn, b.scaling.block[1]))
             else:
-                kb.emit("vec.accumulate", Buf("acc"), Buf("part", pslot), wait=("part_full",),
+                kb.emit("vec.accumulate", acc, Buf("part", pslot), wait=("part_full",),
                         signal=("free", "part_free"), n=bm * bn, first=first)
         else:
             scaled = {}
@@ -154,7 +164,7 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
                 scaled = {"block_a": a.scaling.block, "block_b": b.scaling.block}
             else:
                 mma_scales = ()
-            kb.emit("mm.mma", Buf("acc"), mma_a, mma_b, *mma_scales, wait=mma_wait,
+            kb.emit("mm.mma", acc, mma_a, mma_b, *mma_scales, wait=mma_wait,
                     signal=("free",), shape=(bm, bn, bk), fmt=plan.fmt, first=first, **scaled,
                     **swapped)
     handoff = None
@@ -162,5 +172,5 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
         handoff = Workspace(kb, tmap, f"{head.name}.handoff", epi.handoff_dtype, bm, bn, 1, "h")
     emit_epilogue(EpilogueSite(kb, graph, group, epi, views, epi_params, out_params, scale_params,
                                pc, handoff, plan.promote, g, row0, col0, bm, bn,
-                               tuple(Buf(f"ts{o}") for o in tensor_scales)))
+                               tuple(Buf(f"ts{o}") for o in tensor_scales), acc))
     return kb.build()
