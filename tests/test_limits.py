@@ -59,7 +59,7 @@ def gemm_listing(tmp_path_factory) -> str:
 
 
 @pytest.mark.parametrize("old, new, at, words", [
-    ("grid m=32 n=56", "grid m=32 n=56 g=2 h=2 i=2 j=2 k=2 l=2 o=2", "kernel matmul_0(",
+    ("\n  grid ", "\n  grid g=2 h=2 i=2 j=2 k=2 l=2 o=2 ", "kernel matmul_0(",
      ["kernel matmul_0 has a grid of 9 dims", "at most 8"]),
     ("  launch matmul_0(", "  repeat i 0..999999\n  launch matmul_0(", "repeat i 0..999999",
      ["'repeat i 0..999999' unrolls to more than 200,000 launches"]),
