@@ -64,13 +64,14 @@ def compile_model(model_path: str, target_name: str | Target, overrides: dict[st
                   after=None, passes=None, measure: bool = True, die_mode: str = "uma",
                   devices: int | None = None, plan: str | None = None,
                   check_fit: bool = True, clock=None, unroll: bool = False,
-                  place: str | None = None, memo=None) -> Compiled:
+                  place: str | None = None, memo=None, peak: bool = False) -> Compiled:
     """Front end, graph passes, lowering, program passes; `after(name, graph or program)`
     runs after each pass. `target_name` is a builtin name, a .toml file, or a loaded Target.
     `memo` (compiler.compile_memo.CompileMemo) shares the front end's graphs and the lowered
     programs between calls that need the same ones (a sweep's points). `devices` and `plan` (e.g. "attn=dp,moe=ep") override the model's
     deploy block, and `place` (e.g. "kv_cache=host") its placement; with `check_fit`, a model
-    that does not fit its devices' memories is an error.
+    that does not fit its devices' memories is an error; with `peak`, the target runs on its
+    datasheet peaks instead of its sustained figures.
     `clock(stage)` is called as each stage ends (the benchmark's per-stage times).
 
     Model-level repeats are compiled as windows of their iterations (compiler.ir.graph.Steady)
@@ -78,7 +79,8 @@ def compile_model(model_path: str, target_name: str | Target, overrides: dict[st
     the driver itself does when a window turns out not to be steady."""
     options = dict(passes=passes, measure=measure, die_mode=die_mode, devices=devices,
                    plan=plan, check_fit=check_fit, lap=clock or (lambda stage: None),
-                   place=place, memo=memo if passes is None and after is None else None)
+                   place=place, memo=memo if passes is None and after is None else None,
+                   peak=peak)
     show = (lambda name, result, window: after(name, result)) if after else None
     if unroll:
         return _compile(model_path, target_name, overrides, show, unroll=True, **options)
@@ -94,7 +96,7 @@ def compile_model(model_path: str, target_name: str | Target, overrides: dict[st
 
 
 def _compile(model_path, target_name, overrides, after, passes, measure, die_mode, devices,
-             plan, check_fit, lap, unroll, place, memo) -> Compiled:
+             plan, check_fit, lap, unroll, place, memo, peak) -> Compiled:
     def hook(name, result, window=False):        # window: a program not yet stretched
         lap(name)
         if after:
@@ -105,7 +107,8 @@ def _compile(model_path, target_name, overrides, after, passes, measure, die_mod
             return load_model(model_path, sizes, unroll)
         return memo.model((model_path, tuple(sorted(sizes.items())), unroll),
                           lambda: load_model(model_path, sizes, unroll))
-    target = target_name if isinstance(target_name, Target) else load_target(target_name)
+    target = target_name if isinstance(target_name, Target) else \
+        load_target(target_name, peak=peak)
     lap("target")
     replica = front(overrides)
     deployment = resolve_deployment(replica, target, devices, plan)
@@ -181,6 +184,7 @@ def resolve_deployment(graph: Graph, target: Target, devices: int | None,
         overrides = parse_plan(plan or "")
         given = deploy_where(graph, devices, overrides)
         items.update(overrides)
+        items.setdefault("launch", "graph" if continues_sequences(graph) else "stream")
         count = devices if devices is not None else int(graph.deploy.get("devices", 1))
         if count > 1 and target.system is None:
             raise DscError(f"target {target.name} has no [system] table, so it cannot be "
@@ -206,6 +210,13 @@ def deploy_where(graph: Graph, devices: int | None, plan_items: dict) -> dict:
     overridden = set(plan_items) | ({"devices"} if devices is not None else set())
     return {key[len("deploy."):]: loc for key, loc in graph.where.items()
             if key.startswith("deploy.") and key[len("deploy."):] not in overridden}
+
+
+def continues_sequences(graph: Graph) -> bool:
+    """A decode step: it appends its tokens to a KV cache that already holds earlier ones
+    (a cache write at a position past 0). Production serving replays such steps from
+    captured graphs; a prefill of fresh prompts runs kernel by kernel."""
+    return any(node.op == "cache_write" and node.attr("offset", 0) > 0 for node in graph.nodes())
 
 
 def resolve_placement(graph: Graph, target: Target, place: str | None) -> dict[str, str]:

@@ -11,6 +11,7 @@
 | `a2a` | `direct`, `node` | expert all-to-all: each token straight to every device it reaches (DeepEP's low-latency kernels), or once per remote node and forwarded there over NVLink (its normal kernels) |
 | `load` | `uniform`, `zipf:S`, `FILE` | the share of routed tokens each expert receives: equal, a Zipf law of exponent S, or a histogram file (one count per expert) |
 | `redundant` | `0`, `R` | redundant expert copies, placed with the experts by DeepSeek's load balancer (EPLB) |
+| `launch` | `stream`, `graph`, `dependent` | how kernels are launched: one by one on a stream, replayed from a captured graph, or as programmatic dependent launches whose launch overlaps the previous kernel's tail; each costs what the target says (`launch_overhead_us`, `[launch]`). Default: `graph` for a step that continues sequences (decode, as production serves it), `stream` otherwise |
 
 The model's sizes describe one attention replica (`batch` requests on each data-parallel
 replica); the devices of a tensor-parallel group share one replica's requests. The plan text
@@ -23,6 +24,7 @@ import re
 from dataclasses import dataclass
 
 _MODES = {"attn": ("dp", "tp"), "ffn": ("dp", "tp"), "moe": ("ep", "dp", "tp")}
+LAUNCH_MODES = ("stream", "graph", "dependent")
 
 
 class DeploymentError(ValueError):
@@ -45,6 +47,7 @@ class Deployment:
     a2a: str = "direct"
     load: str = "uniform"             # expert load: uniform, zipf:S, or a histogram file
     redundant: int = 0                # redundant expert copies (EPLB)
+    launch: str = "stream"            # LAUNCH_MODES
 
     def __post_init__(self):
         if self.devices < 1 or self.per_node < 1:
@@ -68,6 +71,9 @@ class Deployment:
         if self.redundant < 0:
             raise DeploymentError(f"plan redundant={self.redundant}: expected a number of "
                                   "redundant experts >= 0", "redundant")
+        if self.launch not in LAUNCH_MODES:
+            raise DeploymentError(f"plan launch={self.launch}: expected one of "
+                                  f"{', '.join(LAUNCH_MODES)}", "launch")
         if self.micro_batches not in (1, 2):
             raise DeploymentError(f"plan mb={self.micro_batches}: expected 1 or 2 micro-batches",
                                   "micro_batches")
@@ -92,6 +98,7 @@ class Deployment:
 
     @property
     def plan_text(self) -> str:
+        """How the model is spread (the launch mode is not part of it)."""
         text = f"attn={self.attn},ffn={self.ffn},moe={self.moe}"
         text += f",mb={self.micro_batches}" if self.micro_batches > 1 else ""
         text += f",a2a={self.a2a}" if self.a2a != "direct" else ""
@@ -122,11 +129,11 @@ def parse_plan(text: str) -> dict[str, str | int]:
                                       + ("1 or 2 micro-batches" if key == "mb" else
                                          "a number of redundant experts"))
             out["micro_batches" if key == "mb" else key] = int(value)
-        elif key in _MODES or key in ("a2a", "load"):
+        elif key in _MODES or key in ("a2a", "load", "launch"):
             out[key] = value
         else:
             raise DeploymentError(f"unknown plan key '{key}' (expected attn, ffn, moe, mb, "
-                                  "a2a, load or redundant)")
+                                  "a2a, load, redundant or launch)")
     return out
 
 

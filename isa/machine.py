@@ -39,6 +39,8 @@ class MemoryUnit:
     keeps: bool = True            # a cache keeps what kernels wrote and read for later kernels
     access_bytes: int | None = None          # runs of bytes move in whole accesses
     requests: "RequestUnit | None" = None    # the rate it serves accesses at, if limited
+    achievable: float = 1.0       # the share of its datasheet bandwidth bytes_per_cycle is
+    source: str = ""              # the measurement that share comes from (when below 1)
 
     @property
     def is_cache(self) -> bool:
@@ -74,6 +76,8 @@ class LinkUnit:
     die: int | None = None        # the die it leaves, for per-die report lines
     towards: str = ""             # its destination for people: "die 1", "cpu"
     converts: tuple[tuple[str, str], ...] = ()   # (from dtype, to dtype) applied on the way
+    achievable: float = 1.0       # the share of its datasheet bandwidth bytes_per_cycle is
+    source: str = ""              # the measurement that share comes from (when below 1)
 
     @property
     def is_cache(self) -> bool:
@@ -178,6 +182,11 @@ class Machine:
     def bandwidth_of(self, family: str | None = None) -> float:
         """Bytes per cycle of a memory family (default: where tensors live), all instances."""
         return sum(m.bytes_per_cycle for m in self.memories
+                   if m.family == (family or self.default_memory))
+
+    def peak_bandwidth_of(self, family: str | None = None) -> float:
+        """The datasheet bytes per cycle of a memory family, all instances."""
+        return sum(m.bytes_per_cycle / m.achievable for m in self.memories
                    if m.family == (family or self.default_memory))
 
     def memory(self, family: str, die: int) -> MemoryUnit:

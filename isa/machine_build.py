@@ -41,7 +41,8 @@ def declared(target) -> tuple[dict, dict]:
     if target.memory is not None:
         m = target.memory
         memories["memory"] = (MemorySpec(m.bytes, bandwidth_gbs=m.bandwidth_gbs,
-                                         latency_ns=m.latency_ns), ("memory",))
+                                         latency_ns=m.latency_ns, achievable=m.achievable,
+                                         achievable_source=m.achievable_source), ("memory",))
     if target.l2 is not None:
         if target.memory is None:
             raise MachineError(("l2",), "[l2] is the cache in front of [memory], and there "
@@ -60,7 +61,9 @@ def declared(target) -> tuple[dict, dict]:
                                           "inter_node")):
             if spec is not None:
                 links[name] = (LinkSpec(("device", scope), spec.bandwidth_gbs,
-                                        latency_us=spec.latency_us), ("system", table))
+                                        latency_us=spec.latency_us, achievable=spec.achievable,
+                                        achievable_source=spec.achievable_source),
+                               ("system", table))
     for name, spec in target.memories.items():
         if name in memories:
             raise MachineError(("memories", name), f"the name '{name}' is taken by the "
@@ -80,15 +83,17 @@ def build_machine(target) -> Machine:
     _check_memories(memories, links, dies)
     units = []
     for name, (spec, where) in memories.items():
-        units += _memory_units(name, spec, dies, hz)
+        _check_achievable(spec, where)
+        units += _memory_units(name, spec, dies, hz, target.sustained)
     on_chip, device, scopes = [], [], []
     for name, (spec, where) in links.items():
         _check_link(name, spec, where, target, dies)
         if spec.between[0] == "device":
-            device.append(_link_unit(name, spec, "device", spec.between[1], hz, dies))
+            device.append(_link_unit(name, spec, "device", spec.between[1], hz, dies,
+                                     target.sustained))
             scopes.append((spec.between[1], name))
         else:
-            on_chip += _link_units(name, spec, dies, hz)
+            on_chip += _link_units(name, spec, dies, hz, target.sustained)
     default = next(n for n, (spec, _) in memories.items() if not spec.caches)
     machine = Machine(target.name, dies, tuple(units), tuple(on_chip), tuple(device), default,
                       tuple(scopes))
@@ -99,9 +104,12 @@ def build_machine(target) -> Machine:
 # -- instances --
 
 
-def _memory_units(name: str, spec: MemorySpec, dies: int, hz: float) -> list[MemoryUnit]:
-    rate = spec.bytes_per_cycle if spec.bytes_per_cycle is not None else \
-        spec.bandwidth_gbs * 1e9 / hz
+def _memory_units(name: str, spec: MemorySpec, dies: int, hz: float,
+                  sustained: bool) -> list[MemoryUnit]:
+    """`sustained`: the run uses achievable bandwidths (else the datasheet's)."""
+    achievable = spec.achievable if sustained else 1.0
+    rate = achievable * (spec.bytes_per_cycle if spec.bytes_per_cycle is not None else
+                         spec.bandwidth_gbs * 1e9 / hz)
     latency = spec.latency_cycles if spec.latency_cycles is not None else \
         (spec.latency_ns or 0.0) * 1e-9 * hz
     label = spec.label or name
@@ -118,11 +126,13 @@ def _memory_units(name: str, spec: MemorySpec, dies: int, hz: float) -> list[Mem
                                    die, spec.requests_per_ns / (hz * 1e-9))
         out.append(MemoryUnit(uid, name, text, place, die, spec.bytes, rate, latency,
                               spec.caches, spec.write == "through", spec.keeps == "lru",
-                              spec.access_bytes, requests))
+                              spec.access_bytes, requests, achievable,
+                              spec.achievable_source if achievable < 1 else ""))
     return out
 
 
-def _link_units(name: str, spec: LinkSpec, dies: int, hz: float) -> list[LinkUnit]:
+def _link_units(name: str, spec: LinkSpec, dies: int, hz: float,
+                sustained: bool) -> list[LinkUnit]:
     a, b = spec.between
     ends_a = [f"d{d}" for d in range(dies)] if a == "die" else [a]
     ends_b = [f"d{d}" for d in range(dies)] if b == "die" else [b]
@@ -131,24 +141,28 @@ def _link_units(name: str, spec: LinkSpec, dies: int, hz: float) -> list[LinkUni
         for y in ends_b:
             if x != y and (x, y) not in pairs:
                 pairs += [(x, y)] if a == b == "die" else [(x, y), (y, x)]
-    return [_link_unit(name, spec, x, y, hz, dies) for x, y in pairs]
+    return [_link_unit(name, spec, x, y, hz, dies, sustained) for x, y in pairs]
 
 
-def _link_unit(name: str, spec: LinkSpec, src: str, dst: str, hz: float, dies: int) -> LinkUnit:
-    rate = spec.bandwidth_gbs * spec.achievable * 1e9 / hz
+def _link_unit(name: str, spec: LinkSpec, src: str, dst: str, hz: float, dies: int,
+               sustained: bool) -> LinkUnit:
+    achievable = spec.achievable if sustained else 1.0
+    rate = spec.bandwidth_gbs * achievable * 1e9 / hz
     latency = (spec.latency_ns * 1e-9 if spec.latency_ns is not None
                else spec.latency_us * 1e-6) * hz
     converts = tuple(tuple(c.split(">")) for c in spec.converts)
     label = spec.label or name
+    source = spec.achievable_source if achievable < 1 else ""
     if src == "device":
-        return LinkUnit(name, name, label, src, dst, rate, latency, converts=converts)
+        return LinkUnit(name, name, label, src, dst, rate, latency, converts=converts,
+                        achievable=achievable, source=source)
     die = lambda p: int(p[1:]) if _DIE_PLACE.fullmatch(p) else None
     if die(src) is not None and die(dst) is not None:
         text = f"{label} {die(src)}\u2192{die(dst)}"
     else:
         text = f"{label} {_place_label(src, dies)}\u2192{_place_label(dst, dies)}"
     return LinkUnit(f"{name}.{src}>{dst}", name, text, src, dst, rate, latency, die(src),
-                    _place_label(dst, dies), converts)
+                    _place_label(dst, dies), converts, achievable, source)
 
 
 def _place_label(place: str, dies: int) -> str:
@@ -185,6 +199,13 @@ def _check_memories(memories: dict, links: dict, dies: int) -> None:
                                    "join it to the dies with a [links.NAME] table")
 
 
+def _check_achievable(spec, where: tuple) -> None:
+    if spec.achievable < 1 and not spec.achievable_source.strip():
+        raise MachineError(where + ("achievable",), "an achievable fraction below 1 needs its "
+                                                    "source (achievable_source): the public "
+                                                    "measurement it comes from")
+
+
 def _check_place(place: str, where: tuple, dies: int) -> None:
     if place in _RESERVED or not _PLACE.fullmatch(place):
         raise MachineError(where, f"'{place}' is not a place name (a name such as cpu or "
@@ -197,9 +218,7 @@ def _check_link(name: str, spec: LinkSpec, where: tuple, target, dies: int) -> N
     a, b = spec.between
     if (spec.latency_ns is None) == (spec.latency_us is None):
         raise MachineError(where, "give exactly one of latency_ns and latency_us")
-    if spec.achievable < 1 and not spec.achievable_source.strip():
-        raise MachineError(where + ("achievable",), "an achievable fraction below 1 needs its "
-                                                    "source (achievable_source)")
+    _check_achievable(spec, where)
     for conv in spec.converts:
         parts = conv.split(">")
         if len(parts) != 2 or not all(p in DTYPES for p in parts):

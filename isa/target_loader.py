@@ -47,10 +47,14 @@ def resolve_target_path(name_or_path: str) -> Path:
                       f"{', '.join(builtin_names())}, or give a path to a .toml file")
 
 
-def load_target(name_or_path: str, overrides: dict[str, object] | None = None) -> Target:
+def load_target(name_or_path: str, overrides: dict[str, object] | None = None,
+                peak: bool = False) -> Target:
     """The target named (a builtin or a .toml file), with `overrides` (dotted key -> value,
     e.g. {"memory.bandwidth_gbs": 6000}) put into the file's tables before it is checked, so
-    an overridden value is validated exactly as if the file held it."""
+    an overridden value is validated exactly as if the file held it; with `peak`, running on
+    its datasheet peaks instead of its sustained figures (`--peak`: figures = "peak")."""
+    if peak:
+        overrides = {**(overrides or {}), "figures": "peak"}
     path = resolve_target_path(name_or_path)
     text = _read_text(path)
     key = (str(path), text, repr(sorted((overrides or {}).items())))
@@ -236,6 +240,16 @@ def _check_consistency(target: Target, reader: _Reader) -> None:
                 reader.fail(at(name), f"expected multiples of shape's M ({im}), got {list(sizes)}")
         if fmt.n_max is not None and fmt.n_max % in_:
             reader.fail(at("n_max"), f"expected a multiple of shape's N ({in_}), got {fmt.n_max}")
+    if target.sustained_clock_ghz is not None and not target.sustained_clock_source.strip():
+        reader.fail(("sustained_clock_ghz",), "a sustained clock needs its source "
+                                              "(sustained_clock_source): the public "
+                                              "measurement it comes from")
+    if target.dma.bytes_in_flight is not None and not target.dma.bytes_in_flight_source.strip():
+        reader.fail(("dma", "bytes_in_flight"), "bytes in flight need their source "
+                                                "(bytes_in_flight_source)")
+    if target.launch is not None and not target.launch.source.strip():
+        reader.fail(("launch", "source"), "launch costs need their source: the public "
+                                          "measurements they come from")
     if not target.matrix.formats:
         reader.fail(("matrix", "formats"), "a matrix unit needs at least one format")
     for role in ("matrix_a", "matrix_b", "accumulator", "vector"):
@@ -245,6 +259,28 @@ def _check_consistency(target: Target, reader: _Reader) -> None:
         target.machine                  # the memories and links as one graph, checked
     except MachineError as err:
         reader.fail(err.key, str(err))
+    for name, row in target.measured.items():
+        problem = _measured_problem(row, target)
+        if problem:
+            reader.fail(("measured", name), problem)
+
+
+def _measured_problem(row, target: Target) -> str | None:
+    """What is wrong with a measured row, if anything: each bench needs its own keys."""
+    if not row.source.strip():
+        return "a measured figure needs its source"
+    dims = {"gemm": 3, "copy": 1, "ping_pong": 1, "bulk": 1, "launch": 0}[row.bench]
+    if len(row.size) != dims:
+        return (f"a {row.bench} row needs size = "
+                f"{'[M, N, K]' if dims == 3 else '[bytes]' if dims else '[] (or none)'}")
+    if row.bench == "gemm" and row.dtype not in target.matrix.formats:
+        return (f"dtype '{row.dtype}' is not a format of the matrix unit "
+                f"({', '.join(target.matrix.formats)})")
+    if row.bench in ("ping_pong", "bulk") and \
+            row.link not in {link.id for link in target.machine.device_links}:
+        return (f"link '{row.link}' is not a device link of this target "
+                f"({', '.join(link.id for link in target.machine.device_links) or 'none'})")
+    return None
 
 
 def _find_line(lines: list[str], dotted: tuple[str, ...]) -> int | None:

@@ -223,13 +223,17 @@ def derived_lines(target: Target) -> list[str]:
     """The loader's derived figures for one target, one line each (for `dsc targets show`)."""
     t = target
     lines = [f"cores: {t.cores} ({t.chip.dies} x {t.chip.cores_per_die} per die)",
-             f"clock: {t.clock_hz / 1e6:,.0f} MHz"]
+             f"clock: {t.clock_hz / 1e6:,.0f} MHz"
+             + (f" sustained, of {t.clock_ghz * 1e3:,.0f} peak" if t.clock_hz != t.clock_ghz * 1e9
+                else "")]
     for dtype, fmt in t.matrix.formats.items():
         lines.append(f"peak {dtype}: {t.peak_flops(dtype) / 1e12:,.1f} TFLOP/s "
                      f"({fmt.flops_per_cycle} FLOP/cycle/core)")
     lines += memory_lines(t)
     lines += [
-        f"launch overhead: {t.launch_overhead_cycles:,.0f} cycles",
+        "launch gap: " + ", ".join(f"{mode} {t.launch_us(mode):g} us "
+                                   f"({t.launch_cycles(mode):,.0f} cycles)"
+                                   for mode in ("stream", "graph", "dependent")),
         f"units per core: {' '.join(t.units)}",
     ]
     for role in ("matrix_a", "matrix_b", "accumulator", "vector"):
@@ -256,7 +260,8 @@ def memory_lines(t: Target) -> list[str]:
             what = f"cache of {', '.join(first.caches)}; " if first.caches else ""
             keeps = ("keeps data between kernels" if first.keeps else "empty at each kernel") \
                 if first.caches else ""
-            lines.append(f"  {name}: {what}{count}{_bytes(first.bytes)} at {gbs:,.0f} GB/s "
+            lines.append(f"  {name}: {what}{count}{_bytes(first.bytes)} at {gbs:,.0f} GB/s"
+                         f"{_of_peak(first)} "
                          f"({first.bytes_per_cycle:,.1f} B/cycle) each, latency "
                          f"{first.latency_cycles:,.0f} cycles, at "
                          f"{'each die' if first.die is not None else first.place}"
@@ -266,7 +271,7 @@ def memory_lines(t: Target) -> list[str]:
         elif first.src == "device":
             scope = dict((v, k) for k, v in m.scopes)[name]
             whom = "the devices of its node" if scope == "node" else "devices of other nodes"
-            lines.append(f"  {name}: to {whom}, {gbs:,.0f} GB/s each way, latency "
+            lines.append(f"  {name}: to {whom}, {gbs:,.0f} GB/s{_of_peak(first)} each way, latency "
                          f"{first.latency_cycles:,.0f} cycles")
         else:
             lines.append(f"  {name}: {', '.join(u.label for u in units)}: {gbs:,.0f} GB/s each, "
@@ -280,6 +285,11 @@ def memory_lines(t: Target) -> list[str]:
         lines.append(f"route die 0 -> {unit.id}: {' > '.join(hops)}; latency "
                      f"{r.hit_latency:,.0f} + {r.miss_latency:,.0f} on a miss")
     return lines
+
+
+def _of_peak(unit) -> str:
+    """", achievable 0.887 of peak" for a resource run below its datasheet bandwidth."""
+    return f" (achievable {unit.achievable:g} of peak)" if unit.achievable < 1 else ""
 
 
 def _bytes(n: int) -> str:

@@ -24,6 +24,13 @@ UNIT_MAXIMA = {"B": 2**53, "B/cycle": 2**40, "GB/s": 1e9, "1/ns": 1e9, "ns": 1e9
                "cycles": 1e12, "GHz": 1000}
 COUNT_MAXIMUM = 2**20
 
+# Sustained figures sit next to the datasheet peaks they qualify, each with the public
+# measurement it comes from; a run uses them unless it asks for peaks (`figures = "peak"`).
+ACHIEVABLE_DOC = ("fraction of the datasheet bandwidth transfers sustain (a published "
+                  "measurement over the peak); used unless the run asks for peaks")
+ACHIEVABLE_SOURCE_DOC = ("the public measurement the achievable fraction comes from (required "
+                         "when it is below 1)")
+
 
 def key(doc: str, unit: str = "", minimum: float | None = None, maximum: float | None = None,
         choices: tuple[str, ...] | None = None, **default):
@@ -144,6 +151,12 @@ class Dma:
                                        minimum=0.001)
     multicast: int = key("cores one load can deliver the same tile to (a cluster), read from L2 "
                          "once; 1 = no multicast", minimum=1, maximum=16, default=1)
+    bytes_in_flight: float | None = key(
+        "bytes of loads a core keeps outstanding at most (its request slots): by Little's law "
+        "a load then moves at most this many bytes per latency it waits; default: only the "
+        "buffer slots the kernel fills bound it", unit="B", minimum=1, default=None)
+    bytes_in_flight_source: str = key("the public figure bytes_in_flight comes from (required "
+                                      "with it)", default="")
 
 
 @dataclass(frozen=True)
@@ -162,6 +175,8 @@ class Memory:
     bytes: int = key("off-chip memory capacity per die", unit="B", minimum=1)
     bandwidth_gbs: float = key("peak off-chip bandwidth per die", unit="GB/s", minimum=0.001)
     latency_ns: float = key("extra latency of a load that misses L2", unit="ns", minimum=0)
+    achievable: float = key(ACHIEVABLE_DOC, minimum=0.001, maximum=1.0, default=1.0)
+    achievable_source: str = key(ACHIEVABLE_SOURCE_DOC, default="")
 
 
 @dataclass(frozen=True)
@@ -174,6 +189,48 @@ class DieLink:
 class Link:
     bandwidth_gbs: float = key("bandwidth per device, each way", unit="GB/s", minimum=0.001)
     latency_us: float = key("latency of one message", unit="us", minimum=0)
+    achievable: float = key(ACHIEVABLE_DOC, minimum=0.001, maximum=1.0, default=1.0)
+    achievable_source: str = key(ACHIEVABLE_SOURCE_DOC, default="")
+
+
+LAUNCH_MODES = ("stream", "graph", "dependent")
+
+
+@dataclass(frozen=True)
+class Launch:
+    graph_us: float | None = key("the least time between the starts of two kernels when the "
+                                 "step is replayed from a captured graph (default: a stream "
+                                 "launch's)", unit="us", minimum=0, default=None)
+    dependent_us: float | None = key(
+        "the same with programmatic dependent launch, the next kernel's launch and prologue "
+        "overlapping the previous kernel's tail (default: a graph launch's)", unit="us",
+        minimum=0, default=None)
+    boundary_us: float = key("time from one kernel's end to the next one's start on the cores "
+                             "however early it was launched; a dependent launch hides it",
+                             unit="us", minimum=0, default=0.0)
+    source: str = key("the public measurements of these launch costs (required)", default="")
+
+
+BENCHES = {"copy": "GB/s", "gemm": "TFLOPS", "launch": "us", "ping_pong": "us", "bulk": "GB/s"}
+
+
+@dataclass(frozen=True)
+class Measured:
+    bench: str = key("the microbenchmark `dsc validate` runs to compare: copy (a streaming "
+                     "read and write of `size` bytes; GB/s counted both ways), gemm (M x N x K "
+                     "in `dtype`; TFLOPS), launch (back-to-back tiny kernels in `mode`; us per "
+                     "kernel), ping_pong (a `size`-byte message over `link` and back; one-way "
+                     "us), bulk (a `size`-byte transfer over `link`; GB/s)",
+                     choices=tuple(BENCHES))
+    value: float = key("the measured figure, in the bench's unit", minimum=0)
+    source: str = key("the public measurement: who measured it, where it is published")
+    size: tuple[int, ...] = key("gemm: [M, N, K]; copy, ping_pong, bulk: [bytes]",
+                                minimum=1, maximum=2**40, default=())
+    dtype: str = key("gemm: the operands' format", default="")
+    mode: str = key("launch: stream, graph or dependent", choices=("stream", "graph",
+                                                                   "dependent"),
+                    default="stream")
+    link: str = key("ping_pong, bulk: the device link (its name: nvlink, network)", default="")
 
 
 @dataclass(frozen=True)
@@ -214,6 +271,8 @@ class MemorySpec:
     keeps: str = key("what a cache keeps between kernels: 'lru' (what kernels wrote and read "
                      "stays, least recently used out first) or 'nothing' (each kernel starts "
                      "empty)", choices=("lru", "nothing"), default="lru")
+    achievable: float = key(ACHIEVABLE_DOC, minimum=0.001, maximum=1.0, default=1.0)
+    achievable_source: str = key(ACHIEVABLE_SOURCE_DOC, default="")
     access_bytes: int | None = key("smallest access: a contiguous run of bytes is moved in "
                                    "whole accesses of this size", unit="B", minimum=1,
                                    default=None)
@@ -236,10 +295,8 @@ class LinkSpec:
                                    unit="ns", minimum=0, default=None)
     latency_us: float | None = key("the same latency in microseconds", unit="us", minimum=0,
                                    default=None)
-    achievable: float = key("fraction of the bandwidth transfers reach; give its source",
-                            minimum=0.001, maximum=1.0, default=1.0)
-    achievable_source: str = key("where the achievable fraction comes from (required when "
-                                 "it is below 1)", default="")
+    achievable: float = key(ACHIEVABLE_DOC, minimum=0.001, maximum=1.0, default=1.0)
+    achievable_source: str = key(ACHIEVABLE_SOURCE_DOC, default="")
     converts: tuple[str, ...] = key("conversions applied on the way, as FROM>TO dtypes (e.g. "
                                     "bf16>fp8_e4m3: bf16 data crosses as fp8, in fewer bytes)",
                                     default=())
@@ -250,9 +307,11 @@ class LinkSpec:
 class Target:
     name: str = key("target name used on the command line")
     description: str = key("one line describing the chip")
-    clock_ghz: float = key("core clock at which the throughputs below hold", unit="GHz",
-                           minimum=0.001)
-    launch_overhead_us: float = key("time from one kernel's end to the next kernel's start",
+    clock_ghz: float = key("datasheet core clock at which the peak throughputs below hold",
+                           unit="GHz", minimum=0.001)
+    launch_overhead_us: float = key("the least time between the starts of two kernels "
+                                    "launched one by one by the host on a stream (its launch "
+                                    "rate)",
                                     unit="us", minimum=0)
     chip: Chip = key("dies and cores")
     matrix: Matrix = key("the per-core matrix unit")
@@ -268,10 +327,25 @@ class Target:
     die_link: DieLink | None = key("die-to-die link: shorthand for [links.link] between die "
                                    "and die", default=None)
     system: System | None = key("how devices of this kind are joined into a system", default=None)
+    measured: dict[str, Measured] = key("published measurements of this chip that `dsc "
+                                        "validate` reproduces in simulation, by name",
+                                        default_factory=dict)
+    launch: Launch | None = key("cheaper launch modes than a stream launch "
+                                "(launch_overhead_us): a captured graph, a dependent launch",
+                                default=None)
     memories: dict[str, MemorySpec] = key("memories and caches beyond the shorthand ones, by "
                                           "name", default_factory=dict)
     links: dict[str, LinkSpec] = key("links between places and to other devices, beyond the "
                                      "shorthand ones, by name", default_factory=dict)
+    sustained_clock_ghz: float | None = key(
+        "the clock the cores hold under sustained matrix load (a published measurement); "
+        "used unless the run asks for peaks", unit="GHz", minimum=0.001, default=None)
+    sustained_clock_source: str = key("the public measurement of the sustained clock "
+                                      "(required with it)", default="")
+    figures: str = key("which figures a run uses: 'sustained' (the sustained clock and "
+                       "achievable bandwidths where the file gives them, peaks elsewhere) or "
+                       "'peak' (datasheet peaks only; `dsc run --peak`)",
+                       choices=("sustained", "peak"), default="sustained")
 
     # -- derived quantities: the only place units are converted --
 
@@ -292,8 +366,22 @@ class Target:
         return build_machine(self)
 
     @property
+    def sustained(self) -> bool:
+        """Whether this run uses the sustained figures (else the datasheet peaks)."""
+        return self.figures == "sustained"
+
+    @property
+    def running_clock_ghz(self) -> float:
+        """The clock the simulation runs at: the sustained one unless the run asks for
+        peaks (or the file gives none)."""
+        if self.sustained and self.sustained_clock_ghz is not None:
+            return self.sustained_clock_ghz
+        return self.clock_ghz
+
+    @property
     def clock_hz(self) -> float:
-        return self.clock_ghz * 1e9
+        """Cycles per second of the simulation (every conversion to cycles uses it)."""
+        return self.running_clock_ghz * 1e9
 
     @property
     def cores(self) -> int:
@@ -302,6 +390,26 @@ class Target:
     @property
     def launch_overhead_cycles(self) -> float:
         return self.launch_overhead_us * 1e-6 * self.clock_hz
+
+    def launch_us(self, mode: str = "stream") -> float:
+        """The least time between the starts of two kernels launched in `mode`
+        (LAUNCH_MODES): a mode the file gives no figure for costs what the next more general
+        one does."""
+        table = self.launch or Launch()
+        graph = table.graph_us if table.graph_us is not None else self.launch_overhead_us
+        figures = {"stream": self.launch_overhead_us, "graph": graph,
+                   "dependent": table.dependent_us if table.dependent_us is not None else graph}
+        return figures[mode]
+
+    def launch_cycles(self, mode: str = "stream") -> float:
+        return self.launch_us(mode) * 1e-6 * self.clock_hz
+
+    def boundary_cycles(self, mode: str = "stream") -> float:
+        """The least time from a kernel's end to the next one's start in `mode` (none for a
+        dependent launch, whose prologue overlaps the previous kernel's tail)."""
+        if mode == "dependent" or self.launch is None:
+            return 0.0
+        return self.launch.boundary_us * 1e-6 * self.clock_hz
 
     @property
     def units(self) -> tuple[str, ...]:
@@ -314,14 +422,25 @@ class Target:
         return units + (("net",) if self.system else ())
 
     def peak_flops(self, dtype: str) -> float:
-        """Dense matrix FLOP/s of the whole chip in `dtype` (0 when unsupported)."""
+        """Datasheet dense matrix FLOP/s of the whole chip in `dtype` (0 when unsupported)."""
+        fmt = self.matrix.formats.get(dtype)
+        return fmt.flops_per_cycle * self.cores * self.clock_ghz * 1e9 if fmt else 0.0
+
+    def flops_rate(self, dtype: str) -> float:
+        """Dense matrix FLOP/s in `dtype` at the clock the run uses."""
         fmt = self.matrix.formats.get(dtype)
         return fmt.flops_per_cycle * self.cores * self.clock_hz if fmt else 0.0
 
     @property
-    def peak_memory_bandwidth(self) -> float:
-        """Bytes per second of the memory tensors live in (all its instances)."""
+    def memory_bandwidth(self) -> float:
+        """Bytes per second of the memory tensors live in (all its instances), as the run
+        uses it (achievable, unless it asks for peaks)."""
         return self.machine.bandwidth_of() * self.clock_hz
+
+    @property
+    def peak_memory_bandwidth(self) -> float:
+        """Datasheet bytes per second of the memory tensors live in (all its instances)."""
+        return self.machine.peak_bandwidth_of() * self.clock_hz
 
     def buffer_for(self, role: str) -> tuple[str, Buffer]:
         """The first buffer (in file order) that holds `role`."""

@@ -1,8 +1,11 @@
 """Run a program's schedule: every launch on its stream, after what it depends on.
 
 Launches run in order on their stream (the cores' `compute` stream, or a link's: a
-collective's sends). A launch starts `launch_overhead` after the later of its stream coming
-free and the launches it depends on finishing: those that wrote what it reads or writes
+collective's sends). A launch starts once the later of its stream coming free and the
+launches it depends on finishing is `boundary` behind it, and at least the launch interval
+after the previous launch on its stream started (the rate kernels are launched at); both are
+the target's figures for the deployment's launch mode (stream, graph or dependent). The
+launches it depends on are those that wrote what it reads or writes
 (read after write, write after write) and those that read what it writes (write after read),
 by base tensor (except two links' sends of one collective: they write disjoint blocks). On
 one stream this is kernel after kernel; across streams it is what lets
@@ -45,6 +48,7 @@ class LaunchRecord:
     exposed: float = 0.0   # cycles its stream sat idle waiting for another stream's launches
     waited_on: int = -1    # the launch (its index) whose output it waited for past its own
                            # stream's order (-1: it did not wait for another's output)
+    launching: float = 0.0  # cycles from when it could run to its start: its launch
 
 
 @dataclass
@@ -83,6 +87,9 @@ def run_program(program: Program, target: Target,
     heads: dict[str, str] = {}                       # note -> what it computes, unbound
     out = RunResult(program, target)
     contents = Residency(target)                     # what the caches hold between launches
+    mode = program.deployment.launch                 # stream, graph or dependent
+    interval, boundary = target.launch_cycles(mode), target.boundary_cycles(mode)
+    started: dict[str, float] = {}                   # stream -> when its last launch started
     free: dict[str, float] = {}                      # stream -> when its last launch ends
     written: dict[str, tuple[float, str]] = {}       # base tensor -> (when written, by stream)
     read: dict[str, tuple[float, str]] = {}          # base tensor -> (when last read, by)
@@ -118,7 +125,8 @@ def run_program(program: Program, target: Target,
         after += [read.get(t, (0.0, "")) for w, t in touched if w]
         own = free.get(launch.stream, 0.0)
         ready, by = max(after + [(own, launch.stream)])
-        start = ready + target.launch_overhead_cycles
+        start = max(ready + boundary, started.get(launch.stream, 0.0) + interval)
+        started[launch.stream] = start
         end = start + result.cycles
         exposed = ready - own if launch.stream == "compute" and by not in ("", "compute") else 0.0
         waited_on = next((writer.get(t, -1) for w, t in touched
@@ -131,7 +139,8 @@ def run_program(program: Program, target: Target,
                 if w:
                     writer[t] = i
         out.launches.append(LaunchRecord(name, kernel.name, start, end, launch.flops, result,
-                                         launch.stream, exposed, waited_on))
+                                         launch.stream, exposed, waited_on,
+                                         start - ready))
         if progress:
             progress(i + 1, len(launches))
     return out

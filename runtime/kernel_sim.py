@@ -3,8 +3,10 @@
 1. Items fall into a few classes (work_items.py) whose instruction streams are expanded once
    (streams.py).
 2. Off-chip reads go through L2. Re-reads of the same data by other tiles hit L2 when the
-   kernel's operands fit in it: per tensor, the fraction of loaded bytes that reach memory is
-   unique bytes / loaded bytes (scaled towards 1 as the footprint outgrows L2). Items of one
+   working set fits in it: per tensor, the fraction of loaded bytes that reach memory is
+   unique bytes / loaded bytes, scaled towards 1 as the working set outgrows L2. The working
+   set is what the items of one wave load (each byte once): a byte a later wave reads again
+   has met at most that much other data in between. Items of one
    wave that load the same box at the same time share one memory fetch whatever the footprint.
    Stores are written back: they cost L2 bandwidth when issued and their bytes reach memory in
    the background, once per distinct byte (a region rewritten while in L2 is written back
@@ -68,6 +70,7 @@ def _memory_shares(streams, counts, params, bases, target: Target, resident: dic
     Also each tensor's distinct bytes read and written."""
     loaded: dict[str, float] = {}
     stored: dict[str, float] = {}
+    distinct: dict[str, float] = {}            # loaded bytes no other item of a wave shares
     per_item: dict[str, float] = {}            # most bytes one item stores to a tensor
     for stream, count in zip(streams, counts):
         mine: dict[str, float] = {}
@@ -78,15 +81,23 @@ def _memory_shares(streams, counts, params, bases, target: Target, resident: dic
                 into[c.tensor] = into.get(c.tensor, 0.0) + c.bytes * count / c.multicast
                 if c.direction == "store":
                     mine[c.tensor] = mine.get(c.tensor, 0.0) + c.bytes
+                else:
+                    distinct[c.tensor] = distinct.get(c.tensor, 0.0) + \
+                        c.bytes * count / max(inst.share, c.multicast)
         for t, b in mine.items():
             per_item[t] = max(per_item.get(t, 0.0), b)
     unique = {t: min(b, params[t].nbytes) for t, b in loaded.items()}
     machine = target.machine
     cache = {t: machine.reach(0, home_memory(params[t], bases.get(t))).cache for t in loaded}
+    # The working set: what the items of one wave (the tiles in flight) load, each byte once;
+    # a byte re-read by a later wave meets at most that much other data in between.
+    items = sum(counts)
+    wave = min(target.cores, items)
     footprint: dict[str, float] = {}
     for t, nbytes in unique.items():
         if cache[t] is not None:
-            footprint[cache[t].family] = footprint.get(cache[t].family, 0.0) + nbytes
+            window = min(nbytes, distinct.get(t, 0.0) / max(items, 1) * wave)
+            footprint[cache[t].family] = footprint.get(cache[t].family, 0.0) + window
 
     def spill(t, nbytes):
         room = cache[t].bytes
@@ -193,9 +204,11 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
         for res, b in written.items():
             result.resource_bytes[res] = result.resource_bytes.get(res, 0.0) + b
     # Write-backs drain in the background, but every resource's bandwidth holds over the
-    # whole kernel.
-    result.cycles = max([result.cycles] + [b / capacity[r] for r, b in
-                                           result.resource_bytes.items()])
+    # whole kernel, after the first access has reached it (the pipeline fill Little's law
+    # charges once: a small kernel does not reach the roof at once).
+    resources = target.machine.resources
+    result.cycles = max([result.cycles] + [b / capacity[r] + resources[r].latency_cycles
+                                           for r, b in result.resource_bytes.items() if b > 0])
     _totals(result, target)
     return result
 

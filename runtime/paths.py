@@ -8,6 +8,10 @@ die's instance in equal parts; a replicated tensor is read from the reader's own
 written to every copy. A store is done in the cache: its bytes cross the near links then,
 and the far links and the memory when they drain (write-back) or at once (write-through).
 
+A load moves at most at its core's port rate and, where the target limits the bytes a core
+keeps outstanding (`dma.bytes_in_flight`), at most that many bytes per cycle of the latency
+each waits (Little's law); otherwise the buffer slots a kernel fills bound what is in flight.
+
 What the target file may add to a resource, and what it costs a transfer:
 - a memory's access size: a run of contiguous bytes moves in whole accesses, so a run shorter
   than one (a 64-byte row on 128-byte accesses) costs the memory the whole access;
@@ -64,11 +68,21 @@ def _op(inst, fractions: dict[str, float], target: Target, die: int) -> Op:
         latency = _mean(routes, lambda r: _cache_latency(r) + _missed(r, miss) * r.miss_latency)
         latency += near
         return Op(TRANSFER, inst.label, inst.waits, inst.signals, nbytes=c.bytes,
-                  path=path, cap=target.dma.load_bytes_per_cycle, latency=latency)
+                  path=path, cap=_in_flight_cap(target, latency), latency=latency)
     path = _merged(_store_path(routes, c))
     latency = _mean(routes, lambda r: _cache_latency(r) + (r.miss_latency if _through(r) else 0))
     return Op(TRANSFER, inst.label, inst.waits, inst.signals, nbytes=c.bytes,
               path=path, cap=target.dma.store_bytes_per_cycle, latency=latency + near)
+
+
+def _in_flight_cap(target: Target, latency: float) -> float:
+    """A core's load rate: its port's, and by Little's law no more than the bytes it can keep
+    in flight per cycle of latency each waits (when the target limits them)."""
+    port = target.dma.load_bytes_per_cycle
+    window = target.dma.bytes_in_flight
+    if window is None or latency <= 0:
+        return port
+    return min(port, window / latency)
 
 
 def _load_path(routes, miss: float, c: Transfer, multicast: int, links: bool = True) -> list:

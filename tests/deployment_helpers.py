@@ -54,11 +54,14 @@ ELEMENT_BYTES = {"fp8_e4m3": 1, "bf16": 2, "fp32": 4}
 
 
 def link_figures(toml_text: str) -> dict[str, float]:
+    """The link figures a run uses, from the file: the sustained clock and the achievable
+    share of each link's bandwidth where it gives them."""
     t = tomllib.loads(toml_text)
-    clock = t["clock_ghz"] * 1e9
+    clock = t.get("sustained_clock_ghz", t["clock_ghz"]) * 1e9
+    nv, net = t["system"]["intra_node"], t["system"]["inter_node"]
     return {
-        "R_nv": t["system"]["intra_node"]["bandwidth_gbs"] * 1e9 / clock,
-        "R_net": t["system"]["inter_node"]["bandwidth_gbs"] * 1e9 / clock,
+        "R_nv": nv["bandwidth_gbs"] * nv.get("achievable", 1.0) * 1e9 / clock,
+        "R_net": net["bandwidth_gbs"] * net.get("achievable", 1.0) * 1e9 / clock,
         "L_nv": t["system"]["intra_node"]["latency_us"] * 1e-6 * clock,
         "L_net": t["system"]["inter_node"]["latency_us"] * 1e-6 * clock,
         "L_mem": t["memory"]["latency_ns"] * 1e-9 * clock,

@@ -53,7 +53,8 @@ def test_make_deployment_defaults_ffn_to_attn_and_clamps_the_node():
     ("attn", "plan item 'attn': expected KEY=VALUE"),
     ("attn=dp,moe", "plan item 'moe': expected KEY=VALUE"),
     ("attn=", "plan item 'attn=': expected KEY=VALUE"),
-    ("experts=ep", "unknown plan key 'experts' (expected attn, ffn, moe, mb, a2a, load or redundant)"),
+    ("experts=ep", "unknown plan key 'experts' (expected attn, ffn, moe, mb, a2a, load, "
+                   "redundant or launch)"),
     ("attn=dp,attn=tp2", "plan key 'attn' is given twice"),
     ("mb=1,mb=2", "plan key 'mb' is given twice"),
     ("mb=two", "plan mb=two: expected 1 or 2 micro-batches"),
@@ -148,10 +149,10 @@ def test_deploy_block_is_read_into_the_graph(tmp_path):
     graph = load_model(str(path), {})
     assert graph.deploy == {"devices": 16, "attn": "dp", "moe": "ep", "micro_batches": 2}
     h800 = load_target("h800")
-    assert resolve_deployment(graph, h800, None, None) == Deployment(16, 8, "dp", "dp", "ep", 2)
+    assert resolve_deployment(graph, h800, None, None) == Deployment(16, 8, "dp", "dp", "ep", 2, launch="graph")
     # the command line wins, item by item
     assert resolve_deployment(graph, h800, 4, "moe=dp,mb=1") == Deployment(4, 4, "dp", "dp",
-                                                                          "dp", 1)
+                                                                          "dp", 1, launch="graph")
     assert load_model(TINY, {}).deploy == {}
 
 
@@ -159,15 +160,15 @@ def test_deploy_block_selects_the_deployment_like_the_command_line(tmp_path):
     path, _ = _model_with(tmp_path, DEPLOY4)
     from_block = compile_model(str(path), "h800", {}, measure=False)
     from_cli = compile_model(TINY, "h800", {}, devices=4, plan=EP, measure=False)
-    assert from_block.program.deployment == Deployment(4, 4, "dp", "dp", "ep", 1)
+    assert from_block.program.deployment == Deployment(4, 4, "dp", "dp", "ep", 1, launch="graph")
     assert from_block.program.deployment == from_cli.program.deployment
     assert render(from_block.program) == render(from_cli.program)
     assert any(n.op == "all_to_all" for n in from_block.graph.nodes())
     # --devices overrides the block's count, --plan its modes
     assert compile_model(str(path), "h800", {}, devices=2, measure=False
-                         ).program.deployment == Deployment(2, 2, "dp", "dp", "ep", 1)
+                         ).program.deployment == Deployment(2, 2, "dp", "dp", "ep", 1, launch="graph")
     dp = compile_model(str(path), "h800", {}, plan="moe=dp", measure=False)
-    assert dp.program.deployment == Deployment(4, 4, "dp", "dp", "dp", 1)
+    assert dp.program.deployment == Deployment(4, 4, "dp", "dp", "dp", 1, launch="graph")
     assert not any(n.op == "all_to_all" for n in dp.graph.nodes())
 
 
@@ -175,7 +176,7 @@ def test_deploy_block_in_the_listing_header(capsys, tmp_path):
     path, _ = _model_with(tmp_path, DEPLOY4)
     code, out, err = dsc(capsys, "compile", str(path), "--target", "h800")
     assert code == 0, err
-    assert out.splitlines()[2] == "deploy devices=4 per_node=4 attn=dp ffn=dp moe=ep mb=1"
+    assert out.splitlines()[2] == "deploy devices=4 per_node=4 attn=dp ffn=dp moe=ep mb=1 launch=graph"
 
 
 BAD_BLOCKS = [
@@ -263,7 +264,7 @@ def test_too_big_for_a_device_is_rejected_with_a_plan_that_fits(capsys, tmp_path
                              "attn=dp,ffn=dp,moe=ep (per device: weights 0.2 MB")
     code, out, err = dsc(capsys, "compile", TINY, "--target", target, "--devices", "4")
     assert code == 0, err
-    assert out.splitlines()[2] == "deploy devices=4 per_node=4 attn=dp ffn=dp moe=ep mb=1"
+    assert out.splitlines()[2] == "deploy devices=4 per_node=4 attn=dp ffn=dp moe=ep mb=1 launch=graph"
     code, _, err = dsc(capsys, "compile", TINY, "--target", target, "--devices", "2")
     assert_user_error(code, err)
     assert err.startswith("error: tiny_moe does not fit a device of 2 x small "

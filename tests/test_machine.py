@@ -8,7 +8,7 @@ from isa.target_loader import load_target
 
 @pytest.fixture(scope="module")
 def b200():
-    return load_target("b200")
+    return load_target("b200", peak=True)     # datasheet figures, as the file writes them
 
 
 def test_resources_of_a_two_die_chip(b200):

@@ -70,8 +70,9 @@ def test_h800_raw_values_are_the_published_figures():
 
 
 def test_h800_derived_figures_match_hand_computation():
+    """With --peak the run uses the datasheet figures as written."""
     raw = tomllib.loads(H800_TEXT)
-    t = load_target("h800")
+    t = load_target("h800", peak=True)
     clock_hz = raw["clock_ghz"] * 1e9
     cores = raw["chip"]["dies"] * raw["chip"]["cores_per_die"]
     fp8 = raw["matrix"]["formats"]["fp8_e4m3"]["flops_per_cycle"]
@@ -83,6 +84,7 @@ def test_h800_derived_figures_match_hand_computation():
     assert t.peak_flops("fp8_e4m3") == pytest.approx(8192 * 132 * 1.83e9, rel=1e-12)
     assert t.peak_flops("fp8_e4m3") == pytest.approx(fp8 * cores * clock_hz, rel=1e-12)
     assert t.peak_flops("fp8_e4m3") == pytest.approx(1979e12, rel=5e-3)
+    assert t.flops_rate("fp8_e4m3") == t.peak_flops("fp8_e4m3")
     assert t.peak_flops("bf16") == pytest.approx(bf16 * cores * clock_hz, rel=1e-12)
     assert t.peak_flops("bf16") == pytest.approx(989e12, rel=5e-3)
     assert t.peak_flops("fp4_e2m1") == 0.0           # not a supported matrix format on H800
@@ -91,12 +93,63 @@ def test_h800_derived_figures_match_hand_computation():
     assert t.machine.memory("memory", 0).bytes_per_cycle == pytest.approx(
         raw["memory"]["bandwidth_gbs"] * 1e9 / clock_hz, rel=1e-12)
     assert t.peak_memory_bandwidth == pytest.approx(3350e9, rel=1e-12)
+    assert t.machine.device_link("nvlink").bytes_per_cycle == pytest.approx(200e9 / 1.83e9)
     # launch overhead: microseconds x cycles per microsecond
     assert t.launch_overhead_cycles == pytest.approx(
         raw["launch_overhead_us"] * 1e-6 * clock_hz, rel=1e-12)
-    assert t.launch_overhead_cycles == pytest.approx(3.0 * 1830, rel=1e-12)
+    assert t.launch_overhead_cycles == pytest.approx(2.5 * 1830, rel=1e-12)
     assert t.machine.memory("memory", 0).latency_cycles == pytest.approx(
         raw["memory"]["latency_ns"] * 1e-9 * clock_hz, rel=1e-12)
+
+
+def test_h800_sustained_figures_match_hand_computation():
+    """By default a run uses the sustained clock (1.6 GHz, DeepSeek) and the achievable
+    bandwidths (2.97 of 3.35 TB/s, 160 of 200 GB/s); the datasheet peaks stay reported."""
+    t = load_target("h800")
+    assert t.sustained and t.clock_hz == pytest.approx(1.6e9, rel=1e-12)
+    assert t.flops_rate("fp8_e4m3") == pytest.approx(8192 * 132 * 1.6e9, rel=1e-12)
+    assert t.peak_flops("fp8_e4m3") == pytest.approx(8192 * 132 * 1.83e9, rel=1e-12)
+    # 3350 GB/s x 0.887 = 2971.45 GB/s, in cycles of the 1.6 GHz clock
+    assert t.machine.memory("memory", 0).bytes_per_cycle == pytest.approx(2971.45e9 / 1.6e9)
+    assert t.memory_bandwidth == pytest.approx(2971.45e9, rel=1e-12)
+    assert t.peak_memory_bandwidth == pytest.approx(3350e9, rel=1e-12)
+    assert t.machine.device_link("nvlink").bytes_per_cycle == pytest.approx(160e9 / 1.6e9)
+    assert t.machine.device_link("network").bytes_per_cycle == pytest.approx(40e9 / 1.6e9)
+    # 300 ns of memory latency at 1.6 GHz; a stream launch of 2.5 us
+    assert t.machine.memory("memory", 0).latency_cycles == pytest.approx(480, rel=1e-12)
+    assert t.launch_overhead_cycles == pytest.approx(2.5 * 1600, rel=1e-12)
+
+
+def test_launch_modes_cost_what_the_target_gives():
+    t = load_target("h800")
+    assert [t.launch_us(m) for m in ("stream", "graph", "dependent")] == [2.5, 1.3, 0.34]
+    assert [t.boundary_cycles(m) for m in ("stream", "graph", "dependent")] == \
+        pytest.approx([0.96 * 1600, 0.96 * 1600, 0])
+    assert t.launch_cycles("graph") == pytest.approx(1.3 * 1600, rel=1e-12)
+    a100 = load_target("a100")             # no dependent launch figure: a graph launch's
+    assert [a100.launch_us(m) for m in ("stream", "graph", "dependent")] == [2.6, 1.34, 1.34]
+    plain = load_target("ascend910b")      # no [launch] table: every mode a stream launch
+    assert {plain.launch_us(m) for m in ("stream", "graph", "dependent")} == {3.0}
+
+
+@pytest.mark.parametrize("old,new,key", [
+    ("achievable = 0.887 ", "achievable_source = \"\"\nachievable = 0.887 ", "achievable"),
+    ('sustained_clock_source = "DeepSeek', 'xsustained_clock_source = "DeepSeek',
+     "sustained_clock_ghz"),
+    ('source = "RRZE-HPC gpu-benches gpu-small-kernels (stream', 'xsource = "RRZE-HPC '
+     'gpu-benches gpu-small-kernels (stream', "launch.source"),
+])
+def test_sustained_figure_without_source_is_an_error(tmp_path, old, new, key):
+    text = edit(old, new)
+    if key == "achievable":     # drop the source that follows
+        text = text.replace('achievable_source = "Azure', '# achievable_source = "Azure', 1)
+    elif key == "sustained_clock_ghz":
+        text = text.replace('xsustained_clock_source', '# sustained_clock_source', 1)
+    else:
+        text = text.replace('xsource = "RRZE', '# source = "RRZE', 1)      # [launch]
+    with pytest.raises(TargetError) as err:
+        load_target(str(write(tmp_path, text)))
+    assert "source" in str(err.value) and key.split(".")[0] in str(err.value)
 
 
 def test_h800_structure():
@@ -121,12 +174,12 @@ def test_user_target_loads_by_path(tmp_path):
     text = edit("clock_ghz = 1.83", "clock_ghz = 1.5", text)
     text = edit("bandwidth_gbs = 3350", "bandwidth_gbs = 1200", text)
     path = write(tmp_path, text, "mychip.toml")
-    t = load_target(str(path))
+    t = load_target(str(path), peak=True)
     assert t.name == "mychip"
     assert t.cores == 64
     assert t.peak_flops("fp8_e4m3") == pytest.approx(8192 * 64 * 1.5e9, rel=1e-12)
     assert t.machine.memory("memory", 0).bytes_per_cycle == pytest.approx(1200e9 / 1.5e9, rel=1e-12)
-    assert t.launch_overhead_cycles == pytest.approx(3.0e-6 * 1.5e9, rel=1e-12)
+    assert t.launch_overhead_cycles == pytest.approx(2.5e-6 * 1.5e9, rel=1e-12)
 
 
 def test_user_dual_die_target_with_die_link(tmp_path):
@@ -292,7 +345,8 @@ def test_instruction_shape_needs_three_values(tmp_path):
 
 
 def test_table_expected(tmp_path):
-    text = edit("[chip]\ndies = 1\ncores_per_die = 132         # SMs\n", "chip = 3\n")
+    text = edit("[chip]\ndies = 1\ncores_per_die = 132         # SMs\n", "")
+    text = text.replace("\n[launch]", "chip = 3\n\n[launch]", 1)       # before any table
     path = write(tmp_path, text)
     msg = load_error(path)
     assert_located(msg, path, line_of(text, r"^chip = 3"), "chip")
@@ -359,7 +413,7 @@ def test_unknown_subtable_names_its_header_line(tmp_path):
     ("bytes = 84900000000", "bytes = 1000000000000000000000000000000", "memory.bytes",
      "at most 2^53"),
     ("cores_per_die = 132", "cores_per_die = 1000000000", "chip.cores_per_die", "<= 1048576"),
-    ("launch_overhead_us = 3.0", "launch_overhead_us = 1e300", "launch_overhead_us",
+    ("launch_overhead_us = 2.5", "launch_overhead_us = 1e300", "launch_overhead_us",
      "<= 1000000"),
     ("lanes = 128", "lanes = 0", "vector.lanes", ">= 1"),
 ])

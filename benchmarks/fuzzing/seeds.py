@@ -141,14 +141,14 @@ def share_across_cases() -> None:
     cli.build_parser = functools.lru_cache(maxsize=1)(cli.build_parser)
     load, loaded = loader.load_target, {}
 
-    def load_target(name_or_path: str, overrides: dict | None = None):
+    def load_target(name_or_path: str, overrides: dict | None = None, peak: bool = False):
         if overrides:                             # --target-set: loaded as dsc loads it
-            return load(name_or_path, overrides)
+            return load(name_or_path, overrides, peak=peak)
         try:
-            key = (name_or_path, loader.resolve_target_path(name_or_path).read_bytes())
+            key = (name_or_path, loader.resolve_target_path(name_or_path).read_bytes(), peak)
         except (OSError, loader.TargetError):
-            return load(name_or_path)             # its own error, as dsc gives it
-        target = loaded.pop(key, None) or load(name_or_path)
+            return load(name_or_path, peak=peak)  # its own error, as dsc gives it
+        target = loaded.pop(key, None) or load(name_or_path, peak=peak)
         loaded[key] = target                      # the most recently used last
         if len(loaded) > 64:                      # mutated files are seldom loaded twice
             loaded.pop(next(iter(loaded)))

@@ -33,7 +33,8 @@ def _sets(pairs: list[str]) -> dict[str, str]:
 def _target(args):
     """The target of a command: --target with its --target-set keys over the file's."""
     from isa.target_loader import load_target, parse_override
-    return load_target(args.target, dict(parse_override(o) for o in args.target_set))
+    return load_target(args.target, dict(parse_override(o) for o in args.target_set),
+                       peak=getattr(args, "peak", False))
 
 
 class _Version(argparse.Action):
@@ -172,7 +173,8 @@ def _functional_program(args):
         program, target = _program_to_run(args, reference=True)
         compiled = compile_model(args.reference, target,       # every node: the
                                  {**reference_sizes(program), **_sets(args.set)},
-                                 die_mode=args.die_mode, unroll=True)   # reference needs them
+                                 die_mode=args.die_mode, unroll=True,   # reference needs them
+                                 peak=args.peak)
     else:
         if args.reference is not None:
             raise DscError("--model names the model of a listing run with --functional; "
@@ -215,7 +217,7 @@ def _run_functional(program, compiled, seed: int):
 def _deployment(args) -> dict:
     return {"devices": args.devices, "plan": args.plan,
             "check_fit": not getattr(args, "ignore_capacity", False),
-            "place": ",".join(args.place) or None}
+            "place": ",".join(args.place) or None, "peak": args.peak}
 
 
 def _program_to_run(args, reference: bool = False):
@@ -341,6 +343,19 @@ def _json_report(path: str) -> dict:
     return data
 
 
+def cmd_validate(args) -> None:
+    from compiler.cli.validate import table, validate
+    target, rows = validate(args.target, args.peak)
+    if args.json:
+        write_output(args.json, json.dumps({"target": target.name,
+                                            "figures": "sustained" if target.sustained
+                                            else "peak",
+                                            "rows": [r.to_dict() for r in rows]}, indent=1)
+                     + "\n")
+    if args.json != "-":
+        sys.stdout.write(table(target, rows))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsc", description="Compile .ds models to a virtual "
                                      "accelerator ISA and simulate their schedules.")
@@ -360,10 +375,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run on N devices (the target's [system] joins them); the model's "
                        "sizes are one data-parallel replica's")
         p.add_argument("--plan", metavar="PLAN", help="how the model is spread: attn=dp|tpN, "
-                       "ffn=dp|tpN, moe=ep|dp|tpN, mb=1|2 (default attn=dp,moe=ep)")
+                       "ffn=dp|tpN, moe=ep|dp|tpN, mb=1|2, a2a=direct|node, "
+                       "launch=stream|graph|dependent (default attn=dp,moe=ep; launch=graph "
+                       "for a decode step, stream otherwise)")
         p.add_argument("--ignore-capacity", action="store_true",
                        help="compile even if the weights, caches and activations do not fit a "
                        "device's memory (a what-if: the time as if they did)")
+        p.add_argument("--peak", action="store_true",
+                       help="run on the target's datasheet peaks (clock, bandwidths) instead of "
+                       "its sustained figures (the clock under matrix load, achievable "
+                       "bandwidths measured by others, as its file cites them)")
         p.add_argument("--place", action="append", default=[], metavar="ROLE=MEMORY",
                        help="keep a role's tensors (weights, kv_cache, activations) in a memory "
                        "of the target, e.g. kv_cache=host (`dsc targets show T` lists them)")
@@ -435,6 +456,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("a", metavar="A.json")
     p.add_argument("b", metavar="B.json")
     p.set_defaults(func=cmd_diff)
+    p = sub.add_parser("validate", help="run the target's microbenchmarks (streaming copy, "
+                       "GEMMs, launch gap, link ping-pong and bulk transfer) in simulation "
+                       "and compare them with the measurements its file records")
+    p.add_argument("target", help="builtin target name or a .toml file")
+    p.add_argument("--peak", action="store_true", help="simulate on the datasheet peaks")
+    p.add_argument("--json", metavar="FILE", help="write the rows as JSON (- for stdout)")
+    p.set_defaults(func=cmd_validate, outputs=(("--json", "json"),))
     p = sub.add_parser("isa", help="print the instruction set reference for a target")
     p.add_argument("target", help="builtin target name or a .toml file")
     p.set_defaults(func=cmd_isa)

@@ -20,7 +20,7 @@ from isa.deployment import DeploymentError, make_deployment
 from isa.placement import ROLES, PlacementError, parse_placement, placement_text
 
 KEYS = {"devices": int, "attn": str, "ffn": str, "moe": str, "micro_batches": int, "a2a": str,
-        "place": str, "load": str, "redundant": int}
+        "launch": str, "place": str, "load": str, "redundant": int}
 
 
 def build_deploy(model: ast.ModelDef) -> dict[str, int | str]:

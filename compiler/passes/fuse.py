@@ -165,12 +165,13 @@ def _whole_rows_pay(g: Graph, head: Node, tail: Node, users: list[Node],
     except ValueError:            # the GEMM cannot run on this target: the tile pass says why
         return False
     round_trip = 2 * tail.type.nbytes / target.machine.reach().miss_bytes_per_cycle
-    fuse = fused <= alone + round_trip + target.launch_overhead_cycles
+    launch = target.launch_cycles(ctx.deployment.launch if ctx.deployment else "stream")
+    fuse = fused <= alone + round_trip + launch
     for name in g.model_names(head.name):               # once per layer it decides for
         ctx.notes.append(f"{name}: {' + '.join(u.op for u in users)} "
                          f"{'fused into' if fuse else 'kept apart from'} the GEMM (estimate "
                          f"{fused:,.0f} cycles fused vs "
-                         f"{alone + round_trip + target.launch_overhead_cycles:,.0f} apart)")
+                         f"{alone + round_trip + launch:,.0f} apart)")
     return fuse
 
 

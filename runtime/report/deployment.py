@@ -69,7 +69,7 @@ def layer_runs(run: RunResult) -> list[LayerRun]:
             by_layer.setdefault(int(m.group(2)), []).append(rec)
     if not by_layer:
         return []
-    previous_end = min(r.start for r in run.launches) - run.target.launch_overhead_cycles
+    previous_end = min(r.start for r in run.launches) - run.launches[0].launching
     rows = []
     for index in sorted(by_layer):
         recs = by_layer[index]

@@ -6,6 +6,7 @@ import json
 from runtime.interpreter import RunResult
 from runtime.report.blocks import block_of
 from runtime.report.deployment import deployment_dict
+from runtime.report.figures import figures_dict
 from runtime.report.summary import summaries, unit_totals
 
 
@@ -58,6 +59,10 @@ def report_dict(run: RunResult, provenance: dict | None = None) -> dict:
         "bytes_kept_in_cache": float(sum(r.result.kept_hits for r in run.launches)),
         "deployment": deployment_dict(run),
         "target_figures": target_figures(target),
+        # the figures the run used: sustained (with their sources) or datasheet peaks
+        "figures": figures_dict(target),
+        "launch": {"mode": run.program.deployment.launch,
+                   "us": target.launch_us(run.program.deployment.launch)},
     }
     if provenance:
         out["provenance"] = provenance

@@ -4,6 +4,7 @@ from __future__ import annotations
 from isa.machine import LinkUnit
 from runtime.interpreter import RunResult
 from runtime.report.deployment import deployment_text, exposure, step_share
+from runtime.report.figures import figures_text
 from runtime.report.summary import layer_pattern, offchip_bytes, summaries, unit_totals
 
 
@@ -21,9 +22,9 @@ def summary_text(run: RunResult) -> str:
     total = run.cycles
     exposed = exposure(run)
     lines = [f"model {run.program.model} on {target.name}: {total / hz * 1e6:,.1f} us "
-             f"({total:,.0f} cycles at {target.clock_ghz} GHz), {len(run.launches)} kernel "
-             f"launches, {run.simulated_kernels} simulated",
-             "",
+             f"({total:,.0f} cycles at {target.running_clock_ghz} GHz), {len(run.launches)} "
+             f"kernel launches, {run.simulated_kernels} simulated",
+             figures_text(target), "",
              f"{'kernel':<34} {'n':>4} {'time us':>10} {'%':>5} {'TFLOPS':>8} {'GB/s':>8} "
              f"{'bound':<9} top stall"]
     for (name, kernel), group in rows.items():
@@ -48,9 +49,10 @@ def summary_text(run: RunResult) -> str:
               f"{nbytes / seconds / 1e9 if seconds else 0:,.0f} GB/s achieved"]
     compute = [r for r in run.launches if r.stream == "compute"]
     if compute:
-        waiting = len(compute) * target.launch_overhead_cycles
-        lines.append(f"launch overhead: {len(compute)} launches x "
-                     f"{target.launch_overhead_us:g} us = {waiting / hz * 1e6:,.1f} us "
+        mode = run.program.deployment.launch
+        waiting = sum(r.launching for r in compute)
+        lines.append(f"launch overhead: {len(compute)} {mode} launches (one per "
+                     f"{target.launch_us(mode):g} us at most) = {waiting / hz * 1e6:,.1f} us "
                      f"({100 * waiting / max(total, 1e-9):.1f}% of the run, the cores idle)")
     kept = sum(r.result.kept_hits for r in run.launches)
     if kept:

@@ -1,0 +1,169 @@
+"""`dsc validate TARGET`: the target's own microbenchmarks, simulated, against the published
+measurements its file records (`[measured.NAME]`, each with its source).
+
+Each bench is what the measurement ran, built the way dsc builds everything: a streaming copy
+and a GEMM are compiled from a model and simulated; the launch gap is a chain of tiny
+kernels run in the row's launch mode; a link's ping-pong and bulk transfer are sends on that
+link. A user who writes a target for a new chip fills in the figures they have measured and
+sees at once how far the model is from each.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from compiler.driver import compile_model
+from isa.expr import Const
+from isa.program import Attr, Box, Instr, Kernel, Param, TensorDecl
+from isa.target_loader import load_target, resolve_target_path
+from isa.target_schema import BENCHES, Measured, Target
+from runtime.interpreter import run_program
+from runtime.kernel_sim import simulate_kernel
+
+LAUNCH_CHAIN = 16                 # back-to-back tiny kernels the launch bench times
+LAUNCH_BYTES = 65536              # each on a 64 KB working set, as the measurements run
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    bench: str
+    what: str                     # the bench's shape, for people
+    simulated: float              # in the bench's unit
+    measured: float
+    source: str
+
+    @property
+    def unit(self) -> str:
+        return BENCHES[self.bench]
+
+    @property
+    def error(self) -> float:
+        """Relative error of the simulated figure against the measured one."""
+        return self.simulated / self.measured - 1 if self.measured else math.inf
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "bench": self.bench, "what": self.what,
+                "dsc": self.simulated, "measured": self.measured, "unit": self.unit,
+                "error": self.error, "source": self.source}
+
+
+def validate(target_name: str, peak: bool = False) -> tuple[Target, list[Row]]:
+    target = load_target(target_name, peak=peak)
+    path = str(resolve_target_path(target_name))
+    with tempfile.TemporaryDirectory(prefix="dsc-validate-") as scratch:
+        rows = [_row(name, m, target, path, peak, Path(scratch))
+                for name, m in target.measured.items()]
+    return target, rows
+
+
+def _row(name: str, m: Measured, target: Target, path: str, peak: bool, scratch: Path) -> Row:
+    bench = _BENCHES[m.bench]
+    simulated, what = bench(m, target, path, peak, scratch)
+    return Row(name, m.bench, what, simulated, m.value, m.source)
+
+
+def _compiled(text: str, path: str, peak: bool, scratch: Path, plan: str | None = None):
+    model = scratch / "bench.ds"
+    model.write_text(text)
+    return compile_model(str(model), path, {}, peak=peak, check_fit=False, plan=plan)
+
+
+def _copy(m: Measured, target: Target, path: str, peak: bool, scratch: Path):
+    """STREAM-style scale: read `size` bytes, write as many (counted both ways)."""
+    cols = 4096
+    rows = max(1, m.size[0] // (2 * cols))
+    compiled = _compiled(_elementwise(rows, cols), path, peak, scratch)
+    run = run_program(compiled.program, compiled.target)
+    seconds = sum(r.end - r.start for r in run.launches) / target.clock_hz
+    nbytes = 2 * rows * cols * 2
+    return nbytes / seconds / 1e9, f"{nbytes / 2 / 1e9:.3g} GB read + written"
+
+
+def _gemm(m: Measured, target: Target, path: str, peak: bool, scratch: Path):
+    M, N, K = m.size
+    out = "" if m.dtype in ("bf16", "fp16") else ": bf16[M, N]"
+    text = (f"model gemm_bench {{\n  size M = {M}, N = {N}, K = {K}\n"
+            f"  input a: {m.dtype}[M, K]\n  weight b: {m.dtype}[K, N]\n"
+            f"  output c{out} = a @ b\n}}\n")
+    compiled = _compiled(text, path, peak, scratch)
+    run = run_program(compiled.program, compiled.target)
+    seconds = sum(r.end - r.start for r in run.launches) / target.clock_hz
+    return 2 * M * N * K / seconds / 1e12, f"{M}x{N}x{K} {m.dtype}"
+
+
+def _launch(m: Measured, target: Target, path: str, peak: bool, scratch: Path):
+    """A chain of tiny dependent kernels launched in the row's mode: time per kernel."""
+    compiled = _compiled(_elementwise(LAUNCH_BYTES // (2 * 1024), 1024), path, peak, scratch,
+                         plan=f"launch={m.mode}")
+    program = compiled.program
+    chain = dataclasses.replace(program, schedule=program.schedule * LAUNCH_CHAIN)
+    run = run_program(chain, compiled.target)
+    starts = [r.start for r in run.launches]        # the steady rate of a long chain
+    per_kernel = (starts[-1] - starts[0]) / (len(starts) - 1) / target.clock_hz
+    return per_kernel * 1e6, f"{len(run.launches)} x 64 KB kernels, {m.mode}"
+
+
+def _ping_pong(m: Measured, target: Target, path: str, peak: bool, scratch: Path):
+    """A message over the link and one back after it: half the round trip."""
+    there = _send("x", "y", m.size[0], m.link, signal=("arrived",))
+    back = _send("y", "x", m.size[0], m.link, wait=("arrived",))
+    cycles = _sends((there, back), m.size[0], target)
+    return cycles / 2 / target.clock_hz * 1e6, f"{m.size[0]:,} B over {m.link}, one way"
+
+
+def _bulk(m: Measured, target: Target, path: str, peak: bool, scratch: Path):
+    cycles = _sends((_send("x", "y", m.size[0], m.link),), m.size[0], target)
+    return m.size[0] / (cycles / target.clock_hz) / 1e9, f"{m.size[0] / 1e9:.3g} GB over {m.link}"
+
+
+_BENCHES = {"copy": _copy, "gemm": _gemm, "launch": _launch, "ping_pong": _ping_pong,
+            "bulk": _bulk}
+
+
+def _elementwise(rows: int, cols: int) -> str:
+    return (f"model copy_bench {{\n  size R = {rows}, C = {cols}\n  input a: bf16[R, C]\n"
+            f"  output c = a * 2.0\n}}\n")
+
+
+def _send(src: str, dst: str, nbytes: int, link: str, wait=(), signal=()) -> Instr:
+    shape = (nbytes,)
+    return Instr("net.send", (Box(dst, (Const(0),), shape), Box(src, (Const(0),), shape),
+                              Attr("link", link)), wait=wait, signal=signal)
+
+
+def _sends(body: tuple, nbytes: int, target: Target) -> float:
+    """Cycles of one core running `body`'s sends of u8 tensors x and y."""
+    kernel = Kernel("link_bench", (Param("x", "int8", (nbytes,), True),
+                                   Param("y", "int8", (nbytes,), True)), (), (),
+                    (("arrived", 0),), body)
+    params = {n: TensorDecl(n, "int8", (nbytes,), "temp") for n in "xy"}
+    return simulate_kernel(kernel, params, target).cycles
+
+
+def table(target: Target, rows: list[Row]) -> str:
+    """The comparison, one row per measurement, with its error and source."""
+    figures = "sustained figures" if target.sustained else "datasheet peaks (--peak)"
+    header = ("row", "bench", "dsc", "measured", "unit", "error", "source")
+    cells = [header] + [(r.name, r.what, _num(r.simulated), _num(r.measured), r.unit,
+                         f"{100 * r.error:+.1f}%", r.source) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header) - 1)]
+    lines = [f"{target.name} ({figures}): dsc against published measurements"]
+    for c in cells:
+        lines.append("  ".join(v.rjust(w) if 1 < i < 6 else v.ljust(w)
+                               for i, (v, w) in enumerate(zip(c, widths))) + "  " + c[-1])
+    if not rows:
+        lines.append("(no [measured.NAME] rows in the target file)")
+    else:
+        errors = sorted(abs(r.error) for r in rows)
+        median = errors[len(errors) // 2] if len(errors) % 2 else \
+            (errors[len(errors) // 2 - 1] + errors[len(errors) // 2]) / 2
+        lines.append(f"median |error| {100 * median:.1f}% over {len(rows)} rows")
+    return "\n".join(lines) + "\n"
+
+
+def _num(v: float) -> str:
+    return f"{v:,.0f}" if v >= 100 else f"{v:,.3g}"
