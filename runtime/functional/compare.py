@@ -1,10 +1,16 @@
-"""Functional check: run the ISA program on quantised inputs, compare with the model's values.
+"""Functional check: run the ISA program on quantised inputs, compare with two references.
 
-The reference is the model evaluated in float32 on the original feeds: the model as written,
-at full precision. The compiler computes it from its IR (compiler/ir/evaluate.py) and hands it
+The first is the model evaluated in float32 on the original feeds: the model as written, at
+full precision. The compiler computes it from its IR (compiler/ir/evaluate.py) and hands it
 over as plain data (`Reference`), so the runtime never reads the IR. The ISA run stores the
 same feeds in their declared formats first, so the difference is the error the chosen
 precisions (and the accumulator of the matrix unit) introduce.
+
+The second, when the matrix unit keeps fewer accumulator bits than FP32 in a format the run
+used, is the same program on the same quantised inputs with every product summed exactly: the
+difference is the error the limited accumulator and the promotion interval add by themselves
+(what DeepSeek's FP8 recipe promotes partial sums to FP32 against), which input quantisation
+otherwise hides.
 """
 from __future__ import annotations
 
@@ -63,6 +69,9 @@ class FunctionalResult:
     # An edited listing's run (listing.py): the errors of the program the compiler makes from
     # the same model, sizes and target, on the same feeds.
     baseline: list[OutputError] = field(default_factory=list)
+    # Each output against the same run with exact accumulation (when an accumulator is
+    # limited): the accumulator's own error.
+    accumulator: list[OutputError] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -78,15 +87,22 @@ class FunctionalResult:
             "warnings": list(self.warnings),
             "instructions": self.instructions,
             **({"baseline": [_error_dict(o) for o in self.baseline]} if self.baseline else {}),
+            **({"accumulator_reference": "the same program on the same quantised inputs, "
+                                         "products summed exactly",
+                "accumulator_error": [_error_dict(o) for o in self.accumulator]}
+               if self.accumulator else {}),
         }
 
     def text(self) -> str:
         compiled = {o.name: f"{o.rel_error:.3e}" for o in self.baseline}
+        exact = {o.name: f"{o.rel_error:.3e}" for o in self.accumulator}
         head = [("value", "format", "shape", "max abs error", "rel error")
-                + (("compiled program's rel error",) if compiled else ())]
+                + (("compiled program's rel error",) if compiled else ())
+                + (("rel error vs exact accumulation",) if exact else ())]
         rows = head + [(o.name, o.format, "[" + ",".join(map(str, o.shape)) + "]",
                         f"{o.max_abs_error:.3e}", f"{o.rel_error:.3e}")
                        + ((compiled.get(o.name, ""),) if compiled else ())
+                       + ((exact.get(o.name, ""),) if exact else ())
                        for o in self.outputs + self.probes]
         widths = [max(len(r[i]) for r in rows) for i in range(len(head[0]))]
         lines = [f"functional check (seed {self.seed}): the ISA run on the stored feeds vs the "
@@ -94,6 +110,10 @@ class FunctionalResult:
                  f"{self.seconds:.1f} s", ""]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.append("")
+        if exact:
+            lines += ["vs exact accumulation: the same program on the same quantised inputs "
+                      "with every product summed exactly (the error the limited accumulator and "
+                      "the promotion interval add by themselves)", ""]
         if compiled:
             lines += ["the listing's program vs the one dsc compiles from the same model, sizes "
                       "and target, on the same feeds: an edit that only reschedules keeps about "
@@ -147,6 +167,13 @@ def run_functional(program: Program, target, reference: Reference,
     machine.store_feeds(reference.feeds)
     stats = machine.run()
     compare = lambda name: _compare_value(name, machine, reference.values)
+    accumulator = []
+    if any(acc.bits is not None for acc in stats.accumulation.values()):
+        exact = Machine(program, target, exact_accumulation=True)
+        exact.store_feeds(reference.feeds)
+        exact.run()
+        values = {n: exact.memory.value(n) for n in (*reference.outputs, *probes)}
+        accumulator = [_compare_value(n, machine, values) for n in (*reference.outputs, *probes)]
     return FunctionalResult(
         program.model, target.name, reference.seed,
         [compare(name) for name in reference.outputs],
@@ -154,7 +181,7 @@ def run_functional(program: Program, target, reference: Reference,
         reference.formats, dict(reference.policy),
         list(stats.warnings), [compare(name) for name in probes],
         _index_agreement(program, machine, reference.values), stats.instructions,
-        time.perf_counter() - start)
+        time.perf_counter() - start, accumulator=accumulator)
 
 
 def _compare_value(name: str, machine: Machine, reference: dict) -> OutputError:

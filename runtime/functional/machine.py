@@ -117,6 +117,10 @@ class LaunchContext:
             raise FunctionalError(f"kernel {self.kernel.name}: no buffer '{name}'") from None
 
     def accumulator_bits(self, fmt: str) -> int | None:
+        """The mantissa bits the matrix unit keeps in `fmt` (None: float32 or better; always
+        None when the machine accumulates exactly)."""
+        if self.machine.exact_accumulation:
+            return None
         unit = self.machine.target.matrix.formats.get(fmt)
         return unit.accumulator_bits if unit else None
 
@@ -246,8 +250,11 @@ def _fit(values: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
 class Machine:
     """A program's tensors and the loop that executes its schedule."""
 
-    def __init__(self, program: Program, target: Target):
+    def __init__(self, program: Program, target: Target, exact_accumulation: bool = False):
+        """`exact_accumulation`: the matrix unit sums products exactly whatever its formats'
+        accumulators keep (the reference that isolates the accumulator's error)."""
         self.program, self.target = program, target
+        self.exact_accumulation = exact_accumulation
         self.memory = Memory(program)
         self.kernels = program.kernel_table()
         self.stats = RunStats()
