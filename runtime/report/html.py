@@ -17,8 +17,9 @@ with their neighbours into bars at least a pixel wide (utilisation averaged over
 span, colour of the bound that took most of its time).
 
 Roofline: log-log, x = FLOPs per byte of off-chip traffic, y = achieved TFLOPS, one point per
-kernel row sized by its share of the run's time; the memory roof (peak off-chip bandwidth) and
-one compute roof per distinct matrix peak of the target (formats with equal peaks share one).
+kernel row sized by its share of the run's time; the memory roof (the off-chip bandwidth the run
+used: achievable, or the peak with --peak) and one compute roof per distinct matrix rate at the
+run's clock (formats with equal rates share one).
 """
 from __future__ import annotations
 
@@ -186,16 +187,18 @@ def _summary(run: RunResult, summaries) -> list[tuple[str, str]]:
         ("model", run.program.model),
         ("target", f"{t.name}: {t.description}"),
         ("chip", f"{t.cores} cores on {t.chip.dies} die{'s' if t.chip.dies > 1 else ''} at "
-                 f"{t.clock_ghz} GHz"),
+                 f"{t.running_clock_ghz} GHz"
+                 + (f" (sustained; {t.clock_ghz} GHz peak)" if t.running_clock_ghz != t.clock_ghz
+                    else "")),
         ("total time", f"{_time(seconds)} ({_fmt(run.cycles, 0)} cycles)"),
         ("kernel launches", f"{len(run.launches):,} ({run.simulated_kernels:,} simulated, the "
                             "rest reuse an identical simulation)"),
         ("FLOPs", _si(flops, "FLOP")),
         ("off-chip bytes", _si(nbytes, "B")),
         ("achieved compute", f"{_sig(flops / seconds / 1e12 if seconds else 0.0)} TFLOPS "
-                             f"(peak: {peak_text} TFLOPS)"),
+                             f"(roof: {peak_text} TFLOPS)"),
         ("achieved bandwidth", f"{_sig(nbytes / seconds / 1e9 if seconds else 0.0)} GB/s "
-                               f"(peak {_fmt(t.peak_memory_bandwidth / 1e9, 0)} GB/s)"),
+                               f"(roof {_fmt(t.memory_bandwidth / 1e9, 0)} GB/s)"),
     ]
 
 
@@ -217,10 +220,11 @@ def _units(run: RunResult) -> list[dict]:
 
 
 def _peaks(target) -> list[tuple[float, list[str]]]:
-    """Distinct matrix peaks (FLOP/s), highest first, with the formats that reach each."""
+    """Distinct matrix roofs (FLOP/s at the clock the run used), highest first, with the
+    formats that reach each."""
     by_peak: dict[float, list[str]] = {}
     for dtype in target.matrix.formats:
-        p = target.peak_flops(dtype)
+        p = target.flops_rate(dtype)
         if p > 0:
             by_peak.setdefault(p, []).append(dtype)
     return sorted(((p, sorted(names)) for p, names in by_peak.items()), key=lambda x: -x[0])
@@ -294,7 +298,7 @@ def _timeline(run: RunResult, summaries) -> dict:
     present = {u for u in set(t.units).union(*(rec.result.unit_busy for rec in run.launches))
                if "@" not in u}                        # "ld@d1": one die's share
     units = [u for u in UNIT_ORDER if u in present] + sorted(present - set(UNIT_ORDER))
-    memory_per_cycle = t.peak_memory_bandwidth / t.clock_hz       # all dies
+    memory_per_cycle = t.memory_bandwidth / t.clock_hz            # all dies
     links = [link.id for link in t.machine.device_links       # a deployment's collectives
              if any(rec.stream == link.id for rec in run.launches)]
     row_names = ["kernels"] + links + units + ["memory"]
@@ -396,7 +400,7 @@ def _decade_label(k: int) -> str:
 
 def _roofline(run: RunResult, rows: list[KernelRow]) -> dict:
     t = run.target
-    bw = t.peak_memory_bandwidth
+    bw = t.memory_bandwidth                       # the run's roofs: sustained, or --peak
     peaks = _peaks(t)
     top_peak = peaks[0][0] if peaks else 1e12
     plotted = [r for r in rows if r.flops > 0 and r.bytes > 0 and r.seconds > 0]
