@@ -238,10 +238,8 @@ def test_validate_reproduces_each_bench_by_hand(tmp_path, capsys):
 @pytest.mark.parametrize("row, message", [
     ('[measured.x]\nbench = "gemm"\ndtype = "bf16"\nsize = [1, 2]\nvalue = 1\nsource = "s"\n',
      "needs size = [M, N, K]"),
-    ('[measured.x]\nbench = "gemm"\ndtype = "fp4_e2m1"\nsize = [1, 2, 3]\nvalue = 1\n'
-     'source = "s"\n', "not a format of the matrix unit"),
-    ('[measured.x]\nbench = "bulk"\nlink = "pcie"\nsize = [64]\nvalue = 1\nsource = "s"\n',
-     "'pcie' is not a device link"),
+    ('[measured.x]\nbench = "gemm"\ndtype = "fp9"\nsize = [1, 2, 3]\nvalue = 1\n'
+     'source = "s"\n', "'fp9' is not an element format"),
     ('[measured.x]\nbench = "bulk"\nlink = "nvlink"\nsize = [64]\nvalue = 1\nsource = " "\n',
      "needs its source"),
 ])
@@ -252,3 +250,21 @@ def test_a_bad_measured_row_is_one_located_error(tmp_path, capsys, row, message)
     code, _, err = dsc(capsys, "validate", str(path))
     assert code == 1 and "error: measured.x:" in err and message in err
     assert "Traceback" not in err
+
+
+def test_a_row_the_chip_cannot_run_is_listed_not_run(tmp_path, capsys):
+    """A copy of h800 without FP8 and without links keeps h800's rows: those it cannot run
+    say why and stay out of the median."""
+    from isa.target_loader import BUILTIN_DIR
+    text = (BUILTIN_DIR / "h800.toml").read_text()
+    for row in ("fp8_e4m3", "fp8_e5m2"):
+        start = text.index(f"[matrix.formats.{row}]")
+        text = text[:start] + text[text.index("\n[", start + 1) + 1:]
+    path = tmp_path / "chip.toml"
+    path.write_text(text)
+    code, out, _ = dsc(capsys, "validate", str(path), "--json", "-")
+    rows = {r["name"]: r for r in json.loads(out)["rows"]}
+    assert code == 0 and rows["gemm_fp8"]["dsc"] is None and rows["gemm_fp8"]["error"] is None
+    assert rows["gemm_fp8"]["what"] == "not run: no fp8_e4m3 in the matrix unit"
+    code, out, _ = dsc(capsys, "validate", str(path))
+    assert "median |error|" in out and "over 8 rows" in out

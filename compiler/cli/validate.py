@@ -41,14 +41,19 @@ class Row:
         return BENCHES[self.bench]
 
     @property
+    def ran(self) -> bool:
+        return not math.isnan(self.simulated)
+
+    @property
     def error(self) -> float:
-        """Relative error of the simulated figure against the measured one."""
+        """Relative error of the simulated figure against the measured one (NaN: not run)."""
         return self.simulated / self.measured - 1 if self.measured else math.inf
 
     def to_dict(self) -> dict:
+        finite = lambda v: v if math.isfinite(v) else None      # JSON has no NaN
         return {"name": self.name, "bench": self.bench, "what": self.what,
-                "dsc": self.simulated, "measured": self.measured, "unit": self.unit,
-                "error": self.error, "source": self.source}
+                "dsc": finite(self.simulated), "measured": self.measured, "unit": self.unit,
+                "error": finite(self.error), "source": self.source}
 
 
 def validate(target_name: str, peak: bool = False) -> tuple[Target, list[Row]]:
@@ -61,9 +66,22 @@ def validate(target_name: str, peak: bool = False) -> tuple[Target, list[Row]]:
 
 
 def _row(name: str, m: Measured, target: Target, path: str, peak: bool, scratch: Path) -> Row:
-    bench = _BENCHES[m.bench]
-    simulated, what = bench(m, target, path, peak, scratch)
+    """The row simulated, or, when this chip cannot run it (a format or link its file does
+    not have), a row saying why, left out of the median."""
+    why = _cannot_run(m, target)
+    if why:
+        return Row(name, m.bench, why, math.nan, m.value, m.source)
+    simulated, what = _BENCHES[m.bench](m, target, path, peak, scratch)
     return Row(name, m.bench, what, simulated, m.value, m.source)
+
+
+def _cannot_run(m: Measured, target: Target) -> str | None:
+    if m.bench == "gemm" and m.dtype not in target.matrix.formats:
+        return f"not run: no {m.dtype} in the matrix unit"
+    links = {link.id for link in target.machine.device_links}
+    if m.bench in ("ping_pong", "bulk") and m.link not in links:
+        return f"not run: no device link '{m.link}'"
+    return None
 
 
 def _compiled(text: str, path: str, peak: bool, scratch: Path, plan: str | None = None):
@@ -148,20 +166,21 @@ def table(target: Target, rows: list[Row]) -> str:
     """The comparison, one row per measurement, with its error and source."""
     figures = "sustained figures" if target.sustained else "datasheet peaks (--peak)"
     header = ("row", "bench", "dsc", "measured", "unit", "error", "source")
-    cells = [header] + [(r.name, r.what, _num(r.simulated), _num(r.measured), r.unit,
-                         f"{100 * r.error:+.1f}%", r.source) for r in rows]
+    cells = [header] + [(r.name, r.what, _num(r.simulated) if r.ran else "-", _num(r.measured),
+                         r.unit, f"{100 * r.error:+.1f}%" if r.ran else "-", r.source)
+                        for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header) - 1)]
     lines = [f"{target.name} ({figures}): dsc against published measurements"]
     for c in cells:
         lines.append("  ".join(v.rjust(w) if 1 < i < 6 else v.ljust(w)
                                for i, (v, w) in enumerate(zip(c, widths))) + "  " + c[-1])
-    if not rows:
-        lines.append("(no [measured.NAME] rows in the target file)")
+    errors = sorted(abs(r.error) for r in rows if r.ran)
+    if not errors:
+        lines.append("(no [measured.NAME] row this chip can run in its target file)")
     else:
-        errors = sorted(abs(r.error) for r in rows)
         median = errors[len(errors) // 2] if len(errors) % 2 else \
             (errors[len(errors) // 2 - 1] + errors[len(errors) // 2]) / 2
-        lines.append(f"median |error| {100 * median:.1f}% over {len(rows)} rows")
+        lines.append(f"median |error| {100 * median:.1f}% over {len(errors)} rows")
     return "\n".join(lines) + "\n"
 
 
