@@ -29,7 +29,7 @@ def test_every_wait_is_given_to_the_launch_waited_for(waiting_run):
     for r in waits:
         waited = run.launches[r.waited_on]
         assert r.stream == "compute" and waited.stream != "compute"
-        assert waited.end == pytest.approx(r.start - run.target.launch_overhead_cycles)
+        assert waited.end == pytest.approx(r.start - r.launching)   # its launch, by its mode
     assert sum(exposure(run).values()) == pytest.approx(sum(r.exposed for r in run.launches))
 
 

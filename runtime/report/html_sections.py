@@ -24,12 +24,12 @@ def _pct(part: float, whole: float) -> str:
 
 def launch_overhead(run: RunResult) -> tuple[str, str]:
     """The summary line: the cores idle between one kernel's end and the next one's start."""
-    t = run.target
-    compute = sum(1 for r in run.launches if r.stream == "compute")
-    idle = compute * t.launch_overhead_cycles
-    return ("launch overhead", f"{compute:,} launches x {t.launch_overhead_us:g} us = "
-                               f"{_us(idle, t.clock_hz)} us, {_pct(idle, run.cycles)}% of the "
-                               "run (the cores idle)")
+    t, mode = run.target, run.program.deployment.launch
+    compute = [r for r in run.launches if r.stream == "compute"]
+    idle = sum(r.launching for r in compute)      # each launch's cost in the chosen mode
+    return ("launch overhead", f"{len(compute):,} {mode} launches x {t.launch_us(mode):g} us "
+                               f"at most = {_us(idle, t.clock_hz)} us, "
+                               f"{_pct(idle, run.cycles)}% of the run (the cores idle)")
 
 
 def deployment(run: RunResult) -> dict | None:
@@ -61,8 +61,8 @@ def blocks(run: RunResult) -> list[dict]:
         block = block_of(r.name, r.stream, r.kernel)
         busy[block] += r.end - r.start
         added[block] += r.end - r.start if r.stream == "compute" else waited.get(i, 0.0)
-    overhead = sum(1 for r in run.launches if r.stream == "compute") * \
-        run.target.launch_overhead_cycles
+    # each launch's own cost, by the launch mode the deployment chose
+    overhead = sum(r.launching for r in run.launches if r.stream == "compute")
     rows = [{"block": b, "time": _us(busy[b], hz), "step": _us(added[b], hz),
              "share": _pct(added[b], total)} for b in BLOCKS if busy[b]]
     rows.append({"block": "launch overhead", "time": _us(overhead, hz),
