@@ -30,6 +30,24 @@ TINY_MOE = str(ROOT / "examples/tiny_moe.ds")
 GEMM = str(ROOT / "examples/gemm.ds")
 FP32 = "precision { default fp32 weights fp32 activations fp32 kv_cache fp32 }"
 
+
+def _decode_attention(name: str, S: int, ctx: int) -> str:
+    """Two FP32 heads attending over a cache of ctx + S positions, causally masked."""
+    return f"""
+model {name} {{
+  size B = 1, S = {S}, ctx = {ctx}
+  heads = 2
+  hd = 16
+  {FP32}
+  input q: [B, S, heads, hd]
+  cache k_cache: [B, ctx + S, heads, hd]
+  cache v_cache: [B, ctx + S, heads, hd]
+  scores = einsum("bshe,bthe->bhst", q, k_cache) * (1 / sqrt(hd))
+  p = softmax(causal_mask(scores, ctx))
+  output o = einsum("bhst,bthe->bshe", p, v_cache)
+}}"""
+
+
 MODELS = {
     "matmul": f"""
 model matmul {{
@@ -84,32 +102,8 @@ model attention {{
   o = einsum("bhst,bthe->bshe", p, values)
   output y = reshape(o, [B, S, heads * hd]) @ wo
 }}""",
-    "long_attention": f"""
-model long_attention {{
-  size B = 1, S = 2, ctx = 300
-  heads = 2
-  hd = 16
-  {FP32}
-  input q: [B, S, heads, hd]
-  cache k_cache: [B, ctx + S, heads, hd]
-  cache v_cache: [B, ctx + S, heads, hd]
-  scores = einsum("bshe,bthe->bhst", q, k_cache) * (1 / sqrt(hd))
-  p = softmax(causal_mask(scores, ctx))
-  output o = einsum("bhst,bthe->bshe", p, v_cache)
-}}""",
-    "split_decode": f"""
-model split_decode {{
-  size B = 1, S = 1, ctx = 4000
-  heads = 2
-  hd = 16
-  {FP32}
-  input q: [B, S, heads, hd]
-  cache k_cache: [B, ctx + S, heads, hd]
-  cache v_cache: [B, ctx + S, heads, hd]
-  scores = einsum("bshe,bthe->bhst", q, k_cache) * (1 / sqrt(hd))
-  p = softmax(causal_mask(scores, ctx))
-  output o = einsum("bhst,bthe->bshe", p, v_cache)
-}}""",
+    "long_attention": _decode_attention("long_attention", S=2, ctx=300),
+    "split_decode": _decode_attention("split_decode", S=1, ctx=4000),
     "causal_prefill": f"""
 model causal_prefill {{
   size B = 1, S = 256, ctx = 0
