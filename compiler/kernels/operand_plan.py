@@ -128,8 +128,14 @@ def plan_operands(a: TensorDecl, b: TensorDecl, target: Target) -> OperandPlan:
         if (step % formats[fmt].shape[2] == 0 and all(blk % step == 0 for blk in blocks)
                 and target.matrix.results_to_vector != "memory"):
             return OperandPlan(fmt, widen(a, fmt), widen(b, fmt), True, True, step)
-    unscaled = [t.dtype for t in (a, b) if t.scaling is None]
-    fmt = _holding(target, unscaled, min_bits=16) or _rounding_fallback(target,
-                                                                        (a.dtype, b.dtype))
+    fmt = dequantised_format(target, [t.dtype for t in (a, b) if t.scaling is None],
+                             (a.dtype, b.dtype))
     conv = lambda t: "dequant" if t.scaling else widen(t, fmt)
     return OperandPlan(fmt, conv(a), conv(b), limited(fmt), False, step_of(fmt))
+
+
+def dequantised_format(target: Target, unscaled, dtypes) -> str:
+    """The format products run in when the block-scaled operands are dequantised: 16 bits or
+    wider (a scaled value may lie outside its element format's range), holding the unscaled
+    operands exactly, else the rounding fallback."""
+    return _holding(target, unscaled, min_bits=16) or _rounding_fallback(target, tuple(dtypes))

@@ -12,7 +12,9 @@ one G and streams the keys in blocks of bt, `stages` blocks in flight:
     vec  out = o / l;  st out
 
 When V is the leading columns of a K term's tensor (absorbed MLA: values are the first 512 of
-the 576 cached latent columns) the V block is read from the K block already on chip.
+the 576 cached latent columns) the V block is read from the K block already on chip. A
+block-scaled cache (FP8 with its scales) is dequantised block by block on the way
+(flash_keys.py).
 """
 from __future__ import annotations
 
@@ -25,16 +27,15 @@ from compiler.ir.ops.contraction import contraction_of
 from compiler.kernels import causal, split_kv
 from compiler.kernels.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
-from compiler.kernels.operand_plan import matrix_format
+from compiler.kernels.operand_plan import dequantised_format, matrix_format
 from compiler.lower.tensors import TensorMap
 from compiler.lower.templates.flash_combine import PartialOutputs
+from compiler.lower.templates.flash_keys import STAGES, KeyBlocks, block_costs, scaled_bytes
 from compiler.lower.templates.gemm import canonical_view
 from isa.expr import Bin, Const, add, floordiv, mul
 from isa.formats import DTYPES
 from isa.program import Box, Buf, TensorDecl
 from isa.target_schema import Target
-
-STAGES = 2
 
 
 def _leading_columns_of(graph: Graph, v: Node, k: Node) -> bool:
@@ -46,12 +47,15 @@ def _leading_columns_of(graph: Graph, v: Node, k: Node) -> bool:
 @dataclass
 class Attention:
     """The operands of an attention group, viewed for streaming: Q_i [G, M, D_i],
-    K_i [Gk, T, D_i], V [Gv, T, Dv] (None when read from a K block), O [G, M, Dv]."""
+    K_i [Gk, T, D_i], V [Gv, T, Dv] (None when read from a K block), O [G, M, Dv]; a
+    block-scaled K or V with its scales, viewed alike."""
     qs: list[TensorDecl]
     ks: list[TensorDecl]
     k_batch: list[str]              # the batch letters each K holds (a subset of `batch`)
+    k_scales: list[TensorDecl | None]
     v: TensorDecl | None
     v_batch: str
+    v_scales: TensorDecl | None
     v_in_k: int | None              # the K term whose leading columns are V
     out: TensorDecl
     fmt: str                        # matrix format of both products
@@ -113,9 +117,25 @@ def attention_operands(group: Group, graph: Graph, tmap: TensorMap, target: Targ
         tmap, tmap.of(v_node), v_idx, [v_batch, cp.k, cp.n], (cp.size(v_batch), T, Dv), "gkn")
     out = canonical_view(tmap, tmap.of(pv), cp.spec.split("->")[1], [batch, rows, cp.n],
                          (G, M, Dv), "gmn")
-    fmt = matrix_format(target, [d.dtype for d in qs + ks] + ([v.dtype] if v else []))
-    return Attention(qs, ks, k_batch, v, v_batch, v_in_k, out, fmt, scale, mask, G, M, T, Dv,
-                     batch, dict(cp.sizes))
+    k_scales = [_scales(tmap, d, tmap.of(graph.node(t.inputs[1]))) for t, d in zip(terms, ks)]
+    v_scales = _scales(tmap, v, tmap.of(v_node)) if v is not None else None
+    streamed = ks + ([v] if v is not None else [])
+    dtypes = [d.dtype for d in qs + streamed]
+    fmt = matrix_format(target, dtypes) if not any(d.scaling for d in streamed) else \
+        dequantised_format(target, [d.dtype for d in qs + streamed if d.scaling is None], dtypes)
+    return Attention(qs, ks, k_batch, k_scales, v, v_batch, v_scales, v_in_k, out, fmt, scale,
+                     mask, G, M, T, Dv, batch, dict(cp.sizes))
+
+
+def _scales(tmap: TensorMap, view: TensorDecl, source: TensorDecl) -> TensorDecl | None:
+    """The scales of a streamed K or V view (None when unscaled); an error when the view
+    cuts the source's scale blocks, since its elements alone mean nothing."""
+    if source.scaling is None:
+        return None
+    if view.scaling is None or tmap.scales_of(view) is None:
+        raise ValueError(f"attention reads block-scaled {source.name} in a layout that cuts its "
+                         f"{source.scaling.block[0]}x{source.scaling.block[1]} scale blocks")
+    return tmap.scales_of(view)
 
 
 def lower_flash_group(group: Group, graph: Graph, tmap: TensorMap, target: Target):
@@ -130,11 +150,13 @@ def _on_chip_need(att: Attention, bm: int, bt: int, cores: int) -> dict[str, flo
     byte = lambda d: DTYPES[d].bits / 8
     dims = sum(d.shape[-1] for d in att.qs)
     rows = 2 if causal_pairs(att, bm, bt, cores) else 1   # a causal pair keeps two row blocks
+    raw, _, scales = scaled_bytes(att, bt)      # block-scaled tiles before dequantisation
     return {
         "matrix_a": rows * bm * dims * byte(att.fmt) + bm * bt * byte(att.fmt),
-        "matrix_b": STAGES * bt * (dims + (0 if att.v is None else att.Dv)) * byte(att.fmt),
+        "matrix_b": STAGES * bt * (dims + (0 if att.v is None else att.Dv)) * byte(att.fmt)
+                    + raw,
         "accumulator": bm * bt * 4 + rows * bm * att.Dv * 4,
-        "vector": rows * (bm * 3 * 4 + bm * att.Dv * byte(att.out.dtype)),
+        "vector": rows * (bm * 3 * 4 + bm * att.Dv * byte(att.out.dtype)) + scales,
     }
 
 
@@ -162,14 +184,13 @@ def causal_pairs(att: Attention, bm: int, bt: int, cores: int) -> causal.CausalP
 def key_split(att: Attention, bm: int, bt: int, target: Target) -> split_kv.KeySplit:
     """How many pieces the keys are cut into (compiler/kernels/split_kv.py)."""
     unit = target.matrix.formats[att.fmt]
-    byte = lambda d: DTYPES[d].bits / 8
     dims = [d.shape[-1] for d in att.qs]
-    kv_block = bt * (sum(d * byte(k.dtype) for d, k in zip(dims, att.ks))
-                     + (att.Dv * byte(att.v.dtype) if att.v is not None else 0))
+    kv_block, dequant = block_costs(att, bt, target.vector.lanes)   # with any scales
     mma = sum(unit.mma_cycles(bm, bt, d) for d in dims) + unit.mma_cycles(bm, att.Dv, bt)
     softmax = bm * bt * 7 / target.vector.lanes      # vec.online_softmax's ALU work
-    block = max(mma, softmax, kv_block / target.dma.load_bytes_per_cycle)
-    kv_bytes = sum(k.nbytes for k in att.ks) + (att.v.nbytes if att.v is not None else 0)
+    block = max(mma, softmax + dequant, kv_block / target.dma.load_bytes_per_cycle)
+    kv_bytes = sum(k.nbytes for k in att.ks) + (att.v.nbytes if att.v is not None else 0) \
+        + sum(s.nbytes for s in att.k_scales + [att.v_scales] if s is not None)
     costs = split_kv.SplitCosts(
         att.G * math.ceil(att.M / bm), math.ceil(att.T / bt), block, target.cores, kv_bytes,
         att.G * att.M * (att.Dv + 2) * 4, target.machine.reach().miss_bytes_per_cycle,
@@ -197,8 +218,8 @@ def _lower_on_chip(att: Attention, target: Target, tmap: TensorMap):
                f"{split.estimate:,.0f} cycles with the combine against {split.unsplit:,.0f} "
                f"unsplit)" if splits > 1 else ""))
     pq = [kb.param(f"q{i}", d) for i, d in enumerate(qs)]
-    pk = [kb.param(f"k{i}", d) for i, d in enumerate(ks)]
-    pv_param = kb.param("v", v) if v is not None else None
+    keys = KeyBlocks(kb, att, tmap, att.out.name)
+    keys.declare_scale_params()
     partials = PartialOutputs.declare(kb, att, splits, tmap) if splits > 1 else None
     po = kb.param("o", att.out, output=True) if splits == 1 else None
     g = kb.grid_dim("g", att.G)
@@ -207,10 +228,7 @@ def _lower_on_chip(att: Attention, target: Target, tmap: TensorMap):
     piece = kb.grid_dim("kv", splits)
     for i, d in enumerate(qs):
         kb.buffer(f"sq{i}", d.dtype, (bm, d.shape[-1]), "matrix_a", rows)
-    for i, d in enumerate(ks):
-        kb.buffer(f"sk{i}", d.dtype, (bt, d.shape[-1]), "matrix_b", STAGES)
-    if v is not None:
-        kb.buffer("sv", v.dtype, (bt, Dv), "matrix_b", STAGES)
+    keys.declare_buffers(bt)
     kb.buffer("s", "fp32", (bm, bt), "accumulator")
     kb.buffer("o", "fp32", (bm, Dv), "accumulator", rows)
     kb.buffer("p", fmt, (bm, bt), "matrix_a")
@@ -220,6 +238,7 @@ def _lower_on_chip(att: Attention, target: Target, tmap: TensorMap):
     for tok, initial in (("kv_free", STAGES), ("kv_full", 0), ("s_ready", 0), ("p_ready", 0),
                          ("pv_done", 1), ("o_ready", 0), ("o_final", 0), ("out_ready", 0)):
         kb.token(tok, initial)
+    keys.declare_tokens()
     # A pair's buffers have a slot per row block; a lone row block's have one.
     row_buf = lambda name, h: Buf(name, Const(h) if isinstance(h, int) else h) if pairs \
         else Buf(name)
@@ -254,9 +273,9 @@ def _lower_on_chip(att: Attention, target: Target, tmap: TensorMap):
             key_block = add(mul(piece, Const(blocks)), j)      # this split's blocks
             first = Bin("==", j, Const(0)) if blocks > 1 else Const(1)
         key0 = mul(key_block, Const(bt))
-        load_key_block(kb, att, pk, pv_param, g, slot, key0, bt)
+        keys.load(g, slot, key0)
         for i, d in enumerate(qs):
-            kb.emit("mm.mma", Buf("s"), row_buf(f"sq{i}", half), Buf(f"sk{i}", slot),
+            kb.emit("mm.mma", Buf("s"), row_buf(f"sq{i}", half), keys.operand(f"k{i}", slot),
                     wait=("kv_full",) if i == 0 else (),
                     signal=("s_ready",) if i == len(qs) - 1 else (),
                     shape=(bm, bt, d.shape[-1]), fmt=fmt, first=int(i == 0), trans_b=1)
@@ -265,7 +284,7 @@ def _lower_on_chip(att: Attention, target: Target, tmap: TensorMap):
                 **softmax_attrs(att, bm, bt, row0, key0, first))
         kb.emit("vec.rescale", row_buf("o", half), row_buf("alpha", half), wait=("pv_done",),
                 signal=("o_ready",), n=bm * Dv)
-        kb.emit("mm.mma", row_buf("o", half), Buf("p"), value_block(att, slot),
+        kb.emit("mm.mma", row_buf("o", half), Buf("p"), keys.value(slot),
                 wait=("p_ready", "o_ready"), signal=("kv_free", "pv_done"),
                 shape=(bm, Dv, bt), fmt=fmt, first=first)
     kb.emit("sync.mm", signal=("o_final",))
@@ -285,23 +304,6 @@ def _lower_on_chip(att: Attention, target: Target, tmap: TensorMap):
 def load_queries(kb: KernelBuilder, att: Attention, pq: list[str], g, row0, bm: int) -> None:
     for i, d in enumerate(att.qs):
         kb.emit("ld.tile", Buf(f"sq{i}"), Box(pq[i], (g, row0, Const(0)), (1, bm, d.shape[-1])))
-
-
-def load_key_block(kb: KernelBuilder, att: Attention, pk: list[str], pv_param, g, slot, key0,
-                   bt: int) -> None:
-    """K (and V) tiles of one key block:  wait(kv_free) ... signal(kv_full)."""
-    loads = [(Buf(f"sk{i}", slot), Box(pk[i], (att.sub_g(g, att.k_batch[i]), key0, Const(0)),
-                                        (1, bt, d.shape[-1]))) for i, d in enumerate(att.ks)]
-    if att.v is not None:
-        loads.append((Buf("sv", slot), Box(pv_param, (att.sub_g(g, att.v_batch), key0, Const(0)),
-                                           (1, bt, att.Dv))))
-    for i, (buf, box) in enumerate(loads):
-        kb.emit("ld.tile", buf, box, wait=("kv_free",) if i == 0 else (),
-                signal=("kv_full",) if i == len(loads) - 1 else ())
-
-
-def value_block(att: Attention, slot) -> Buf:
-    return Buf(f"sk{att.v_in_k}", slot) if att.v is None else Buf("sv", slot)
 
 
 def softmax_attrs(att: Attention, bm: int, bt: int, row0, key0, first) -> dict:

@@ -25,8 +25,8 @@ from compiler.kernels.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
 from compiler.lower.templates.workspace import Workspace
-from compiler.lower.templates.flash import (STAGES, Attention, load_key_block, load_queries,
-                                            softmax_attrs, tile, value_block)
+from compiler.lower.templates.flash import STAGES, Attention, load_queries, softmax_attrs, tile
+from compiler.lower.templates.flash_keys import KeyBlocks, scaled_bytes
 from isa.expr import Bin, Const, Expr, add, mul
 from isa.formats import DTYPES
 from isa.program import Box, Buf
@@ -43,12 +43,14 @@ TOKENS = (("kv_free", STAGES), ("kv_full", 0), ("s_acc_free", STAGES), ("s_ready
 def _need(att: Attention, bm: int, bt: int) -> dict[str, float]:
     byte = lambda d: DTYPES[d].bits / 8
     dims = sum(d.shape[-1] for d in att.qs)
+    raw, dequantised, scales = scaled_bytes(att, bt)   # dequantised on the vector core
     return {
         "matrix_a": bm * dims * byte(att.fmt) + STAGES * bm * bt * byte(att.fmt),
         "matrix_b": STAGES * bt * (dims + (0 if att.v is None else att.Dv)) * byte(att.fmt),
         "accumulator": STAGES * bm * bt * 4 + bm * att.Dv * 4,
         "vector": (bm * bt * 4 + STAGES * bm * bt * byte(att.fmt) + 2 * bm * att.Dv * 4
-                   + bm * (STAGES + 2) * 4 + bm * att.Dv * byte(att.out.dtype)),
+                   + bm * (STAGES + 2) * 4 + bm * att.Dv * byte(att.out.dtype)
+                   + raw + dequantised + scales),
     }
 
 
@@ -66,8 +68,8 @@ def lower_split_attention(att: Attention, group: Group, tmap: TensorMap, target:
     kb.note(f"tile {bm} rows x {bt} keys, {STAGES} stages; mma {fmt}; scores, probabilities "
             "and partial outputs cross between cube and vector cores through L2")
     pq = [kb.param(f"q{i}", d) for i, d in enumerate(att.qs)]
-    pk = [kb.param(f"k{i}", d) for i, d in enumerate(att.ks)]
-    pv_param = kb.param("v", att.v) if att.v is not None else None
+    keys = KeyBlocks(kb, att, tmap, name)
+    keys.declare_scale_params()
     po = kb.param("o", att.out, output=True)
     g = kb.grid_dim("g", att.G)
     m = kb.grid_dim("m", math.ceil(att.M / bm))
@@ -76,10 +78,7 @@ def lower_split_attention(att: Attention, group: Group, tmap: TensorMap, target:
     partial = Workspace(kb, tmap, f"{name}.partial", "fp32", bm, Dv, STAGES, "partial")
     for i, d in enumerate(att.qs):
         kb.buffer(f"sq{i}", d.dtype, (bm, d.shape[-1]), "matrix_a")
-    for i, d in enumerate(att.ks):
-        kb.buffer(f"sk{i}", d.dtype, (bt, d.shape[-1]), "matrix_b", STAGES)
-    if att.v is not None:
-        kb.buffer("sv", att.v.dtype, (bt, Dv), "matrix_b", STAGES)
+    keys.declare_buffers(bt, split=True)
     kb.buffer("pc", fmt, (bm, bt), "matrix_a", STAGES)
     kb.buffer("s", "fp32", (bm, bt), "accumulator", STAGES)
     kb.buffer("pv", "fp32", (bm, Dv), "accumulator")
@@ -93,13 +92,14 @@ def lower_split_attention(att: Attention, group: Group, tmap: TensorMap, target:
     kb.buffer("out", att.out.dtype, (bm, Dv), "vector")
     for tok, initial in TOKENS:
         kb.token(tok, initial)
+    keys.declare_tokens()
     row0 = mul(m, Const(bm))
 
     def scores_of(j: Expr) -> None:                 # cube: S_j = Q K_j^T, out to L2
         slot = _slot(j)
-        load_key_block(kb, att, pk, pv_param, g, slot, mul(j, Const(bt)), bt)
+        keys.load(g, slot, mul(j, Const(bt)))
         for i, d in enumerate(att.qs):
-            kb.emit("mm.mma", Buf("s", slot), Buf(f"sq{i}"), Buf(f"sk{i}", slot),
+            kb.emit("mm.mma", Buf("s", slot), Buf(f"sq{i}"), keys.operand(f"k{i}", slot),
                     wait=("kv_full", "s_acc_free") if i == 0 else (),
                     signal=("s_ready",) if i == len(att.qs) - 1 else (),
                     shape=(bm, bt, d.shape[-1]), fmt=fmt, first=int(i == 0), trans_b=1)
@@ -121,7 +121,7 @@ def lower_split_attention(att: Attention, group: Group, tmap: TensorMap, target:
         slot = _slot(j)
         kb.emit("ld.tile", Buf("pc", slot), probs.box(_slot(j)), wait=("p_handed",),
                 signal=("p_loaded", "probs_free"))
-        kb.emit("mm.mma", Buf("pv"), Buf("pc", slot), value_block(att, slot),
+        kb.emit("mm.mma", Buf("pv"), Buf("pc", slot), keys.value(slot),
                 wait=("p_loaded", "pv_free"), signal=("pv_ready", "kv_free"),
                 shape=(bm, Dv, bt), fmt=fmt, first=1)
         kb.emit(drain, partial.box(_slot(j)), Buf("pv"), wait=("pv_ready", "partial_free"),

@@ -1,0 +1,186 @@
+"""The key block of an attention kernel: K (and V) tiles loaded, and block-scaled ones
+dequantised with their scales before the matrix unit reads them.
+
+A block-scaled KV cache (e.g. FP8 with one FP32 scale per 1x32 or 1x128 of a token's row) means
+nothing without its scales, and the score product Q K^T mixes each key row's blocks, so no
+single factor can be applied to the accumulator afterwards (nor can the queries, unscaled,
+share a hardware block-scaled product). As production FP8-cache kernels do (FlashMLA's FP8
+decode), each tile is loaded with its scale tile and dequantised (`vec.dequant`: element x
+its block's scale) into the matrix format before the MMAs:
+
+    same core (GPU)   ld raw + scales               wait(kv_free)       signal(kv_raw)
+                      vec dequant -> c tile         wait(kv_raw)        signal(kv_full)
+    split cores       vld raw + scales              wait(kvv_free)      signal(kvv_loaded)
+    (Ascend)          vec dequant                   wait(kvv_loaded)    signal(kvv_done)
+                      vst -> workspace (L2)         wait(kvv_done, kv_ws_free)
+                                                                    signal(kv_handed, kvv_free)
+                      ld workspace -> cube          wait(kv_handed, kv_free)
+                                                                    signal(kv_full, kv_ws_free)
+
+Unscaled tiles are loaded straight into the matrix unit's buffers (`wait(kv_free) ...
+signal(kv_full)` when nothing is dequantised). The scale loads and the dequantisation are
+ordinary instructions, so their bytes and vector cycles are in the listing and the timing.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from compiler.lower.templates.workspace import Workspace
+from isa.expr import Const, floordiv
+from isa.formats import DTYPES
+from isa.program import Box, Buf, TensorDecl
+
+STAGES = 2
+SAME_CORE_TOKENS = (("kv_raw", 0),)
+SPLIT_TOKENS = (("kvv_free", STAGES), ("kvv_loaded", 0), ("kvv_done", 0),
+                ("kv_ws_free", STAGES), ("kv_handed", 0))
+
+
+@dataclass(frozen=True)
+class KeyTile:
+    """One tensor a key block reads: K term i (stem "k{i}") or V (stem "v")."""
+    stem: str
+    decl: TensorDecl                 # viewed [Gk, T, D]
+    batch: str                       # the batch letters it holds
+    scales: TensorDecl | None        # its block scales, viewed [Gk, T / rows, D / cols]
+
+    @property
+    def cols(self) -> int:
+        return self.decl.shape[-1]
+
+    def scale_tile(self, bt: int) -> tuple[int, int]:
+        block = self.decl.scaling.block
+        return math.ceil(bt / block[0]), math.ceil(self.cols / block[1])
+
+
+def key_tiles(att) -> list[KeyTile]:
+    tiles = [KeyTile(f"k{i}", d, att.k_batch[i], att.k_scales[i]) for i, d in enumerate(att.ks)]
+    if att.v is not None:
+        tiles.append(KeyTile("v", att.v, att.v_batch, att.v_scales))
+    return tiles
+
+
+def scaled_bytes(att, bt: int) -> tuple[float, float, float]:
+    """On-chip bytes of the block-scaled tiles, all stages: (raw elements, dequantised tiles
+    in the matrix format, scales)."""
+    byte = lambda d: DTYPES[d].bits / 8
+    tiles = [t for t in key_tiles(att) if t.scales is not None]
+    raw = sum(bt * t.cols * byte(t.decl.dtype) for t in tiles)
+    dequantised = sum(bt * t.cols * byte(att.fmt) for t in tiles)
+    scales = sum(math.prod(t.scale_tile(bt)) * byte(t.scales.dtype) for t in tiles)
+    return STAGES * raw, STAGES * dequantised, STAGES * scales
+
+
+def block_costs(att, bt: int, vector_lanes: int) -> tuple[float, float]:
+    """(bytes loaded, vector-unit cycles of dequantisation) of one key block."""
+    byte = lambda d: DTYPES[d].bits / 8
+    loaded, cycles = 0.0, 0.0
+    for t in key_tiles(att):
+        loaded += bt * t.cols * byte(t.decl.dtype)
+        if t.scales is not None:
+            loaded += math.prod(t.scale_tile(bt)) * byte(t.scales.dtype)
+            cycles += bt * t.cols / vector_lanes          # vec.dequant: one multiply each
+    return loaded, cycles
+
+
+class KeyBlocks:
+    """Parameters, buffers and per-block instructions of an attention's key tiles."""
+
+    def __init__(self, kb, att, tmap, name: str):
+        self.kb, self.att, self.tmap, self.name = kb, att, tmap, name
+        self.tiles = key_tiles(att)
+        self.scaled = [t for t in self.tiles if t.scales is not None]
+        self.params = {t.stem: kb.param(t.stem, t.decl) for t in self.tiles}
+        self.split = False
+        self.spaces: dict[str, Workspace] = {}
+
+    def declare_scale_params(self) -> None:
+        for t in self.scaled:
+            self.params[f"{t.stem}_scale"] = self.kb.param(f"{t.stem}_scale", t.scales)
+
+    def declare_buffers(self, bt: int, split: bool = False) -> None:
+        """sTILE [bt, D] per tile; for a scaled one also its scales ssTILE and the dequantised
+        cTILE (and, on split cores, the vector core's vTILE and an L2 workspace)."""
+        kb, fmt = self.kb, self.att.fmt
+        self.bt, self.split = bt, split
+        for t in self.tiles:
+            if t.scales is not None:
+                _check_rows(t, bt)
+            raw_role = "vector" if split and t.scales is not None else "matrix_b"
+            kb.buffer(f"s{t.stem}", t.decl.dtype, (bt, t.cols), raw_role, STAGES)
+        for t in self.scaled:
+            kb.buffer(f"ss{t.stem}", t.scales.dtype, t.scale_tile(bt), "vector", STAGES)
+            if split:
+                kb.buffer(f"v{t.stem}", fmt, (bt, t.cols), "vector", STAGES)
+                self.spaces[t.stem] = Workspace(kb, self.tmap, f"{self.name}.{t.stem}_deq", fmt,
+                                                bt, t.cols, STAGES, f"{t.stem}_deq")
+            kb.buffer(f"c{t.stem}", fmt, (bt, t.cols), "matrix_b", STAGES)
+
+    def declare_tokens(self) -> None:
+        if self.scaled:
+            for tok, initial in (SPLIT_TOKENS if self.split else SAME_CORE_TOKENS):
+                self.kb.token(tok, initial)
+
+    def operand(self, stem: str, slot) -> Buf:
+        scaled = any(t.stem == stem for t in self.scaled)
+        return Buf(f"c{stem}" if scaled else f"s{stem}", slot)
+
+    def value(self, slot) -> Buf:
+        att = self.att
+        return self.operand(f"k{att.v_in_k}" if att.v is None else "v", slot)
+
+    def load(self, g, slot, key0) -> None:
+        """One key block's tiles, ready for the MMAs when `kv_full` is signalled."""
+        if self.split and self.scaled:
+            self._load_split(g, slot, key0)
+            return
+        loads = [(Buf(f"s{t.stem}", slot), self._box(t, g, key0)) for t in self.tiles]
+        loads += [(Buf(f"ss{t.stem}", slot), self._scale_box(t, g, key0)) for t in self.scaled]
+        _chain(self.kb, "ld.tile", loads, ("kv_free",), ("kv_raw",) if self.scaled else
+               ("kv_full",))
+        self._dequantise(slot, "kv_raw", "c", "kv_full")
+
+    def _load_split(self, g, slot, key0) -> None:
+        kb = self.kb
+        vloads = [(Buf(f"s{t.stem}", slot), self._box(t, g, key0)) for t in self.scaled]
+        vloads += [(Buf(f"ss{t.stem}", slot), self._scale_box(t, g, key0)) for t in self.scaled]
+        _chain(kb, "vld.tile", vloads, ("kvv_free",), ("kvv_loaded",))
+        self._dequantise(slot, "kvv_loaded", "v", "kvv_done")
+        handed = [(self.spaces[t.stem].box(slot), Buf(f"v{t.stem}", slot)) for t in self.scaled]
+        _chain(kb, "vst.tile", handed, ("kvv_done", "kv_ws_free"), ("kv_handed", "kvv_free"))
+        loads = [(Buf(f"c{t.stem}", slot), self.spaces[t.stem].box(slot)) for t in self.scaled]
+        loads += [(Buf(f"s{t.stem}", slot), self._box(t, g, key0)) for t in self.tiles
+                  if t.scales is None]
+        _chain(kb, "ld.tile", loads, ("kv_handed", "kv_free"), ("kv_full", "kv_ws_free"))
+
+    def _dequantise(self, slot, opened: str, prefix: str, closed: str) -> None:
+        for i, t in enumerate(self.scaled):
+            self.kb.emit("vec.dequant", Buf(f"{prefix}{t.stem}", slot), Buf(f"s{t.stem}", slot),
+                         Buf(f"ss{t.stem}", slot), wait=(opened,) if i == 0 else (),
+                         signal=(closed,) if i == len(self.scaled) - 1 else (),
+                         n=self.bt * t.cols, block=t.decl.scaling.block)
+
+    def _box(self, t: KeyTile, g, key0) -> Box:
+        return Box(self.params[t.stem], (self.att.sub_g(g, t.batch), key0, Const(0)),
+                   (1, self.bt, t.cols))
+
+    def _scale_box(self, t: KeyTile, g, key0) -> Box:
+        rows = t.decl.scaling.block[0]
+        return Box(self.params[f"{t.stem}_scale"],
+                   (self.att.sub_g(g, t.batch), floordiv(key0, rows), Const(0)),
+                   (1, *t.scale_tile(self.bt)))
+
+
+def _check_rows(t: KeyTile, bt: int) -> None:
+    """A key block must hold whole scale blocks, or lie inside one (its rows are aligned)."""
+    rows = t.decl.scaling.block[0]
+    if bt % rows and rows % bt:
+        raise ValueError(f"{t.decl.name}: a key block of {bt} rows cuts its scale blocks of "
+                         f"{rows} rows")
+
+
+def _chain(kb, op: str, moves: list, opening: tuple, closing: tuple) -> None:
+    for i, (a, b) in enumerate(moves):
+        kb.emit(op, a, b, wait=opening if i == 0 else (),
+                signal=closing if i == len(moves) - 1 else ())
