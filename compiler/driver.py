@@ -153,14 +153,14 @@ def _check_simulable(program: Program, graph: Graph, target: Target) -> None:
     if found is None:
         return
     kernel, why = found
-    loc = None
+    loc, notes = None, ()
     for launch, env in expand_schedule(program.schedule):
         if launch.kernel == kernel or not kernel:
             name = bind_name(launch.note, env).split(" = ")[0]
             node = next((n for n in graph.nodes() if n.name == name), None)
-            loc = node.loc if node else None
+            loc, notes = (node.loc, graph.call_notes(name)) if node else (None, ())
             break
-    raise DscError(why, loc, "smaller sizes (--set) or fewer repeats")
+    raise DscError(why, loc, "smaller sizes (--set) or fewer repeats", notes)
 
 
 def micro_batch_sizes(graph: Graph, overrides: dict[str, str], dep: Deployment) -> dict:

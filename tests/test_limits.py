@@ -40,6 +40,26 @@ def test_a_vector_kernel_too_large_to_simulate_is_refused_at_its_operation(tmp_p
     assert err.startswith(f"{model}:4:14: error: a work item of kernel silu_0 executes ")
 
 
+def test_a_kernel_refused_inside_a_block_names_the_call_that_built_it(tmp_path, capsys):
+    model = tmp_path / "blk.ds"
+    model.write_text("block act(x) {\n  return silu(x)\n}\n\nmodel big {\n"
+                     "  size R = 1000000000000\n  input x: [R, 4096]\n"
+                     "  output y = act(x)\n}\n")
+    code, out, err = dsc(capsys, "run", str(model), "--target", "h800", "--ignore-capacity")
+    assert_one_error(code, out, err)
+    assert err.startswith(f"{model}:2:10: error: a work item of kernel silu_0 executes ")
+    assert err.endswith(f"note: in the block call at {model}:8:14 (building 'y')\n")
+
+
+def test_a_million_experts_are_traced_from_the_library_to_the_models_line(capsys):
+    code, out, err = dsc(capsys, "compile", "examples/deepseek_v3.ds", "--target", "h800",
+                         "--set", "n_experts=1000000", "-o", "-")
+    assert_one_error(code, out, err)
+    assert err.startswith("std/moe.ds:23:12: error: cannot lower 'layer.3.moe.idx'")
+    assert err.endswith("note: in the block call at examples/deepseek_v3.ds:57:11 "
+                        "(building 'layer.3.moe')\n")
+
+
 def test_ten_thousand_layers_are_refused_at_the_repeat(capsys):
     start = time.process_time()
     code, out, err = dsc(capsys, "run", "examples/deepseek_v3.ds", "--target", "h800",

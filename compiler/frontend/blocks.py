@@ -16,6 +16,7 @@ from compiler.frontend.loader import BlockRef
 from compiler.frontend.scope import Frame
 from compiler.frontend.signature import REQUIRED, Arg, Param, Signature
 from compiler.frontend.values import Tensor, describe
+from compiler.ir.graph import Graph
 from compiler.ir.ops import dims
 
 ELLIPSIS = "..."
@@ -45,6 +46,7 @@ def call_block(b, caller: Frame, ref: BlockRef, args: list[Arg], kwargs: dict[st
     bound = sig.bind(args, kwargs, loc)
     frame = b.frame(ref.unit, b.namer.block_scope(caller.scope, defn.name), defn.name)
     note = f"in block '{defn.name}' called at {loc}"
+    b.graph.where[Graph.call_key(frame.scope)] = loc    # for errors found after the build
     b.active.append(ref)
     try:
         for param in defn.params:

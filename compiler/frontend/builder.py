@@ -93,6 +93,9 @@ class Builder:
         changes = {"type": type_} if type_ is not None else {}
         if node.name != name:
             changes["name"] = self.namer.unique(name)
+            built_by = self.graph.calls_to(node.name)[:1]   # a block's result keeps its call
+            if built_by:
+                self.graph.where[Graph.call_key(changes["name"])] = built_by[0][1]
         if changes:
             node = self.graph.replace_node(node, **changes)
         return Tensor(node.id, node.type)

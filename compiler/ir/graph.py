@@ -122,8 +122,9 @@ class Graph:
     `--set`; `policy` the precision policy by role (default, weights, activations, kv_cache);
     `deploy` the deployment the model declares (isa/deployment.py), empty if none; `steady`
     the iterations that stand for several (a graph built as a window of its model, above);
-    `where` the position of each size (by name) and deploy key (`deploy.KEY`) in the source,
-    for errors found after the build (a plan the target cannot take). It is not part of the
+    `where` the position of each size (by name), deploy key (`deploy.KEY`) and block call
+    (`call_key(scope)`) in the source, for errors found after the build (a plan the target
+    cannot take, a kernel that does not fit). It is not part of the
     graph's value: equal graphs may come from differently laid out files.
     """
     model: str
@@ -143,6 +144,25 @@ class Graph:
         and no nodes."""
         return Graph(self.model, dict(self.sizes), dict(self.policy), dict(self.deploy),
                      self.steady, dict(self.where))
+
+    @staticmethod
+    def call_key(scope: str) -> str:
+        """The `where` key of the block call that opened `scope` (`layer.3.moe`)."""
+        return f"call {scope}"
+
+    def calls_to(self, name: str) -> list[tuple[str, Loc]]:
+        """The block calls that built the node called `name` (its scope and where the call is
+        written), innermost first: a kernel that fails in a library block is traced to the
+        user's line. A block's result, renamed in its caller's scope, keeps its own call."""
+        parts = name.split(".")
+        scopes = (".".join(parts[:n]) for n in range(len(parts), 0, -1))
+        return [(scope, self.where[self.call_key(scope)]) for scope in scopes
+                if self.call_key(scope) in self.where]
+
+    def call_notes(self, name: str) -> tuple[str, ...]:
+        """`calls_to` as notes for an error."""
+        return tuple(f"in the block call at {loc} (building '{scope}')"
+                     for scope, loc in self.calls_to(name))
 
     def copies(self, name: str) -> int:
         """How many nodes of the model the node called `name` stands for: `times` inside a

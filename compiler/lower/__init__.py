@@ -62,7 +62,7 @@ def lower(graph: Graph, target: Target) -> Program:
             built = lower_group(group, graph, tmap, target)
         except ValueError as exc:
             raise DscError(f"cannot lower '{head.name}' for target {target.name}: {exc}",
-                           head.loc) from None
+                           head.loc, notes=graph.call_notes(head.name)) from None
         flops = sum(float(OPS[n.op].flops([graph.node(i).type for i in n.inputs], n.type,
                                            n.attr_dict)) for n in group.nodes)
         flops *= attention_work(group)

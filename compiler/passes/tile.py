@@ -57,7 +57,8 @@ class Tile:
             except ValueError as exc:
                 head = group.nodes[0]
                 raise DscError(f"cannot tile '{head.name}' ({group.name}) for target "
-                               f"{ctx.target.name}: {exc}", head.loc) from None
+                               f"{ctx.target.name}: {exc}", head.loc,
+                               notes=graph.call_notes(head.name)) from None
             choice[group.nodes[0].id] = decided[problem]
         out = graph.empty_like()
         for node in graph.nodes():
