@@ -183,7 +183,7 @@ def test_level_of_detail(deepseek, deepseek_trace):
     units = [tid for tid, name in threads.items() if " / " in name]
     named = {e["args"]["launch"] for tid in units for e in _slices(trace, tid)}
     assert named == {deepseek.launches[i].name for i in detailed}
-    waves = _slices(trace, next(t for t, n in threads.items() if n == "waves"))
+    waves = [e for t, n in threads.items() if n.startswith("waves") for e in _slices(trace, t)]
     assert len(waves) == sum(rec.result.waves for rec in deepseek.launches)
 
     limited = json.loads(trace_json(deepseek, detail_launches=2))
@@ -197,6 +197,26 @@ def test_level_of_detail(deepseek, deepseek_trace):
     assert not any(" / " in name for name in _threads(none).values())
     assert not any(e["ph"] in "sf" for e in none["traceEvents"])
     assert len(_slices(none, _kernel_tid(none))) == len(deepseek.launches)
+
+
+def test_no_thread_has_slices_that_partly_overlap(deepseek, deepseek_trace):
+    """Perfetto drops a slice that starts inside another on its thread and ends after it:
+    slices on one thread nest or follow each other. Waves overlap in time (a wave starts as
+    cores free up), so they take several lanes."""
+    by_thread: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for e in deepseek_trace["traceEvents"]:
+        if e["ph"] == "X":
+            a = round(e["ts"] * 1000)
+            by_thread.setdefault((e["pid"], e["tid"]), []).append((a, a + round(e["dur"] * 1000)))
+    for thread, slices in by_thread.items():
+        open_ends: list[int] = []
+        for a, b in sorted(slices, key=lambda s: (s[0], -s[1])):
+            while open_ends and open_ends[-1] <= a:
+                open_ends.pop()
+            assert not open_ends or b <= open_ends[-1], (thread, a, b, open_ends[-1])
+            open_ends.append(b)
+    lanes = [n for n in _threads(deepseek_trace).values() if n.startswith("waves")]
+    assert lanes[0] == "waves" and len(lanes) > 1      # this run's waves do overlap
 
 
 def test_trace_is_deterministic(tiny, deepseek):

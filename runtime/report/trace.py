@@ -10,7 +10,9 @@ tracks:
 - thread "kernels": one complete event per launch (name = what it computes, args: kernel,
   cycles, FLOPs, off-chip bytes, bound, top stall, utilisation);
 - thread "waves": one slice per wave of every launch (which classes of work item it ran on
-  how many cores of which die);
+  how many cores of which die). A wave starts as cores free up, before the previous wave's
+  last core ends, so waves overlap in time: an overlapping one goes on the next free lane,
+  thread "waves 2" (3, ...), because a viewer drops slices that partly overlap on one thread;
 - in a deployment, threads "nvlink launches" and "network launches": the collectives' sends,
   which run on the links' own streams, concurrently with the kernels.
 
@@ -57,6 +59,7 @@ UNIT_ORDER = ("ld", "mm", "fix", "vld", "vec", "vst", "st")
 TRANSFER_UNITS = ("ld", "st", "vld", "vst")
 KERNELS_TID, WAVES_TID, FIRST_UNIT_TID = 1, 2, 10
 LINK_TIDS = (3, 4)        # launches on a link's stream (deployments), in the machine's order
+WAVE_LANE_TIDS = 1000     # waves 2, 3, ...: tid 1001, 1002, ... (sorted beside "waves")
 EPS = 1e-6          # cycles
 _ON_DIE = re.compile(r"^(.*)\.d(\d+)$")
 
@@ -136,6 +139,7 @@ class _Trace:
         self.counter_last: dict[str, dict] = {}
         self.averages: dict[tuple[int, int], dict[str, float]] = {}
         self.tids = self._unit_threads()
+        self.wave_lane_ends: list[int] = []     # the last end (ns) on each lane of waves
         self.events: list[dict] = []
 
     # -- time --
@@ -214,6 +218,8 @@ class _Trace:
                 out.append({"ph": "M", "pid": pid, "name": "process_labels",
                             "args": {"labels": label}})
         threads = [(1, KERNELS_TID, "kernels"), (1, WAVES_TID, "waves")]
+        threads += [(1, self.wave_tid(k), f"waves {k + 1}")
+                    for k in range(1, len(self.wave_lane_ends))]
         streams = {rec.stream for rec in self.run.launches}
         threads += [(1, tid, f"{s} launches") for s, tid in self.stream_tids.items()
                     if s in streams]
@@ -223,8 +229,22 @@ class _Trace:
             out.append({"ph": "M", "pid": pid, "tid": tid, "name": "thread_name",
                         "args": {"name": name}})
             out.append({"ph": "M", "pid": pid, "tid": tid, "name": "thread_sort_index",
-                        "args": {"sort_index": tid}})
+                        "args": {"sort_index": WAVES_TID if tid > WAVE_LANE_TIDS else tid}})
         return out
+
+    @staticmethod
+    def wave_tid(lane: int) -> int:
+        return WAVES_TID if lane == 0 else WAVE_LANE_TIDS + lane
+
+    def wave_lane(self, start: float, end: float) -> int:
+        """The first lane whose slices all end by `start` (in whole ns, as written)."""
+        a, b = self.ns(start), self.ns(end)
+        lane = next((k for k, last in enumerate(self.wave_lane_ends) if last <= a),
+                    len(self.wave_lane_ends))
+        if lane == len(self.wave_lane_ends):
+            self.wave_lane_ends.append(b)
+        self.wave_lane_ends[lane] = max(self.wave_lane_ends[lane], b)
+        return lane
 
     # -- counters --
 
@@ -289,7 +309,8 @@ class _Trace:
             cores = ", ".join(f"{split_die(g)[0]} x{k}" + (f" on die {d}" if dies > 1 else "")
                               for g, d, k in groups)
             if not on_link:             # a collective's one engine: its launch slice says all
-                self.slice(1, WAVES_TID, f"wave {w + 1}/{n}", "wave", rec.start + ws,
+                tid = self.wave_tid(self.wave_lane(rec.start + ws, rec.start + we))
+                self.slice(1, tid, f"wave {w + 1}/{n}", "wave", rec.start + ws,
                            rec.start + we, {"launch": rec.name, "kernel": rec.kernel, "wave": w,
                                             "cycles": round(we - ws, 4), "cores": cores})
             if detailed and w == 0:
