@@ -3,7 +3,8 @@
 A kernel's *bound* is the resource it kept busiest, as a fraction of that resource's capacity
 over the kernel's duration: the matrix unit ("compute"), the vector unit ("vector"), or a
 memory or link family of the target's machine by its name ("memory", "l2", "link" between
-dies, "nvlink", "network", or what a target file declares, such as "host"). When even the
+dies, "nvlink", "network", or what a target file declares, such as "host"), scored as the
+busiest instance (one die's memory, one direction of a link) or the whole family. When even the
 busiest is under half used, the kernel is "latency"-bound: its time goes to dependency
 chains, pipeline fill and drain, not throughput.
 """
@@ -70,10 +71,17 @@ def utilization(rec: LaunchRecord, target: Target) -> dict[str, float]:
 
 
 def bound(util: dict[str, float], machine) -> str:
-    """The compute unit or the memory or link family (all its instances together) that was
-    busiest; "latency" when even that was under half used."""
-    scored = [(u, UNIT_BOUNDS.get(name, name)) for name, u in util.items()
-              if name in UNIT_BOUNDS or name in machine.families]
+    """The compute unit, or the family of the memory or link, that was busiest; "latency"
+    when even that was under half used. A memory or link counts as a whole family and as
+    each instance: work that saturates one die's memory, or the die-to-die link one way,
+    while the other die's stays idle is bound by that instance."""
+    def label(name: str) -> str | None:
+        if name in UNIT_BOUNDS:
+            return UNIT_BOUNDS[name]
+        resource = machine.resources.get(name)
+        return resource.family if resource is not None else (
+            name if name in machine.families else None)
+    scored = [(u, label(name)) for name, u in util.items() if label(name) is not None]
     best, label = max(scored, key=lambda s: s[0]) if scored else (0.0, "latency")
     return label if best >= LATENCY_BELOW else "latency"
 
