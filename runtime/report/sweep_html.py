@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from runtime.report.html import _ENV, _sig
+from runtime.report.html_format import ENV, sig
 
 W, H = 460, 260                        # a chart's plot area, in pixels
 LEFT, TOP, BOTTOM, RIGHT = 64, 24, 40, 150
@@ -30,7 +30,7 @@ def sweep_html(title: str, axes: list[str], metrics: list[str], rows: list[dict]
     lines = [_line_chart(axis, metric, varied, ok) for metric in numeric for axis in varied]
     heat = [_heatmap(varied[0], varied[1], m, ok) for m in numeric] if len(varied) == 2 else []
     pareto = _pareto(varied, ok) if "tokens_per_s_per_device" in numeric else None
-    return _ENV.get_template("sweep.html.j2").render(
+    return ENV.get_template("sweep.html.j2").render(
         title=title, notes=notes, failed=len(rows) - len(ok), total=len(rows),
         lines=[c for c in lines if c], heatmaps=[h for h in heat if h], pareto=pareto,
         columns=list(rows[0]) if rows else [], rows=[_row_text(r) for r in rows])
@@ -41,7 +41,7 @@ def _key(value):
 
 
 def _label(value) -> str:
-    return _sig(value) if isinstance(value, float) else str(value)
+    return sig(value) if isinstance(value, float) else str(value)
 
 
 def _row_text(row: dict) -> dict:
