@@ -1,6 +1,7 @@
 """dsc diff: two runs' JSON reports compared, kernel by kernel and layer by layer, with the
 causes in words; bad inputs are one clear error."""
 import json
+import re
 
 from cli_helpers import assert_one_error, dsc, in_repo_root  # noqa: F401
 
@@ -57,3 +58,34 @@ def test_diff_refuses_what_is_not_a_report(capsys, tmp_path):
         code, out, err = dsc(capsys, "diff", str(path), str(path))
         assert_one_error(code, out, err)
         assert words in err
+
+
+def test_diff_html_shows_the_same_comparison_as_the_text(capsys, tmp_path):
+    gemm = ["examples/gemm.ds", "--set", "M=256"]
+    a = run_json(capsys, tmp_path, "h800", *gemm, "--target", "h800")
+    b = run_json(capsys, tmp_path, "h20", *gemm, "--target", "h20")
+    page = tmp_path / "diff.html"
+    code, out, err = dsc(capsys, "diff", a, b, "--html", str(page))
+    assert code == 0, err
+    html = page.read_text()
+    cause = out.split("top causes:\n")[1].split("\n")[0][len("1. "):]
+    assert f"<li>{cause}</li>" in html                 # the cause, word for word
+    assert "<td class=\"name\">c</td><td>memory</td><td>compute</td>" in html
+    blocks = html.split('<svg id="blocks"')[1].split("</svg>")[0]
+    assert blocks.count("<rect") == 2                   # one block, A's bar and B's
+    widths = [float(w) for w in re.findall(r'<rect x="150" y="[\d.]+" width="([\d.]+)"', blocks)]
+    span = lambda path: sum(k["end_cycle"] - k["start_cycle"] for k in json.load(open(path))["kernels"])
+    cycles_a, cycles_b = span(a), span(b)
+    hz_a, hz_b = (json.load(open(p))["total_cycles"] / json.load(open(p))["time_s"] for p in (a, b))
+    assert widths[1] == 420                             # B's is the longest bar
+    assert abs(widths[0] / widths[1] - (cycles_a / hz_a) / (cycles_b / hz_b)) < 1e-3
+    assert "Layers" not in html                         # no deployment, no layer table
+    code, out2, _ = dsc(capsys, "diff", a, b, "--html", str(page))
+    assert out2 == out and page.read_text() == html     # deterministic
+
+
+def test_diff_html_refuses_an_unwritable_path_before_reading(capsys, tmp_path):
+    code, out, err = dsc(capsys, "diff", "missing_a.json", "missing_b.json", "--html",
+                         str(tmp_path / "no" / "such" / "dir.html"))
+    assert_one_error(code, out, err)
+    assert "--html" in err and "cannot read" not in err

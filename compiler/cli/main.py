@@ -320,8 +320,13 @@ def cmd_targets(args) -> None:
 
 
 def cmd_diff(args) -> None:
-    from runtime.report.diff import diff_text
+    from runtime.report.diff import compare, diff_text
     a, b = _json_report(args.a), _json_report(args.b)
+    if args.html:
+        from runtime.report.diff_html import diff_html
+        write_output(args.html, diff_html(compare(a, b, args.a, args.b)))
+        if args.html == "-":
+            return
     sys.stdout.write(diff_text(a, b, args.a, args.b))
 
 
@@ -455,7 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "and per-layer deltas, what moved the bound, the top three causes")
     p.add_argument("a", metavar="A.json")
     p.add_argument("b", metavar="B.json")
-    p.set_defaults(func=cmd_diff)
+    p.add_argument("--html", metavar="FILE", help="also write the comparison as an HTML page "
+                   "(charts of time per block and of the kernels that moved most)")
+    p.set_defaults(func=cmd_diff, outputs=[("--html", "html")])
     p = sub.add_parser("validate", help="run the target's microbenchmarks (streaming copy, "
                        "GEMMs, launch gap, link ping-pong and bulk transfer) in simulation "
                        "and compare them with the measurements its file records")

@@ -121,61 +121,92 @@ def causes(a: dict, b: dict, ga: dict[str, Group], gb: dict[str, Group]) -> list
     return out
 
 
+@dataclass
+class Comparison:
+    """Two reports compared: what the text and the HTML form of `dsc diff` both show."""
+    a: dict
+    b: dict
+    name_a: str
+    name_b: str
+    ga: dict[str, Group]
+    gb: dict[str, Group]
+
+    @property
+    def headline(self) -> list[str]:
+        a, b = self.a, self.b
+        lines = [f"A: {self.name_a}: {_label(a)}: {_ms(a['time_s'])} per step",
+                 f"B: {self.name_b}: {_label(b)}: {_ms(b['time_s'])} per step",
+                 f"B - A: {_signed(b['time_s'] - a['time_s'])} "
+                 f"({_percent(b['time_s'], a['time_s'])})"]
+        da, db = a.get("deployment") or {}, b.get("deployment") or {}
+        if da.get("tokens_per_s_per_device") and db.get("tokens_per_s_per_device"):
+            lines.append(f"tokens/s per device: {da['tokens_per_s_per_device']:,.0f} -> "
+                         f"{db['tokens_per_s_per_device']:,.0f} ("
+                         f"{_percent(db['tokens_per_s_per_device'], da['tokens_per_s_per_device'])})"
+                         f"; communication the cores waited for: "
+                         f"{da.get('exposed_comm_us', 0):,.1f} -> "
+                         f"{db.get('exposed_comm_us', 0):,.1f} us")
+        return lines
+
+    @property
+    def causes(self) -> list[str]:
+        return causes(self.a, self.b, self.ga, self.gb)
+
+    @property
+    def moved(self) -> list[tuple[str, str, str]]:
+        """(kernel group, bound on A, bound on B) where the bound changed."""
+        return [(k, self.ga[k].bound, self.gb[k].bound) for k in sorted(set(self.ga) & set(self.gb))
+                if self.ga[k].bound != self.gb[k].bound]
+
+    @property
+    def blocks(self) -> list[tuple[str, float, float]]:
+        """(block, seconds on A, seconds on B), blocks in order of first appearance."""
+        ga, gb = self.ga, self.gb
+        return [(block, sum(g.seconds for g in ga.values() if g.block == block),
+                 sum(g.seconds for g in gb.values() if g.block == block))
+                for block in dict.fromkeys(g.block for g in (*ga.values(), *gb.values()))]
+
+    @property
+    def layers(self) -> list[tuple[str, dict | None, dict | None]]:
+        """(layers by index range, A's row, B's row) from the deployment sections."""
+        la, lb = ({(r["first"], r["last"]): r for r in (rep.get("deployment") or {}).get("layers", [])}
+                  for rep in (self.a, self.b))
+        return [(f"{s[0]}" if s[0] == s[1] else f"{s[0]}-{s[1]}", la.get(s), lb.get(s))
+                for s in sorted(set(la) | set(lb))]
+
+    @property
+    def kernels(self) -> list[tuple[str, Group, Group]]:
+        """Every kernel group (A's, B's), the ones whose time moved most first."""
+        ga, gb = self.ga, self.gb
+        keys = sorted(set(ga) | set(gb),
+                      key=lambda k: (-abs(gb.get(k, Group()).seconds - ga.get(k, Group()).seconds), k))
+        return [(k, ga.get(k, Group(by_bound={})), gb.get(k, Group(by_bound={}))) for k in keys]
+
+
+def compare(a: dict, b: dict, name_a: str, name_b: str) -> Comparison:
+    return Comparison(a, b, name_a, name_b, groups(a), groups(b))
+
+
 def diff_text(a: dict, b: dict, name_a: str, name_b: str) -> str:
-    ga, gb = groups(a), groups(b)
-    lines = [f"A: {name_a}: {_label(a)}: {_ms(a['time_s'])} per step",
-             f"B: {name_b}: {_label(b)}: {_ms(b['time_s'])} per step",
-             f"B - A: {_signed(b['time_s'] - a['time_s'])} ({_percent(b['time_s'], a['time_s'])})"]
-    da, db = a.get("deployment") or {}, b.get("deployment") or {}
-    if da.get("tokens_per_s_per_device") and db.get("tokens_per_s_per_device"):
-        lines.append(f"tokens/s per device: {da['tokens_per_s_per_device']:,.0f} -> "
-                     f"{db['tokens_per_s_per_device']:,.0f} ("
-                     f"{_percent(db['tokens_per_s_per_device'], da['tokens_per_s_per_device'])})"
-                     f"; communication the cores waited for: {da.get('exposed_comm_us', 0):,.1f}"
-                     f" -> {db.get('exposed_comm_us', 0):,.1f} us")
-    lines += ["", "top causes:"] + [f"{i}. {c}" for i, c in enumerate(causes(a, b, ga, gb), 1)]
-    moved = [(k, ga[k].bound, gb[k].bound) for k in sorted(set(ga) & set(gb))
-             if ga[k].bound != gb[k].bound]
-    lines += ["", "bound moved:" if moved else "bound moved: in no kernel group"]
-    lines += [f"  {k}: {x} -> {y}" for k, x, y in moved]
-    lines += _blocks(ga, gb) + _layers(da, db) + _kernels(ga, gb)
-    return "\n".join(lines) + "\n"
-
-
-def _blocks(ga, gb) -> list[str]:
-    lines = ["", f"{'block':<16}{'A':>14}{'B':>14}{'B - A':>15}"]
-    for block in dict.fromkeys(g.block for g in (*ga.values(), *gb.values())):
-        x = sum(g.seconds for g in ga.values() if g.block == block)
-        y = sum(g.seconds for g in gb.values() if g.block == block)
-        lines.append(f"{block:<16}{_ms(x):>14}{_ms(y):>14}{_signed(y - x):>15}")
-    return lines
-
-
-def _layers(da: dict, db: dict) -> list[str]:
-    la = {(r["first"], r["last"]): r for r in da.get("layers", [])}
-    lb = {(r["first"], r["last"]): r for r in db.get("layers", [])}
-    if not la and not lb:
-        return []
-    lines = ["", f"{'layers':<16}{'A us/layer':>14}{'B us/layer':>14}{'B - A':>12}"
-                 f"{'exposed comm A -> B us':>26}"]
-    for span in sorted(set(la) | set(lb)):
-        x, y = la.get(span), lb.get(span)
-        name = f"{span[0]}" if span[0] == span[1] else f"{span[0]}-{span[1]}"
+    c = compare(a, b, name_a, name_b)
+    lines = c.headline + ["", "top causes:"] + [f"{i}. {x}" for i, x in enumerate(c.causes, 1)]
+    lines += ["", "bound moved:" if c.moved else "bound moved: in no kernel group"]
+    lines += [f"  {k}: {x} -> {y}" for k, x, y in c.moved]
+    lines += ["", f"{'block':<16}{'A':>14}{'B':>14}{'B - A':>15}"]
+    lines += [f"{block:<16}{_ms(x):>14}{_ms(y):>14}{_signed(y - x):>15}" for block, x, y in c.blocks]
+    if c.layers:
+        lines += ["", f"{'layers':<16}{'A us/layer':>14}{'B us/layer':>14}{'B - A':>12}"
+                      f"{'exposed comm A -> B us':>26}"]
+    for name, x, y in c.layers:
         cell = lambda r, k: f"{r[k]:,.1f}" if r else "-"
         delta = f"{y['time_us'] - x['time_us']:+,.1f}" if x and y else "-"
         lines.append(f"{name:<16}{cell(x, 'time_us'):>14}{cell(y, 'time_us'):>14}{delta:>12}"
                      f"{cell(x, 'exposed_comm_us') + ' -> ' + cell(y, 'exposed_comm_us'):>26}")
-    return lines
-
-
-def _kernels(ga, gb) -> list[str]:
-    keys = sorted(set(ga) | set(gb),
-                  key=lambda k: (-abs(gb.get(k, Group()).seconds - ga.get(k, Group()).seconds), k))
-    lines = ["", f"kernels (the {min(KERNEL_ROWS, len(keys))} that moved most of {len(keys)}, "
-                 "time summed over launches):",
-             f"  {'B - A':>12} {'A':>12} {'B':>12}  {'bound A -> B':<22} name"]
-    for k in keys[:KERNEL_ROWS]:
-        x, y = ga.get(k, Group(by_bound={})), gb.get(k, Group(by_bound={}))
-        lines.append(f"  {_signed(y.seconds - x.seconds):>12} {_ms(x.seconds):>12} "
-                     f"{_ms(y.seconds):>12}  {x.bound + ' -> ' + y.bound:<22} {k}")
-    return lines
+    kernels = c.kernels
+    lines += ["", f"kernels (the {min(KERNEL_ROWS, len(kernels))} that moved most of "
+                  f"{len(kernels)}, time summed over launches):",
+              f"  {'B - A':>12} {'A':>12} {'B':>12}  {'bound A -> B':<22} name"]
+    lines += [f"  {_signed(y.seconds - x.seconds):>12} {_ms(x.seconds):>12} "
+              f"{_ms(y.seconds):>12}  {x.bound + ' -> ' + y.bound:<22} {k}"
+              for k, x, y in kernels[:KERNEL_ROWS]]
+    return "\n".join(lines) + "\n"

@@ -11,9 +11,10 @@ ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined, autoescape=True, trim_blocks=True, lstrip_blocks=True,
     keep_trailing_newline=True)
 
-BOUNDS = ("compute", "vector", "fixed_pipe", "memory", "l2", "nvlink", "network", "latency")
+BOUNDS = ("compute", "vector", "fixed_pipe", "memory", "l2", "link", "nvlink", "network",
+          "latency")
 COLORS = {"compute": "#0072b2", "vector": "#009e73", "fixed_pipe": "#56b4e9",
-          "memory": "#d55e00", "l2": "#e69f00", "latency": "#8c8c8c",
+          "memory": "#d55e00", "l2": "#e69f00", "link": "#999933", "latency": "#8c8c8c",
           "nvlink": "#cc79a7", "network": "#7a4f9a"}
 
 
