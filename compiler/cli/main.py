@@ -64,8 +64,10 @@ def cmd_compile(args) -> None:
         if args.stats and name in ("precision", "fuse"):
             counts[name] = kernel_stats(result)
 
-    compiled = compile_model(args.model, _target(args), _sets(args.set), after=after,
-                             die_mode=args.die_mode, **_deployment(args))
+    with Progress("compiling") as progress:
+        compiled = compile_model(args.model, _target(args), _sets(args.set), after=after,
+                                 die_mode=args.die_mode, clock=progress.stage,
+                                 **_deployment(args))
     _report_notes(compiled)
     if args.stats:
         (k0, b0), (k1, b1) = counts["precision"], counts["fuse"]
@@ -249,8 +251,10 @@ def _program_to_run(args, reference: bool = False):
             print(warning, file=sys.stderr)
         return program, target
     from compiler.driver import compile_model
-    compiled = compile_model(args.model, _target(args), _sets(args.set), die_mode=args.die_mode,
-                             **_deployment(args))
+    with Progress("compiling") as progress:
+        compiled = compile_model(args.model, _target(args), _sets(args.set),
+                                 die_mode=args.die_mode, clock=progress.stage,
+                                 **_deployment(args))
     _report_notes(compiled)
     return compiled.program, compiled.target
 

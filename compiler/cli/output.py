@@ -115,12 +115,14 @@ def _umask() -> int:
 
 
 class Progress:
-    """`label i/n` on stderr, redrawn at most 10 times a second, only on a terminal."""
+    """`label i/n` (a simulation's launches) or `label: after STAGE` (a compilation's stages)
+    on stderr, redrawn at most 10 times a second, only on a terminal and not under CI."""
 
     def __init__(self, label: str):
         self.label = label
         self.enabled = sys.stderr.isatty() and not os.environ.get("CI")
         self.last = 0.0
+        self.start = time.monotonic()
         self.shown = False
 
     def __enter__(self):
@@ -135,7 +137,17 @@ class Progress:
         sys.stderr.write(f"\r{self.label} {done}/{total}")
         sys.stderr.flush()
 
+    def stage(self, name: str) -> None:
+        """A compile stage ended (`compile_model(clock=...)`): `label: after NAME, T s`."""
+        now = time.monotonic()
+        if not self.enabled or now - self.last < 0.1:
+            return
+        self.last = now
+        self.shown = True
+        sys.stderr.write(f"\r{self.label}: after {name[:24]:<24} {now - self.start:5.1f} s")
+        sys.stderr.flush()
+
     def __exit__(self, *exc):
         if self.shown:
-            sys.stderr.write("\r" + " " * 40 + "\r")
+            sys.stderr.write("\r" + " " * 60 + "\r")
             sys.stderr.flush()
