@@ -113,7 +113,7 @@ def _compile(model_path, target_name, overrides, after, passes, measure, die_mod
     replica = front(overrides)
     deployment = resolve_deployment(replica, target, devices, plan)
     policy = resolve_placement(replica, target, place)
-    if deployment.micro_batches > 1:
+    if deployment.micro_batches > 1 or deployment.shared_batch > 1:
         replica = front(micro_batch_sizes(replica, overrides, deployment))
     lap("frontend")
     ctx = PassContext(target, measure=measure_tiles(target) if measure else None,
@@ -165,15 +165,18 @@ def _check_simulable(program: Program, graph: Graph, target: Target) -> None:
 
 def micro_batch_sizes(graph: Graph, overrides: dict[str, str], dep: Deployment) -> dict:
     """The size overrides that compile one micro-batch: the model's `batch` divided by their
-    count (micro-batches split requests, never one request's tokens)."""
+    count (micro-batches split requests, never one request's tokens), times the devices whose
+    requests a tensor-parallel group shares when attention stays data parallel inside it."""
     batch = graph.sizes.get("batch")
-    if batch is None or batch % dep.micro_batches:
-        raise DscError(f"plan mb={dep.micro_batches} splits the size 'batch' into equal "
-                       f"micro-batches, but model {graph.model} has "
+    if batch is None or batch * dep.shared_batch % dep.micro_batches:
+        what = "into equal micro-batches" if dep.shared_batch == 1 else \
+            f"gathered over groups of {dep.shared_batch} into equal micro-batches"
+        raise DscError(f"plan {dep.plan_text} splits the size 'batch' {what}, but model "
+                       f"{graph.model} has "
                        + ("no size 'batch'" if batch is None else f"batch = {batch}"),
                        graph.where.get("batch", graph.where.get("deploy.micro_batches")),
                        expected=f"a model with a size 'batch' divisible by {dep.micro_batches}")
-    return {**overrides, "batch": str(batch // dep.micro_batches)}
+    return {**overrides, "batch": str(batch * dep.shared_batch // dep.micro_batches)}
 
 
 def resolve_deployment(graph: Graph, target: Target, devices: int | None,

@@ -5,7 +5,7 @@
 | key | values | meaning |
 |---|---|---|
 | `attn` | `dp`, `tpN` | attention and everything outside the FFNs: data parallel (replicated weights, each replica its own requests), or tensor parallel over groups of N devices (heads split) |
-| `ffn` | `dp`, `tpN` | dense FFNs and shared experts; default: as `attn` |
+| `ffn` | `dp`, `tpN` | dense FFNs (and shared experts, unless `moe=ep`); default: as `attn` |
 | `moe` | `ep`, `dp`, `tpN` | routed experts: expert parallel over all devices (dispatch and combine become all-to-all), replicated, or each expert split over N devices |
 | `mb` | `1`, `2` | micro-batches: with 2, one half-batch's communication overlaps the other's compute |
 | `a2a` | `direct`, `node` | expert all-to-all: each token straight to every device it reaches (DeepEP's low-latency kernels), or once per remote node and forwarded there over NVLink (its normal kernels) |
@@ -14,7 +14,8 @@
 | `launch` | `stream`, `graph`, `dependent` | how kernels are launched: one by one on a stream, replayed from a captured graph, or as programmatic dependent launches whose launch overlaps the previous kernel's tail; each costs what the target says (`launch_overhead_us`, `[launch]`). Default: `graph` for a step that continues sequences (decode, as production serves it), `stream` otherwise |
 
 The model's sizes describe one attention replica (`batch` requests on each data-parallel
-replica); the devices of a tensor-parallel group share one replica's requests. The plan text
+replica); the devices of a tensor-parallel group share one replica's requests. Parts may mix
+(`attn=tp4,moe=ep`, `attn=dp,ffn=tp8`) over one group size. The plan text
 is the same on the command line, in a listing header and in a model's `deploy { ... }` block.
 """
 from __future__ import annotations
@@ -86,6 +87,18 @@ class Deployment:
         if not mode.startswith("tp"):
             return 1
         return int(mode[2:]) if mode[2:] else self.devices
+
+    @property
+    def group(self) -> int:
+        """Devices of a tensor-parallel group (1: none)."""
+        return max(self.tp(part) for part in ("attn", "ffn", "moe"))
+
+    @property
+    def shared_batch(self) -> int:
+        """Devices whose own requests a group's graph holds: a tensor-parallel group with data
+        parallel attention (attn=dp,ffn=tp8) runs its devices' requests together through the
+        split parts; with tensor-parallel attention the group shares one replica's."""
+        return self.group if self.tp("attn") == 1 else 1
 
     @property
     def replicas(self) -> int:

@@ -102,15 +102,12 @@ def test_tp0_on_the_command_line_is_a_user_error(capsys):
     (["--devices", "0"], "error: the device count must be a positive integer, got 0"),
     (["--devices", "6", "--plan", "attn=tp4"],
      "error: plan attn=tp4: the tensor-parallel degree must divide the 6 devices"),
-    (["--devices", "4", "--plan", "attn=tp2"],
-     "error: plan attn=tp2,ffn=tp2,moe=ep: tensor parallelism is supported for the whole model "
-     "over one group size"),
-    (["--devices", "4", "--plan", "moe=tp2"],
-     "error: plan attn=dp,ffn=dp,moe=tp2: tensor parallelism is supported for the whole model "
-     "over one group size"),
-    (["--devices", "4", "--plan", "attn=dp,ffn=tp4"],
-     "error: plan attn=dp,ffn=tp4,moe=ep: tensor parallelism is supported for the whole model "
-     "over one group size"),
+    (["--devices", "4", "--plan", "attn=tp2,ffn=tp4"],
+     "error: plan attn=tp2,ffn=tp4,moe=ep: the tensor-parallel parts must share one group "
+     "size"),
+    (["--devices", "8", "--plan", "attn=dp,ffn=tp4,moe=tp2"],
+     "error: plan attn=dp,ffn=tp4,moe=tp2: the tensor-parallel parts must share one group "
+     "size"),
 ])
 def test_bad_plans_on_the_command_line(capsys, argv, message):
     code, out, err = dsc(capsys, "compile", TINY, "--target", "h800", *argv)

@@ -61,7 +61,7 @@ def test_micro_batches_need_an_even_batch(capsys):
     code, _, err = dsc(capsys, "compile", TINY, "--target", "h800", "--devices", "4",
                        "--plan", MB2, "--set", "batch=3")
     assert_user_error(code, err)
-    assert "splits the size 'batch' into equal micro-batches, but model tiny_moe has batch = 3" in err
+    assert "mb=2 splits the size 'batch' into equal micro-batches, but model tiny_moe has batch = 3" in err
 
 
 def test_micro_batches_run_independent_work_before_waiting():

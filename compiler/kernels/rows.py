@@ -12,6 +12,7 @@ from compiler.ir.graph import Graph, Node
 from compiler.ir.ops import OPS
 
 WHOLE_ROW_OPS = ("topk", "topk_weights", "concat", "cache_write")
+STAGES = 2          # a vector kernel's buffer slots: loads of one tile overlap work on another
 
 
 def is_whole_row(node: Node) -> bool:
@@ -44,3 +45,18 @@ def row_view_base(graph: Graph, node: Node) -> int | None:
         base = node.inputs[0]
         node = graph.node(base)
     return base
+
+
+def whole_rows_fit(graph: Graph, members: list[int], capacity: int) -> bool:
+    """Can a vector group with whole-row ops (which cannot be tiled along columns) hold one
+    row of each value it loads or computes, in every buffer slot? (The vector template's rule,
+    counted before the group exists: the fuse pass stops growing a group that would not.)"""
+    nodes = [graph.node(i) for i in members]
+    if not any(is_whole_row(n) for n in nodes):
+        return True
+    inside = set(members)
+    inputs = {i for n in nodes for i in n.inputs if i not in inside}
+    row = sum(n.type.format.bits * tile_cols(n, graph) / 8 for n in nodes)
+    row += sum(graph.node(i).type.format.bits * graph.node(i).type.shape[-1] / 8
+               for i in inputs if graph.node(i).type.shape)
+    return STAGES * row <= capacity

@@ -27,7 +27,7 @@ from compiler.ir.ops import OPS
 from compiler.ir.ops.contraction import contraction_of
 from compiler.kernels.gemm_estimate import gemm_cycles, gemm_problem
 from compiler.kernels.groups import default_kind, kernel_groups, needs_kernel
-from compiler.kernels.rows import row_count, row_view_base
+from compiler.kernels.rows import row_count, row_view_base, whole_rows_fit
 from compiler.passes import PassContext
 
 VECTOR_CATEGORIES = ("elementwise", "rowwise", "reduction")
@@ -180,6 +180,7 @@ def vector(node: Node, st: _State) -> tuple[str, list[int]] | None:
     if not is_vector(node):
         return None
     R = row_count(node, g)
+    capacity = st.ctx.target.buffer_for("vector")[1].bytes
     members = [node.id]
     grew = True
     while grew:
@@ -192,7 +193,7 @@ def vector(node: Node, st: _State) -> tuple[str, list[int]] | None:
                         or row_count(u, g) != R:
                     continue
                 extra = _absorbable_inputs(u, st, set(members), R)
-                if extra is None:
+                if extra is None or not whole_rows_fit(g, members + extra + [u.id], capacity):
                     continue
                 members += extra + [u.id]
                 grew = True

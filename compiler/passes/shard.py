@@ -134,37 +134,82 @@ def _dispatch_of(graph: Graph, combine: Node) -> int:
 
 
 def _tensor_parallel(graph: Graph, ctx: PassContext, dep: Deployment) -> Graph:
-    """Everything tensor parallel over groups of N devices (attn=tpN, ffn=tpN, and moe=tpN
-    when the model has routed experts); each group runs one replica's batch."""
-    has_experts = any(node.op == "dispatch" for node in graph.nodes())
-    wanted = {"attn": dep.attn, "ffn": dep.ffn} | ({"moe": dep.moe} if has_experts else {})
-    n = max(dep.tp(part) for part in wanted)
-    if any(dep.tp(part) != n for part in wanted):
-        plan = ",".join(f"{part}=tp{n}" for part in wanted)
-        raise DscError(f"plan {dep.plan_text}: tensor parallelism is supported for the whole "
-                       "model over one group size (mixing it with data or expert parallelism "
-                       "is not supported yet)", _given(ctx, *wanted),
-                       expected=f"e.g. --plan {plan}")
+    """The parts the plan makes tensor parallel (attn=tpN, ffn=tpN, moe=tpN), over groups of
+    N devices; the others data parallel inside the group (each device its own requests) or,
+    for moe=ep, expert parallel over all devices (made so by _expert_parallel afterwards, on
+    this device's share of the group's tokens)."""
+    parts = weight_parts(graph)
+    present = set(parts.values()) | {"attn"}
+    n = max(dep.tp(part) for part in present)
+    if any(dep.tp(part) not in (1, n) for part in present):
+        raise DscError(f"plan {dep.plan_text}: the tensor-parallel parts must share one "
+                       "group size", _given(ctx, "attn", "ffn", "moe"),
+                       expected=f"e.g. --plan attn=tp{n},ffn=tp{n}")
+    split = {part for part in present if dep.tp(part) > 1}
     contracted = {i for node in graph.nodes() if OPS[node.op].category == "contraction"
                   for i in node.inputs}
     written = {node.inputs[0] for node in graph.nodes() if node.op == "cache_write"}
-    open_sources = {node.id for node in graph.nodes()
-                    if (node.op == "weight" and node.id in contracted) or node.id in written}
+    open_sources = {i for i in contracted if parts.get(i) in split}
+    presplit = {}
+    if "attn" in split:
+        open_sources |= written
+    else:                          # attention data parallel: inputs and caches its own
+        presplit = {node.id: 0 for node in graph.nodes() if node.op in ("input", "cache")}
+    local = moe_scopes(graph) if dep.moe == "ep" else ()
     from compiler.passes.tensor_parallel import TensorParallel   # only tensor-parallel plans
     for _ in range(3):                 # undoing a regretted split rarely exposes another
-        tp = TensorParallel(graph, ctx, n, open_sources)
+        tp = TensorParallel(graph, ctx, n, open_sources, presplit, local)
         out = tp.run()
         if not tp.regret:
             break
         open_sources -= tp.regret
-    _note_unsplit(graph, out, ctx, n)
+    _note_unsplit(graph, out, ctx, n, {i for i, part in parts.items() if part in split})
     return out
 
 
-def _note_unsplit(before: Graph, after: Graph, ctx: PassContext, n: int) -> None:
-    """Say so when the group size divides too few dims to split most of the weights."""
+def moe_scopes(graph: Graph) -> tuple[str, ...]:
+    """The name scopes of the blocks that route tokens to experts ("layer.3.moe.")."""
+    return tuple(dict.fromkeys(n.name.rsplit(".", 1)[0] + "." for n in graph.nodes()
+                               if n.op == "dispatch"))
+
+
+def weight_parts(graph: Graph) -> dict[int, str]:
+    """Which part of the plan each weight belongs to: "moe" inside a block that routes to
+    experts (shared experts too), "attn" inside a block with a cache or a softmax (attention)
+    or outside every block (embedding, head), "ffn" in any other block (dense FFNs)."""
+    moe = moe_scopes(graph)
+    attention = {n.name.rsplit(".", 1)[0] for n in graph.nodes()
+                 if n.op in ("cache_write", "softmax")}
+    parts = {}
+    for node in graph.nodes():
+        if node.op != "weight":
+            continue
+        scope = node.name.rsplit(".", 1)[0] if "." in node.name else ""
+        if any(node.name.startswith(m) for m in moe):
+            parts[node.id] = "moe"
+        elif not scope or not _in_block(node) or any(
+                scope == a or scope.startswith(a + ".") for a in attention):
+            parts[node.id] = "attn"
+        else:
+            parts[node.id] = "ffn"
+    return parts
+
+
+def _in_block(node: Node) -> bool:
+    """Declared inside a block call: its scope has a part other than a repeat's name and
+    iteration (`layer.0.swiglu`, not `layer.0`)."""
+    scope = node.name.split(".")[:-1]
+    return any(not p.isdigit() and not (i + 1 < len(scope) and scope[i + 1].isdigit())
+               for i, p in enumerate(scope))
+
+
+def _note_unsplit(before: Graph, after: Graph, ctx: PassContext, n: int,
+                  planned: set[int]) -> None:
+    """Say so when the group size divides too few dims to split most of the weights the plan
+    splits."""
+    names = {before.node(i).name for i in planned}
     weights = lambda g: sum(x.type.nbytes * g.copies(x.name) for x in g.nodes()
-                            if x.op == "weight")
+                            if x.op == "weight" and x.name in names)
     whole, kept = weights(before), weights(after)
     if whole and kept > 0.5 * whole:
         ctx.notes.append(f"tensor parallelism over {n} devices splits only "
@@ -187,28 +232,22 @@ class Shard:
         dep: Deployment = ctx.deployment
         if dep is None or dep.devices == 1:
             return graph
+        dispatch = max((n for n in graph.nodes() if n.op == "dispatch"),
+                       key=lambda n: n.attr("experts"), default=None)
+        experts = dispatch.attr("experts") if dispatch is not None else 0
+        if dep.moe == "ep" and dep.devices > experts > 0:
+            raise DscError(f"plan moe=ep over {dep.devices} devices: the model has "
+                           f"{experts} routed experts, so some devices would hold none "
+                           "(devices would differ, which the one-device simulation "
+                           "cannot show)", dispatch.loc,
+                           expected=f"--devices {experts} or fewer")
         if any(dep.tp(part) > 1 for part in ("attn", "ffn", "moe")):
-            return _tensor_parallel(graph, ctx, dep)
-        if dep.ffn != "dp":
-            raise DscError(f"plan ffn={dep.ffn} with attn=dp: not supported yet",
-                           _given(ctx, "ffn", "attn"),
-                           expected="ffn=dp (or attn=tpN with ffn=tpN)")
-        if dep.moe == "ep":
-            if not any(n.op == "dispatch" for n in graph.nodes()):
+            graph = _tensor_parallel(graph, ctx, dep)
+        if dep.moe != "ep":
+            return graph
+        if not experts:
+            if not any(dep.tp(part) > 1 for part in ("attn", "ffn")):
                 ctx.notes.append(f"moe=ep: model '{graph.model}' has no routed experts; "
                                  "every device runs it data parallel")
-                return graph
-            dispatch = max((n for n in graph.nodes() if n.op == "dispatch"),
-                           key=lambda n: n.attr("experts"))
-            experts = dispatch.attr("experts")
-            if dep.devices > experts:
-                raise DscError(f"plan moe=ep over {dep.devices} devices: the model has "
-                               f"{experts} routed experts, so some devices would hold none "
-                               "(devices would differ, which the one-device simulation "
-                               "cannot show)", dispatch.loc,
-                               expected=f"--devices {experts} or fewer")
-            return _expert_parallel(graph, ctx, dep)
-        if dep.moe != "dp":
-            raise DscError(f"plan moe={dep.moe}: tensor-parallel experts are not supported yet",
-                           _given(ctx, "moe"), expected="moe=ep or moe=dp")
-        return graph
+            return graph
+        return _expert_parallel(graph, ctx, dep)

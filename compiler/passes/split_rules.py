@@ -134,14 +134,18 @@ def _contraction(tp, node):
     states = [tp.split_of(i) for i in node.inputs]
     sizes = {c: d for idx, n in zip(letters, (a, b)) for c, d in zip(idx, n.type.shape)}
     split = None
+    opened = [idx for idx, s in zip(letters, states) if s == "open"]
     for idx, s in zip(letters, states):
-        if isinstance(s, int) and tp.divides(sizes[idx[s]]):
+        # a batch split meeting a weight the plan splits is gathered, the weight split
+        if isinstance(s, int) and tp.divides(sizes[idx[s]]) and not (
+                opened and idx[s] not in opened[0]):
             split = idx[s]
             break
     if split is None:
         for k, (idx, s) in enumerate(zip(letters, states)):
             other = letters[1 - k]
-            if s == "open" and not isinstance(states[1 - k], int):
+            if s == "open" and not (isinstance(states[1 - k], int) and
+                                    other[states[1 - k]] in idx):
                 split = next((c for c in reversed(idx) if c in out and c not in other
                               and tp.divides(sizes[c])), None)
                 if split:
@@ -155,11 +159,22 @@ def _contraction(tp, node):
 def _cache_write(tp, node):
     """New keys and values split by heads go into a cache split the same way, so each device
     keeps its heads' cache (GQA); an entry every head shares (MLA's latent) keeps it whole.
-    Batch (0) and position (1) stay whole: every device holds all requests and positions."""
+    Batch (0) stays whole unless attention is data parallel (the cache already each device's
+    requests'); position (1) stays whole."""
     s = tp.split_of(node.inputs[1])
     if isinstance(s, int) and s >= 2 and tp.split_of(node.inputs[0]) in ("open", s):
         return [s, s], s, None
+    if s == 0 and tp.split_of(node.inputs[0]) == 0:          # each device's own requests
+        return [0, 0], 0, None
     return [R, R], R, None
+
+
+def _embedding(tp, node):
+    """Rows of a whole table for split ids: split the same way."""
+    s = tp.split_of(node.inputs[0])
+    if isinstance(s, int):
+        return [s, R], s, None
+    return replicated(tp, node)
 
 
 RULES = {
@@ -167,5 +182,5 @@ RULES = {
     "reduction": _reduction, "contraction": _contraction, "concat": _concat,
     "slice": _slice, "transpose": _transpose, "reshape": _linear(_reshape),
     "add": _linear(_elementwise), "combine": _linear(replicated),
-    "cache_write": _cache_write,
+    "cache_write": _cache_write, "embedding": _embedding,
 }

@@ -19,6 +19,16 @@ of heads, which the attention einsums keep. Ops that need whole rows (a norm ove
 dim, a cache write, routing) get R. So for a SwiGLU FFN:
 
     x:R @ w1[:, cols] -> S(-1) -> silu, * (x @ w3[:, cols]) -> @ w2[rows, :] -> P -> all-reduce
+
+Mixed plans. Parts of the model the plan keeps data parallel inside a group (`attn=dp` with
+`ffn=tp8`: the graph holds the group's requests) start split along the batch (`presplit`: each
+device's inputs and caches its own requests), and their weights stay whole, so the split passes through them; a
+weight the plan splits, meeting an activation split along a dim of its own (the batch),
+gathers it and is split by columns as usual, and the partial sum it makes is reduce-scattered
+back along the batch where it meets the residual stream. Expert-parallel MoE blocks
+(`local`: their names' scopes) run on this device's share of the group's tokens: their token
+input is taken split along its first dim (a free slice of a whole value) and everything inside
+keeps its own shape; the shard pass then makes them expert parallel.
 """
 from __future__ import annotations
 
@@ -32,11 +42,14 @@ OUTPUT = "output"          # wanted whole, as a model output (gathering it is no
 
 
 class TensorParallel:
-    def __init__(self, graph: Graph, ctx, devices: int, split_weights: set[int]):
+    def __init__(self, graph: Graph, ctx, devices: int, split_weights: set[int],
+                 presplit: dict[int, int] | None = None, local: tuple[str, ...] = ()):
         self.old, self.n = graph, devices
         self.rw = Rewriter(graph, ctx)
         self.state: dict[int, object] = {}
         self.pending = set(split_weights)        # weights not yet placed: their split is open
+        self.presplit = presplit or {}           # sources already this device's part: axis
+        self.local = local                       # scopes run on this device's tokens
         self.columns: dict[int, int] = {}        # contraction -> the weight it split by columns
         self.regret: set[int] = set()            # weights whose column split was gathered back
 
@@ -48,6 +61,8 @@ class TensorParallel:
         have = self.state[old_id]
         new = self.rw.new_id[old_id]
         gather_for_output = want is OUTPUT
+        if gather_for_output and have == 0 and self.presplit:    # each device's own requests
+            return new
         want = R if want is OUTPUT else want
         if have == want:
             return new
@@ -99,10 +114,10 @@ class TensorParallel:
 
     def _reduce_scatter(self, node: Node, axis: int | None) -> tuple[int, int]:
         """Sum the group's partials, each device keeping one slice along `axis` (an axis that
-        divides, the last such when any will do)."""
+        divides, the first such when any will do: whole rows, contiguous blocks)."""
         shape = node.type.shape
         if axis is None or shape[axis] % self.n:
-            axis = next((a for a in reversed(range(len(shape))) if shape[a] % self.n == 0), None)
+            axis = next((a for a in range(len(shape)) if shape[a] % self.n == 0), None)
         if axis is None:
             raise DscError(f"tensor parallelism: cannot reduce '{node.name}' {list(shape)} over "
                            f"{self.n} devices, no dim divides", node.loc)
@@ -128,13 +143,21 @@ class TensorParallel:
             if node.id in self.pending:
                 continue
             if OPS[node.op].category == "source":
-                self.rw.new_id[node.id], self.state[node.id] = self.rw.copy(node), R
+                axis = self.presplit.get(node.id, R)
+                shape = [d // self.n if i == axis else d for i, d in enumerate(node.type.shape)]
+                self.rw.new_id[node.id] = self.rw.copy(node, type=node.type.with_shape(shape))
+                self.state[node.id] = axis
                 continue
-            rule = RULES.get(node.op) or RULES.get(OPS[node.op].category, replicated)
-            wants, out_state, attrs = rule(self, node)
+            if self.is_local(node):
+                wants, out_state, attrs = self._local_rule(node)
+            else:
+                rule = RULES.get(node.op) or RULES.get(OPS[node.op].category, replicated)
+                wants, out_state, attrs = rule(self, node)
             inputs = [self.value(i, w) for i, w in zip(node.inputs, wants)]
             types = [self.rw.new.node(i).type for i in inputs]
             attrs = {**node.attr_dict, **(attrs or {})}
+            if self.is_local(node) and node.op == "dispatch":
+                attrs["capacity"] = _local_capacity(node, self.old, types)
             shape = OPS[node.op].infer(types, OPS[node.op].full_attrs(attrs))
             self.rw.new_id[node.id] = self.rw.copy(
                 node, inputs=inputs, attrs=make_attrs(attrs),
@@ -148,9 +171,30 @@ class TensorParallel:
             self.rw.new_id[o] = self.value(o, OUTPUT)
         return self.rw.finish()
 
+    def is_local(self, node: Node) -> bool:
+        return any(node.name.startswith(scope) for scope in self.local)
+
+    def _local_rule(self, node: Node):
+        """Inside an expert-parallel MoE block: sources whole, everything else this device's
+        share of the tokens (state 0: split along the first dim, which inside the block is
+        only a label; the values keep their own shapes)."""
+        wants = [R if OPS[self.old.node(i).op].category == "source" else 0
+                 for i in node.inputs]
+        return wants, 0, None
+
     def split_of(self, old_id: int):
         """The state an input has, or None for a weight whose split is still open."""
         return "open" if old_id in self.pending else self.state[old_id]
 
     def divides(self, size: int) -> bool:
         return size % self.n == 0
+
+
+def _local_capacity(node: Node, old: Graph, types) -> int:
+    """A dispatch on fewer tokens keeps a balanced capacity balanced (an explicit one stays)."""
+    from compiler.ir.ops.routing import balanced_capacity
+    x, idx = old.node(node.inputs[0]).type, old.node(node.inputs[1]).type
+    experts, capacity = node.attr("experts"), node.attr("capacity")
+    if capacity != balanced_capacity(x.shape[0], idx.shape[-1], experts):
+        return capacity
+    return balanced_capacity(types[0].shape[0], types[1].shape[-1], experts)

@@ -105,7 +105,7 @@ def _routed(node, graph: Graph, tmap: TensorMap, target: Target):
         sends = math.ceil(wire / rows)
         kb.note(f"expert {what} over {devices} devices, {per_node} in this node: "
                 f"{wire:,.1f} rows over {link}, the busier direction of the hottest device, "
-                f"as {sends} messages of {rows} rows")
+                f"as {sends} messages of {rows} row{'s' if rows > 1 else ''}")
         params = _params(kb, pairs)
         if node.attr("counts"):
             _exchange_counts(kb, tmap, node, peers, link)
@@ -124,8 +124,9 @@ def _exchange_counts(kb: KernelBuilder, tmap: TensorMap, node, peers: int, link:
     """Before any row moves, each device sends every peer how many rows it will send to each
     of the peer's expert slots, and each peer answers with where they go: a round trip."""
     slots = max(1, node.type.shape[0])
-    counts = tmap.scratch(f"{node.name}.counts", "i32", (peers, slots))
-    offsets = tmap.scratch(f"{node.name}.offsets", "i32", (peers, slots))
+    devices = node.attr("devices")
+    counts = tmap.scratch(f"{node.name}.counts", "i32", (devices, slots))
+    offsets = tmap.scratch(f"{node.name}.offsets", "i32", (devices, slots))
     kb.note(f"first the counts: {slots} per peer out, the offsets back")
     c = kb.param("counts", counts)
     o = kb.param("offsets", offsets, output=True)

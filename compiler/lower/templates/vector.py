@@ -25,13 +25,12 @@ from compiler.ir.ops import OPS
 from compiler.kernels.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
-from compiler.kernels.rows import is_whole_row, row_count, row_view_base, tile_cols
+from compiler.kernels.rows import STAGES, is_whole_row, row_count, row_view_base, tile_cols
 from compiler.lower.templates.tile_ops import emit_node
 from isa.expr import Bin, Const, add, floordiv, mul
 from isa.program import Box, Buf, TensorDecl, ViewStep, scale_name
 from isa.target_schema import Target
 
-STAGES = 2
 
 
 def as_rows(tmap: TensorMap, decl: TensorDecl, rows: int, suffix: str = "rows") -> TensorDecl:
