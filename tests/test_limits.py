@@ -65,7 +65,7 @@ def test_ten_thousand_layers_are_refused_at_the_repeat(capsys):
     code, out, err = dsc(capsys, "run", "examples/deepseek_v3.ds", "--target", "h800",
                          "--set", "n_layers=10000", "--ignore-capacity")
     assert_one_error(code, out, err)
-    assert err.startswith("examples/deepseek_v3.ds:53:10: error: this repeat unrolls to "
+    assert err.startswith("examples/deepseek_v3.ds:57:10: error: this repeat unrolls to "
                           "9,997 x 69 operations")
     assert time.process_time() - start < 20
 

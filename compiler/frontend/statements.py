@@ -1,7 +1,8 @@
 """Statements: each syntax record type has one executor in `EXECUTORS`.
 
-`size`, `precision` and `output` belong at the top level of the model (not in a block or a
-repeat); `return` only as the last statement of a block. Top-level integers of the model are
+`size` and `precision` belong at the top level of the model (not in a block or a repeat),
+`output` in the model (at its top level or in its repeats, where each iteration's output is
+named with the iteration: `mtp.0.draft`); `return` only as the last statement of a block. Top-level integers of the model are
 recorded in `graph.sizes` and take their `--set` value where they are defined.
 """
 from __future__ import annotations
@@ -99,7 +100,9 @@ def _decl(b, frame: Frame, stmt: ast.Decl) -> None:
 
 
 def _output(b, frame: Frame, stmt: ast.Output) -> None:
-    _top_level_only(frame, stmt.loc, "an output declaration")
+    if frame.block is not None:
+        raise DscError(f"an output declaration cannot appear inside block '{frame.block}'",
+                       stmt.loc, "an output in the model, at its top level or in a repeat")
     frame.check_new(stmt.name, stmt.loc, "output")
     value = expr.evaluate_single(b, frame, stmt.value, f"output '{stmt.name}'", hint=stmt.name)
     where = ast.start_loc(stmt.value)
@@ -141,7 +144,8 @@ def _repeat(b, frame: Frame, stmt: ast.Repeat) -> None:
         raise DscError(f"the repeat count {count:,} is more than {MAX_OPS:,} iterations", loc,
                        _TOO_LARGE)
     outer, name = frame.scope, stmt.name or "layer"
-    windowed = b.windows and frame.at_model_top
+    # a repeat that declares outputs is built whole: each iteration's are the model's
+    windowed = b.windows and frame.at_model_top and not _declares_output(stmt.body)
     frame.loops += 1
     try:
         if windowed:
@@ -156,6 +160,11 @@ def _repeat(b, frame: Frame, stmt: ast.Repeat) -> None:
     finally:
         frame.scope = outer
         frame.loops -= 1
+
+
+def _declares_output(body) -> bool:
+    return any(isinstance(s, ast.Output) or isinstance(s, ast.Repeat) and
+               _declares_output(s.body) for s in body)
 
 
 _TOO_LARGE = (f"a model of at most {MAX_OPS:,} operations with its repeats unrolled "

@@ -30,6 +30,7 @@ class LayerRun:
     time: float           # cycles per layer, mean over first..last
     comm: float           # cycles a link was busy, per layer
     exposed: float        # cycles the cores waited for a link, per layer
+    name: str = "layer"   # the repeat's iteration name (`layer`, `mtp`)
 
     @property
     def count(self) -> int:
@@ -61,31 +62,34 @@ def tokens_per_step(run: RunResult) -> int:
 
 
 def layer_runs(run: RunResult) -> list[LayerRun]:
-    """Consecutive layers made of the same kernels, averaged together."""
-    by_layer: dict[int, list] = {}
+    """Consecutive layers made of the same kernels, averaged together; layers of each repeat
+    (`layer.3`, `mtp.0`) in the order the step reaches them."""
+    by_layer: dict[tuple[str, int], list] = {}
     for rec in run.launches:
         m = _LAYER.match(rec.name)
         if m:
-            by_layer.setdefault(int(m.group(2)), []).append(rec)
+            by_layer.setdefault((m.group(1), int(m.group(2))), []).append(rec)
     if not by_layer:
         return []
     previous_end = min(r.start for r in run.launches) - run.launches[0].launching
     rows = []
-    for index in sorted(by_layer):
-        recs = by_layer[index]
+    for key in sorted(by_layer, key=lambda k: (min(r.start for r in by_layer[k]), k)):
+        recs = by_layer[key]
         end = max(r.end for r in recs)
         shape = frozenset((layer_pattern(r.name), r.kernel) for r in recs)
         comm = _union([(r.start, r.end) for r in recs if r.stream != "compute"])
-        rows.append((index, shape, end - previous_end, comm, sum(r.exposed for r in recs)))
+        rows.append((key, shape, end - previous_end, comm, sum(r.exposed for r in recs)))
         previous_end = end
     out: list[LayerRun] = []
     start = 0
     for i in range(1, len(rows) + 1):
-        if i == len(rows) or rows[i][1] != rows[start][1] or rows[i][0] != rows[i - 1][0] + 1:
+        if i == len(rows) or rows[i][1] != rows[start][1] or \
+                rows[i][0] != (rows[i - 1][0][0], rows[i - 1][0][1] + 1):
             group = rows[start:i]
             n = len(group)
-            out.append(LayerRun(group[0][0], group[-1][0], sum(g[2] for g in group) / n,
-                                sum(g[3] for g in group) / n, sum(g[4] for g in group) / n))
+            out.append(LayerRun(group[0][0][1], group[-1][0][1], sum(g[2] for g in group) / n,
+                                sum(g[3] for g in group) / n, sum(g[4] for g in group) / n,
+                                group[0][0][0]))
             start = i
     return out
 
@@ -114,7 +118,7 @@ def deployment_dict(run: RunResult) -> dict:
         "tokens_per_s_per_device": total / dep.devices / seconds if seconds else 0.0,
         "tokens_per_s": total / seconds if seconds else 0.0,
         "exposed_comm_us": us(sum(r.exposed for r in run.launches)),
-        "layers": [{"first": r.first, "last": r.last, "time_us": us(r.time),
+        "layers": [{"name": r.name, "first": r.first, "last": r.last, "time_us": us(r.time),
                     "comm_us": us(r.comm), "exposed_comm_us": us(r.exposed)}
                    for r in layers],
         "outside_layers_us": us(outside) if layers else us(run.cycles),
@@ -141,8 +145,8 @@ def deployment_text(run: RunResult) -> list[str]:
                      f"(experts in order: {e['hottest_in_order']:.2f}x and "
                      f"{e['coldest_in_order']:.2f}x)")
     for r in d["layers"]:
-        span = f"layer {r['first']}" if r["first"] == r["last"] else \
-            f"layers {r['first']}-{r['last']}"
+        span = f"{r['name']} {r['first']}" if r["first"] == r["last"] else \
+            f"{r['name']}s {r['first']}-{r['last']}"
         lines.append(f"  {span:<14} {r['time_us']:>9,.1f} us per layer; links busy "
                      f"{r['comm_us']:,.1f} us, cores waiting for them {r['exposed_comm_us']:,.1f} us")
     if d["layers"]:
