@@ -11,6 +11,7 @@ import os
 import sys
 
 from compiler.cli.output import Progress, check_outputs, write_output, write_outputs
+from compiler.cli.serve import add_serve_command
 from compiler.errors import DscError
 from compiler.passes import PASS_NAMES
 from isa.errors import ListingError
@@ -477,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("isa", help="print the instruction set reference for a target")
     p.add_argument("target", help="builtin target name or a .toml file")
     p.set_defaults(func=cmd_isa)
+    add_serve_command(sub, "a setting (prompt=2048, request_rate=50) or a phase's deploy key "
+                      "or model size (decode.batch=32, prefill.devices=64)")
     return parser
 
 

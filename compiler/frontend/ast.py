@@ -251,7 +251,31 @@ class ModelDef:
     loc: Loc
 
 
-Item = Union[Import, BlockDef, ConstDef, ModelDef]
+@dataclass(frozen=True)
+class ServePhase:
+    """`prefill "MODEL.ds" { ... }`: a cluster running one phase of a service."""
+    phase: str
+    model: str
+    entries: tuple[DeployEntry, ...]
+    loc: Loc
+    model_loc: Loc
+
+
+@dataclass(frozen=True)
+class ServeSetting:
+    key: str
+    value: int | float | str
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class ServeDef:
+    name: str
+    items: tuple[ServePhase | ServeSetting, ...]
+    loc: Loc
+
+
+Item = Union[Import, BlockDef, ConstDef, ModelDef, ServeDef]
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,10 @@ def _build(path: str, overrides: dict[str, str] | None, unroll: bool) -> Graph:
 def _the_model(unit: Unit) -> ast.ModelDef:
     models = unit.models()
     if not models:
+        serve = next((i for i in unit.module.items if isinstance(i, ast.ServeDef)), None)
+        if serve is not None:
+            raise DscError(f"'{unit.file}' describes a service (serve {serve.name}), not a "
+                           "model", serve.loc, f"dsc serve {unit.file} --target T")
         raise DscError(f"no model in '{unit.file}'", Loc(unit.file, 1, 1),
                        "one 'model NAME { ... }' in the file given")
     if len(models) > 1:

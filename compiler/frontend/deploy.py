@@ -30,8 +30,13 @@ def build_deploy(model: ast.ModelDef) -> dict[str, int | str]:
                        "one deploy block per model")
     if not blocks:
         return {}
+    return deploy_entries(blocks[0].entries, blocks[0].loc)
+
+
+def deploy_entries(entries, where) -> dict[str, int | str]:
+    """Deploy keys checked one by one and as a plan (`where`: the block's position)."""
     out: dict[str, int | str] = {}
-    for entry in blocks[0].entries:
+    for entry in entries:
         kind = KEYS.get(entry.key)
         if kind is None:
             raise DscError(f"unknown deploy key '{entry.key}'{did_you_mean(entry.key, KEYS)}",
@@ -52,8 +57,9 @@ def build_deploy(model: ast.ModelDef) -> dict[str, int | str]:
     try:
         make_deployment(int(out.get("devices", 1)), 1, plan)
     except DeploymentError as err:
-        culprit = next((e for e in blocks[0].entries if e.key == err.key), blocks[0])
-        raise DscError(str(err), culprit.loc, "a plan that the devices allow") from None
+        culprit = next((e for e in entries if e.key == err.key), None)
+        raise DscError(str(err), culprit.loc if culprit else where,
+                       "a plan that the devices allow") from None
     return out
 
 

@@ -201,6 +201,19 @@ class _ToAst(Transformer):
     def model_def(self, meta, c):
         return ast.ModelDef(str(c[0]), c[1], self._loc(meta))
 
+    def serve_def(self, meta, c):
+        return ast.ServeDef(str(c[0]), tuple(c[1:]), self._loc(meta))
+
+    def serve_phase(self, meta, c):
+        return ast.ServePhase(str(c[0]), str(c[1])[1:-1], tuple(c[2:]), self._tok(c[0]),
+                              self._tok(c[1]))
+
+    def serve_setting(self, meta, c):
+        token = c[1]
+        value = int(token) if token.type == "INT" else float(token) if token.type == "FLOAT" \
+            else str(token)[1:-1]
+        return ast.ServeSetting(str(c[0]), value, self._tok(c[0]))
+
     def tensor_param(self, meta, c):
         return ast.Param(str(c[0]), c[1], None, self._tok(c[0]))
 

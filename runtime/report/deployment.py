@@ -112,6 +112,7 @@ def deployment_dict(run: RunResult) -> dict:
     outside = run.cycles - sum(r.time * r.count for r in layers)
     load = dict(run.program.expert_load)
     return {
+        "description": f"{dep} of {run.target.name}",
         "devices": dep.devices, "per_node": dep.per_node, "nodes": dep.nodes,
         "plan": dep.plan_text, "micro_batches": dep.micro_batches,
         "tokens_per_device": total / dep.devices,
@@ -128,9 +129,13 @@ def deployment_dict(run: RunResult) -> dict:
 
 
 def deployment_text(run: RunResult) -> list[str]:
-    d = deployment_dict(run)
+    return deployment_lines(deployment_dict(run))
+
+
+def deployment_lines(d: dict) -> list[str]:
+    """The deployment's lines of a report, from its dict."""
     tokens = d["tokens_per_device"]
-    lines = [f"deployment: {run.program.deployment} of {run.target.name}; "
+    lines = [f"deployment: {d['description']}; "
              f"{tokens:,.{0 if tokens == int(tokens) else 2}f} tokens per device per step",
              f"  {d['tokens_per_s_per_device']:,.0f} tokens/s per device, "
              f"{d['tokens_per_s']:,.0f} tokens/s in all; the cores waited "
