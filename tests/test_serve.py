@@ -191,3 +191,18 @@ def test_the_html_report_has_the_same_rows(capsys, tmp_path):
     assert html.startswith("<!doctype html>") and "<td>TTFT</td>" in html
     ttft = next(line for line in out.splitlines() if line.strip().startswith("TTFT"))
     assert ttft.split(None, 1)[1] in html
+
+
+def test_a_bad_set_value_is_named_as_given(capsys, tmp_path):
+    path, = tiny(tmp_path)
+    code, _, err = dsc(capsys, "serve", path, "--target", "h800", "--set", "kv_hit=abc")
+    assert_user_error(code, err)
+    assert "serve kv_hit abc: expected a number from 0 to 1" in err
+
+
+def test_a_step_that_does_not_fit_says_which_phase(capsys, tmp_path):
+    path, = tiny(tmp_path)
+    code, _, err = dsc(capsys, "serve", path, "--target", "h800", "--set",
+                       "decode.batch=100000000")
+    assert_user_error(code, err)
+    assert "note: in the decode step of serve tiny" in err

@@ -70,6 +70,7 @@ def _setting(key: str, value, loc: Loc | None):
                        "one of " + ", ".join(SETTINGS) + ", or a phase: prefill/decode "
                        "\"MODEL.ds\" { ... }")
     kind, low, high, _, meaning = SETTINGS[key]
+    given = value
     if isinstance(value, str):
         try:
             value = kind(value)
@@ -77,7 +78,7 @@ def _setting(key: str, value, loc: Loc | None):
             value = None
     if kind is int and isinstance(value, float) or not isinstance(value, (int, float)) \
             or isinstance(value, bool) or not low <= value <= high:
-        raise DscError(f"serve {key} {value}: expected {'an integer' if kind is int else 'a number'}"
+        raise DscError(f"serve {key} {given}: expected {'an integer' if kind is int else 'a number'}"
                        f" from {low:g} to {high:g} ({meaning})", loc, f"e.g. {key} "
                        f"{'4096' if kind is int else '0.5'}")
     return kind(value)
