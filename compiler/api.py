@@ -60,6 +60,7 @@ class LayerRow:
     time_us: float
     comm_us: float
     exposed_comm_us: float
+    name: str = "layer"         # the repeat the layers belong to (layer, mtp)
 
     def row(self) -> dict:
         return dict(self.__dict__)
