@@ -13,6 +13,16 @@ from compiler.ir.ops import OPS
 
 WHOLE_ROW_OPS = ("topk", "topk_weights", "concat", "cache_write")
 STAGES = 2          # a vector kernel's buffer slots: loads of one tile overlap work on another
+# The row-wise ops whose rows can stream through the vector buffer in column chunks
+# (compiler/lower/templates/streamed_rows.py): (statistics op, apply op, attributes of the
+# apply op); and the elementwise ops a streamed group may hold beside one of them.
+STREAMED = {
+    "softmax": ("softmax_stats", "softmax_apply", ()),
+    "rmsnorm": ("sumsq_stats", "rmsnorm_apply", ("eps",)),
+    "layernorm": ("moments_stats", "layernorm_apply", ("eps",)),
+}
+ELEMENTWISE = ("add", "sub", "mul", "div", "neg", "relu", "exp", "sigmoid", "silu", "gelu",
+               "gelu_tanh", "cast")
 
 
 def is_whole_row(node: Node) -> bool:
@@ -60,3 +70,13 @@ def whole_rows_fit(graph: Graph, members: list[int], capacity: int) -> bool:
     row += sum(graph.node(i).type.format.bits * graph.node(i).type.shape[-1] / 8
                for i in inputs if graph.node(i).type.shape)
     return STAGES * row <= capacity
+
+
+def streamable(nodes: list[Node], graph: Graph) -> bool:
+    """One streamable row-wise op, every other node an elementwise op on the same rows."""
+    rowwise = [n for n in nodes if n.op in STREAMED]
+    others = [n for n in nodes if n.op not in STREAMED]
+    return (len(rowwise) == 1
+            and all(n.op in ELEMENTWISE and not (n.op == "cast" and n.type.format.scaling)
+                    for n in others)
+            and len({tile_cols(n, graph) for n in nodes}) == 1)

@@ -27,7 +27,7 @@ from compiler.ir.ops import OPS
 from compiler.ir.ops.contraction import contraction_of
 from compiler.kernels.gemm_estimate import gemm_cycles, gemm_problem
 from compiler.kernels.groups import default_kind, kernel_groups, needs_kernel
-from compiler.kernels.rows import row_count, row_view_base, whole_rows_fit
+from compiler.kernels.rows import row_count, row_view_base, streamable, whole_rows_fit
 from compiler.passes import PassContext
 
 VECTOR_CATEGORIES = ("elementwise", "rowwise", "reduction")
@@ -175,6 +175,13 @@ def _whole_rows_pay(g: Graph, head: Node, tail: Node, users: list[Node],
     return fuse
 
 
+def _lowers(g: Graph, members: list[int], capacity: int) -> bool:
+    """Can the vector templates lower this group: its whole rows fit the buffer, or its one
+    row-wise op streams them in column chunks (a 12,288-wide LayerNorm with the residual add
+    before it)?"""
+    return whole_rows_fit(g, members, capacity) or streamable([g.node(i) for i in members], g)
+
+
 def vector(node: Node, st: _State) -> tuple[str, list[int]] | None:
     g = st.graph
     if not is_vector(node):
@@ -193,7 +200,7 @@ def vector(node: Node, st: _State) -> tuple[str, list[int]] | None:
                         or row_count(u, g) != R:
                     continue
                 extra = _absorbable_inputs(u, st, set(members), R)
-                if extra is None or not whole_rows_fit(g, members + extra + [u.id], capacity):
+                if extra is None or not _lowers(g, members + extra + [u.id], capacity):
                     continue
                 members += extra + [u.id]
                 grew = True

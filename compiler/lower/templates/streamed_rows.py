@@ -21,7 +21,7 @@ import math
 from compiler.ir.graph import Graph, Node
 from compiler.ir.ops import OPS
 from compiler.kernels.groups import Group
-from compiler.kernels.rows import row_count, row_view_base, tile_cols
+from compiler.kernels.rows import STREAMED, row_count, row_view_base, tile_cols
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
 from compiler.lower.templates.tile_ops import emit_node
@@ -30,24 +30,6 @@ from isa.program import Box, Buf
 from isa.target_schema import Target
 
 STAGES = 2
-# The row-wise ops that stream: (statistics op, apply op, attributes of the apply op).
-STREAMED = {
-    "softmax": ("softmax_stats", "softmax_apply", ()),
-    "rmsnorm": ("sumsq_stats", "rmsnorm_apply", ("eps",)),
-    "layernorm": ("moments_stats", "layernorm_apply", ("eps",)),
-}
-ELEMENTWISE = ("add", "sub", "mul", "div", "neg", "relu", "exp", "sigmoid", "silu", "gelu",
-               "gelu_tanh", "cast")
-
-
-def streamable(group: Group, graph: Graph) -> bool:
-    """One streamable row-wise op, every other node an elementwise op on the same rows."""
-    rowwise = [n for n in group.nodes if n.op in STREAMED]
-    others = [n for n in group.nodes if n.op not in STREAMED]
-    return (len(rowwise) == 1
-            and all(n.op in ELEMENTWISE and not (n.op == "cast" and n.type.format.scaling)
-                    for n in others)
-            and len({tile_cols(n, graph) for n in group.nodes}) == 1)
 
 
 def lower_streamed_rows(group: Group, graph: Graph, tmap: TensorMap, target: Target, as_rows):

@@ -25,7 +25,8 @@ from compiler.ir.ops import OPS
 from compiler.kernels.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
-from compiler.kernels.rows import STAGES, is_whole_row, row_count, row_view_base, tile_cols
+from compiler.kernels.rows import (STAGES, is_whole_row, row_count, row_view_base, streamable,
+                                   tile_cols)
 from compiler.lower.templates.tile_ops import emit_node
 from isa.expr import Bin, Const, add, floordiv, mul
 from isa.program import Box, Buf, TensorDecl, ViewStep, scale_name
@@ -126,7 +127,7 @@ def lower_vector_group(group: Group, graph: Graph, tmap: TensorMap, target: Targ
                              elementwise_only and not scale_stores and not in_scales)
     except ValueError:
         from compiler.lower.templates import streamed_rows
-        if elementwise_only or in_scales or not streamed_rows.streamable(group, graph):
+        if elementwise_only or in_scales or not streamable(group.nodes, graph):
             raise
         return streamed_rows.lower_streamed_rows(group, graph, tmap, target, as_rows)
     for d in [d for _, _, d in scale_stores] + [ins[vid][1] for vid in in_scales]:
