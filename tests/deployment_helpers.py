@@ -60,6 +60,7 @@ def link_figures(toml_text: str) -> dict[str, float]:
     clock = t.get("sustained_clock_ghz", t["clock_ghz"]) * 1e9
     nv, net = t["system"]["intra_node"], t["system"]["inter_node"]
     return {
+        "clock": clock,
         "R_nv": nv["bandwidth_gbs"] * nv.get("achievable", 1.0) * 1e9 / clock,
         "R_net": net["bandwidth_gbs"] * net.get("achievable", 1.0) * 1e9 / clock,
         "L_nv": t["system"]["intra_node"]["latency_us"] * 1e-6 * clock,

@@ -86,7 +86,7 @@ def test_service_figures_by_hand(capsys, tmp_path):
     assert d["tpot_ms"] == pytest.approx(dc["step_s"] * 1e3)
     f = link_figures(H800_TEXT)
     kv_per_token = 4 * (32 + 8) * 2                 # 4 layers' latent + rope entries, bf16
-    seconds = (2 * 24 * kv_per_token / f["R_net"] + f["L_net"]) / 1.83e9
+    seconds = (2 * 24 * kv_per_token / f["R_net"] + f["L_net"]) / f["clock"]
     assert p["kv_transfer_ms"] == pytest.approx(seconds * 1e3)
     assert p["input_tokens_per_s_per_device"] == pytest.approx(2 * 24 / p["step_s"])
     assert p["requests_per_s"] == pytest.approx(4 * 2 / p["step_s"])
