@@ -115,3 +115,10 @@ def combine(y, idx, w):
 
 def embedding(ids, table):
     return table[ids].astype(F32)
+
+
+def gather_rows(table, idx):
+    """out[b, s, j, :] = table[b, idx[b, s, j], :]; index -1 gives zeros."""
+    b = np.arange(table.shape[0])[:, None, None]
+    rows = table[b, np.maximum(idx.astype(np.int64), 0)]
+    return np.where((idx >= 0)[..., None], rows, 0).astype(table.dtype)

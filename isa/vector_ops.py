@@ -172,10 +172,10 @@ def _rope(x, row0=0, inner=1, seq=1, offset=0, theta=10000.0, **_):
     return out
 
 
-def _causal_mask(x, row0=0, inner=1, seq=1, offset=0, **_):
-    """Scores x [rows, keys]: key t is visible to a query at position p when t <= p."""
+def _causal_mask(x, row0=0, inner=1, seq=1, offset=0, col0=0, **_):
+    """Scores x [rows, keys col0 ..]: key t is visible to a query at position p when t <= p."""
     pos = row_positions(row0, x.shape[0], inner, seq, offset)
-    t = np.arange(x.shape[-1])[None, :]
+    t = np.arange(x.shape[-1])[None, :] + col0
     return np.where(t <= pos[:, None], x.astype(F32), F32(-np.inf)).astype(F32)
 
 
@@ -192,6 +192,47 @@ def _dequant(x, scale, block=(1, 1), **_):
     scale = scale.astype(F32).reshape(scale.shape[-2:])
     full = np.repeat(np.repeat(scale, block[0], axis=0), block[1], axis=1)
     return (x.astype(F32) * full[:x.shape[-2], :x.shape[-1]]).astype(F32)
+
+
+# A radix select over 32-bit keys: up to four passes of 8-bit digits, each extracting the digit
+# and counting it in a histogram (2 operations per candidate), then one pass comparing with the
+# found threshold and writing the winners (2 per element); the 256-bin prefix scans are
+# negligible next to long rows.
+RADIX_SELECT_OPS = 4 * 2 + 2
+
+
+def _select_ops(attrs: dict) -> float:
+    """Per chunk element: a radix select over the chunk, then one over the 2k candidates (the
+    chunk's k and the k kept), spread over the chunk's `width` columns."""
+    k, width = attrs.get("k", 1), attrs.get("width", 1)
+    return RADIX_SELECT_OPS * (1 + 2 * k / width)
+
+
+def _select(vals, idx, x, k=1, col0=0, first=0, keys=None, width=None, **_):
+    """Top-k of the chunk's columns (those below `keys`) and the kept (vals, idx), by value,
+    ties to the lower index, as the topk op's stable sort ranks them; fewer than k candidates
+    leave -inf and index -1."""
+    x = x.astype(F32)
+    cols = np.broadcast_to(np.arange(x.shape[-1], dtype=np.int64) + col0, x.shape)
+    if keys is not None:             # columns past the row's end rank below every real one
+        x = np.where(cols < keys, x, F32(-np.inf))
+        cols = np.where(cols < keys, cols, np.iinfo(np.int32).max)
+    if not first:
+        x = np.concatenate([vals.astype(F32), x], axis=-1)
+        cols = np.concatenate([idx.astype(np.int64), cols], axis=-1)
+    order = np.lexsort((cols, -x.astype(np.float64)), axis=-1)[:, :k]
+    best = np.take_along_axis(x, order, axis=-1)
+    chosen = np.take_along_axis(cols, order, -1)
+    chosen = np.where(chosen == np.iinfo(np.int32).max, -1, chosen)
+    out_v = np.full(vals.shape, -np.inf, dtype=F32)
+    out_i = np.full(idx.shape, -1, dtype=np.int32)
+    out_v[:, :best.shape[1]], out_i[:, :best.shape[1]] = best, chosen
+    return out_v, out_i
+
+
+def _head_sum(x, w, **_):
+    """x [heads, cols], w [heads, 1] (or [heads]) -> [1, cols]."""
+    return (w.astype(F32).reshape(-1, 1) * x.astype(F32)).sum(axis=0, keepdims=True).astype(F32)
 
 
 def _place(dst, src, col):
@@ -311,7 +352,8 @@ VECTOR_OPS: dict[str, VectorOp] = {op.name: op for op in [
              "position (row0, inner, seq, offset); sin/cos tables precomputed",
              attrs=("offset", "theta", "row0", "inner", "seq")),
     VectorOp("causal_mask", 1, 2, 0, _causal_mask,
-             "scores of keys after the row's position -> -inf", attrs=POSITION),
+             "scores of keys after the row's position -> -inf (the tile's first key is col0)",
+             attrs=POSITION + ("col0",)),
     VectorOp("sum", 1, 1, 0, _reduce(np.sum), "sum of each row"),
     VectorOp("max", 1, 1, 0, _reduce(np.max), "max of each row"),
     VectorOp("mean", 1, 1, 0, _reduce(np.mean), "mean of each row"),
@@ -350,14 +392,22 @@ VECTOR_OPS: dict[str, VectorOp] = {op.name: op for op in [
              reads_dst=True),
     VectorOp("dequant", 2, 1, 0, _dequant, "y = x * its block scale (broadcast over the block)",
              attrs=("block",)),
-    VectorOp("topk", 1, lambda a: a.get("k", 1) + 2, 0,
+    VectorOp("topk", 1, lambda a: min(a.get("k", 1) + 2, RADIX_SELECT_OPS), 0,
              lambda s, *bias, **a: routing.topk_select(s, a["k"], bias[0] if bias else None,
                                                        a.get("groups", 1), a.get("topk_groups", 1)),
-             "indices of the k best scores per row (group-limited; one max-pass per pick)",
+             "indices of the k best scores per row (group-limited): one max-pass per pick, "
+             "or a radix select when k is large",
              attrs=("k", "groups", "topk_groups"), optional_source=True),
     VectorOp("route_weights", 2, 3, 0,
              lambda s, idx, **a: routing.topk_weights(s, idx, a.get("norm", True), a.get("scale", 1.0)),
              "gather the chosen scores, normalise, scale", attrs=("norm", "scale")),
+    VectorOp("select", 1, _select_ops, 0, _select,
+             "running top-k of a long row, one chunk at a time: the chunk's k best (columns "
+             "col0 ..) merged with the k kept so far (first: none) -> values and indices",
+             reads_dst=True, outputs=2, attrs=("k", "col0", "first", "keys", "width")),
+    VectorOp("head_sum", 2, 2, 0, _head_sum,
+             "y[t] = sum over rows h of w[h] * x[h, t]: a head-weighted sum down the columns",
+             ),
     VectorOp("route_rows", 1, 2, 0,
              lambda idx, **a: _window(routing.route_rows(idx, a["experts"], a["capacity"]), a),
              "per (token, choice): row expert*capacity+slot of its expert output, -1 if dropped",

@@ -183,11 +183,13 @@ def test_random_feeds_are_deterministic():
     g = every_op_graph()
     a, b = random_feeds(g, seed=7), random_feeds(g, seed=7)
     assert a.keys() == b.keys() == {"ids", "layer.0.table", "layer.0.norm", "layer.0.w",
-                                    "layer.0.gate", "layer.0.bias", "layer.0.experts", "kv"}
+                                    "layer.0.gate", "layer.0.bias", "layer.0.experts", "kv",
+                                    "chosen"}
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
     c = random_feeds(g, seed=8)
     assert not np.array_equal(a["layer.0.w"], c["layer.0.w"])
+    assert 0 <= a["chosen"].min() and a["chosen"].max() < 8       # rows of the gathered cache
 
 
 def test_random_feeds_depend_on_the_name_not_the_graph_around_it():

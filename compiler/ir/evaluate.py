@@ -23,6 +23,7 @@ _INDEX_BOUNDS = {
     ("embedding", 0): lambda user, types: types[1].shape[0],       # table rows
     ("dispatch", 1): lambda user, types: user.attr("experts"),
     ("combine", 1): lambda user, types: types[0].shape[0],         # experts of y
+    ("gather", 1): lambda user, types: types[0].shape[1],          # rows of a sequence
 }
 _SMALL_INT_BOUND = 4
 

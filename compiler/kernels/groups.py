@@ -13,7 +13,9 @@ from compiler.ir.graph import Graph, Node
 from compiler.ir.ops import OPS
 
 NO_KERNEL = ("source", "view")
-_KIND_OF_OP = {"dispatch": "dispatch", "combine": "combine", "embedding": "embedding"}
+# A gather has no kernel of its own: it is lowered as the keys of an attention (fuse.py).
+_KIND_OF_OP = {"dispatch": "dispatch", "combine": "combine", "embedding": "embedding",
+               "gather": "gather"}
 
 
 def default_kind(node: Node) -> str:

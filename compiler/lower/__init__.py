@@ -22,6 +22,7 @@ TEMPLATES = {
     "gemm": ("gemm", "lower_gemm_group", False),
     "vector": ("vector", "lower_vector_group", False),
     "flash_attention": ("flash", "lower_flash_group", False),
+    "index_logits": ("index_logits", "lower_index_logits", False),
     "dispatch": ("routing", "lower_dispatch", True),
     "combine": ("routing", "lower_combine", True),
     "embedding": ("routing", "lower_embedding", True),

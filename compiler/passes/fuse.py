@@ -9,7 +9,12 @@ Rules, tried in order at each ungrouped node in topological order; the first tha
 forms a group (a node joins only when all its other inputs are ready: sources, constants, or
 values of groups formed before, so every group is a convex piece of the graph):
 - flash_attention: scores = sum of contractions (Q K^T) -> [scale] -> [causal mask] -> softmax
-  -> contraction with V, each value used only by the next: scores stay on chip.
+  -> contraction with V, each value used only by the next: scores stay on chip. Keys gathered
+  by index (sparse attention over selected cache rows) join it: the kernel loads the selected
+  rows, so the gathered keys never exist off-chip.
+- index_logits: scores Q K^T (heads on the rows) -> relu -> contraction of the heads with a
+  weight per head (DeepSeek's lightning indexer): the [heads, keys] scores never leave the
+  chip (not on split cube/vector cores, whose vector unit cannot read the accumulator).
 - gemm: a contraction and its epilogue: elementwise ops (dequantise/scale, bias, activation,
   residual add, requantise) on its output tile, then, when a whole row of the output fits on
   chip, whole-row ops such as gate top-k (gate + sigmoid + top-k is one kernel).
@@ -68,18 +73,52 @@ class _State:
             self.group_of[m] = name
 
 
-def flash_attention(node: Node, st: _State) -> tuple[str, list[int]] | None:
+def sparse_attention(node: Node, st: _State) -> tuple[str, list[int]] | None:
+    """Gathers of cache rows whose every use is one attention's keys (and values)."""
+    g = st.graph
+    if not _gatherable(g, node, st):
+        return None
+    for user in g.users(node.id):
+        if OPS[user.op].category != "contraction" or user.inputs[1] != node.id:
+            continue
+        found = flash_attention(user, st, gathers=True)
+        if found is None:
+            continue
+        members = set(found[1])
+        gathers = [i for i in members if g.node(i).op == "gather"]
+        if node.id in gathers and all(_used_only_by(g, i, members) for i in gathers):
+            return found
+    return None
+
+
+def _gatherable(g: Graph, node: Node, st: _State) -> bool:
+    return node.op == "gather" and all(st.ready(i, set()) for i in node.inputs)
+
+
+def _used_only_by(g: Graph, node_id: int, members: set[int]) -> bool:
+    """Every use of the value is a member, directly or through views."""
+    return node_id not in g.outputs and all(
+        u.id in members or (OPS[u.op].category == "view" and _used_only_by(g, u.id, members))
+        for u in g.users(node_id))
+
+
+def flash_attention(node: Node, st: _State, gathers: bool = False
+                    ) -> tuple[str, list[int]] | None:
+    """`gathers`: keys (and values) may be gathers of ready cache rows, which join."""
     g = st.graph
     if OPS[node.op].category != "contraction":
         return None
     members, tail = [node.id], node
+    members += _keys_gathered(g, node, st, gathers)
     while True:
         user = st.only_user(tail)
         if user is None:
             return None
-        if user.op == "add" and all(_is_score_term(g, g.node(i), st, members) or i == tail.id
-                                    for i in user.inputs):
-            members += [i for i in user.inputs if i != tail.id] + [user.id]
+        terms = [g.node(i) for i in user.inputs if i != tail.id]
+        if user.op == "add" and all(_is_score_term(g, t, st, members, gathers) for t in terms):
+            for t in terms:
+                members += [t.id] + _keys_gathered(g, t, st, gathers)
+            members.append(user.id)
         elif user.op in ("mul", "div") and any(g.node(i).op == "const" for i in user.inputs):
             members.append(user.id)
         elif user.op in ("causal_mask", "softmax"):
@@ -90,16 +129,48 @@ def flash_attention(node: Node, st: _State) -> tuple[str, list[int]] | None:
         if user.op == "softmax":
             break
     pv = st.only_user(tail)
-    if pv is None or OPS[pv.op].category != "contraction" or pv.inputs[0] != tail.id \
-            or not st.ready(pv.inputs[1], set(members)):
+    if pv is None or OPS[pv.op].category != "contraction" or pv.inputs[0] != tail.id:
         return None
-    return "flash_attention", members + [pv.id]
+    values = g.node(pv.inputs[1])
+    source = values.inputs[0] if OPS[values.op].category == "view" else values.id
+    if not (source in members and g.node(source).op == "gather"
+            or st.ready(values.id, set(members))):
+        return None
+    return "flash_attention", sorted(members + [pv.id])
 
 
-def _is_score_term(g: Graph, node: Node, st: _State, members) -> bool:
-    """Another Q K^T contraction summed into the scores, with ready operands."""
+def _keys_gathered(g: Graph, term: Node, st: _State, gathers: bool) -> list[int]:
+    keys = g.node(term.inputs[1])
+    return [keys.id] if gathers and _gatherable(g, keys, st) else []
+
+
+def _is_score_term(g: Graph, node: Node, st: _State, members, gathers: bool = False) -> bool:
+    """Another Q K^T contraction summed into the scores, with ready operands (its keys may be
+    a gather that joins)."""
     return (OPS[node.op].category == "contraction" and st.only_user(node) is not None
-            and all(st.ready(i, set(members)) for i in node.inputs))
+            and st.ready(node.inputs[0], set(members))
+            and (st.ready(node.inputs[1], set(members))
+                 or bool(_keys_gathered(g, node, st, gathers))))
+
+
+def index_logits(node: Node, st: _State) -> tuple[str, list[int]] | None:
+    g = st.graph
+    if OPS[node.op].category != "contraction" or st.ctx.target is None \
+            or st.ctx.target.matrix.results_to_vector == "memory":
+        return None
+    relu = st.only_user(node)
+    weigh = st.only_user(relu) if relu is not None and relu.op == "relu" else None
+    if weigh is None or OPS[weigh.op].category != "contraction" \
+            or weigh.inputs[0] != relu.id or not st.ready(weigh.inputs[1], {node.id}):
+        return None
+    c = contraction_of([g.node(i).type for i in node.inputs], node.attr_dict)
+    cw = contraction_of([relu.type, g.node(weigh.inputs[1]).type], weigh.attr_dict)
+    queries = c.batch + "".join(x for x in c.m if x not in cw.k)   # the rest are heads
+    heads_summed = cw.k and set(cw.k) <= set(c.m) and cw.spec.split("->")[1] == queries + c.n
+    if c.spec.split("->")[1] != c.batch + c.m + c.n or not heads_summed \
+            or g.node(weigh.inputs[1]).type.numel != c.size(queries + cw.k):
+        return None
+    return "index_logits", [node.id, relu.id, weigh.id]
 
 
 def gemm(node: Node, st: _State) -> tuple[str, list[int]] | None:
@@ -239,7 +310,7 @@ def _absorbable_inputs(u: Node, st: _State, members: set[int], R: int) -> list[i
     return extra
 
 
-RULES = [flash_attention, gemm, vector]
+RULES = [sparse_attention, flash_attention, index_logits, gemm, vector]
 
 
 @dataclass(frozen=True)

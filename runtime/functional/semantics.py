@@ -59,6 +59,7 @@ def ld_gather(ctx, ins: Instr) -> None:
     if len(idx) < rows:
         raise FunctionalError(f"{ins.op} in kernel {ctx.kernel.name}: index buffer "
                               f"{index.name} holds {len(idx)} entries, rows={rows}")
+    idx = np.where(idx >= 0, idx + int(ctx.attrs(ins).get("base", 0)), idx)
     if np.any(idx >= table.shape[0]) or np.any(idx < -1):
         raise FunctionalError(f"{ins.op} in kernel {ctx.kernel.name}: row index out of range "
                               f"[-1, {table.shape[0]}) for tensor {name}")

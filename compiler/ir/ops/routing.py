@@ -3,6 +3,7 @@ import math
 
 from compiler.ir.ops import REQUIRED, OpDef, check, dims, numel, register
 from isa import routing
+from isa.vector_ops import RADIX_SELECT_OPS
 
 
 def _topk_shape(ins, a):
@@ -51,6 +52,14 @@ def _embedding_shape(ins, a):
     return (*ids.shape, table.shape[1])
 
 
+def _gather_shape(ins, a):
+    table, idx = ins
+    check(table.rank == 3 and idx.rank == 3 and table.shape[0] == idx.shape[0],
+          f"gather needs a table [B, T, d] and indices [B, S, k] of the same B, got "
+          f"{dims(table.shape)} and {dims(idx.shape)}")
+    return (*idx.shape, table.shape[2])
+
+
 def balanced_capacity(tokens: int, k: int, experts: int) -> int:
     """Slots per expert when routing is perfectly balanced: the layout for performance models."""
     return max(1, math.ceil(tokens * k / experts))
@@ -59,8 +68,9 @@ def balanced_capacity(tokens: int, k: int, experts: int) -> int:
 register(OpDef("topk", "routing", None, infer=_topk_shape, result="i32",
                reference=lambda ins, a: routing.topk_select(
                    ins[0], a["k"], ins[1] if len(ins) > 1 else None, a["groups"], a["topk_groups"]),
-               flops=lambda ins, out, a: (a["k"] + 2) * numel(ins[0].shape),
-               doc="indices of the k best experts per token (optional bias, group-limited)",
+               flops=lambda ins, out, a: min(a["k"] + 2, RADIX_SELECT_OPS) * numel(ins[0].shape),
+               doc="indices of the k best experts per token (optional bias, group-limited), or "
+                   "of the k best positions of a row of scores",
                attrs={"k": REQUIRED, "groups": 1, "topk_groups": 1}))
 register(OpDef("topk_weights", "routing", 2, infer=_weights_shape, result="fp32",
                reference=lambda ins, a: routing.topk_weights(ins[0], ins[1], a["norm"], a["scale"]),
@@ -86,3 +96,8 @@ register(OpDef("embedding", "routing", 2, infer=_embedding_shape,
                bytes_read=lambda ins, out, a: ins[1].format.nbytes((numel(ins[0].shape),
                                                                     ins[1].shape[1])) + ins[0].nbytes,
                doc="rows of a table by index"))
+register(OpDef("gather", "routing", 2, infer=_gather_shape, result="input",
+               reference=lambda ins, a: routing.gather_rows(*ins),
+               bytes_read=lambda ins, out, a: out.nbytes + ins[1].nbytes,
+               doc="rows of each batch's table by index: out[b, s, j] = table[b, idx[b, s, j]] "
+                   "(index -1: a row of zeros)"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from compiler.errors import DscError
 from compiler.ir.graph import Graph, Node
 from compiler.ir.ops import OPS
 from compiler.ir.ops.contraction import contraction_of
@@ -29,19 +30,49 @@ from compiler.kernels.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.kernels.operand_plan import dequantised_format, matrix_format
 from compiler.lower.tensors import TensorMap
+from compiler.passes.plan import plan_kernel
 from compiler.lower.templates.flash_combine import PartialOutputs
 from compiler.lower.templates.flash_keys import STAGES, KeyBlocks, block_costs, scaled_bytes
 from compiler.lower.templates.gemm import canonical_view
 from isa.expr import Bin, Const, add, floordiv, mul
 from isa.formats import DTYPES
-from isa.program import Box, Buf, TensorDecl
+from isa.program import Box, Buf, TensorDecl, ViewStep
 from isa.target_schema import Target
 
 
 def _leading_columns_of(graph: Graph, v: Node, k: Node) -> bool:
-    """True when v is k's value cut to its first columns (a slice of the last axis at 0)."""
-    return (v.op == "slice" and v.inputs[0] == k.id and v.attr("start") == 0
-            and v.attr("axis") % v.type.rank == v.type.rank - 1)
+    """True when v is k's value, or k's cut to its first columns (a slice of the last axis
+    at 0)."""
+    return v.id == k.id or (v.op == "slice" and v.inputs[0] == k.id and v.attr("start") == 0
+                            and v.attr("axis") % v.type.rank == v.type.rank - 1)
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """Keys gathered by index from a cache: rows idx[g, j] of the table slab of g's sequence."""
+    table: TensorDecl              # the cache seen as rows [B * T, D]
+    scales: TensorDecl | None      # its scales seen alike
+    idx: TensorDecl                # the indices seen as [G_k, K]
+    slab: int                      # T: rows of one sequence's slab
+    letter: str                    # the batch letter the table is indexed by
+
+
+def _gathered(tmap: TensorMap, graph: Graph, gather: Node, k_idx: str, order: str,
+              sizes: dict) -> tuple[TensorDecl, Gathered]:
+    """The K view of gathered keys (for sizes and formats; nothing is stored) and where its
+    rows come from."""
+    table_node, idx_node = (graph.node(i) for i in gather.inputs)
+    table = tmap.of(table_node)
+    B, T, D = table.shape
+    rows = tmap.view(table, (ViewStep("reshape", (B * T, D)),), "rows")
+    scales = _scales(tmap, rows, table)
+    letters = k_idx[:-1]                   # the gather's leading dims: sequence, row, selection
+    perm = tuple(letters.index(x) for x in order)
+    G = math.prod(sizes[x] for x in order[:-1])
+    idx = tmap.view(tmap.of(idx_node), (ViewStep("transpose", perm),
+                                        ViewStep("reshape", (G, sizes[order[-1]]))), "gk")
+    view = TensorDecl(gather.name, table.dtype, (G, sizes[order[-1]], D), "view", table.scaling)
+    return view, Gathered(rows, scales, idx, T, k_idx[0])
 
 
 @dataclass
@@ -53,6 +84,7 @@ class Attention:
     ks: list[TensorDecl]
     k_batch: list[str]              # the batch letters each K holds (a subset of `batch`)
     k_scales: list[TensorDecl | None]
+    k_gathers: list["Gathered | None"]   # keys gathered from a cache by index
     v: TensorDecl | None
     v_batch: str
     v_scales: TensorDecl | None
@@ -71,7 +103,7 @@ class Attention:
     def sub_g(self, g, letters: str):
         """An operand holding only some batch dims (a rope key shared by all heads) is
         indexed by that part of g."""
-        return _sub_index(g, self.batch, letters, self.sizes)
+        return sub_index(g, self.batch, letters, self.sizes)
 
     def describe(self) -> str:
         return (f"attention: G={self.G} rows M={self.M} keys T={self.T} head dims "
@@ -95,7 +127,7 @@ def attention_operands(group: Group, graph: Graph, tmap: TensorMap, target: Targ
     cp = contraction_of([graph.node(i).type for i in pv.inputs], pv.attr_dict)
     G, M, T, Dv = cp.size(cp.batch), cp.size(cp.m), cp.size(cp.k), cp.size(cp.n)
     batch, rows = cp.batch, cp.m          # every operand is seen against the P V product's
-    qs, ks, k_batch = [], [], []
+    qs, ks, k_batch, k_gathers = [], [], [], []
     for t, c in zip(terms, cs):
         q, k = (graph.node(j) for j in t.inputs)
         q_idx, k_idx = c.spec.split("->")[0].split(",")
@@ -105,8 +137,14 @@ def attention_operands(group: Group, graph: Graph, tmap: TensorMap, target: Targ
         D = c.size(c.k)
         kb_letters = "".join(x for x in batch if x in k_idx)
         qs.append(canonical_view(tmap, tmap.of(q), q_idx, [batch, rows, c.k], (G, M, D), "gmk"))
-        ks.append(canonical_view(tmap, tmap.of(k), k_idx, [kb_letters, keys, c.k],
-                                 (c.size(kb_letters), T, D), "gnk"))
+        if k.op == "gather":
+            view, gathered = _gathered(tmap, graph, k, k_idx, kb_letters + keys, c.sizes)
+            ks.append(view)
+            k_gathers.append(gathered)
+        else:
+            ks.append(canonical_view(tmap, tmap.of(k), k_idx, [kb_letters, keys, c.k],
+                                     (c.size(kb_letters), T, D), "gnk"))
+            k_gathers.append(None)
         k_batch.append(kb_letters)
     v_node = graph.node(pv.inputs[1])
     v_idx = cp.spec.split("->")[0].split(",")[1]
@@ -117,14 +155,15 @@ def attention_operands(group: Group, graph: Graph, tmap: TensorMap, target: Targ
         tmap, tmap.of(v_node), v_idx, [v_batch, cp.k, cp.n], (cp.size(v_batch), T, Dv), "gkn")
     out = canonical_view(tmap, tmap.of(pv), cp.spec.split("->")[1], [batch, rows, cp.n],
                          (G, M, Dv), "gmn")
-    k_scales = [_scales(tmap, d, tmap.of(graph.node(t.inputs[1]))) for t, d in zip(terms, ks)]
+    k_scales = [x.scales if x else _scales(tmap, d, tmap.of(graph.node(t.inputs[1])))
+                for t, d, x in zip(terms, ks, k_gathers)]
     v_scales = _scales(tmap, v, tmap.of(v_node)) if v is not None else None
     streamed = ks + ([v] if v is not None else [])
     dtypes = [d.dtype for d in qs + streamed]
     fmt = matrix_format(target, dtypes) if not any(d.scaling for d in streamed) else \
         dequantised_format(target, [d.dtype for d in qs + streamed if d.scaling is None], dtypes)
-    return Attention(qs, ks, k_batch, k_scales, v, v_batch, v_scales, v_in_k, out, fmt, scale,
-                     mask, G, M, T, Dv, batch, dict(cp.sizes))
+    return Attention(qs, ks, k_batch, k_scales, k_gathers, v, v_batch, v_scales, v_in_k, out,
+                     fmt, scale, mask, G, M, T, Dv, batch, dict(cp.sizes))
 
 
 def _scales(tmap: TensorMap, view: TensorDecl, source: TensorDecl) -> TensorDecl | None:
@@ -151,12 +190,14 @@ def _on_chip_need(att: Attention, bm: int, bt: int, cores: int) -> dict[str, flo
     dims = sum(d.shape[-1] for d in att.qs)
     rows = 2 if causal_pairs(att, bm, bt, cores) else 1   # a causal pair keeps two row blocks
     raw, _, scales = scaled_bytes(att, bt)      # block-scaled tiles before dequantisation
+    indices = STAGES * bt * 4 * sum(1 for x in att.k_gathers if x)
     return {
         "matrix_a": rows * bm * dims * byte(att.fmt) + bm * bt * byte(att.fmt),
         "matrix_b": STAGES * bt * (dims + (0 if att.v is None else att.Dv)) * byte(att.fmt)
                     + raw,
         "accumulator": bm * bt * 4 + rows * bm * att.Dv * 4,
-        "vector": rows * (bm * 3 * 4 + bm * att.Dv * byte(att.out.dtype)) + scales,
+        "vector": rows * (bm * 3 * 4 + bm * att.Dv * byte(att.out.dtype))
+                  + scales + indices,
     }
 
 
@@ -202,10 +243,22 @@ def key_split(att: Attention, bm: int, bt: int, target: Target) -> split_kv.KeyS
 
 
 def _lower_on_chip(att: Attention, target: Target, tmap: TensorMap):
-    qs, ks, v, Dv, T, fmt = att.qs, att.ks, att.v, att.Dv, att.T, att.fmt
     bm, bt = tile(target, att, lambda *shape: _on_chip_need(*shape, target.cores))
     pairs = causal_pairs(att, bm, bt, target.cores)
     split = key_split(att, bm, bt, target) if not pairs else None
+    built = _emit_on_chip(att, target, tmap, bm, bt, pairs, split)
+    if split is None or split.splits == 1:
+        return built
+    try:             # a split item also keeps its fp32 output on chip: is there room?
+        plan_kernel(built[0][0], target)
+    except DscError:
+        return _emit_on_chip(att, target, tmap, bm, bt, pairs, None)
+    return built
+
+
+def _emit_on_chip(att: Attention, target: Target, tmap: TensorMap, bm: int, bt: int, pairs,
+                  split):
+    qs, ks, v, Dv, T, fmt = att.qs, att.ks, att.v, att.Dv, att.T, att.fmt
     splits = split.splits if split else 1
     rows = 2 if pairs else 1
     kb = KernelBuilder("flash_attention" if splits == 1 else "flash_split_kv", target)
@@ -313,7 +366,7 @@ def softmax_attrs(att: Attention, bm: int, bt: int, row0, key0, first) -> dict:
             **causal}
 
 
-def _sub_index(g, letters: str, keep: str, sizes: dict):
+def sub_index(g, letters: str, keep: str, sizes: dict):
     """The flat index over `keep` (a subsequence of `letters`) of flat index g over `letters`."""
     if keep == letters:
         return g

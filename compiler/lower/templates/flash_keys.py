@@ -20,6 +20,10 @@ its block's scale) into the matrix format before the MMAs:
 Unscaled tiles are loaded straight into the matrix unit's buffers (`wait(kv_free) ...
 signal(kv_full)` when nothing is dequantised). The scale loads and the dequantisation are
 ordinary instructions, so their bytes and vector cycles are in the listing and the timing.
+
+Keys gathered by index (sparse attention over the cache rows a selection chose) are loaded
+with `ld.gather`: the block's indices first (`ld.tile sidx`, signalling `kv_idx`), then the
+selected rows of the cache (and of its scales) from the sequence's slab (`base`).
 """
 from __future__ import annotations
 
@@ -27,9 +31,9 @@ import math
 from dataclasses import dataclass
 
 from compiler.lower.templates.workspace import Workspace
-from isa.expr import Const, floordiv
+from isa.expr import Const, floordiv, mul
 from isa.formats import DTYPES
-from isa.program import Box, Buf, TensorDecl
+from isa.program import Box, Buf, TensorDecl, TensorRef
 
 STAGES = 2
 SAME_CORE_TOKENS = (("kv_raw", 0),)
@@ -44,6 +48,7 @@ class KeyTile:
     decl: TensorDecl                 # viewed [Gk, T, D]
     batch: str                       # the batch letters it holds
     scales: TensorDecl | None        # its block scales, viewed [Gk, T / rows, D / cols]
+    gathered: object = None          # flash.Gathered: rows chosen by index from a cache
 
     @property
     def cols(self) -> int:
@@ -55,7 +60,8 @@ class KeyTile:
 
 
 def key_tiles(att) -> list[KeyTile]:
-    tiles = [KeyTile(f"k{i}", d, att.k_batch[i], att.k_scales[i]) for i, d in enumerate(att.ks)]
+    tiles = [KeyTile(f"k{i}", d, att.k_batch[i], att.k_scales[i], att.k_gathers[i])
+             for i, d in enumerate(att.ks)]
     if att.v is not None:
         tiles.append(KeyTile("v", att.v, att.v_batch, att.v_scales))
     return tiles
@@ -91,7 +97,13 @@ class KeyBlocks:
         self.kb, self.att, self.tmap, self.name = kb, att, tmap, name
         self.tiles = key_tiles(att)
         self.scaled = [t for t in self.tiles if t.scales is not None]
-        self.params = {t.stem: kb.param(t.stem, t.decl) for t in self.tiles}
+        self.params = {}
+        for t in self.tiles:
+            if t.gathered:
+                self.params[t.stem] = kb.param(t.stem, t.gathered.table)
+                self.params[f"{t.stem}_idx"] = kb.param(f"{t.stem}_idx", t.gathered.idx)
+            else:
+                self.params[t.stem] = kb.param(t.stem, t.decl)
         self.split = False
         self.spaces: dict[str, Workspace] = {}
 
@@ -107,6 +119,8 @@ class KeyBlocks:
         for t in self.tiles:
             if t.scales is not None:
                 _check_rows(t, bt)
+            if t.gathered:
+                kb.buffer(f"sidx{t.stem}", "i32", (1, bt), "vector", STAGES)
             raw_role = "vector" if split and t.scales is not None else "matrix_b"
             kb.buffer(f"s{t.stem}", t.decl.dtype, (bt, t.cols), raw_role, STAGES)
         for t in self.scaled:
@@ -118,6 +132,8 @@ class KeyBlocks:
             kb.buffer(f"c{t.stem}", fmt, (bt, t.cols), "matrix_b", STAGES)
 
     def declare_tokens(self) -> None:
+        if any(t.gathered for t in self.tiles):
+            self.kb.token("kv_idx", 0)
         if self.scaled:
             for tok, initial in (SPLIT_TOKENS if self.split else SAME_CORE_TOKENS):
                 self.kb.token(tok, initial)
@@ -135,14 +151,21 @@ class KeyBlocks:
         if self.split and self.scaled:
             self._load_split(g, slot, key0)
             return
+        gathered = [t for t in self.tiles if t.gathered]
+        _chain(self.kb, "ld.tile", [(Buf(f"sidx{t.stem}", slot), self._idx_box(t, g, key0))
+                                    for t in gathered], ("kv_free",), ("kv_idx",))
         loads = [(Buf(f"s{t.stem}", slot), self._box(t, g, key0)) for t in self.tiles]
         loads += [(Buf(f"ss{t.stem}", slot), self._scale_box(t, g, key0)) for t in self.scaled]
-        _chain(self.kb, "ld.tile", loads, ("kv_free",), ("kv_raw",) if self.scaled else
-               ("kv_full",))
+        self._moves(loads, slot, g, ("kv_idx",) if gathered else ("kv_free",),
+                    ("kv_raw",) if self.scaled else ("kv_full",))
         self._dequantise(slot, "kv_raw", "c", "kv_full")
 
     def _load_split(self, g, slot, key0) -> None:
         kb = self.kb
+        if any(t.gathered for t in self.scaled):
+            raise ValueError("block-scaled keys gathered by index need the vector core to "
+                             "gather, which split cube/vector cores cannot (store the cache "
+                             "unscaled, e.g. --set kv_cache=bf16)")
         vloads = [(Buf(f"s{t.stem}", slot), self._box(t, g, key0)) for t in self.scaled]
         vloads += [(Buf(f"ss{t.stem}", slot), self._scale_box(t, g, key0)) for t in self.scaled]
         _chain(kb, "vld.tile", vloads, ("kvv_free",), ("kvv_loaded",))
@@ -161,6 +184,28 @@ class KeyBlocks:
                          signal=(closed,) if i == len(self.scaled) - 1 else (),
                          n=self.bt * t.cols, block=t.decl.scaling.block)
 
+    def _moves(self, loads: list, slot, g, opening: tuple, closing: tuple) -> None:
+        """Box loads, or gathers of the rows a block's indices name."""
+        for i, (buf, box) in enumerate(loads):
+            wait = opening if i == 0 else ()
+            signal = closing if i == len(loads) - 1 else ()
+            t = self._gathered_tile(box.tensor)
+            if t is None:
+                self.kb.emit("ld.tile", buf, box, wait=wait, signal=signal)
+                continue
+            base = mul(self.att.sub_g(g, t.gathered.letter), Const(t.gathered.slab))
+            self.kb.emit("ld.gather", buf, TensorRef(box.tensor), Buf(f"sidx{t.stem}", slot),
+                         wait=wait, signal=signal, rows=self.bt, base=base)
+
+    def _gathered_tile(self, param: str) -> KeyTile | None:
+        return next((t for t in self.tiles if t.gathered
+                     and param in (self.params[t.stem], self.params.get(f"{t.stem}_scale"))),
+                    None)
+
+    def _idx_box(self, t: KeyTile, g, key0) -> Box:
+        return Box(self.params[f"{t.stem}_idx"], (self.att.sub_g(g, t.batch), key0),
+                   (1, self.bt))
+
     def _box(self, t: KeyTile, g, key0) -> Box:
         return Box(self.params[t.stem], (self.att.sub_g(g, t.batch), key0, Const(0)),
                    (1, self.bt, t.cols))
@@ -175,6 +220,9 @@ class KeyBlocks:
 def _check_rows(t: KeyTile, bt: int) -> None:
     """A key block must hold whole scale blocks, or lie inside one (its rows are aligned)."""
     rows = t.decl.scaling.block[0]
+    if t.gathered and rows != 1:
+        raise ValueError(f"{t.decl.name}: rows gathered by index cannot share scale blocks of "
+                         f"{rows} rows")
     if bt % rows and rows % bt:
         raise ValueError(f"{t.decl.name}: a key block of {bt} rows cuts its scale blocks of "
                          f"{rows} rows")

@@ -126,7 +126,9 @@ def lower_vector_group(group: Group, graph: Graph, tmap: TensorMap, target: Targ
         br, bc = _tile_shape(row_bytes, fixed, target.buffer_for("vector")[1].bytes, R, width,
                              elementwise_only and not scale_stores and not in_scales)
     except ValueError:
-        from compiler.lower.templates import streamed_rows
+        from compiler.lower.templates import select, streamed_rows
+        if select.selectable(group, graph):
+            return select.lower_select(group, graph, tmap, target, as_rows)
         if elementwise_only or in_scales or not streamable(group.nodes, graph):
             raise
         return streamed_rows.lower_streamed_rows(group, graph, tmap, target, as_rows)
