@@ -207,6 +207,7 @@ _BLOCK = AttrKind("ROWSxCOLS, two integers >= 1", _sizes(2))
 ATTRIBUTES: dict[str, AttrKind] = {
     "n": _COUNT, "rows": _COUNT, "capacity": _COUNT, "keys": _COUNT,
     "mcast": _POSITIVE, "k": _POSITIVE, "groups": _POSITIVE, "topk_groups": _POSITIVE,
+    "group_best": _POSITIVE,
     "experts": _POSITIVE, "block_cols": _POSITIVE, "width": _POSITIVE, "inner": _POSITIVE,
     "seq": _POSITIVE,
     "expert": _INDEX, "row0": _INDEX, "offset": _INDEX, "col": _INDEX, "col0": _INDEX,

@@ -9,19 +9,21 @@ import numpy as np
 F32 = np.float32
 
 
-def topk_select(scores, k, bias=None, groups=1, topk_groups=1):
-    """Indices [T, k] of the chosen experts (DeepSeek-V3 group-limited routing).
+def topk_select(scores, k, bias=None, groups=1, topk_groups=1, group_best=2):
+    """Indices [T, k] of the chosen experts (DeepSeek group-limited routing).
 
     Selection uses scores + bias; experts are split into `groups` equal groups, each group is
-    scored by the sum of its two best members, and only the best `topk_groups` groups compete.
+    scored by the sum of its `group_best` best members (two in DeepSeek-V3, one, the group's
+    maximum, in DeepSeek-V2's group_limited_greedy), and only the best `topk_groups` groups
+    compete.
     Ties go to the lower index (stable sort), so the result is deterministic.
     """
     s = scores.astype(F32) + (bias.astype(F32) if bias is not None else F32(0))
     tokens, experts = s.shape
     if groups > 1:
         grouped = s.reshape(tokens, groups, experts // groups)
-        best_two = -np.sort(-grouped, axis=-1)[..., :min(2, grouped.shape[-1])]
-        group_rank = np.argsort(-best_two.sum(-1), axis=-1, kind="stable")
+        best = -np.sort(-grouped, axis=-1)[..., :min(group_best, grouped.shape[-1])]
+        group_rank = np.argsort(-best.sum(-1), axis=-1, kind="stable")
         keep = np.zeros((tokens, groups), dtype=bool)
         np.put_along_axis(keep, group_rank[:, :topk_groups], True, axis=-1)
         s = np.where(np.repeat(keep, experts // groups, axis=-1), s, F32(-np.inf))

@@ -394,10 +394,11 @@ VECTOR_OPS: dict[str, VectorOp] = {op.name: op for op in [
              attrs=("block",)),
     VectorOp("topk", 1, lambda a: min(a.get("k", 1) + 2, RADIX_SELECT_OPS), 0,
              lambda s, *bias, **a: routing.topk_select(s, a["k"], bias[0] if bias else None,
-                                                       a.get("groups", 1), a.get("topk_groups", 1)),
+                                                       a.get("groups", 1), a.get("topk_groups", 1),
+                                                       a.get("group_best", 2)),
              "indices of the k best scores per row (group-limited): one max-pass per pick, "
              "or a radix select when k is large",
-             attrs=("k", "groups", "topk_groups"), optional_source=True),
+             attrs=("k", "groups", "topk_groups", "group_best"), optional_source=True),
     VectorOp("route_weights", 2, 3, 0,
              lambda s, idx, **a: routing.topk_weights(s, idx, a.get("norm", True), a.get("scale", 1.0)),
              "gather the chosen scores, normalise, scale", attrs=("norm", "scale")),

@@ -185,7 +185,8 @@ def test_split_and_topk_composites(tmp_path):
     assert (a.op, a.attr_dict) == ("slice", {"axis": -1, "start": 0, "stop": 2})
     assert b.attr_dict == {"axis": -1, "start": 2, "stop": 6}
     idx, w = g.by_name("idx"), g.by_name("w")
-    assert idx.op == "topk" and idx.attr_dict == {"k": 2, "groups": 2, "topk_groups": 1}
+    assert idx.op == "topk" and idx.attr_dict == {"k": 2, "groups": 2, "topk_groups": 1,
+                                                  "group_best": 2}
     assert len(idx.inputs) == 2 and g.node(idx.inputs[1]).name == "bias"
     assert idx.type.format == Format("i32") and idx.type.shape == (8, 2)
     assert w.op == "topk_weights" and w.attr_dict == {"norm": True, "scale": 2.5}

@@ -195,10 +195,18 @@ def test_deepseek_v2_lite_by_hand(capsys, tmp_path):
     assert "mla_absorbed_direct(" in text and "shared=n_shared_experts" in text
 
 
-def test_deepseek_v2_group_limited_routing_is_refused(capsys, tmp_path):
-    """DeepSeek-V2 ranks a group by its best expert; dsc's topk by its two best (V3)."""
+def test_deepseek_v2_group_limited_routing(capsys, tmp_path):
+    """DeepSeek-V2's group_limited_greedy: the groups ranked by their best expert (group_best
+    1 in the topk op; DeepSeek-V3 sums its two best). Routing changes no parameter count."""
     src = edited(tmp_path, "deepseek_v2_lite", topk_method="group_limited_greedy", n_group=8,
                  topk_group=3)
-    code, out, err = dsc(capsys, "import", str(src))
-    assert_one_error(code, out, err)
-    assert "unsupported value of config field 'topk_method'" in err and "two best" in err
+    code, out, err = dsc(capsys, "import", str(src), "-o", str(tmp_path / "v2.ds"))
+    assert code == 0, err
+    text = (tmp_path / "v2.ds").read_text()
+    assert "groups=n_group" in text and "topk_groups=topk_group" in text
+    stats = contract(tmp_path / "v2.ds")
+    assert (stats["params"], stats["active_params"], stats["kv_cache_bytes_per_token"]) == V2_LITE
+    graph = load_model(str(tmp_path / "v2.ds"))
+    topks = [n for n in graph.nodes() if n.op == "topk"]
+    assert topks and all((n.attr("groups"), n.attr("topk_groups"), n.attr("group_best"))
+                         == (8, 3, 1) for n in topks)

@@ -62,8 +62,8 @@ HEAD = """model m
      "attribute 'axis' must be an integer, got 1.0"),
     ('%y = topk(%s) : i32[4,2] @ "m.ds":9:5', "'topk' needs attribute 'k'"),
     ('%y = topk(%s) {k="2"} : i32[4,2] @ "m.ds":9:5', "cannot infer the result shape from "
-     "attributes {groups=1, k='2', topk_groups=1} (TypeError: '<' not supported between "
-     "instances of 'int' and 'str')"),
+     "attributes {group_best=2, groups=1, k='2', topk_groups=1} (TypeError: '<' not "
+     "supported between instances of 'int' and 'str')"),
     ('%y = matmul(%x, %x) : bf16[4,8] @ "m.ds":9:5',
      "inner dimensions differ: [4, 8] @ [4, 8] (8 != 4)"),
     ('%y = matmul(%x, %w) : bf16[4,8] @ "m.ds":9:5',

@@ -1,8 +1,9 @@
 """Builtin composites: calls that expand to several op nodes and give several values.
 
 - `split(x, [sizes], axis=-1)`: one `slice` per size; the sizes must add up to the dim.
-- `topk(s, k, bias=none, groups=1, topk_groups=1, norm=true, scale=1.0)`: a `topk` node
-  (the chosen experts' indices, selected on s + bias with group-limited routing) and a
+- `topk(s, k, bias=none, groups=1, topk_groups=1, norm=true, scale=1.0, group_best=2)`: a
+  `topk` node (the chosen experts' indices, selected on s + bias with group-limited routing,
+  a group ranked by the sum of its `group_best` best scores) and a
   `topk_weights` node (their scores, normalised if `norm`, times `scale`); gives
   (weights, indices).
 
@@ -59,7 +60,7 @@ def _topk(b, frame, bound, loc, hints):
     if bias is not None and bias.value is not None:
         inputs.append(expect_tensor(bias.value, bias.loc, "'bias' of 'topk'"))
     select = {k: CONVERT["int"](bound[k], f"'{k}' of 'topk'")
-              for k in ("k", "groups", "topk_groups") if k in bound}
+              for k in ("k", "groups", "topk_groups", "group_best") if k in bound}
     weigh = {"norm": CONVERT["bool"](bound["norm"], "'norm' of 'topk'") if "norm" in bound
              else True,
              "scale": CONVERT["float"](bound["scale"], "'scale' of 'topk'") if "scale" in bound
@@ -72,7 +73,7 @@ def _topk(b, frame, bound, loc, hints):
 SPLIT = Signature("composite", "split", (Param("x"), Param("sizes"), Param("axis", -1)))
 TOPK = Signature("composite", "topk", (
     Param("s"), Param("k"), Param("bias", None), Param("groups", 1), Param("topk_groups", 1),
-    Param("norm", True), Param("scale", 1.0)))
+    Param("norm", True), Param("scale", 1.0), Param("group_best", 2)))
 
 COMPOSITES: dict[str, Composite] = {
     "split": Composite(SPLIT, _split),

@@ -31,7 +31,7 @@ OPTIONAL = {"perm": "(last two swapped)", "capacity": "(balanced)"}
 
 ATTR_KINDS = {
     "axis": "int", "keepdims": "bool", "offset": "int", "theta": "float", "eps": "float",
-    "start": "int", "stop": "int", "k": "int", "groups": "int", "topk_groups": "int",
+    "start": "int", "stop": "int", "k": "int", "groups": "int", "topk_groups": "int", "group_best": "int",
     "experts": "int", "capacity": "int", "norm": "bool", "scale": "float", "spec": "string",
     "shape": "ints", "perm": "ints", "format": "format", "value": "float",
 }

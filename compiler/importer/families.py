@@ -162,11 +162,13 @@ def moe_deepseek(cfg: HFConfig, m: Model) -> list[str]:
 
 def moe_deepseek_v2(cfg: HFConfig, m: Model) -> list[str]:
     """DeepSeek-V2: softmax scores, greedy top-k, optionally renormalised, times
-    routed_scaling_factor; shared experts. Group-limited greedy routing scores a group by its
-    best expert, where the topk op scores it by its two best (DeepSeek-V3): refused."""
+    routed_scaling_factor; shared experts. Group-limited greedy routing (DeepSeek-V2 itself:
+    8 groups, the best 3 by their best expert) limits the top-k to the experts of the
+    topk_group groups with the highest maximum score."""
     cfg.require("scoring_func", ("softmax", None), "DeepSeek-V2's softmax router")
-    cfg.require("topk_method", ("greedy", None), "greedy routing; group_limited_greedy ranks a "
-                "group by its best expert, dsc's group-limited top-k by its two best")
+    cfg.require("topk_method", ("greedy", "group_limited_greedy", None),
+                "greedy or group-limited greedy routing")
+    method = cfg.data.get("topk_method")
     cfg.require("moe_layer_freq", (1, None), "a mixture of experts in every layer after the "
                 "dense ones")
     names = ["n_routed_experts", "num_experts_per_tok", "moe_intermediate_size"]
@@ -175,7 +177,11 @@ def moe_deepseek_v2(cfg: HFConfig, m: Model) -> list[str]:
     keywords = {"norm": read(cfg, m, "norm_topk_prob", bool, False),
                 "scale": read(cfg, m, "routed_scaling_factor", float, 1.0),
                 "shared": read(cfg, m, "n_shared_experts", int, 0)}
-    cfg.ignore(["n_group", "topk_group"])              # inert under greedy routing
+    if method == "group_limited_greedy":
+        keywords["groups"] = read(cfg, m, "n_group", int)
+        keywords["topk_groups"] = read(cfg, m, "topk_group", int)
+    else:
+        cfg.ignore(["n_group", "topk_group"])          # inert under greedy routing
     args = ", ".join([*names, *(f"{k}={v}" for k, v in keywords.items())])
     return _routed(m, f"moe_softmax(tokens_in, {args})")
 

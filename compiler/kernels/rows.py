@@ -80,3 +80,25 @@ def streamable(nodes: list[Node], graph: Graph) -> bool:
             and all(n.op in ELEMENTWISE and not (n.op == "cast" and n.type.format.scaling)
                     for n in others)
             and len({tile_cols(n, graph) for n in nodes}) == 1)
+
+
+SELECT_PREFIX = ("causal_mask", "mul", "add", "relu")
+
+
+def selectable(nodes: list[Node], graph: Graph) -> bool:
+    """A plain top-k (one group, no bias) last, elementwise ops before it on the same rows
+    whose values nothing else reads: the selection template streams any row length."""
+    *prefix, last = sorted(nodes, key=lambda n: n.id)
+    members = {n.id for n in nodes}
+    return (last.op == "topk" and last.attr("groups") == 1 and len(last.inputs) == 1
+            and all(n.op in SELECT_PREFIX and not _used_outside(graph, n.id, members)
+                    for n in prefix)
+            and len({tile_cols(n, graph) for n in prefix}
+                    | {tile_cols(graph.node(last.inputs[0]), graph)}) == 1)
+
+
+def _used_outside(graph: Graph, node_id: int, members: set[int]) -> bool:
+    """Some use of the value, directly or through views, is not a member (or it is returned)."""
+    return node_id in graph.outputs or any(
+        (_used_outside(graph, u.id, members) if u.op in ("reshape", "transpose", "slice")
+         else u.id not in members) for u in graph.users(node_id))

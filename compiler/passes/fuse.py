@@ -32,7 +32,8 @@ from compiler.ir.ops import OPS
 from compiler.ir.ops.contraction import contraction_of
 from compiler.kernels.gemm_estimate import gemm_cycles, gemm_problem
 from compiler.kernels.groups import default_kind, kernel_groups, needs_kernel
-from compiler.kernels.rows import row_count, row_view_base, streamable, whole_rows_fit
+from compiler.kernels.rows import (row_count, row_view_base, selectable, streamable,
+                                   whole_rows_fit)
 from compiler.passes import PassContext
 
 VECTOR_CATEGORIES = ("elementwise", "rowwise", "reduction")
@@ -249,8 +250,9 @@ def _whole_rows_pay(g: Graph, head: Node, tail: Node, users: list[Node],
 def _lowers(g: Graph, members: list[int], capacity: int) -> bool:
     """Can the vector templates lower this group: its whole rows fit the buffer, or its one
     row-wise op streams them in column chunks (a 12,288-wide LayerNorm with the residual add
-    before it)?"""
-    return whole_rows_fit(g, members, capacity) or streamable([g.node(i) for i in members], g)
+    before it), or it is a top-k the selection template streams (a mask, then the top-2048)?"""
+    nodes = [g.node(i) for i in members]
+    return whole_rows_fit(g, members, capacity) or streamable(nodes, g) or selectable(nodes, g)
 
 
 def vector(node: Node, st: _State) -> tuple[str, list[int]] | None:

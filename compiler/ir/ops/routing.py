@@ -17,6 +17,9 @@ def _topk_shape(ins, a):
           f"topk_groups = {a['topk_groups']} must be between 1 and groups = {a['groups']}")
     check(a["k"] <= a["topk_groups"] * experts // a["groups"],
           f"k = {a['k']} exceeds the experts of the {a['topk_groups']} kept groups")
+    check(1 <= a["group_best"] <= experts // a["groups"],
+          f"group_best = {a['group_best']} must be between 1 and the {experts // a['groups']} "
+          "experts of a group")
     if len(ins) > 1:
         check(ins[1].shape == (experts,), f"topk bias must be [{experts}], got {dims(ins[1].shape)}")
     return (s.shape[0], a["k"])
@@ -67,11 +70,12 @@ def balanced_capacity(tokens: int, k: int, experts: int) -> int:
 
 register(OpDef("topk", "routing", None, infer=_topk_shape, result="i32",
                reference=lambda ins, a: routing.topk_select(
-                   ins[0], a["k"], ins[1] if len(ins) > 1 else None, a["groups"], a["topk_groups"]),
+                   ins[0], a["k"], ins[1] if len(ins) > 1 else None, a["groups"], a["topk_groups"],
+                   a["group_best"]),
                flops=lambda ins, out, a: min(a["k"] + 2, RADIX_SELECT_OPS) * numel(ins[0].shape),
                doc="indices of the k best experts per token (optional bias, group-limited), or "
                    "of the k best positions of a row of scores",
-               attrs={"k": REQUIRED, "groups": 1, "topk_groups": 1}))
+               attrs={"k": REQUIRED, "groups": 1, "topk_groups": 1, "group_best": 2}))
 register(OpDef("topk_weights", "routing", 2, infer=_weights_shape, result="fp32",
                reference=lambda ins, a: routing.topk_weights(ins[0], ins[1], a["norm"], a["scale"]),
                flops=lambda ins, out, a: 3 * numel(out.shape),

@@ -21,7 +21,8 @@ import math
 
 from compiler.ir.graph import Graph
 from compiler.kernels.groups import Group
-from compiler.kernels.rows import row_view_base, tile_cols
+from compiler.kernels import rows
+from compiler.kernels.rows import row_view_base
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
 from compiler.lower.templates.tile_ops import emit_node
@@ -30,25 +31,10 @@ from isa.program import Box, Buf
 from isa.target_schema import Target
 
 STAGES = 2
-PREFIX = ("causal_mask", "mul", "add", "relu")
 
 
 def selectable(group: Group, graph: Graph) -> bool:
-    """A plain top-k (one group, no bias) last, elementwise ops before it on the same rows."""
-    *prefix, last = group.nodes
-    members = {n.id for n in group.nodes}
-    return (last.op == "topk" and last.attr("groups") == 1 and len(last.inputs) == 1
-            and all(n.op in PREFIX and not _used_outside(graph, n.id, members) for n in prefix)
-            and len({tile_cols(n, graph) for n in prefix} | {tile_cols(graph.node(
-                last.inputs[0]), graph)}) == 1)
-
-
-def _used_outside(graph: Graph, node_id: int, members: set[int]) -> bool:
-    """Some use of the value, directly or through views, is not a member (or it is returned):
-    then it must be stored, which this template does not do."""
-    return node_id in graph.outputs or any(
-        (_used_outside(graph, u.id, members) if u.op in ("reshape", "transpose", "slice")
-         else u.id not in members) for u in graph.users(node_id))
+    return rows.selectable(list(group.nodes), graph)
 
 
 def lower_select(group: Group, graph: Graph, tmap: TensorMap, target: Target, as_rows):

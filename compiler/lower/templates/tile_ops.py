@@ -25,7 +25,10 @@ def vector_op(node: Node) -> tuple[str, dict]:
         "rope": lambda: ("rope", {"offset": a["offset"], "theta": a["theta"]}),
         "causal_mask": lambda: ("causal_mask", {"offset": a["offset"]}),
         "topk": lambda: ("topk", {"k": a["k"], "groups": a["groups"],
-                                  "topk_groups": a["topk_groups"]}),
+                                  "topk_groups": a["topk_groups"],
+                                  # DeepSeek-V3's two best is the instruction's default
+                                  **({"group_best": a["group_best"]} if a["groups"] > 1
+                                     and a["group_best"] != 2 else {})}),
         "topk_weights": lambda: ("route_weights", {"norm": a["norm"], "scale": a["scale"]}),
     }
     return table[node.op]() if node.op in table else (node.op, {})
