@@ -8,6 +8,7 @@
 | `ffn` | `dp`, `tpN` | dense FFNs (and shared experts, unless `moe=ep`); default: as `attn` |
 | `moe` | `ep`, `dp`, `tpN` | routed experts: expert parallel over all devices (dispatch and combine become all-to-all), replicated, or each expert split over N devices |
 | `mb` | `1`, `2` | micro-batches: with 2, one half-batch's communication overlaps the other's compute |
+| `overlap` | `alternate`, `five_stage` | how two micro-batches overlap: phase by phase, each all-to-all under the other half's next phase (default), or DeepSeek's five-stage decode pipeline, attention split in two and the second half a stage behind, so each all-to-all runs under half of the other's attention (compiler/passes/micro_batch.py) |
 | `a2a` | `direct`, `node` | expert all-to-all: each token straight to every device it reaches (DeepEP's low-latency kernels), or once per remote node and forwarded there over NVLink (its normal kernels) |
 | `load` | `uniform`, `zipf:S`, `FILE` | the share of routed tokens each expert receives: equal, a Zipf law of exponent S, or a histogram file (one count per expert) |
 | `redundant` | `0`, `R` | redundant expert copies, placed with the experts by DeepSeek's load balancer (EPLB) |
@@ -26,11 +27,12 @@ from dataclasses import dataclass
 
 _MODES = {"attn": ("dp", "tp"), "ffn": ("dp", "tp"), "moe": ("ep", "dp", "tp")}
 LAUNCH_MODES = ("stream", "graph", "dependent")
+OVERLAPS = ("alternate", "five_stage")
 
 
 class DeploymentError(ValueError):
     """A plan or device count that cannot be used; the message says what was expected and
-    `key` which item is wrong (devices, attn, ffn, moe or micro_batches)."""
+    `key` which item is wrong (devices, attn, ffn, moe, micro_batches, overlap, ...)."""
 
     def __init__(self, message: str, key: str | None = None):
         super().__init__(message)
@@ -49,6 +51,7 @@ class Deployment:
     load: str = "uniform"             # expert load: uniform, zipf:S, or a histogram file
     redundant: int = 0                # redundant expert copies (EPLB)
     launch: str = "stream"            # LAUNCH_MODES
+    overlap: str = "alternate"        # OVERLAPS: how two micro-batches interleave
 
     def __post_init__(self):
         if self.devices < 1 or self.per_node < 1:
@@ -78,6 +81,12 @@ class Deployment:
         if self.micro_batches not in (1, 2):
             raise DeploymentError(f"plan mb={self.micro_batches}: expected 1 or 2 micro-batches",
                                   "micro_batches")
+        if self.overlap not in OVERLAPS:
+            raise DeploymentError(f"plan overlap={self.overlap}: expected one of "
+                                  f"{', '.join(OVERLAPS)}", "overlap")
+        if self.overlap != "alternate" and self.micro_batches != 2:
+            raise DeploymentError(f"plan overlap={self.overlap}: it interleaves two "
+                                  "micro-batches; add mb=2", "overlap")
 
     # -- derived --
 
@@ -114,6 +123,7 @@ class Deployment:
         """How the model is spread (the launch mode is not part of it)."""
         text = f"attn={self.attn},ffn={self.ffn},moe={self.moe}"
         text += f",mb={self.micro_batches}" if self.micro_batches > 1 else ""
+        text += f",overlap={self.overlap}" if self.overlap != "alternate" else ""
         text += f",a2a={self.a2a}" if self.a2a != "direct" else ""
         text += f",load={self.load}" if self.load != "uniform" else ""
         return text + (f",redundant={self.redundant}" if self.redundant else "")
@@ -142,11 +152,11 @@ def parse_plan(text: str) -> dict[str, str | int]:
                                       + ("1 or 2 micro-batches" if key == "mb" else
                                          "a number of redundant experts"))
             out["micro_batches" if key == "mb" else key] = int(value)
-        elif key in _MODES or key in ("a2a", "load", "launch"):
+        elif key in _MODES or key in ("a2a", "load", "launch", "overlap"):
             out[key] = value
         else:
             raise DeploymentError(f"unknown plan key '{key}' (expected attn, ffn, moe, mb, "
-                                  "a2a, load, redundant or launch)")
+                                  "overlap, a2a, load, redundant or launch)")
     return out
 
 

@@ -285,7 +285,9 @@ def tensor_lines(tensors) -> list[str]:
 
 def fmt_deployment(d: Deployment) -> str:
     return (f"deploy devices={d.devices} per_node={d.per_node} attn={d.attn} ffn={d.ffn} "
-            f"moe={d.moe} mb={d.micro_batches}" + (f" a2a={d.a2a}" if d.a2a != "direct" else "")
+            f"moe={d.moe} mb={d.micro_batches}"
+            + (f" overlap={d.overlap}" if d.overlap != "alternate" else "")
+            + (f" a2a={d.a2a}" if d.a2a != "direct" else "")
             + (f' load="{d.load}"' if d.load != "uniform" else "")
             + (f" redundant={d.redundant}" if d.redundant else "")
             + (f" launch={d.launch}" if d.launch != "stream" else ""))

@@ -157,7 +157,8 @@ class _Reader(lark.Transformer):
                 values.pop("devices"), values.pop("per_node"), values.pop("attn"),
                 values.pop("ffn"), values.pop("moe"), values.pop("mb"),
                 values.pop("a2a", "direct"), values.pop("load", "uniform"),
-                values.pop("redundant", 0), values.pop("launch", "stream")), keyword.line, values)
+                values.pop("redundant", 0), values.pop("launch", "stream"),
+                values.pop("overlap", "alternate")), keyword.line, values)
         except KeyError as missing:
             raise LineError(keyword.line, f"deploy line without {missing.args[0]}= (expected "
                                        "devices, per_node, attn, ffn, moe and mb)") from None

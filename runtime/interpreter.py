@@ -12,14 +12,14 @@ one stream this is kernel after kernel; across streams it is what lets
 one micro-batch's all-to-all run under the other's compute. A compute launch that waits for
 a link's launch beyond its stream's own order is exposed communication.
 
-Each kernel's time is simulated as if it had the chip to itself: it starts with idle cores
+Each kernel's time is simulated as if it had the cores to itself: it starts with idle cores
 and memory, with in its caches what the launches before it left there (runtime/residency.py),
 so its time depends only on the kernel, the shapes bound to it and that share of them held,
 and launches of the same kernel on same-shaped tensors with the same shares held (the 58
 identical MoE layers) are simulated once and their result reused, which is exact (and kept
-for later runs: runtime/sim_cache.py). Kernels on different streams that overlap do not slow
-each other down here (the sends of a collective mostly load the links, not the memory the
-cores use; docs/timing.md).
+for later runs: runtime/sim_cache.py). The memory is shared with the links: a compute launch
+that overlaps link launches runs with the memory bandwidth their sends and receives leave
+it (runtime/contention.py), so it is simulated again for that background.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from typing import Callable
 from isa.program import Kernel, Program, TensorDecl, bind_name, expand_schedule
 from isa.target_schema import Target
 from isa.workload import size_problem
+from runtime.contention import LinkTraffic
 from runtime.engine import DeadlockError
 from runtime.errors import SimulationError
 from runtime.residency import Residency
@@ -49,6 +50,7 @@ class LaunchRecord:
     waited_on: int = -1    # the launch (its index) whose output it waited for past its own
                            # stream's order (-1: it did not wait for another's output)
     launching: float = 0.0  # cycles from when it could run to its start: its launch
+    slowed: float = 0.0    # cycles the links' memory traffic beside it added to its run
 
 
 @dataclass
@@ -82,10 +84,10 @@ def run_program(program: Program, target: Target,
     kernels = program.kernel_table()
     outputs = {k.name: {p.name for p in k.params if p.output} for k in kernels.values()}
     launches = list(expand_schedule(program.schedule))
-    cache: dict[tuple, KernelResult] = {}
+    out = RunResult(program, target)
+    sims = _Simulations(target, tensors, record, out)
     bound_as: dict[str, tuple] = {}                  # tensor name -> _bound_as
     heads: dict[str, str] = {}                       # note -> what it computes, unbound
-    out = RunResult(program, target)
     contents = Residency(target)                     # what the caches hold between launches
     mode = program.deployment.launch                 # stream, graph or dependent
     interval, boundary = target.launch_cycles(mode), target.boundary_cycles(mode)
@@ -94,6 +96,7 @@ def run_program(program: Program, target: Target,
     written: dict[str, tuple[float, str]] = {}       # base tensor -> (when written, by stream)
     read: dict[str, tuple[float, str]] = {}          # base tensor -> (when last read, by)
     writer: dict[str, int] = {}                      # base tensor -> the launch that wrote it
+    links = LinkTraffic(target)                      # what the links take of the memory
     for i, (launch, env) in enumerate(launches):
         kernel = kernels[launch.kernel]
         bound = sorted((p, bind_name(t, env)) for p, t in launch.args)
@@ -109,15 +112,9 @@ def run_program(program: Program, target: Target,
         if head is None:
             head = heads[launch.note] = launch.note.split(" = ")[0]
         name = bind_name(head, env)
-        if key not in cache:
-            bases = {p: tensors[d.base] for p, d in params.items() if d.base in tensors}
-            try:
-                cache[key] = simulate(kernel, params, target, record, bases, resident)
-            except DeadlockError as err:
-                raise SimulationError(_deadlock_message(kernel, i, name, err, target)) from None
-            out.simulated_kernels += 1
-        result = cache[key]
-        contents.update(result.touched, params, tensors)
+        launched = _Launched(kernel, params, resident, key, i, name)
+        alone = sims.result(launched, {})
+        contents.update(alone.touched, params, tensors)
         writes = outputs[launch.kernel]
         touched = [(p in writes, tensors[t].base or t) for p, t in bound]
         after = [written.get(t, (0.0, "")) for _, t in touched]
@@ -127,6 +124,11 @@ def run_program(program: Program, target: Target,
         ready, by = max(after + [(own, launch.stream)])
         start = max(ready + boundary, started.get(launch.stream, 0.0) + interval)
         started[launch.stream] = start
+        result = alone
+        if launch.stream == "compute":
+            result = sims.result(launched, links.background(start, start + alone.cycles))
+        else:
+            links.add(start, start + alone.cycles, alone.resource_bytes)
         end = start + result.cycles
         exposed = ready - own if launch.stream == "compute" and by not in ("", "compute") else 0.0
         waited_on = next((writer.get(t, -1) for w, t in touched
@@ -140,10 +142,46 @@ def run_program(program: Program, target: Target,
                     writer[t] = i
         out.launches.append(LaunchRecord(name, kernel.name, start, end, launch.flops, result,
                                          launch.stream, exposed, waited_on,
-                                         start - ready))
+                                         start - ready, result.cycles - alone.cycles))
         if progress:
             progress(i + 1, len(launches))
     return out
+
+
+@dataclass
+class _Launched:
+    """A launch as its simulation sees it: the kernel, its bound tensors, what the caches hold
+    of them, the key of equal launches; its index and name for error messages."""
+    kernel: Kernel
+    params: dict
+    resident: dict
+    key: tuple
+    index: int
+    name: str
+
+
+@dataclass
+class _Simulations:
+    """Kernel simulations of one run, each simulated once per key and background."""
+    target: Target
+    tensors: dict
+    record: bool
+    out: RunResult
+    held: dict[tuple, KernelResult] = field(default_factory=dict)
+
+    def result(self, launch: _Launched, background: dict[str, float]) -> KernelResult:
+        key = launch.key + (tuple(background.items()),) if background else launch.key
+        if key not in self.held:
+            params, tensors = launch.params, self.tensors
+            bases = {p: tensors[d.base] for p, d in params.items() if d.base in tensors}
+            try:
+                self.held[key] = simulate(launch.kernel, params, self.target, self.record,
+                                          bases, launch.resident, background)
+            except DeadlockError as err:
+                raise SimulationError(_deadlock_message(launch.kernel, launch.index,
+                                                        launch.name, err, self.target)) from None
+            self.out.simulated_kernels += 1
+        return self.held[key]
 
 
 def _disjoint_links(earlier: str, later: str) -> bool:

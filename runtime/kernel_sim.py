@@ -135,11 +135,14 @@ def _kept_hits(streams, counts, miss: dict, cold: dict) -> float:
 
 def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Target,
                     record: bool = False, bases: dict[str, TensorDecl] | None = None,
-                    resident: dict[str, float] | None = None) -> KernelResult:
+                    resident: dict[str, float] | None = None,
+                    background: dict[str, float] | None = None) -> KernelResult:
     """`bases`: the base tensor of each parameter that is a view (to place its bytes);
     `resident`: per parameter, the share of its bytes the caches hold when the kernel starts
-    (earlier kernels left them there). A kernel beyond the interpreter's bounds
-    (isa/workload.py) is a SimulationError."""
+    (earlier kernels left them there); `background`: bytes per cycle of some resources that
+    traffic outside the kernel takes while it runs (the links' sends and receives:
+    runtime/contention.py), which its own transfers cannot use. A kernel beyond the
+    interpreter's bounds (isa/workload.py) is a SimulationError."""
     problem = kernel_problem(kernel, target.cores, target.chip.dies)
     if problem:
         raise SimulationError(f"error: {problem}")
@@ -164,7 +167,7 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
                                                         resident or {})
     kept = _kept_hits(streams, counts, fractions, cold) if cold else 0.0
     ops: dict[tuple[int, int], dict] = {}
-    capacity = target.machine.capacity
+    capacity = _left(target.machine.capacity, background or {})
     tokens = dict(kernel.tokens)
     result = KernelResult(0.0, sum(counts), 0, token_sources=token_sources(kernel, target),
                           slot_tokens=frozenset(t for t, n in kernel.tokens if n > 0),
@@ -211,6 +214,18 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
                                            for r, b in result.resource_bytes.items() if b > 0])
     _totals(result, target)
     return result
+
+
+def _left(capacity: dict[str, float], background: dict[str, float]) -> dict[str, float]:
+    """What each resource carries for the kernel: its capacity less the background's rate."""
+    out = dict(capacity)
+    for resource, rate in background.items():
+        if rate >= out[resource]:
+            raise SimulationError(f"error: traffic beside the kernel takes {rate:,.1f} bytes "
+                                  f"per cycle of {resource}, which carries "
+                                  f"{out[resource]:,.1f}: the links outrun the memory")
+        out[resource] -= rate
+    return out
 
 
 def token_sources(kernel: Kernel, target: Target) -> dict[str, tuple[str, ...]]:

@@ -16,13 +16,21 @@ service; the command line compiles and runs the two steps).
   one cluster's requests per second, rounded up; the cost of a million tokens is the
   devices' price per hour over the tokens they serve in an hour (at the rate, or at full
   load without one).
+- The throughput-latency curve: the fleet the load sizes (whole clusters of each phase) offered
+  a sweep of request rates up to its capacity, each phase an M/D/c queue of its batch slots
+  (runtime/queueing.py): a request waits for a prefill slot, holds it a step, its KV cache
+  moves, it waits for a decode slot and holds it for its output's steps. TPOT stays the full
+  batch's step: a lighter load would run emptier, faster steps, which one simulated step does
+  not give.
 """
 from __future__ import annotations
 
 import math
 
 from isa.serving import Service
+from runtime.critical_path import critical_path
 from runtime.interpreter import RunResult
+from runtime.queueing import md_c_wait
 from runtime.report.deployment import deployment_dict, tokens_per_step
 
 
@@ -54,6 +62,8 @@ def service_dict(service: Service, prefill: RunResult, decode: RunResult,
         "prefill": p, "decode": d,
         "load": _load(service, p, d),
     }
+    p["critical_path"], d["critical_path"] = critical_path(prefill), critical_path(decode)
+    out["curve"] = _curve(service, out["load"], p, d, kv)
     if service.gpu_hour:
         out["cost"] = _cost(service, out["load"], p, d)
     if bound:
@@ -109,3 +119,32 @@ def _cost(service: Service, load: dict, p: dict, d: dict) -> dict:
                                                 rate * service.output)}
     return {"usd_per_m_input": per_million(1, p["input_tokens_per_s_per_device"]),
             "usd_per_m_output": per_million(1, d["output_tokens_per_s_per_device"])}
+
+
+# The sweep: request rates as shares of the fleet's capacity (its busier phase's utilisation).
+CURVE_LOADS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
+
+
+def _curve(service: Service, load: dict, p: dict, d: dict, kv_s: float) -> list[dict]:
+    """Mean TTFT and request latency at each rate of the sweep, for the fleet `load` sizes:
+    each phase's slots are its requests per step over its clusters, held a prefill step or a
+    request's decode steps."""
+    clusters = load["clusters"]
+    slots = {"prefill": round(p["requests_per_device"] * p["devices"]) * clusters["prefill"],
+             "decode": round(d["requests_per_device"] * d["devices"]) * clusters["decode"]}
+    hold = {"prefill": p["step_s"],
+            "decode": service.output / d["tokens_per_step"] * d["step_s"]}
+    capacity = min(slots[x] / hold[x] for x in slots)
+    nodes = load["total_nodes"]
+    rows = []
+    for share in CURVE_LOADS:
+        rate = capacity * share
+        wait = {x: md_c_wait(rate, hold[x], slots[x]) for x in slots}
+        ttft = wait["prefill"] + hold["prefill"]
+        latency = ttft + kv_s + wait["decode"] + hold["decode"]
+        rows.append({"request_rate": rate, "load": share,
+                     "output_tokens_per_s_per_node": rate * service.output / nodes,
+                     "prefill_wait_ms": wait["prefill"] * 1e3,
+                     "decode_wait_ms": wait["decode"] * 1e3,
+                     "ttft_ms": ttft * 1e3, "latency_s": latency})
+    return rows

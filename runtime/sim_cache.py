@@ -2,7 +2,8 @@
 
 A kernel's simulation is a pure function of the kernel (its instructions, buffers, grid), the
 tensors bound to it (formats, shapes, views, homes: not their names), what of them the caches
-hold when it starts, the target, and the simulator's own code. `simulate` looks the result up by all of these, in this process first
+hold when it starts, the bandwidth traffic beside it takes, the target, and the simulator's
+own code. `simulate` looks the result up by all of these, in this process first
 and then in a directory on disk, and simulates only what neither holds. The tile pass's
 measurements and the runs after it share the results, so a model compiled and run again, or a
 GEMM tried in another model, costs no simulation.
@@ -36,16 +37,18 @@ _target_texts: dict[int, tuple[Target, str]] = {}
 
 def simulate(kernel: Kernel, params: dict[str, TensorDecl], target: Target,
              record: bool = False, bases: dict[str, TensorDecl] | None = None,
-             resident: dict[str, float] | None = None) -> KernelResult:
+             resident: dict[str, float] | None = None,
+             background: dict[str, float] | None = None) -> KernelResult:
     """simulate_kernel's result, from the caches when they hold it."""
     if record:
-        return simulate_kernel(kernel, params, target, record, bases, resident)
-    key = _key(kernel, params, target, bases or {}, resident or {})
+        return simulate_kernel(kernel, params, target, record, bases, resident, background)
+    key = _key(kernel, params, target, bases or {}, resident or {}, background or {})
     result = _memory.get(key)
     if result is None:
         result = _read(key)
         if result is None:
-            result = simulate_kernel(kernel, params, target, record, bases, resident)
+            result = simulate_kernel(kernel, params, target, record, bases, resident,
+                                     background)
             _write(key, result)
         _memory[key] = result
         if len(_memory) > MEMORY_ENTRIES:
@@ -59,11 +62,12 @@ def clear_memory() -> None:
     _memory.clear()
 
 
-def _key(kernel: Kernel, params, target: Target, bases, resident) -> str:
+def _key(kernel: Kernel, params, target: Target, bases, resident, background) -> str:
     decls = lambda table: sorted((p, _decl(d)) for p, d in table.items())
     body = _kernel_text(kernel)
     text = repr((_code_hash(), body, decls(params), decls(bases),
-                 _target_text(target, "net.send" in body), sorted(resident.items())))
+                 _target_text(target, "net.send" in body), sorted(resident.items()))
+                + ((sorted(background.items()),) if background else ()))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

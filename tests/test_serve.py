@@ -206,3 +206,73 @@ def test_a_step_that_does_not_fit_says_which_phase(capsys, tmp_path):
                        "decode.batch=100000000")
     assert_user_error(code, err)
     assert "note: in the decode step of serve tiny" in err
+
+
+def test_the_queue_of_batch_slots_by_hand():
+    """Erlang C for 2 servers offered 1 Erlang is 1/3 (B = 0.5 / 2.5 = 0.2, C = 0.2 / (1 -
+    0.5 x 0.8)); M/D/c waits half of M/M/c's: 1/3 x S / (2 - 1) / 2 = S / 6. One server:
+    Pollaczek-Khinchine, rho S / (2 (1 - rho))."""
+    from runtime.queueing import erlang_c, md_c_wait
+    assert erlang_c(2, 1.0) == pytest.approx(1 / 3)
+    assert md_c_wait(0.5, 2.0, 2) == pytest.approx(2.0 / 6)
+    assert md_c_wait(0.3, 2.0, 1) == pytest.approx(0.6 * 2.0 / (2 * 0.4))
+    assert md_c_wait(1.0, 2.0, 2) == math.inf                  # at capacity
+    assert 0 < erlang_c(9216, 9000.0) < erlang_c(9216, 9200.0) < 1
+
+
+def test_the_curve_sweeps_the_fleets_capacity(capsys, tmp_path):
+    """The fleet the load sizes, offered 10% .. 98% of the capacity of its busier phase: each
+    phase's slots (2 prompts x 4 devices per prefill cluster, 4 sequences x 8 devices per
+    decode cluster) held a prefill step, or 16 tokens' decode steps."""
+    from runtime.queueing import md_c_wait
+    d = run_json(capsys, *tiny(tmp_path))
+    p, dc, clusters = d["prefill"], d["decode"], d["load"]["clusters"]
+    slots = {"prefill": 8 * clusters["prefill"], "decode": 32 * clusters["decode"]}
+    hold = {"prefill": p["step_s"], "decode": 16 * dc["step_s"]}
+    capacity = min(slots[x] / hold[x] for x in slots)
+    curve = d["curve"]
+    assert [c["load"] for c in curve][0] == 0.1 and curve[-1]["load"] == 0.98
+    for c in curve:
+        assert c["request_rate"] == pytest.approx(c["load"] * capacity)
+        wait = {x: md_c_wait(c["request_rate"], hold[x], slots[x]) for x in slots}
+        assert c["ttft_ms"] == pytest.approx((wait["prefill"] + p["step_s"]) * 1e3)
+        assert c["latency_s"] == pytest.approx(wait["prefill"] + p["step_s"] + wait["decode"]
+                                               + hold["decode"] + p["kv_transfer_ms"] / 1e3)
+        assert c["output_tokens_per_s_per_node"] == pytest.approx(
+            c["request_rate"] * 16 / d["load"]["total_nodes"])
+    latencies = [c["latency_s"] for c in curve]
+    assert latencies == sorted(latencies) and latencies[-1] > latencies[0]
+
+
+def test_the_critical_path_adds_up_to_the_step(capsys, tmp_path):
+    """Each step's critical path, walked back from its last launch, accounts for the whole
+    step; a prefill step whose cores wait for its all-to-alls has a link on it."""
+    d = run_json(capsys, *tiny(tmp_path))
+    for phase in ("prefill", "decode"):
+        path = d[phase]["critical_path"]
+        assert sum(e["us"] for e in path) == pytest.approx(d[phase]["step_ms"] * 1e3, rel=1e-9)
+        assert [e["us"] for e in path] == sorted((e["us"] for e in path), reverse=True)
+    prefill = d["prefill"]
+    assert prefill["deployment"]["exposed_comm_us"] > 0
+    assert any(e["block"] == "communication" and e["resource"] in ("nvlink", "network")
+               for e in prefill["critical_path"])
+
+
+def test_the_html_report_draws_the_curve(capsys, tmp_path):
+    path, = tiny(tmp_path)
+    page = tmp_path / "serve.html"
+    code, out, err = dsc(capsys, "serve", path, "--target", "h800", "--html", str(page))
+    assert code == 0, err
+    html = page.read_text()
+    assert html.count("<svg") == 2 and html.count("<polyline") == 2
+    points = html.split('<polyline points="')[1].split('"')[0].split()
+    assert len(points) == 12
+    xs = [float(p.split(",")[0]) for p in points]
+    assert xs == sorted(xs)                                 # throughput grows along the sweep
+    assert "critical path" in out and "critical path" in html
+
+
+@pytest.mark.parametrize("span, step", [(47, 10), (0.23, 0.05), (1200, 500), (5, 1), (0, 1.0)])
+def test_chart_ticks_are_one_two_or_five_times_a_power_of_ten(span, step):
+    from runtime.report.svg_chart import nice_step
+    assert nice_step(span) == pytest.approx(step)

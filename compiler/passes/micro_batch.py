@@ -17,6 +17,21 @@ beside the combine that waits for the experts' results) go first, for every micr
 are in-order queues, so mb0's all-to-all runs on its link while mb1's attention runs on the
 cores; mb0's experts wait for mb0's all-to-all only. Whatever of a transfer the other
 micro-batch's compute does not cover is exposed, and the report shows it per layer.
+
+With `overlap=five_stage` (DeepSeek's decode pipeline, from its inference-system overview:
+attention takes most of a decode layer, so it is split in two), each phase that holds an
+attention is cut before the attention's core (its first launch that reads a cache it does not
+write), giving a MoE layer three stages per micro-batch: attn-0 (the projections and the cache
+append), attn-1 (the core, the output projection, the router, the dispatch's all-to-all) and
+the MoE (shared and routed experts, the combine's all-to-all): with the two all-to-alls, five.
+Micro-batch 1 runs one stage behind micro-batch 0, and each stage of one runs beside the
+other's previous one:
+
+    attn-0 mb0 | moe mb1 (l-1) | attn-1 mb0 -> dispatch | attn-0 mb1 | moe mb0 -> combine | attn-1 mb1 ...
+
+so mb0's dispatch travels under mb1's attn-0, its combine under mb1's attn-1, and mb1's under
+mb0's next attn-0 and attn-1: every all-to-all hides behind half an attention of the other
+micro-batch, where the alternation hides a combine behind the other's (short) experts only.
 """
 from __future__ import annotations
 
@@ -93,18 +108,59 @@ class MicroBatch:
                          note=bind_name(l.note, env))
                  for l, env in expand_schedule(program.schedule)]
         access = _access(program)
-        schedule, arriving = [], set()
-        for phase in phases(bound):
-            for part in _split_by_arrivals(phase, arriving, access):
-                for mb in range(count):
-                    for launch in part:
-                        copy = replace(launch, note=_tag_note(launch.note, mb),
-                                       args=tuple((p, rename(t, mb)) for p, t in launch.args))
-                        schedule.append((copy, _fold_tag(phase, launch)))
-            arriving = {t for l in phase if l.stream != "compute" for t in access(l)[1]}
+        copy = lambda launch, mb: replace(launch, note=_tag_note(launch.note, mb),
+                                          args=tuple((p, rename(t, mb)) for p, t in launch.args))
+        if program.deployment.overlap == "five_stage":
+            cache = {t.name for t in program.tensors if t.kind == "cache"}
+            schedule = _five_stage(phases(bound), access, cache, copy)
+        else:
+            schedule = _alternate(phases(bound), access, count, copy)
         sizes = tuple((k, v * count if k == "batch" else v) for k, v in program.sizes)
         return replace(program, tensors=order_tensors(tensors), sizes=sizes,
                        schedule=tuple(fold_layers(schedule)))
+
+
+def _alternate(phase_list: list[list[Launch]], access, count: int, copy) -> list:
+    """(launch, fold tag): the micro-batches phase by phase, the independent work of a phase
+    first for all of them."""
+    schedule, arriving = [], set()
+    for phase in phase_list:
+        for part in _split_by_arrivals(phase, arriving, access):
+            for mb in range(count):
+                schedule += [(copy(launch, mb), _fold_tag(phase, launch)) for launch in part]
+        arriving = {t for l in phase if l.stream != "compute" for t in access(l)[1]}
+    return schedule
+
+
+def _five_stage(phase_list: list[list[Launch]], access, cache: set[str], copy) -> list:
+    """(launch, fold tag): stage i of micro-batch 0, then stage i-1 of micro-batch 1, each
+    stage's independent work first. A pair folds with micro-batch 0's stage (micro-batch 1's
+    launches then name the layer before)."""
+    stages, arriving = [], set()
+    for phase in phase_list:
+        for stage in _attention_halves(phase, access, cache):
+            # what does not need the transfer that just arrived goes first (a shared expert)
+            ordered = [l for part in _split_by_arrivals(stage, arriving, access) for l in part]
+            stages.append((ordered, _fold_tag(phase, phase[-1])))
+            arriving = {t for l in stage if l.stream != "compute" for t in access(l)[1]}
+    schedule = []
+    for i in range(len(stages) + 1):
+        tag = stages[min(i, len(stages) - 1)][1]
+        if i < len(stages):
+            schedule += [(copy(launch, 0), tag) for launch in stages[i][0]]
+        if i > 0:
+            schedule += [(copy(launch, 1), tag) for launch in stages[i - 1][0]]
+    return schedule
+
+
+def _attention_halves(phase: list[Launch], access, cache: set[str]) -> list[list[Launch]]:
+    """A phase cut before its attention's core, the first launch that reads a cache without
+    writing it (attn-0: the projections and the cache append; attn-1: the rest)."""
+    for k, launch in enumerate(phase):
+        reads, writes = access(launch)
+        if k and (reads & cache) - writes:
+            return [phase[:k], phase[k:]]
+    return [phase]
 
 
 def _access(program: Program):

@@ -7,7 +7,9 @@ layer's time is the time between the ends of its last launch and of the previous
 Its communication is the time some link was busy with its all-to-alls; exposed is the time
 its compute launches waited for a link's launch beyond their own stream's order (the
 interpreter's LaunchRecord.exposed; it includes the collectives' launch overhead, during which
-the cores wait too). Tokens per step are the elements of the model's integer inputs (its token
+the cores wait too). Link contention is the time the compute launches beside link launches
+took longer for the memory bandwidth the links' traffic took (runtime/contention.py; summed
+over launches, hidden or not). Tokens per step are the elements of the model's integer inputs (its token
 ids), for each micro-batch, shared by the devices of a tensor-parallel group.
 """
 from __future__ import annotations
@@ -114,11 +116,12 @@ def deployment_dict(run: RunResult) -> dict:
     return {
         "description": f"{dep} of {run.target.name}",
         "devices": dep.devices, "per_node": dep.per_node, "nodes": dep.nodes,
-        "plan": dep.plan_text, "micro_batches": dep.micro_batches,
+        "plan": dep.plan_text, "micro_batches": dep.micro_batches, "overlap": dep.overlap,
         "tokens_per_device": total / dep.devices,
         "tokens_per_s_per_device": total / dep.devices / seconds if seconds else 0.0,
         "tokens_per_s": total / seconds if seconds else 0.0,
         "exposed_comm_us": us(sum(r.exposed for r in run.launches)),
+        "link_contention_us": us(sum(r.slowed for r in run.launches)),
         "layers": [{"name": r.name, "first": r.first, "last": r.last, "time_us": us(r.time),
                     "comm_us": us(r.comm), "exposed_comm_us": us(r.exposed)}
                    for r in layers],
@@ -139,7 +142,10 @@ def deployment_lines(d: dict) -> list[str]:
              f"{tokens:,.{0 if tokens == int(tokens) else 2}f} tokens per device per step",
              f"  {d['tokens_per_s_per_device']:,.0f} tokens/s per device, "
              f"{d['tokens_per_s']:,.0f} tokens/s in all; the cores waited "
-             f"{d['exposed_comm_us']:,.1f} us per step for communication"]
+             f"{d['exposed_comm_us']:,.1f} us per step for communication"
+             + (f"; the links' memory traffic made the kernels beside them "
+                f"{d['link_contention_us']:,.1f} us longer" if d.get("link_contention_us")
+                else "")]
     if "expert_load" in d:
         e = d["expert_load"]
         placed = (f"after placing {e['redundant']} redundant experts, "
