@@ -454,3 +454,22 @@ def test_a_vector_op_reads_a_block_scaled_value_through_its_scales(tmp_path, bod
     assert not machine.stats.warnings
     expected = round_to_element(-machine.memory.value(scaled), "bf16")
     assert np.array_equal(machine.memory.value("y"), expected)
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "fp8_e4m3 scaled(fp32, 1x32)"])
+def test_a_cache_append_in_the_caches_own_format_stores_the_entries_as_they_are(tmp_path, fmt):
+    """New entries already in the cache's format are copied into its window, elements and
+    block scales alike: the window reads back exactly the entries (the scales of such an
+    append were stored from a buffer nothing wrote, when the cache write was a special case
+    of the vector lowering)."""
+    model = tmp_path / "m.ds"
+    dtype, _, scaling = fmt.partition(" ")
+    model.write_text(f"model m {{\n  input k: {dtype}[1, 4, 64] {scaling}\n"
+                     f"  cache k_cache: {dtype}[1, 12, 64] {scaling}\n"
+                     "  output keys = cache_write(k_cache, k, 8)\n}\n")
+    compiled = compile_model(str(model), "h800", {})
+    machine = Machine(compiled.program, compiled.target)
+    machine.store_feeds(random_feeds(compiled.graph, 0))
+    machine.run()
+    assert not machine.stats.warnings
+    assert np.array_equal(machine.memory.value("k_cache")[:, 8:], machine.memory.value("k"))

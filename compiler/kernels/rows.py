@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from compiler.ir.graph import Graph, Node
-from compiler.ir.ops import OPS
+from compiler.ir.ops import OPS, read_operands
 
 WHOLE_ROW_OPS = ("topk", "topk_weights", "concat", "cache_write")
 STAGES = 2          # a vector kernel's buffer slots: loads of one tile overlap work on another
@@ -30,19 +30,19 @@ def is_whole_row(node: Node) -> bool:
 
 
 def row_count(node: Node, graph: Graph) -> int:
-    """Rows of a node's work: its output's, its input's for reductions, the new entries' for
-    a cache append."""
+    """Rows of a node's work: its output's, its input's for reductions, the written value's
+    for an op writing into another operand (a cache append: the new entries)."""
     if OPS[node.op].category == "reduction":
         return math.prod(graph.node(node.inputs[0]).type.shape[:-1])
-    if node.op == "cache_write":
-        return math.prod(graph.node(node.inputs[1]).type.shape[:-1])
+    if OPS[node.op].writes_into:
+        return math.prod(graph.node(read_operands(node)[0]).type.shape[:-1])
     return math.prod(node.type.shape[:-1])
 
 
 def tile_cols(node: Node, graph: Graph) -> int:
     """Columns of the node's result tile (whole rows)."""
-    if node.op == "cache_write":
-        return graph.node(node.inputs[1]).type.shape[-1]
+    if OPS[node.op].writes_into:
+        return graph.node(read_operands(node)[0]).type.shape[-1]
     if OPS[node.op].category == "reduction":
         return 1
     return node.type.shape[-1]

@@ -2,12 +2,14 @@
 
 Sources and outputs become tensors of their own kind; other values become temporaries named
 after their node. View ops (reshape, transpose, slice) and lowering-made views become view
-tensors: a base tensor plus steps, with no storage of their own. A `cache_write` result is the
-cache itself. A block-scaled tensor `X` has its scales in a companion tensor `X.scale`.
+tensors: a base tensor plus steps, with no storage of their own. An op writing in place (a
+`cache_write`) has its target's tensor: the cache itself. A block-scaled tensor `X` has its
+scales in a companion tensor `X.scale`.
 """
 from __future__ import annotations
 
 from compiler.ir.graph import Graph, Node
+from compiler.ir.ops import OPS
 from isa.formats import Format
 from isa.program import TensorDecl, ViewStep, scale_name, tensor_scale_name
 
@@ -41,8 +43,9 @@ class TensorMap:
             src = self.of(self.graph.node(node.inputs[0]))
             step = _view_step(node, src.shape)
             return self.view(src, (step,), node.name, name=node.name).name
-        if node.op == "cache_write":
-            return self.of(self.graph.node(node.inputs[0])).name
+        into = OPS[node.op].writes_into
+        if into:                                   # written in place: the target's storage
+            return self.of(self.graph.node(node.inputs[into.target])).name
         return self._declare(node.name, node.type.format, node.type.shape, "temp").name
 
     def _declare(self, name: str, fmt: Format, shape, kind: str) -> TensorDecl:
@@ -105,7 +108,6 @@ class TensorMap:
 
 
 def _category(node: Node) -> str:
-    from compiler.ir.ops import OPS
     return OPS[node.op].category
 
 

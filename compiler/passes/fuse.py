@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 
 from compiler.ir.graph import Graph, Node
-from compiler.ir.ops import OPS
+from compiler.ir.ops import OPS, written_target
 from compiler.ir.ops.contraction import contraction_of
 from compiler.kernels.gemm_estimate import gemm_cycles, gemm_problem
 from compiler.kernels.groups import default_kind, kernel_groups, needs_kernel
@@ -302,7 +302,7 @@ def _absorbable_inputs(u: Node, st: _State, members: set[int], R: int) -> list[i
         v = g.node(i)
         if st.ready(i, members):
             if i not in members and math.prod(v.type.shape[:-1]) not in (R, 1) \
-                    and v.op != "const" and not (u.op == "cache_write" and i == u.inputs[0]):
+                    and v.op != "const" and i != written_target(u):
                 return None
             continue
         if i in st.group_of or not is_vector(v) or row_count(v, g) != R or _scaled(v) \
@@ -356,6 +356,6 @@ def _group_bytes(graph: Graph, group) -> int:
             OPS[n.op].written_bytes(ins, n.type, n.attr_dict)
     if len(group.nodes) == 1:
         return sum(counts(group.nodes[0]))
-    appended = {n.inputs[0] for n in group.nodes if n.op == "cache_write"}
-    read = sum(v.type.nbytes for v in group.inputs if v.op != "const" and v.id not in appended)
+    written = {written_target(n) for n in group.nodes}       # a cache appended to: not read
+    read = sum(v.type.nbytes for v in group.inputs if v.op != "const" and v.id not in written)
     return read + sum(counts(n)[1] for n in group.outputs)

@@ -23,6 +23,16 @@ class ShapeError(ValueError):
 
 
 @dataclass(frozen=True)
+class WritesInto:
+    """An op whose result is operand `target`'s storage with operand `value` written into one
+    region of it, converted to the target's format (the KV-cache append): the target is only
+    written, never read, and nothing outside the region changes."""
+    target: int
+    value: int
+    region: Callable[[list[TensorType], dict], tuple[int, int, int]]   # (axis, start, stop)
+
+
+@dataclass(frozen=True)
 class OpDef:
     name: str
     category: str   # source | elementwise | contraction | rowwise | reduction | routing | view
@@ -36,6 +46,7 @@ class OpDef:
     flops: Callable[[list[TensorType], TensorType, dict], float] = lambda ins, out, a: 0.0
     bytes_read: Callable[[list[TensorType], TensorType, dict], int] | None = None
     bytes_written: Callable[[list[TensorType], TensorType, dict], int] | None = None
+    writes_into: WritesInto | None = None    # the result is an operand's storage, written in place
 
     def read_bytes(self, ins: list[TensorType], out: TensorType, attrs: dict) -> int:
         if self.bytes_read:
@@ -74,6 +85,27 @@ def register(op: OpDef) -> OpDef:
     assert op.name not in OPS, f"op {op.name} defined twice"
     OPS[op.name] = op
     return op
+
+
+def read_operands(node) -> tuple[int, ...]:
+    """The value ids a node's computation reads: its inputs, but only the written value of an
+    op that writes into another operand's storage."""
+    into = OPS[node.op].writes_into
+    return (node.inputs[into.value],) if into else tuple(node.inputs)
+
+
+def written_target(node) -> int | None:
+    """The value id whose storage `node` writes in place (the cache of an append), or None."""
+    into = OPS[node.op].writes_into
+    return node.inputs[into.target] if into else None
+
+
+def written_region(node, graph) -> tuple[int, int, int] | None:
+    """(axis, start, stop) of the target operand an in-place op writes, else None."""
+    into = OPS[node.op].writes_into
+    if into is None:
+        return None
+    return into.region([graph.node(i).type for i in node.inputs], node.attr_dict)
 
 
 def numel(shape) -> int:

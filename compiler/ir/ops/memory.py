@@ -1,7 +1,7 @@
 """Ops that write memory in a particular place: `concat` and the KV-cache append."""
 import numpy as np
 
-from compiler.ir.ops import OpDef, check, dims, norm_axis, register
+from compiler.ir.ops import OpDef, WritesInto, check, dims, norm_axis, register
 
 
 def _concat(ins, attrs):
@@ -37,6 +37,11 @@ def _cache_write_ref(ins, attrs):
     return out
 
 
+def _positions_written(ins, attrs):
+    """The new entries land at positions offset .. offset + S of the cache (axis 1)."""
+    return 1, attrs["offset"], attrs["offset"] + ins[1].shape[1]
+
+
 register(OpDef("concat", "memory", None, infer=_concat,
                reference=lambda ins, a: np.concatenate([x.astype(np.float32) for x in ins],
                                                        axis=a["axis"]),
@@ -45,4 +50,5 @@ register(OpDef("cache_write", "memory", 2, infer=_cache_write, reference=_cache_
                bytes_read=lambda ins, out, a: ins[1].nbytes,
                bytes_written=lambda ins, out, a: ins[0].format.nbytes(ins[1].shape),
                doc="write new positions into a KV cache at `offset`; the result is the cache "
-                   "(same storage), read by attention", attrs={"offset": 0}, result="input"))
+                   "(same storage), read by attention", attrs={"offset": 0}, result="input",
+               writes_into=WritesInto(target=0, value=1, region=_positions_written)))

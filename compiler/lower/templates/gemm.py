@@ -13,18 +13,21 @@ flight so loads overlap the MMAs:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from compiler.ir.graph import Graph, Node
 from compiler.ir.ops.contraction import contraction_of
 from compiler.kernels import gemm_tiles
+from compiler.kernels.epilogue import Epilogue
+from compiler.kernels.gemm_estimate import group_problem
 from compiler.kernels.groups import Group
+from compiler.kernels.operand_plan import OperandPlan
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
-from compiler.kernels.gemm_estimate import group_problem
 from compiler.lower.templates.epilogue import EpilogueSite, emit_epilogue
-from compiler.lower.templates.workspace import Workspace
 from compiler.lower.templates.gemm_operands import (OperandTile, emit_operand_tiles,
                                                      operand_tokens)
+from compiler.lower.templates.workspace import Workspace
 from isa.expr import Bin, Const, Expr, floordiv, mul
 from isa.program import Box, Buf, TensorDecl, ViewStep
 from isa.target_schema import Target
@@ -38,84 +41,164 @@ def canonical_view(tmap: TensorMap, decl: TensorDecl, index: str, order: list[st
     return tmap.view(decl, steps, suffix)
 
 
-def _box(tensor: str, starts: list[Expr], sizes: list[int]) -> Box:
-    return Box(tensor, tuple(starts), tuple(sizes))
-
-
-def _scale_box(tensor: str, g: Expr, row: Expr, rows: int, col: Expr, cols: int,
-               block: tuple[int, int]) -> Box:
-    """The scales covering a rows x cols tile whose top-left element is (row, col)."""
-    return _box(tensor, [g, floordiv(row, block[0]), floordiv(col, block[1])],
-                [1, math.ceil(rows / block[0]), math.ceil(cols / block[1])])
-
-
 def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target,
                      tile: gemm_tiles.GemmTile | None = None):
     head = group.nodes[0]
-    ins = graph.inputs_of(head)
-    c = contraction_of([n.type for n in ins], head.attr_dict)
-    a_idx, b_idx = c.spec.split("->")[0].split(",")
-    out_idx = c.spec.split("->")[1]
-    G, M, N, K = c.size(c.batch), c.size(c.m), c.size(c.n), c.size(c.k)
-    a = canonical_view(tmap, tmap.of(ins[0]), a_idx, [c.batch, c.m, c.k], (G, M, K), "gmk")
-    b = canonical_view(tmap, tmap.of(ins[1]), b_idx, [c.batch, c.k, c.n], (G, K, N), "gkn")
-    out = canonical_view(tmap, tmap.of(head), out_idx, [c.batch, c.m, c.n], (G, M, N), "gmn")
+    gemm = _Gemm.of(head, graph, tmap)
     problem, plan, epi = group_problem(group, graph, target)
     views = {v.id: tmap.view(tmap.of(v), (ViewStep("reshape", epi.view_shape(v)),), "gmn")
              for v in epi.inputs + epi.outputs}
-    a_scales, b_scales = tmap.scales_of(a), tmap.scales_of(b)
-    need_a_scales, need_b_scales = problem.a_scaling is not None, problem.b_scaling is not None
-    if (need_a_scales and a_scales is None) or (need_b_scales and b_scales is None):
+    _check_scales_tile(head, tmap, gemm, problem)
+    tile, how = _tile_of(head, problem, target, tile)
+    kb = KernelBuilder("_".join([head.op] + [n.op for n in epi.nodes]), target)
+    _describe(kb, head, gemm, epi, tile, how, plan)
+    params = _Params.declare(kb, tmap, group, head, gemm, problem, epi, views)
+    at = _TileOrigin.of(kb, gemm, tile)
+    for spec in gemm_tiles.gemm_buffers(problem, tile):
+        kb.buffer(spec.name, spec.dtype, spec.shape, spec.role, spec.slots)
+    scratch = _conversion_scratch(kb, tmap, head, problem, plan, tile)
+    _declare_tokens(kb, problem, plan, epi, tile)
+    for o, param in params.tensor_scales.items():   # one number per operand, used at the end
+        kb.emit("ld.tile", Buf(f"ts{o}"), Box(param, (Const(0),), (1,)))
+    _emit_k_loop(kb, gemm, problem, plan, tile, params, at, scratch)
+    handoff = None
+    if epi.through_memory:
+        handoff = Workspace(kb, tmap, f"{head.name}.handoff", epi.handoff_dtype, tile.bm,
+                            tile.bn, 1, "h")
+    emit_epilogue(EpilogueSite(kb, graph, group, epi, views, params.epilogue_inputs,
+                               params.outputs, params.output_scales, params.c, handoff,
+                               plan.promote, at.g, at.row0, at.col0, tile.bm, tile.bn,
+                               tuple(Buf(f"ts{o}") for o in params.tensor_scales), at.acc))
+    return kb.build()
+
+
+@dataclass(frozen=True)
+class _Gemm:
+    """The contraction as [G, M, K] x [G, K, N] -> [G, M, N] views of its tensors."""
+    spec: str
+    flops: float
+    G: int
+    M: int
+    N: int
+    K: int
+    a: TensorDecl
+    b: TensorDecl
+    out: TensorDecl
+
+    @classmethod
+    def of(cls, head: Node, graph: Graph, tmap: TensorMap) -> _Gemm:
+        ins = graph.inputs_of(head)
+        c = contraction_of([n.type for n in ins], head.attr_dict)
+        a_idx, b_idx = c.spec.split("->")[0].split(",")
+        out_idx = c.spec.split("->")[1]
+        G, M, N, K = c.size(c.batch), c.size(c.m), c.size(c.n), c.size(c.k)
+        a = canonical_view(tmap, tmap.of(ins[0]), a_idx, [c.batch, c.m, c.k], (G, M, K), "gmk")
+        b = canonical_view(tmap, tmap.of(ins[1]), b_idx, [c.batch, c.k, c.n], (G, K, N), "gkn")
+        out = canonical_view(tmap, tmap.of(head), out_idx, [c.batch, c.m, c.n], (G, M, N),
+                             "gmn")
+        return cls(c.spec, c.flops, G, M, N, K, a, b, out)
+
+
+def _check_scales_tile(head: Node, tmap: TensorMap, gemm: _Gemm, problem) -> None:
+    """A block-scaled operand's scales are tiled with it only through an [M, K] / [K, N] view."""
+    if (problem.a_scaling is not None and tmap.scales_of(gemm.a) is None) or \
+            (problem.b_scaling is not None and tmap.scales_of(gemm.b) is None):
         raise ValueError(f"{head.name}: a block-scaled operand is used in a layout whose scales "
                          "cannot be tiled (its last two dims are not [M, K] / [K, N])")
+
+
+def _tile_of(head: Node, problem, target: Target, tile) -> tuple[gemm_tiles.GemmTile, str]:
+    """The tile asked for, else the one the tile pass pinned, else the estimate's choice; and
+    how it was chosen, for the kernel's header."""
     how = head.sched_get("tile_choice", "estimate")
     if tile is None and head.sched_get("tile"):
         tile = gemm_tiles.GemmTile(*head.sched_get("tile"))
     if tile is None:
         tile, scored = gemm_tiles.choose(problem, target)
         how = f"chosen among {len(scored)} candidates by estimate"
-    name = head.op if not epi.nodes else "_".join([head.op] + [n.op for n in epi.nodes])
-    kb = KernelBuilder(name, target)
-    kb.note(f"{head.op} {c.spec}: G={G} M={M} N={N} K={K}, {c.flops:.4g} flops"
+    return tile, how
+
+
+def _describe(kb, head: Node, gemm: _Gemm, epi: Epilogue, tile, how: str,
+              plan: OperandPlan) -> None:
+    kb.note(f"{head.op} {gemm.spec}: G={gemm.G} M={gemm.M} N={gemm.N} K={gemm.K}, "
+            f"{gemm.flops:.4g} flops"
             + (f"; epilogue {' + '.join(n.op for n in epi.nodes)}" if epi.nodes else ""))
     kb.note(f"tile {tile}; {how}; "
-            f"mma {plan.fmt} {gemm_tiles.instruction_text(tile, plan.fmt, target)}"
+            f"mma {plan.fmt} {gemm_tiles.instruction_text(tile, plan.fmt, kb.target)}"
             + (f", promote every {plan.k_step} of K" if plan.promote else ""))
-    swapped = {"swap": 1} if tile.swap else {}
-    pa, pb = kb.param("a", a), kb.param("b", b)
-    pc = kb.param("c", out, output=True) if problem.store_acc else None
-    psa = kb.param("a_scale", a_scales) if need_a_scales else None
-    psb = kb.param("b_scale", b_scales) if need_b_scales else None
-    tensor_scales = {o: kb.param(f"{o}_tscale", tmap.tensor_scale_of(d))
-                     for o, d in (("a", a), ("b", b)) if o in problem.tensor_scales}
-    epi_params = {v.id: kb.param(f"e{k}", views[v.id]) for k, v in enumerate(epi.inputs)}
-    out_params = {n.id: kb.param(f"y{k}", views[n.id], output=True)
-                  for k, n in enumerate(group.outputs) if n.id != head.id}
-    scale_params = {n.id: kb.param(f"y{k}_scale", tmap.scales_of(views[n.id]), output=True)
-                    for k, n in enumerate(group.outputs) if n in epi.quantised}
-    g = kb.grid_dim("g", G)
-    m = kb.grid_dim("m", math.ceil(M / tile.bm))
-    n = kb.grid_dim("n", math.ceil(N / tile.bn))
-    acc = Buf("acc")
-    if tile.persistent:
-        # Worker w walks tiles w, w + P, w + 2P, ... (P = one per core): consecutive tiles
-        # of a worker alternate accumulators, so one drains while the next fills.
-        kb.persistent = True
-        tiles = math.prod(size for _, size in kb.grid)
-        workers = min(target.cores, tiles)
-        acc = Buf("acc", Bin("%", floordiv(kb.item_index(), workers), Const(2)))
-        kb.note(f"persistent: {workers} workers walk {tiles} tiles in grid order, two "
-                f"accumulators: a tile's epilogue overlaps the next tile's main loop")
-    S = tile.stages
-    bm, bn, bk = tile.bm, tile.bn, tile.bk
-    for spec in gemm_tiles.gemm_buffers(problem, tile):
-        kb.buffer(spec.name, spec.dtype, spec.shape, spec.role, spec.slots)
-    converts = bool(plan.a_conv or plan.b_conv)
-    scratch = {o: Workspace(kb, tmap, f"{head.name}.{o}_conv", plan.fmt, rows, cols, S,
-                            f"{o}_conv")
-               for o, conv, rows, cols in (("a", plan.a_conv, bm, bk), ("b", plan.b_conv, bk, bn))
-               if conv and problem.split}
-    operand_tokens(kb, converts, problem.split, tile.stages,
+
+
+@dataclass(frozen=True)
+class _Params:
+    """The kernel's parameters: operands, their scales, the product, the epilogue's tensors."""
+    a: str
+    b: str
+    c: str | None                   # the product, when it leaves the chip itself
+    a_scale: str | None
+    b_scale: str | None
+    tensor_scales: dict             # operand ("a", "b") -> its per-tensor scale (NVFP4)
+    epilogue_inputs: dict           # value id -> param
+    outputs: dict                   # output node id -> param
+    output_scales: dict             # quantised output id -> its scales' param
+
+    @classmethod
+    def declare(cls, kb, tmap: TensorMap, group: Group, head: Node, gemm: _Gemm, problem,
+                epi: Epilogue, views: dict) -> _Params:
+        a_scales, b_scales = tmap.scales_of(gemm.a), tmap.scales_of(gemm.b)
+        pa, pb = kb.param("a", gemm.a), kb.param("b", gemm.b)
+        pc = kb.param("c", gemm.out, output=True) if problem.store_acc else None
+        psa = kb.param("a_scale", a_scales) if problem.a_scaling is not None else None
+        psb = kb.param("b_scale", b_scales) if problem.b_scaling is not None else None
+        tensor_scales = {o: kb.param(f"{o}_tscale", tmap.tensor_scale_of(d))
+                         for o, d in (("a", gemm.a), ("b", gemm.b)) if o in problem.tensor_scales}
+        inputs = {v.id: kb.param(f"e{k}", views[v.id]) for k, v in enumerate(epi.inputs)}
+        outputs = {n.id: kb.param(f"y{k}", views[n.id], output=True)
+                   for k, n in enumerate(group.outputs) if n.id != head.id}
+        scales = {n.id: kb.param(f"y{k}_scale", tmap.scales_of(views[n.id]), output=True)
+                  for k, n in enumerate(group.outputs) if n in epi.quantised}
+        return cls(pa, pb, pc, psa, psb, tensor_scales, inputs, outputs, scales)
+
+
+@dataclass(frozen=True)
+class _TileOrigin:
+    """A work item's output tile: its grid coordinates, first row and column, accumulator."""
+    g: Expr
+    row0: Expr
+    col0: Expr
+    acc: Buf
+
+    @classmethod
+    def of(cls, kb, gemm: _Gemm, tile) -> _TileOrigin:
+        g = kb.grid_dim("g", gemm.G)
+        m = kb.grid_dim("m", math.ceil(gemm.M / tile.bm))
+        n = kb.grid_dim("n", math.ceil(gemm.N / tile.bn))
+        acc = Buf("acc")
+        if tile.persistent:
+            # Worker w walks tiles w, w + P, w + 2P, ... (P = one per core): consecutive tiles
+            # of a worker alternate accumulators, so one drains while the next fills.
+            kb.persistent = True
+            tiles = math.prod(size for _, size in kb.grid)
+            workers = min(kb.target.cores, tiles)
+            acc = Buf("acc", Bin("%", floordiv(kb.item_index(), workers), Const(2)))
+            kb.note(f"persistent: {workers} workers walk {tiles} tiles in grid order, two "
+                    f"accumulators: a tile's epilogue overlaps the next tile's main loop")
+        return cls(g, mul(m, Const(tile.bm)), mul(n, Const(tile.bn)), acc)
+
+
+def _conversion_scratch(kb, tmap: TensorMap, head: Node, problem, plan: OperandPlan,
+                        tile) -> dict:
+    """On split cores, the workspace each converted operand's tiles cross to the cube in."""
+    if not problem.split:
+        return {}
+    return {o: Workspace(kb, tmap, f"{head.name}.{o}_conv", plan.fmt, rows, cols, tile.stages,
+                         f"{o}_conv")
+            for o, conv, rows, cols in (("a", plan.a_conv, tile.bm, tile.bk),
+                                        ("b", plan.b_conv, tile.bk, tile.bn)) if conv}
+
+
+def _declare_tokens(kb, problem, plan: OperandPlan, epi: Epilogue, tile) -> None:
+    operand_tokens(kb, bool(plan.a_conv or plan.b_conv), problem.split, tile.stages,
                    cube_loads=not (problem.split and plan.a_conv and plan.b_conv))
     if plan.promote:
         kb.token("part_full")
@@ -125,52 +208,96 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
     if epi.inputs:
         kb.token("epi_loaded")
     kb.token("out_ready")
-    k_steps = math.ceil(K / bk)
-    row0, col0 = mul(m, Const(bm)), mul(n, Const(bn))
-    for o, param in tensor_scales.items():          # one number per operand, used at the end
-        kb.emit("ld.tile", Buf(f"ts{o}"), Box(param, (Const(0),), (1,)))
+
+
+def _emit_k_loop(kb, gemm: _Gemm, problem, plan: OperandPlan, tile, params: _Params,
+                 at: _TileOrigin, scratch: dict) -> None:
+    """Each K step: the operand tiles (loaded, converted), then the MMA into the accumulator,
+    or into a partial sum the vector unit promotes (FP8 on Hopper, scaled or not)."""
+    k_steps = math.ceil(gemm.K / tile.bk)
     with kb.loop("k", k_steps) as k:
-        slot = Bin("%", k, Const(S)) if k_steps > 1 else Const(0)
-        kk = mul(k, Const(bk))
-        tiles = [
-            OperandTile("a", _box(pa, [g, row0, kk], [1, bm, bk]), tile.cluster_n,
-                        _scale_box(psa, g, row0, bm, kk, bk, a.scaling.block)
-                        if need_a_scales else None, plan.a_conv,
-                        a.scaling.block if plan.a_conv == "dequant" else None, bm * bk,
-                        scratch.get("a")),
-            OperandTile("b", _box(pb, [g, kk, col0], [1, bk, bn]), tile.cluster_m,
-                        _scale_box(psb, g, kk, bk, col0, bn, b.scaling.block)
-                        if need_b_scales else None, plan.b_conv,
-                        b.scaling.block if plan.b_conv == "dequant" else None, bk * bn,
-                        scratch.get("b"))]
+        slot = Bin("%", k, Const(tile.stages)) if k_steps > 1 else Const(0)
+        tiles = _operand_tiles(gemm, problem, plan, tile, params, at, mul(k, Const(tile.bk)),
+                               scratch)
         mma_a, mma_b, mma_wait = emit_operand_tiles(kb, tiles, slot, problem.split)
         first = Bin("==", k, Const(0)) if k_steps > 1 else Const(1)
+        operands = _MmaOperands(mma_a, mma_b, mma_wait, slot, first)
         if plan.promote:
-            pslot = Bin("%", k, Const(2)) if k_steps > 1 else Const(0)
-            kb.emit("mm.mma", Buf("part", pslot), mma_a, mma_b, wait=mma_wait + ("part_free",),
-                    signal=("part_full",), shape=(bm, bn, bk), fmt=plan.fmt, first=Const(1),
-                    **swapped)
-            if plan.scaled:
-                kb.emit("vec.promote", acc, Buf("part", pslot), Buf("ssa", slot),
-                        Buf("ssb", slot), wait=("part_full",), signal=("free", "part_free"),
-                        n=bm * bn, first=first, block_cols=min(bn, b.scaling.block[1]))
-            else:
-                kb.emit("vec.accumulate", acc, Buf("part", pslot), wait=("part_full",),
-                        signal=("free", "part_free"), n=bm * bn, first=first)
+            _emit_promoted_mma(kb, gemm, plan, tile, at, operands, k, k_steps)
         else:
-            scaled = {}
-            if plan.hw_scaled:             # the matrix unit applies the block scales itself
-                mma_scales = (Buf("ssa", slot), Buf("ssb", slot))
-                scaled = {"block_a": a.scaling.block, "block_b": b.scaling.block}
-            else:
-                mma_scales = ()
-            kb.emit("mm.mma", acc, mma_a, mma_b, *mma_scales, wait=mma_wait,
-                    signal=("free",), shape=(bm, bn, bk), fmt=plan.fmt, first=first, **scaled,
-                    **swapped)
-    handoff = None
-    if epi.through_memory:
-        handoff = Workspace(kb, tmap, f"{head.name}.handoff", epi.handoff_dtype, bm, bn, 1, "h")
-    emit_epilogue(EpilogueSite(kb, graph, group, epi, views, epi_params, out_params, scale_params,
-                               pc, handoff, plan.promote, g, row0, col0, bm, bn,
-                               tuple(Buf(f"ts{o}") for o in tensor_scales), acc))
-    return kb.build()
+            _emit_mma(kb, gemm, plan, tile, at, operands)
+
+
+def _operand_tiles(gemm: _Gemm, problem, plan: OperandPlan, tile, params: _Params,
+                   at: _TileOrigin, kk: Expr, scratch: dict) -> list[OperandTile]:
+    """The A tile [row0, kk] and B tile [kk, col0] of one K step, with their scales."""
+    bm, bn, bk = tile.bm, tile.bn, tile.bk
+    a_scales = _scale_box(params.a_scale, at.g, at.row0, bm, kk, bk, gemm.a.scaling.block) \
+        if problem.a_scaling is not None else None
+    b_scales = _scale_box(params.b_scale, at.g, kk, bk, at.col0, bn, gemm.b.scaling.block) \
+        if problem.b_scaling is not None else None
+    return [
+        OperandTile("a", _box(params.a, [at.g, at.row0, kk], [1, bm, bk]), tile.cluster_n,
+                    a_scales, plan.a_conv,
+                    gemm.a.scaling.block if plan.a_conv == "dequant" else None, bm * bk,
+                    scratch.get("a")),
+        OperandTile("b", _box(params.b, [at.g, kk, at.col0], [1, bk, bn]), tile.cluster_m,
+                    b_scales, plan.b_conv,
+                    gemm.b.scaling.block if plan.b_conv == "dequant" else None, bk * bn,
+                    scratch.get("b"))]
+
+
+@dataclass(frozen=True)
+class _MmaOperands:
+    a: Buf
+    b: Buf
+    wait: tuple            # what the MMA waits for: its operands loaded or converted
+    slot: Expr             # the K step's buffer slot
+    first: Expr            # 1 on the first K step: the MMA overwrites the accumulator
+
+
+def _emit_mma(kb, gemm: _Gemm, plan: OperandPlan, tile, at: _TileOrigin,
+              ops: _MmaOperands) -> None:
+    """The MMA accumulates into the tile's accumulator; with hardware block scaling the
+    matrix unit applies the loaded scales itself."""
+    scales, scaled = (), {}
+    if plan.hw_scaled:
+        scales = (Buf("ssa", ops.slot), Buf("ssb", ops.slot))
+        scaled = {"block_a": gemm.a.scaling.block, "block_b": gemm.b.scaling.block}
+    kb.emit("mm.mma", at.acc, ops.a, ops.b, *scales, wait=ops.wait, signal=("free",),
+            shape=(tile.bm, tile.bn, tile.bk), fmt=plan.fmt, first=ops.first, **scaled,
+            **_swapped(tile))
+
+
+def _emit_promoted_mma(kb, gemm: _Gemm, plan: OperandPlan, tile, at: _TileOrigin,
+                       ops: _MmaOperands, k: Expr, k_steps: int) -> None:
+    """The MMA writes a fresh partial sum (two, alternating); the vector unit adds it to the
+    FP32 accumulator, applying the K step's block scales when the operands are scaled."""
+    pslot = Bin("%", k, Const(2)) if k_steps > 1 else Const(0)
+    part = Buf("part", pslot)
+    kb.emit("mm.mma", part, ops.a, ops.b, wait=ops.wait + ("part_free",),
+            signal=("part_full",), shape=(tile.bm, tile.bn, tile.bk), fmt=plan.fmt,
+            first=Const(1), **_swapped(tile))
+    n = tile.bm * tile.bn
+    if plan.scaled:
+        kb.emit("vec.promote", at.acc, part, Buf("ssa", ops.slot), Buf("ssb", ops.slot),
+                wait=("part_full",), signal=("free", "part_free"), n=n, first=ops.first,
+                block_cols=min(tile.bn, gemm.b.scaling.block[1]))
+    else:
+        kb.emit("vec.accumulate", at.acc, part, wait=("part_full",),
+                signal=("free", "part_free"), n=n, first=ops.first)
+
+
+def _swapped(tile) -> dict:
+    return {"swap": 1} if tile.swap else {}
+
+
+def _box(tensor: str, starts: list[Expr], sizes: list[int]) -> Box:
+    return Box(tensor, tuple(starts), tuple(sizes))
+
+
+def _scale_box(tensor: str, g: Expr, row: Expr, rows: int, col: Expr, cols: int,
+               block: tuple[int, int]) -> Box:
+    """The scales covering a rows x cols tile whose top-left element is (row, col)."""
+    return _box(tensor, [g, floordiv(row, block[0]), floordiv(col, block[1])],
+                [1, math.ceil(rows / block[0]), math.ceil(cols / block[1])])

@@ -2,22 +2,25 @@
 
 A tile holds `br` rows of a value laid out as [rows, last dim]. Elementwise nodes work on the
 tile as it is; whole-row nodes (row-wise ops, reductions, top-k, concat) need every column of a
-row in the tile. Constants become immediates (`imm0`, `imm1`).
+row in the tile. Constants become immediates (`imm0`, `imm1`). An op writing into another
+operand's storage (a cache append) reads only the value it writes, converted to the target's
+format like a cast.
 """
 from __future__ import annotations
 
-import math
-
 from compiler.ir.graph import Graph, Node
-from compiler.ir.ops import OPS
+from compiler.ir.ops import OPS, read_operands
 from compiler.ir.ops.rowwise import rows_layout
-from compiler.kernels.rows import is_whole_row, row_count
+from compiler.kernels.rows import is_whole_row
 from isa.expr import Expr
 from isa.program import Buf
+
 
 def vector_op(node: Node) -> tuple[str, dict]:
     """The vec.OP mnemonic suffix and attributes (other than positions and sizes)."""
     a = node.attr_dict
+    if OPS[node.op].writes_into:        # the written value converted to the target's format
+        return ("quant" if node.type.format.scaling else "cvt"), {}
     table = {
         "cast": lambda: ("quant" if node.type.format.scaling else "cvt", {}),
         "rmsnorm": lambda: ("rmsnorm", {"eps": a["eps"]}),
@@ -52,13 +55,14 @@ def emit_node(kb, graph: Graph, node: Node, dst: list[Buf], sources: dict[int, B
         return
     name, attrs = vector_op(node)
     srcs, imms = [], {}
-    for k, i in enumerate(node.inputs):
+    operands = read_operands(node)
+    for k, i in enumerate(operands):
         producer = graph.node(i)
         if producer.op == "const":
             imms[f"imm{k}"] = float(producer.attr("value"))
         else:
             srcs.append(sources[i])
-    width = max([cols] + [graph.node(i).type.shape[-1] for i in node.inputs
+    width = max([cols] + [graph.node(i).type.shape[-1] for i in operands
                           if graph.node(i).type.shape]) if is_whole_row(node) else cols
     kb.emit(f"vec.{name}", *dst, *srcs, wait=wait, signal=signal, n=rows * width,
             **attrs, **imms, **positions(node, row0))

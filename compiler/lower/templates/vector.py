@@ -12,6 +12,11 @@ the vector work of tile t:
 Only values used outside the group are stored; the rest never leave the chip. A group of
 elementwise ops whose row does not fit is tiled along columns too.
 
+An op that writes into another operand's storage (a cache append, by its op record's
+`writes_into`) is an ordinary member: its target is never loaded, its value is the written one
+converted to the target's format (or that value's own tile when the formats agree), and its
+store's destination is the region its record names (the window of new positions).
+
 A block-scaled input is read through its scales: it is loaded with its scale tile and
 dequantised (`vec.dequant`, to FP32) before the ops; the elements alone mean nothing. (A value
 the group quantises is only stored: the fuse pass gives its users a kernel of their own.)
@@ -21,17 +26,18 @@ from __future__ import annotations
 import math
 
 from compiler.ir.graph import Graph, Node
-from compiler.ir.ops import OPS
+from compiler.ir.ops import OPS, read_operands, written_region, written_target
 from compiler.kernels.groups import Group
-from compiler.lower.kernel_builder import KernelBuilder
-from compiler.lower.tensors import TensorMap
 from compiler.kernels.rows import (STAGES, is_whole_row, row_count, row_view_base, streamable,
                                    tile_cols)
-from compiler.lower.templates.tile_ops import emit_node
-from isa.expr import Bin, Const, add, floordiv, mul
-from isa.program import Box, Buf, TensorDecl, ViewStep, scale_name
+from compiler.lower.kernel_builder import KernelBuilder
+from compiler.lower.tensors import TensorMap
+from compiler.lower.templates.tile_ops import emit_node, vector_op
+from compiler.lower.templates.vector_tiles import (Io, OnChip, Tiling, TileOrigin, blocks,
+                                                   choose_tiling)
+from isa.expr import Bin, Const, add, mul
+from isa.program import Buf, TensorDecl, ViewStep, scale_name
 from isa.target_schema import Target
-
 
 
 def as_rows(tmap: TensorMap, decl: TensorDecl, rows: int, suffix: str = "rows") -> TensorDecl:
@@ -39,35 +45,58 @@ def as_rows(tmap: TensorMap, decl: TensorDecl, rows: int, suffix: str = "rows") 
                      suffix)
 
 
-def _rows_of(shape, R: int) -> int:
-    rows = math.prod(shape[:-1])
-    if rows not in (R, 1):
-        raise ValueError(f"a {list(shape)} operand has {rows} rows; the group works on {R}")
-    return rows
-
-
-def _tile_shape(row_bytes: float, fixed_bytes: float, capacity: int, rows: int, cols: int,
-                split_cols: bool):
-    """(rows, cols) of a tile whose pipelined buffers fit: up to 256 whole rows, or, when one
-    row is too wide and the group is elementwise, a power-of-two split of the columns.
-    `fixed_bytes` are one-row (broadcast) tiles, whatever the row count."""
-    fits = lambda br, bc: STAGES * (br * row_bytes + fixed_bytes) * bc / cols <= capacity
-    bc = cols
-    while not fits(1, bc):
-        if not split_cols or bc == 1:
-            raise ValueError(f"one row of tiles needs {STAGES * (row_bytes + fixed_bytes):,.0f} "
-                             f"bytes double-buffered; the vector buffer has {capacity:,}")
-        bc = (bc + 1) // 2
-    br = 256
-    while br > 1 and not fits(br, bc):
-        br //= 2
-    return min(br, 1 << max(0, (rows - 1).bit_length())), bc
-
-
 def lower_vector_group(group: Group, graph: Graph, tmap: TensorMap, target: Target):
     nodes = list(group.nodes)
+    rows = _group_rows(nodes, graph)
+    loaded = _loaded(group, graph, tmap, rows)
+    stored = _stored(group, graph, tmap, rows)
+    for node, io in stored:
+        _check_rows_keep_blocks(node, io.decl)
+    for vid, io in loaded.items():
+        _check_rows_keep_blocks(graph.node(vid), io.decl)
+    kb = KernelBuilder("_".join(dict.fromkeys(n.op for n in nodes)), target)
+    _declare_params(kb, tmap, loaded, stored)
+    computed = [n for n in nodes if _computes(n, graph)]
+    dequantised = [vid for vid, io in loaded.items()
+                   if io.scales and any(vid in n.inputs for n in computed)]
+    try:
+        tiling = choose_tiling(nodes, computed, loaded, dequantised, stored, graph, target, rows)
+    except ValueError:
+        # Rows too wide for the buffer: a top-k selects in passes, one row-wise op streams
+        # them in column chunks.
+        from compiler.lower.templates import select, streamed_rows
+        if select.selectable(group, graph):
+            return select.lower_select(group, graph, tmap, target, as_rows)
+        if not any(is_whole_row(n) for n in nodes) or any(io.scales for io in loaded.values()) \
+                or not streamable(group.nodes, graph):
+            raise
+        return streamed_rows.lower_streamed_rows(group, graph, tmap, target, as_rows)
+    kb.note(f"{' + '.join(n.op for n in nodes)}: {rows} rows x {tiling.width}, tiles of "
+            f"{tiling.rows} rows" + (f" x {tiling.cols} columns" if tiling.col_tiles > 1 else "")
+            + f", {tiling.per_item} per work item")
+    w = kb.grid_dim("w", math.ceil(tiling.count / tiling.per_item))
+    kb.token("free", STAGES)
+    kb.token("loaded")
+    kb.token("done")
     # Buffers are named by position, so the same group in another layer is the same kernel.
     local = {n.id: k for k, n in enumerate(nodes)}
+    _declare_buffers(kb, graph, loaded, dequantised, computed, local, tiling)
+    with kb.loop("t", tiling.per_item) as t:
+        slot = Bin("%", t, Const(STAGES)) if tiling.per_item > 1 else Const(0)
+        at = TileOrigin.of(tiling, add(mul(w, Const(tiling.per_item)), t))
+        tiles = OnChip(graph, loaded, slot)
+        any_loads = _emit_loads(kb, loaded, at, slot)
+        opened = _emit_dequants(kb, loaded, dequantised, tiles, tiling, slot)
+        opening = () if opened else (("loaded",) if any_loads else ("free",))
+        _emit_members(kb, graph, nodes, computed, local, tiles, tiling, at, slot, opening)
+        _emit_stores(kb, stored, tiles, at)
+    return kb.build()
+
+
+# -- what the kernel reads and writes --
+
+def _group_rows(nodes: list[Node], graph: Graph) -> int:
+    """The rows every member works on; a reduction must run along the last dim."""
     R = row_count(nodes[0], graph)
     for n in nodes:
         x = graph.node(n.inputs[0]).type if n.inputs else n.type
@@ -76,171 +105,150 @@ def lower_vector_group(group: Group, graph: Graph, tmap: TensorMap, target: Targ
                              "unit reduces along the last dim (transpose the operand first)")
         if row_count(n, graph) != R:
             raise ValueError(f"{n.name} works on {row_count(n, graph)} rows, the group on {R}")
-    members = {n.id for n in nodes}
-    external = [v for v in group.inputs if v.op != "const" and row_view_base(graph, v) not in members]
-    kb = KernelBuilder("_".join(dict.fromkeys(n.op for n in nodes)), target)
-    # External inputs as [rows, cols] views.
-    ins = {}
-    for k, v in enumerate(external):
-        if any(n.op == "cache_write" and n.inputs[0] == v.id for n in nodes):
-            continue                                   # the cache itself is only written
-        decl = as_rows(tmap, tmap.of(v), _rows_of(v.type.shape, R))
-        ins[v.id] = (kb.param(f"x{k}", decl), decl)
-    # Values to store: external outputs, and cache appends into their window.
-    stores = []
-    for n in group.outputs:
-        if n.op == "cache_write":
-            continue
-        decl = as_rows(tmap, tmap.of(n), R)
-        stores.append((n, kb.param(f"y{len(stores)}", decl, output=True), decl))
-    for n in nodes:
-        if n.op == "cache_write":
-            cache, new = tmap.of(graph.node(n.inputs[0])), graph.node(n.inputs[1])
-            offset = n.attr("offset")
-            window = tmap.view(cache, (ViewStep("slice", (1, offset, offset + new.type.shape[1])),),
-                               f"at{offset}")
-            decl = as_rows(tmap, window, R)
-            stores.append((n, kb.param(f"y{len(stores)}", decl, output=True), decl))
-    for n, _, d in stores:
-        _check_rows_keep_blocks(n, d)
-    for vid, (_, decl) in ins.items():
-        _check_rows_keep_blocks(graph.node(vid), decl)
-    in_scales = {vid: kb.param(f"{param}_scale", tmap.decls[scale_name(decl.name)])
-                 for vid, (param, decl) in ins.items() if decl.scaling is not None}
-    scale_stores = [(n, p, d) for n, p, d in stores if d.scaling is not None]
-    scale_params = {n.id: kb.param(f"{p}_scale", tmap.decls[scale_name(d.name)], output=True)
-                    for n, p, d in scale_stores}
+    return R
 
-    elementwise_only = not any(is_whole_row(n) for n in nodes)
-    width = max([d.shape[-1] for _, d in ins.values()] + [tile_cols(n, graph) for n in nodes])
-    row_bytes = sum(d.bits * d.shape[-1] / 8 for _, d in ins.values() if d.shape[0] > 1) \
-        + sum(n.type.format.bits * tile_cols(n, graph) / 8 for n in nodes
-              if n.op != "cache_write" or _converts(n, graph))
-    fixed = sum(d.bits * d.shape[-1] / 8 for _, d in ins.values() if d.shape[0] == 1)
-    # FP32 copies of the scaled inputs (scales themselves are a few bytes per block).
-    row_bytes += sum(4 * d.shape[-1] for vid, (_, d) in ins.items()
-                     if vid in in_scales and d.shape[0] > 1)
-    fixed += sum(4 * d.shape[-1] for vid, (_, d) in ins.items()
-                 if vid in in_scales and d.shape[0] == 1)
-    try:
-        br, bc = _tile_shape(row_bytes, fixed, target.buffer_for("vector")[1].bytes, R, width,
-                             elementwise_only and not scale_stores and not in_scales)
-    except ValueError:
-        from compiler.lower.templates import select, streamed_rows
-        if select.selectable(group, graph):
-            return select.lower_select(group, graph, tmap, target, as_rows)
-        if elementwise_only or in_scales or not streamable(group.nodes, graph):
-            raise
-        return streamed_rows.lower_streamed_rows(group, graph, tmap, target, as_rows)
-    for d in [d for _, _, d in scale_stores] + [ins[vid][1] for vid in in_scales]:
-        br = max(br, d.scaling.block[0])
-    col_tiles = math.ceil(width / bc)
-    tiles = math.ceil(R / br) * col_tiles
-    per_item = math.ceil(tiles / target.cores)
-    kb.note(f"{' + '.join(n.op for n in nodes)}: {R} rows x {width}, tiles of {br} rows"
-            + (f" x {bc} columns" if col_tiles > 1 else "") + f", {per_item} per work item")
-    w = kb.grid_dim("w", math.ceil(tiles / per_item))
-    kb.token("free", STAGES)
-    kb.token("loaded")
-    kb.token("done")
-    cols = lambda c: bc if col_tiles > 1 and c == width else c
-    for vid, (param, decl) in ins.items():
-        shape = (min(br, decl.shape[0]), cols(decl.shape[-1]))
-        kb.buffer(f"s_{param}", decl.dtype, shape, "vector", STAGES)
-        if vid in in_scales:
-            kb.buffer(f"s_{param}s", decl.scaling.dtype, _blocks(shape, decl.scaling.block),
+
+def _loaded(group: Group, graph: Graph, tmap: TensorMap, R: int) -> dict[int, Io]:
+    """The values read from memory, as rows (x0, x1, ... by position among the group's
+    inputs): not constants, not values a member reshapes, not what a member only writes into."""
+    members = {n.id for n in group.nodes}
+    written = {written_target(n) for n in group.nodes}
+    external = [v for v in group.inputs
+                if v.op != "const" and row_view_base(graph, v) not in members]
+    return {v.id: Io(f"x{k}", as_rows(tmap, tmap.of(v), _rows_of(v.type.shape, R)))
+            for k, v in enumerate(external) if v.id not in written}
+
+
+def _stored(group: Group, graph: Graph, tmap: TensorMap, R: int) -> list[tuple[Node, Io]]:
+    """What leaves the kernel, as rows: each value used outside the group in its own tensor,
+    then each in-place write in the region of its target its op names."""
+    destinations = []
+    for n in group.outputs:
+        if written_target(n) is None:
+            destinations.append((n, as_rows(tmap, tmap.of(n), R)))
+    for n in group.nodes:
+        if written_target(n) is not None:
+            axis, start, stop = written_region(n, graph)
+            region = tmap.view(tmap.of(graph.node(written_target(n))),
+                               (ViewStep("slice", (axis, start, stop)),), f"at{start}")
+            destinations.append((n, as_rows(tmap, region, R)))
+    return [(n, Io(f"y{k}", decl)) for k, (n, decl) in enumerate(destinations)]
+
+
+def _declare_params(kb, tmap: TensorMap, loaded: dict[int, Io],
+                    stored: list[tuple[Node, Io]]) -> None:
+    """Elements first (inputs, outputs), then the scales of the block-scaled ones."""
+    for io in loaded.values():
+        kb.param(io.param, io.decl)
+    for _, io in stored:
+        kb.param(io.param, io.decl, output=True)
+    for output, ios in ((False, loaded.values()), (True, [io for _, io in stored])):
+        for io in ios:
+            if io.decl.scaling is not None:
+                io.scales = kb.param(f"{io.param}_scale", tmap.decls[scale_name(io.decl.name)],
+                                     output=output)
+
+
+def _computes(node: Node, graph: Graph) -> bool:
+    """Whether a member takes an instruction: all do but an in-place write of a value already
+    in its target's format, which stores the value's own tile."""
+    if written_target(node) is None:
+        return True
+    return node.type.format != graph.node(read_operands(node)[0]).type.format
+
+
+def _quantises(node: Node) -> bool:
+    return vector_op(node)[0] == "quant"
+
+
+def _declare_buffers(kb, graph: Graph, loaded: dict[int, Io], dequantised: list[int],
+                     computed: list[Node], local: dict[int, int], tiling: Tiling) -> None:
+    for vid, io in loaded.items():
+        shape = tiling.shape_of(io.decl)
+        kb.buffer(f"s_{io.param}", io.decl.dtype, shape, "vector", STAGES)
+        if io.scales:
+            kb.buffer(f"s_{io.param}s", io.decl.scaling.dtype, blocks(shape, io.decl.scaling.block),
                       "vector", STAGES)
-            kb.buffer(f"d_{param}", "fp32", shape, "vector", STAGES)
-    for n in nodes:
-        if n.op != "cache_write" or _converts(n, graph):
-            kb.buffer(f"v{local[n.id]}", n.type.format.dtype, (br, cols(tile_cols(n, graph))), "vector",
-                      STAGES)
-        if n.type.format.scaling and n.op in ("cast", "cache_write"):
+        if vid in dequantised:
+            kb.buffer(f"d_{io.param}", "fp32", shape, "vector", STAGES)
+    for n in computed:
+        kb.buffer(f"v{local[n.id]}", n.type.format.dtype,
+                  (tiling.rows, tiling.cols_of(tile_cols(n, graph))), "vector", STAGES)
+        if _quantises(n):
             block = n.type.format.scaling.block
             kb.buffer(f"v{local[n.id]}s", n.type.format.scaling.dtype,
-                      (math.ceil(br / block[0]), math.ceil(tile_cols(n, graph) / block[1])),
+                      (math.ceil(tiling.rows / block[0]), math.ceil(tile_cols(n, graph) / block[1])),
                       "vector", STAGES)
-    with kb.loop("t", per_item) as t:
-        slot = Bin("%", t, Const(STAGES)) if per_item > 1 else Const(0)
-        tile = add(mul(w, Const(per_item)), t)
-        if col_tiles > 1:
-            row0 = mul(floordiv(tile, col_tiles), Const(br))
-            col0 = mul(Bin("%", tile, Const(col_tiles)), Const(bc))
-        else:
-            row0, col0 = mul(tile, Const(br)), Const(0)
-
-        def box(param, decl):
-            r = row0 if decl.shape[0] > 1 else Const(0)
-            c = col0 if col_tiles > 1 and decl.shape[-1] == width else Const(0)
-            return Box(param, (r, c), (min(br, decl.shape[0]), cols(decl.shape[-1])))
-
-        loads = [(Buf(f"s_{param}", slot), box(param, decl))
-                 for param, decl in ins.values()]
-        loads += [(Buf(f"s_{ins[vid][0]}s", slot), _scale_box(scale, row0, ins[vid][1], br))
-                  for vid, scale in in_scales.items()]
-        for k, (buf, b) in enumerate(loads):
-            kb.emit("ld.tile", buf, b, wait=("free",) if k == 0 else (),
-                    signal=("loaded",) if k == len(loads) - 1 else ())
-        sources = _RowViews(graph, {vid: Buf(f"s_{param}", slot) for vid, (param, _) in ins.items()})
-        computed = [n for n in nodes if n.op != "cache_write" or _converts(n, graph)]
-        # Scaled inputs an op reads are dequantised first (the first waits for the loads); an
-        # append in the entries' own format copies the elements.
-        read = [vid for vid in in_scales
-                if any(vid in n.inputs for n in computed) or not computed]
-        for k, vid in enumerate(read if computed else ()):
-            param, decl = ins[vid]
-            shape = (min(br, decl.shape[0]), cols(decl.shape[-1]))
-            kb.emit("vec.dequant", Buf(f"d_{param}", slot), sources[vid],
-                    Buf(f"s_{param}s", slot), wait=("loaded",) if k == 0 else (),
-                    n=shape[0] * shape[1], block=decl.scaling.block)
-            sources[vid] = Buf(f"d_{param}", slot)
-        opened = bool(read and computed)
-        for n in nodes:
-            if n not in computed:              # an append in the entries' own format
-                sources[n.id] = sources[n.inputs[1]]
-                continue
-            k = computed.index(n)
-            dst = [Buf(f"v{local[n.id]}", slot)]
-            if n.type.format.scaling and n.op in ("cast", "cache_write"):
-                dst.append(Buf(f"v{local[n.id]}s", slot))
-            wait = (("loaded",) if loads else ("free",)) if k == 0 and not opened else ()
-            signal = ("done",) if k == len(computed) - 1 else ()
-            if n.op == "cache_write":      # entries converted to the cache's format
-                op = "vec.quant" if n.type.format.scaling else "vec.cvt"
-                kb.emit(op, *dst, sources[n.inputs[1]], wait=wait, signal=signal,
-                        n=br * tile_cols(n, graph))
-            else:
-                emit_node(kb, graph, n, dst, sources, br, cols(tile_cols(n, graph)), row0,
-                          wait=wait, signal=signal)
-            sources[n.id] = dst[0]
-        if not computed:                     # a pure copy (cache append of a loaded value)
-            kb.emit("sync.ld", wait=("loaded",), signal=("done",))
-        out_ops = []
-        for n, param, decl in stores:
-            out_ops.append((box(param, decl), sources[n.id]))
-            if n.id in scale_params:
-                block = decl.scaling.block
-                out_ops.append((Box(scale_params[n.id], (floordiv(row0, block[0]), Const(0)),
-                                    (math.ceil(br / block[0]),
-                                     math.ceil(decl.shape[-1] / block[1]))),
-                                Buf(f"v{local[n.id]}s", slot)))
-        for k, (b, src) in enumerate(out_ops):
-            kb.emit("st.tile", b, src, wait=("done",) if k == 0 else (),
-                    signal=("free",) if k == len(out_ops) - 1 else ())
-    return kb.build()
 
 
-def _blocks(shape, block) -> tuple[int, int]:
-    """Scale entries of a [rows, cols] tile: one per block, partial blocks included."""
-    return math.ceil(shape[0] / block[0]), math.ceil(shape[1] / block[1])
+# -- one tile's instructions --
+
+def _emit_loads(kb, loaded: dict[int, Io], at: TileOrigin, slot) -> bool:
+    """Every loaded tile, then their scale tiles: the first waits for a free slot, the last
+    signals `loaded`."""
+    loads = [(Buf(f"s_{io.param}", slot), at.box(io)) for io in loaded.values()]
+    loads += [(Buf(f"s_{io.param}s", slot), at.loaded_scale_box(io))
+              for io in loaded.values() if io.scales]
+    for k, (buf, box) in enumerate(loads):
+        kb.emit("ld.tile", buf, box, wait=("free",) if k == 0 else (),
+                signal=("loaded",) if k == len(loads) - 1 else ())
+    return bool(loads)
 
 
-def _scale_box(param: str, row0, decl: TensorDecl, br: int) -> Box:
-    """The scale tile of the rows a tile of `decl` covers (whole rows: no column split)."""
-    block = decl.scaling.block
-    rows = min(br, decl.shape[0])
-    first = floordiv(row0, block[0]) if decl.shape[0] > 1 else Const(0)
-    return Box(param, (first, Const(0)), _blocks((rows, decl.shape[-1]), block))
+def _emit_dequants(kb, loaded: dict[int, Io], dequantised: list[int], tiles: OnChip,
+                   tiling: Tiling, slot) -> bool:
+    """Scaled inputs an op reads become FP32 tiles first; the first waits for the loads."""
+    for k, vid in enumerate(dequantised):
+        io = loaded[vid]
+        rows, cols = tiling.shape_of(io.decl)
+        kb.emit("vec.dequant", Buf(f"d_{io.param}", slot), tiles.elements[vid],
+                Buf(f"s_{io.param}s", slot), wait=("loaded",) if k == 0 else (),
+                n=rows * cols, block=io.decl.scaling.block)
+        tiles.elements[vid] = Buf(f"d_{io.param}", slot)
+    return bool(dequantised)
+
+
+def _emit_members(kb, graph: Graph, nodes: list[Node], computed: list[Node],
+                  local: dict[int, int], tiles: OnChip, tiling: Tiling, at: TileOrigin, slot,
+                  opening: tuple) -> None:
+    """Each member in order; the first instruction opens with `opening`, the last signals
+    `done` (a group with nothing to compute, a pure copy, hands its loads on as they are)."""
+    doing = {n.id for n in computed}
+    for n in nodes:
+        if n.id not in doing:
+            tiles.forward(n.id, read_operands(n)[0])
+            continue
+        k = computed.index(n)
+        dst = [Buf(f"v{local[n.id]}", slot)]
+        if _quantises(n):
+            dst.append(Buf(f"v{local[n.id]}s", slot))
+        emit_node(kb, graph, n, dst, tiles.elements, tiling.rows,
+                  tiling.cols_of(tile_cols(n, graph)), at.row0,
+                  wait=opening if k == 0 else (),
+                  signal=("done",) if k == len(computed) - 1 else ())
+        tiles.made(n.id, *dst)
+    if not computed:
+        kb.emit("sync.ld", wait=("loaded",), signal=("done",))
+
+
+def _emit_stores(kb, stored: list[tuple[Node, Io]], tiles: OnChip, at: TileOrigin) -> None:
+    writes = []
+    for node, io in stored:
+        writes.append((at.box(io), tiles.elements[node.id]))
+        if io.scales:
+            writes.append((at.stored_scale_box(io), tiles.scales_of(node)))
+    for k, (box, src) in enumerate(writes):
+        kb.emit("st.tile", box, src, wait=("done",) if k == 0 else (),
+                signal=("free",) if k == len(writes) - 1 else ())
+
+
+# -- checks --
+
+def _rows_of(shape, R: int) -> int:
+    rows = math.prod(shape[:-1])
+    if rows not in (R, 1):
+        raise ValueError(f"a {list(shape)} operand has {rows} rows; the group works on {R}")
+    return rows
 
 
 def _check_rows_keep_blocks(node, rows: TensorDecl) -> None:
@@ -254,22 +262,3 @@ def _check_rows_keep_blocks(node, rows: TensorDecl) -> None:
                          f"leading dims merge into rows [{rows.shape[0]}, {rows.shape[-1]}]; "
                          f"use blocks of one row (e.g. 1x{scaling.block[1]}) for a tensor of "
                          "rank 3 or more")
-
-
-class _RowViews(dict):
-    """Tile buffers by value id, where a reshape keeping rows whole reads its base's tile."""
-
-    def __init__(self, graph: Graph, items: dict):
-        super().__init__(items)
-        self.graph = graph
-
-    def __missing__(self, vid: int):
-        base = row_view_base(self.graph, self.graph.node(vid))
-        if base is None:
-            raise KeyError(vid)
-        return self[base]
-
-
-def _converts(node: Node, graph: Graph) -> bool:
-    """A cache append whose entries change format on the way in."""
-    return node.type.format != graph.node(node.inputs[1]).type.format
