@@ -13,7 +13,8 @@ from compiler.passes import PassContext, run_pipeline
 from compiler.passes.micro_batch import MicroBatch
 from compiler.passes.place import Place
 from compiler.passes.plan import Plan
-from isa.deployment import Deployment, DeploymentError, make_deployment, parse_plan
+from isa.deployment import (Deployment, DeploymentError, make_deployment, parse_plan,
+                            reserve_cores)
 from isa.placement import ROLES, PlacementError, check_memories, parse_placement
 from isa.program import Program, bind_name, expand_schedule
 from isa.target_loader import load_target
@@ -112,6 +113,10 @@ def _compile(model_path, target_name, overrides, after, passes, measure, die_mod
     lap("target")
     replica = front(overrides)
     deployment = resolve_deployment(replica, target, devices, plan)
+    try:
+        target = reserve_cores(target, deployment)       # the compute kernels' cores
+    except DeploymentError as err:
+        raise DscError(str(err), expected="fewer comm_cores") from None
     policy = resolve_placement(replica, target, place)
     if deployment.micro_batches > 1 or deployment.shared_batch > 1:
         replica = front(micro_batch_sizes(replica, overrides, deployment))

@@ -12,6 +12,7 @@
 | `a2a` | `direct`, `node` | expert all-to-all: each token straight to every device it reaches (DeepEP's low-latency kernels), or once per remote node and forwarded there over NVLink (its normal kernels) |
 | `load` | `uniform`, `zipf:S`, `FILE` | the share of routed tokens each expert receives: equal, a Zipf law of exponent S, or a histogram file (one count per expert) |
 | `redundant` | `0`, `R` | redundant expert copies, placed with the experts by DeepSeek's load balancer (EPLB) |
+| `comm_cores` | `0`, `N` | cores of each device held by communication kernels (DeepEP's normal kernels hold 20-24 SMs in prefill, its low-latency ones none): the compute kernels run on the others |
 | `launch` | `stream`, `graph`, `dependent` | how kernels are launched: one by one on a stream, replayed from a captured graph, or as programmatic dependent launches whose launch overlaps the previous kernel's tail; each costs what the target says (`launch_overhead_us`, `[launch]`). Default: `graph` for a step that continues sequences (decode, as production serves it), `stream` otherwise |
 
 The model's sizes describe one attention replica (`batch` requests on each data-parallel
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 _MODES = {"attn": ("dp", "tp"), "ffn": ("dp", "tp"), "moe": ("ep", "dp", "tp")}
 LAUNCH_MODES = ("stream", "graph", "dependent")
@@ -52,6 +53,7 @@ class Deployment:
     redundant: int = 0                # redundant expert copies (EPLB)
     launch: str = "stream"            # LAUNCH_MODES
     overlap: str = "alternate"        # OVERLAPS: how two micro-batches interleave
+    comm_cores: int = 0               # cores held by communication kernels
 
     def __post_init__(self):
         if self.devices < 1 or self.per_node < 1:
@@ -75,6 +77,9 @@ class Deployment:
         if self.redundant < 0:
             raise DeploymentError(f"plan redundant={self.redundant}: expected a number of "
                                   "redundant experts >= 0", "redundant")
+        if self.comm_cores < 0:
+            raise DeploymentError(f"plan comm_cores={self.comm_cores}: expected a number of "
+                                  "cores >= 0", "comm_cores")
         if self.launch not in LAUNCH_MODES:
             raise DeploymentError(f"plan launch={self.launch}: expected one of "
                                   f"{', '.join(LAUNCH_MODES)}", "launch")
@@ -126,7 +131,8 @@ class Deployment:
         text += f",overlap={self.overlap}" if self.overlap != "alternate" else ""
         text += f",a2a={self.a2a}" if self.a2a != "direct" else ""
         text += f",load={self.load}" if self.load != "uniform" else ""
-        return text + (f",redundant={self.redundant}" if self.redundant else "")
+        text += f",redundant={self.redundant}" if self.redundant else ""
+        return text + (f",comm_cores={self.comm_cores}" if self.comm_cores else "")
 
     def __str__(self) -> str:
         if self.devices == 1:
@@ -146,17 +152,18 @@ def parse_plan(text: str) -> dict[str, str | int]:
             raise DeploymentError(f"plan item '{item}': expected KEY=VALUE, e.g. attn=dp,moe=ep")
         if ("micro_batches" if key == "mb" else key) in out:
             raise DeploymentError(f"plan key '{key}' is given twice")
-        if key in ("mb", "redundant"):
+        if key in ("mb", "redundant", "comm_cores"):
             if not value.isdigit():
                 raise DeploymentError(f"plan {key}={value}: expected "
-                                      + ("1 or 2 micro-batches" if key == "mb" else
-                                         "a number of redundant experts"))
+                                      + {"mb": "1 or 2 micro-batches",
+                                         "redundant": "a number of redundant experts",
+                                         "comm_cores": "a number of cores"}[key])
             out["micro_batches" if key == "mb" else key] = int(value)
         elif key in _MODES or key in ("a2a", "load", "launch", "overlap"):
             out[key] = value
         else:
             raise DeploymentError(f"unknown plan key '{key}' (expected attn, ffn, moe, mb, "
-                                  "overlap, a2a, load, redundant or launch)")
+                                  "overlap, a2a, load, redundant, comm_cores or launch)")
     return out
 
 
@@ -166,3 +173,18 @@ def make_deployment(devices: int, per_node: int, plan: dict[str, str | int]) -> 
     items = {k: ("dp" if v == "tp1" else v) for k, v in plan.items()}   # a group of one
     items.setdefault("ffn", items.get("attn", "dp"))
     return Deployment(devices, min(per_node, devices), **items)
+
+
+def reserve_cores(target, deployment: Deployment):
+    """The target the compute kernels see: `comm_cores` fewer cores, taken evenly from each
+    die (the communication kernels hold them; their own cost is the links')."""
+    held = deployment.comm_cores
+    if not held:
+        return target
+    dies, per_die = target.chip.dies, target.chip.cores_per_die
+    if held % dies or held // dies >= per_die:
+        raise DeploymentError(f"plan comm_cores={held}: {target.name} has {dies} "
+                              f"die{'s' if dies > 1 else ''} of {per_die} cores; the held cores "
+                              "are taken evenly from each die and leave at least one",
+                              "comm_cores")
+    return replace(target, chip=replace(target.chip, cores_per_die=per_die - held // dies))

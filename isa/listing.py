@@ -290,13 +290,14 @@ def fmt_deployment(d: Deployment) -> str:
             + (f" a2a={d.a2a}" if d.a2a != "direct" else "")
             + (f' load="{d.load}"' if d.load != "uniform" else "")
             + (f" redundant={d.redundant}" if d.redundant else "")
+            + (f" comm_cores={d.comm_cores}" if d.comm_cores else "")
             + (f" launch={d.launch}" if d.launch != "stream" else ""))
 
 
 def render(program: Program) -> str:
     sizes = " ".join(f"{k}={v}" for k, v in program.sizes)
     d = program.deployment
-    deploy = fmt_deployment(d) if d.devices > 1 or d.launch != "stream" else ""
+    deploy = fmt_deployment(d) if d.devices > 1 or d.launch != "stream" or d.comm_cores else ""
     return _environment().get_template("listing.j2").render(
         program=program, sizes=sizes, deploy=deploy, tensor_lines=tensor_lines(program.tensors),
         kernels=[kernel_view(k) for k in program.kernels],

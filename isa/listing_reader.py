@@ -158,7 +158,8 @@ class _Reader(lark.Transformer):
                 values.pop("ffn"), values.pop("moe"), values.pop("mb"),
                 values.pop("a2a", "direct"), values.pop("load", "uniform"),
                 values.pop("redundant", 0), values.pop("launch", "stream"),
-                values.pop("overlap", "alternate")), keyword.line, values)
+                values.pop("overlap", "alternate"), values.pop("comm_cores", 0)),
+                keyword.line, values)
         except KeyError as missing:
             raise LineError(keyword.line, f"deploy line without {missing.args[0]}= (expected "
                                        "devices, per_node, attn, ffn, moe and mb)") from None

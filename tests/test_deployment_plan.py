@@ -54,7 +54,7 @@ def test_make_deployment_defaults_ffn_to_attn_and_clamps_the_node():
     ("attn=dp,moe", "plan item 'moe': expected KEY=VALUE"),
     ("attn=", "plan item 'attn=': expected KEY=VALUE"),
     ("experts=ep", "unknown plan key 'experts' (expected attn, ffn, moe, mb, overlap, a2a, "
-                   "load, redundant or launch)"),
+                   "load, redundant, comm_cores or launch)"),
     ("attn=dp,attn=tp2", "plan key 'attn' is given twice"),
     ("mb=1,mb=2", "plan key 'mb' is given twice"),
     ("mb=two", "plan mb=two: expected 1 or 2 micro-batches"),

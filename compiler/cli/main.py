@@ -250,7 +250,11 @@ def _program_to_run(args, reference: bool = False):
         warning = retarget_warning(program, target, args.model)
         if warning:
             print(warning, file=sys.stderr)
-        return program, target
+        from isa.deployment import DeploymentError, reserve_cores
+        try:
+            return program, reserve_cores(target, program.deployment)   # as it was compiled
+        except DeploymentError as err:
+            raise DscError(f"{args.model}: {err}") from None
     from compiler.driver import compile_model
     with Progress("compiling") as progress:
         compiled = compile_model(args.model, _target(args), _sets(args.set),

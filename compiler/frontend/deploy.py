@@ -20,7 +20,8 @@ from isa.deployment import DeploymentError, make_deployment
 from isa.placement import ROLES, PlacementError, parse_placement, placement_text
 
 KEYS = {"devices": int, "attn": str, "ffn": str, "moe": str, "micro_batches": int,
-        "overlap": str, "a2a": str, "launch": str, "place": str, "load": str, "redundant": int}
+        "overlap": str, "a2a": str, "launch": str, "place": str, "load": str, "redundant": int,
+        "comm_cores": int}
 
 
 def build_deploy(model: ast.ModelDef) -> dict[str, int | str]:

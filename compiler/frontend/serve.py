@@ -107,7 +107,8 @@ def _phase(item: ast.ServePhase, home: Path, overrides: dict[str, str]) -> Phase
             entries = [e for e in entries if e.key != name] + [
                 ast.DeployEntry(name, int(value) if value.isdigit() else value, None)]
     deploy = [e for e in entries if e.key in ("devices", "attn", "ffn", "moe", "micro_batches",
-                                              "overlap", "a2a", "load", "redundant", "place")]
+                                              "overlap", "a2a", "load", "redundant",
+                                              "comm_cores", "place")]
     sizes = {e.key: str(e.value) for e in entries if e not in deploy}
     for name in SERVICE_SIZES[item.phase]:
         if name in sizes:
@@ -123,5 +124,6 @@ def _phase(item: ast.ServePhase, home: Path, overrides: dict[str, str]) -> Phase
                           {k: v for k, v in checked.items() if k not in ("devices", "place")})
     # every key spelled out, so the model's own deploy block decides nothing here
     plan = (f"attn={dep.attn},ffn={dep.ffn},moe={dep.moe},mb={dep.micro_batches},"
-            f"overlap={dep.overlap},a2a={dep.a2a},load={dep.load},redundant={dep.redundant}")
+            f"overlap={dep.overlap},a2a={dep.a2a},load={dep.load},redundant={dep.redundant},"
+            f"comm_cores={dep.comm_cores}")
     return Phase(item.phase, str(model), dep.devices, plan, checked.get("place"), sizes)
