@@ -147,14 +147,16 @@ def _mma(ins: Instr, ctx: CostContext):
     return Compute(unit.mma_cycles(m, n, k, swap=bool(ins.attr("swap"))))
 
 
-def _vector(name: str):
-    vop = VECTOR_OPS[name]
+def vector_cycles(name: str, n: int, attrs: dict, target) -> float:
+    """Cycles of `vec.NAME` over n elements: its per-element work on the vector lanes."""
+    alu, special = VECTOR_OPS[name].per_element(attrs)
+    vec = target.vector
+    return max(n * alu / vec.lanes, n * special / vec.special_lanes)
 
+
+def _vector(name: str):
     def cost(ins: Instr, ctx: CostContext):
-        alu, special = vop.per_element(_attr_dict(ins))
-        n = ins.attr("n")
-        vec = ctx.target.vector
-        return Compute(max(n * alu / vec.lanes, n * special / vec.special_lanes))
+        return Compute(vector_cycles(name, ins.attr("n"), _attr_dict(ins), ctx.target))
     return cost
 
 

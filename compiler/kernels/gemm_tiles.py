@@ -238,6 +238,14 @@ def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
 
+def real_extent(t: GemmTile, m: int, n: int) -> tuple[int, int]:
+    """Rows of an A tile and columns of a B tile that hold data, for the conversions on the
+    vector unit: a GEMM smaller than its tile converts only its own rows (a decode GEMM of 4
+    tokens in a 64-row tile, 4); a larger one's last partial tile is charged whole, since an
+    instruction's element count is the same in every work item."""
+    return min(t.bm, m), min(t.bn, n)
+
+
 def estimate_cycles(p: GemmProblem, t: GemmTile, target: Target) -> float:
     bits = lambda d: DTYPES[d].bits
     tiles = p.groups * math.ceil(p.m / t.bm) * math.ceil(p.n / t.bn)
@@ -250,7 +258,8 @@ def estimate_cycles(p: GemmProblem, t: GemmTile, target: Target) -> float:
     reach = target.machine.reach()           # the cache and memory tensors live behind
     port = (a_bytes + b_bytes) / target.dma.load_bytes_per_cycle
     l2 = l2_bytes / (reach.hit_bytes_per_cycle / active)
-    converted = (t.bm * t.bk if p.a_conv else 0) + (t.bk * t.bn if p.b_conv else 0)
+    rows, cols = real_extent(t, p.m, p.n)
+    converted = (rows * t.bk if p.a_conv else 0) + (t.bk * cols if p.b_conv else 0)
     vec = (t.bm * t.bn * 2 if p.promote else 0) + converted
     vec /= target.vector.lanes
     latency = reach.hit_latency + reach.miss_latency

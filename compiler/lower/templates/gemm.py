@@ -29,6 +29,7 @@ from compiler.lower.templates.gemm_operands import (OperandTile, emit_operand_ti
                                                      operand_tokens)
 from compiler.lower.templates.workspace import Workspace
 from isa.expr import Bin, Const, Expr, floordiv, mul
+from isa.instructions import vector_cycles
 from isa.program import Box, Buf, TensorDecl, ViewStep
 from isa.target_schema import Target
 
@@ -126,7 +127,18 @@ def _describe(kb, head: Node, gemm: _Gemm, epi: Epilogue, tile, how: str,
             + (f"; epilogue {' + '.join(n.op for n in epi.nodes)}" if epi.nodes else ""))
     kb.note(f"tile {tile}; {how}; "
             f"mma {plan.fmt} {gemm_tiles.instruction_text(tile, plan.fmt, kb.target)}"
-            + (f", promote every {plan.k_step} of K" if plan.promote else ""))
+            + (_promotion_text(plan, tile, kb.target) if plan.promote else ""))
+
+
+def _promotion_text(plan: OperandPlan, tile, target: Target) -> str:
+    """The promotion interval and what it costs: one vector promotion of the tile's partial
+    sums per K step, beside the step's MMA (a limited accumulator's interval is the target's
+    `promotion_interval`; scaled operands promote once per scale block)."""
+    op = "promote" if plan.scaled else "accumulate"
+    promote = vector_cycles(op, tile.bm * tile.bn, {}, target)
+    mma = target.matrix.formats[plan.fmt].mma_cycles(tile.bm, tile.bn, tile.bk, bool(tile.swap))
+    return (f", promote every {tile.bk} of K: vec.{op} {promote:,.0f} cycles a step beside "
+            f"the mma's {mma:,.0f}")
 
 
 @dataclass(frozen=True)
@@ -230,8 +242,11 @@ def _emit_k_loop(kb, gemm: _Gemm, problem, plan: OperandPlan, tile, params: _Par
 
 def _operand_tiles(gemm: _Gemm, problem, plan: OperandPlan, tile, params: _Params,
                    at: _TileOrigin, kk: Expr, scratch: dict) -> list[OperandTile]:
-    """The A tile [row0, kk] and B tile [kk, col0] of one K step, with their scales."""
+    """The A tile [row0, kk] and B tile [kk, col0] of one K step, with their scales. A
+    conversion touches only the rows of A and columns of B that hold data (a tile wider than
+    the GEMM is padding, which meets only padding of the product)."""
     bm, bn, bk = tile.bm, tile.bn, tile.bk
+    rows, cols = gemm_tiles.real_extent(tile, gemm.M, gemm.N)
     a_scales = _scale_box(params.a_scale, at.g, at.row0, bm, kk, bk, gemm.a.scaling.block) \
         if problem.a_scaling is not None else None
     b_scales = _scale_box(params.b_scale, at.g, kk, bk, at.col0, bn, gemm.b.scaling.block) \
@@ -239,11 +254,11 @@ def _operand_tiles(gemm: _Gemm, problem, plan: OperandPlan, tile, params: _Param
     return [
         OperandTile("a", _box(params.a, [at.g, at.row0, kk], [1, bm, bk]), tile.cluster_n,
                     a_scales, plan.a_conv,
-                    gemm.a.scaling.block if plan.a_conv == "dequant" else None, bm * bk,
+                    gemm.a.scaling.block if plan.a_conv == "dequant" else None, rows * bk,
                     scratch.get("a")),
         OperandTile("b", _box(params.b, [at.g, kk, at.col0], [1, bk, bn]), tile.cluster_m,
                     b_scales, plan.b_conv,
-                    gemm.b.scaling.block if plan.b_conv == "dequant" else None, bk * bn,
+                    gemm.b.scaling.block if plan.b_conv == "dequant" else None, bk * cols,
                     scratch.get("b"))]
 
 
