@@ -14,6 +14,7 @@ import pytest
 
 from compiler.cli.functional import check_numerics
 from compiler.driver import compile_model
+from compiler.errors import DscError
 from compiler.frontend import load_model
 from compiler.ir.evaluate import evaluate, random_feeds
 from isa.check import check_program
@@ -118,3 +119,22 @@ model long_rows {
 }""")
     compiled = compile_model(path, "a100", {})
     assert all(k.name.startswith("streamed_") for k in compiled.program.kernels)
+
+
+def test_a_trillion_wide_row_is_chunked_at_once_and_refused_at_its_norm(tmp_path):
+    """The chunk width is the widest divisor of the row that fits; the search counted down
+    from half the row, which never ended on 10^12 columns (found by fuzzing). It now finds
+    it at once (16,000 columns, the widest of 19,454 that fit: 6.25 x 10^7 chunks), and the
+    kernel is refused at the norm by the interpreter's bound, before anything is simulated."""
+    path = model_file(tmp_path, """model wide {
+  size T = 4, d = 1000000000000
+  input x: [T, d]
+  weight g: [d]
+  output y = rmsnorm(x, g, 1e-6)
+}""")
+    with pytest.raises(DscError) as err:
+        compile_model(path, "h800", {}, check_fit=False)
+    assert str(err.value).startswith(
+        f"{path}:5:14: error: a work item of kernel streamed_rmsnorm_0 executes 500,000,000 "
+        "instructions (its loops unrolled); the interpreter follows each one and takes at "
+        "most 100,000")

@@ -126,14 +126,15 @@ def _load(kb, ins, slot, row0, col0, width, br, bc) -> dict:
 
 
 def _chunking(R: int, width: int, ins: dict, nodes: list[Node], capacity: int):
-    """(rows, columns) of a chunk: the widest divisor of the row whose double-buffered tiles
-    fit with one row, then as many rows (a power of two, at most 256) as still fit."""
-    per_col = (sum(d.bits / 8 for _, d in ins.values() if d.shape[-1] == width)
-               + sum(n.type.format.bits / 8 for n in nodes))
-    fixed = 2 * 4 + sum(d.bits / 8 for _, d in ins.values() if d.shape[-1] == 1)
-    fits = lambda br, bc: STAGES * br * (per_col * bc + fixed) <= capacity
-    divisors = [d for d in range(width // 2, 0, -1) if width % d == 0]
-    bc = next((d for d in divisors if fits(1, d)), None)
+    """(rows, columns) of a chunk: the widest divisor of the row (at most half of it) whose
+    double-buffered tiles fit with one row, then as many rows (a power of two, at most 256) as
+    still fit. Sizes count bits, so the fit is exact integer arithmetic."""
+    per_col = (sum(d.bits for _, d in ins.values() if d.shape[-1] == width)
+               + sum(n.type.format.bits for n in nodes))
+    fixed = 2 * 32 + sum(d.bits for _, d in ins.values() if d.shape[-1] == 1)
+    fits = lambda br, bc: STAGES * br * (per_col * bc + fixed) <= 8 * capacity
+    widest_fit = (8 * capacity // STAGES - fixed) // per_col
+    bc = _widest_divisor(width, min(width // 2, widest_fit))
     if bc is None:
         raise ValueError(f"not even one column of a {width}-wide row fits the vector buffer "
                          f"({capacity:,} bytes)")
@@ -141,3 +142,18 @@ def _chunking(R: int, width: int, ins: dict, nodes: list[Node], capacity: int):
     while br > 1 and not fits(br, bc):
         br //= 2
     return min(br, 1 << max(0, (R - 1).bit_length())), bc
+
+
+def _widest_divisor(n: int, most: int) -> int | None:
+    """The widest divisor of n that is at most `most` (None when most < 1). Divisors pair up
+    as (d, n // d) around the square root, so the search scans the shorter side: at most
+    min(most, sqrt(n)) steps, where counting down from n / 2 never ends on a 10^12-wide row."""
+    if most < 1:
+        return None
+    root = math.isqrt(n)
+    if most > root:
+        partner = next((s for s in range(-(-n // most), root + 1) if n % s == 0), None)
+        if partner is not None:
+            return n // partner
+        most = root
+    return next(d for d in range(most, 0, -1) if n % d == 0)
