@@ -356,7 +356,7 @@ def test_devices_zero_with_a_listing_is_an_error(capsys, tmp_path):
 def test_expert_parallelism_over_more_devices_than_experts_is_refused(capsys):
     code, _, err = dsc(capsys, "compile", TINY, "--target", "h800", "--devices", "16")
     assert_user_error(code, err)
-    assert "plan moe=ep over 16 devices: the model has 8 routed experts" in err
+    assert "plan moe=ep over 16 devices: this MoE block has 8 routed experts" in err
     assert "expected: --devices 8 or fewer" in err
 
 

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from cli_helpers import dsc, in_repo_root  # noqa: F401  (autouse fixture)
+from cli_helpers import assert_one_error, dsc, in_repo_root  # noqa: F401  (autouse fixture)
 from deployment_helpers import (BIG, E32, ELEMENT_BYTES, EP, H800_TEXT, TINY, compiled_tiny,
                                 link_figures, run_tiny, target_file)
 
@@ -131,6 +131,53 @@ def test_model_without_experts_stays_data_parallel():
     graph = load_model("examples/gemm.ds", {})
     assert print_graph(Shard().run(graph, ctx)) == print_graph(graph)
     assert any("has no routed experts" in note for note in ctx.notes)
+
+
+TWO_MOE_BLOCKS = """import "std/moe.ds"
+model two_moe {
+  size T = 16, d = 32
+  input x: [T, d]
+  h = x + moe(x, 16, 1, 64, groups=1, topk_groups=1, scale=1.0, shared=0, capacity=16)
+  y = h + moe(h, 4, 1, 64, groups=1, topk_groups=1, scale=1.0, shared=0, capacity=16)
+  output z = y + moe(y, EXPERTS, 1, 16, groups=1, topk_groups=1, scale=1.0, shared=0, capacity=16)
+}
+"""
+
+
+def test_moe_blocks_with_different_experts_each_keep_their_own_slots(tmp_path):
+    """16, 4 and 3 routed experts over 3 devices: 6, 2 and 1 slots. Every routed weight took
+    the largest block's 6, so the 4-expert block multiplied [2, 12, 32] rows by [6, 32, 64]
+    weights (found by fuzzing)."""
+    path = tmp_path / "two_moe.ds"
+    path.write_text(TWO_MOE_BLOCKS.replace("EXPERTS", "3"))
+    graphs = {}
+    compile_model(str(path), "h800", {}, devices=3, plan=EP, measure=False, check_fit=False,
+                  passes=[Shard()], after=lambda name, g: graphs.setdefault(name, g))
+    nodes = _ir_nodes(print_graph(graphs["shard"]))
+    routed = {n["name"]: n["shape"][0] for n in nodes if n["op"] == "weight"
+              and re.search(r"\.w[123]$", n["name"])}
+    assert routed == {f"{block}.{w}": slots for block, slots in
+                      (("moe", 6), ("moe_1", 2), ("moe_2", 1)) for w in ("w1", "w2", "w3")}
+    sent = [n for n in nodes if n["op"] == "all_to_all" and n["attrs"]["split"] == "0"]
+    assert [int(n["attrs"]["part"]) for n in sent] == [6, 2, 1]
+    compiled = compile_model(str(path), "h800", {}, devices=3, plan=EP, check_fit=False)
+    assert compiled.program.kernels
+
+
+def test_more_devices_than_a_moe_block_has_experts_is_refused_at_its_call(capsys, tmp_path):
+    """The smallest MoE block decides: 16 and 4 experts would spread over 3 devices, 2 not."""
+    path = tmp_path / "two_moe.ds"
+    path.write_text(TWO_MOE_BLOCKS.replace("EXPERTS", "2"))
+    code, out, err = dsc(capsys, "compile", str(path), "--target", "h800", "--devices", "3",
+                         "-o", str(tmp_path / "out.lst"))
+    assert_one_error(code, out, err)
+    assert err.startswith(
+        "std/moe.ds:25:8: error: plan moe=ep over 3 devices: this MoE block has 2 routed "
+        "experts, so some devices would hold none (devices would differ, which the one-device "
+        "simulation cannot show)\n")
+    assert "expected: --devices 2 or fewer\n" in err
+    assert f"note: in the block call at {path}:7:18 (building 'moe_2')" in err
+    assert not (tmp_path / "out.lst").exists()
 
 
 def _big_wire() -> dict[str, float]:

@@ -36,18 +36,21 @@ from compiler.passes.rewrite import Rewriter
 from isa.deployment import Deployment
 
 
-def expert_values(graph: Graph) -> tuple[set[int], set[int]]:
-    """(values in a dispatch's expert layout, routed-expert weights), found by dataflow: a
-    value computed from a dispatch output is in its layout until a combine; a weight
-    multiplied with such a value is a routed expert's."""
-    layout: set[int] = set()
-    weights: set[int] = set()
+def expert_values(graph: Graph) -> tuple[dict[int, int], dict[int, int]]:
+    """(values in a dispatch's expert layout, routed-expert weights), each mapped to the
+    dispatch it belongs to, found by dataflow: a value computed from a dispatch output is in
+    its layout until a combine; a weight multiplied with such a value is that dispatch's
+    expert weight. A model's MoE blocks may have different numbers of experts, so each
+    weight keeps the slots of its own dispatch."""
+    layout: dict[int, int] = {}
+    weights: dict[int, int] = {}
     for node in graph.nodes():
         if node.op == "dispatch":
-            layout.add(node.id)
-        elif node.op != "combine" and any(i in layout for i in node.inputs):
-            layout.add(node.id)
-            weights.update(i for i in node.inputs if graph.node(i).op == "weight")
+            layout[node.id] = node.id
+        elif node.op != "combine" and (source := next(
+                (layout[i] for i in node.inputs if i in layout), None)) is not None:
+            layout[node.id] = source
+            weights.update((i, source) for i in node.inputs if graph.node(i).op == "weight")
     return layout, weights
 
 
@@ -65,9 +68,9 @@ def _expert_parallel(graph: Graph, ctx: PassContext, dep: Deployment) -> Graph:
     layout, weights = expert_values(graph)
     rw = Rewriter(graph, ctx)
     traffic = {n.id: _traffic(graph, n, dep) for n in graph.nodes() if n.op == "dispatch"}
-    slots = max(t.slots for t in traffic.values())
     for node in graph.nodes():
         if node.id in weights:
+            slots = traffic[weights[node.id]].slots
             rw.new_id[node.id] = _retyped(node, rw, (slots, *node.type.shape[1:]))
         elif node.op == "dispatch":
             t = traffic[node.id]
@@ -232,15 +235,16 @@ class Shard:
         dep: Deployment = ctx.deployment
         if dep is None or dep.devices == 1:
             return graph
-        dispatch = max((n for n in graph.nodes() if n.op == "dispatch"),
+        # every MoE block's experts are spread over all devices: the smallest block decides
+        dispatch = min((n for n in graph.nodes() if n.op == "dispatch"),
                        key=lambda n: n.attr("experts"), default=None)
         experts = dispatch.attr("experts") if dispatch is not None else 0
         if dep.moe == "ep" and dep.devices > experts > 0:
-            raise DscError(f"plan moe=ep over {dep.devices} devices: the model has "
+            raise DscError(f"plan moe=ep over {dep.devices} devices: this MoE block has "
                            f"{experts} routed experts, so some devices would hold none "
                            "(devices would differ, which the one-device simulation "
-                           "cannot show)", dispatch.loc,
-                           expected=f"--devices {experts} or fewer")
+                           "cannot show)", dispatch.loc, expected=f"--devices {experts} or "
+                           "fewer", notes=graph.call_notes(dispatch.name))
         if any(dep.tp(part) > 1 for part in ("attn", "ffn", "moe")):
             graph = _tensor_parallel(graph, ctx, dep)
         if dep.moe != "ep":
