@@ -149,8 +149,20 @@ model layernorm_gelu {{
   h = layernorm(x, g, beta, 1e-5)
   output y = x + gelu_tanh(gelu(h @ w1 + b1) @ w2)
 }}"""
+# 40 rows (MLA's queries of 5 heads), fewer than a power of two: a tile holds all 40, so the
+# parts placed side by side and the row they fill have the same rows (found by fuzzing).
+MODELS["concat"] = f"""
+model concat {{
+  size B = 2, S = 4, heads = 5
+  {FP32}
+  input latent: [B, heads, S, 32]
+  input pe: [B, S, heads, 8]
+  weight w: [40, 16]
+  output y = concat([latent * 2.0, transpose(pe, [0, 2, 1, 3])]) @ w
+}}"""
 KERNELS = {"attention": "flash_attention", "long_attention": "flash_attention",
-           "causal_prefill": "flash_attention", "split_decode": "flash", "moe": "dispatch", "epilogue": "matmul_add_silu"}
+           "causal_prefill": "flash_attention", "split_decode": "flash", "moe": "dispatch", "epilogue": "matmul_add_silu",
+           "concat": "mul_concat"}
 
 
 @pytest.fixture(scope="module")

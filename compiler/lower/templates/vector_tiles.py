@@ -63,6 +63,9 @@ def choose_tiling(nodes: list[Node], computed: list[Node], loaded: dict[int, Io]
                              elementwise_only and not scaled)
     for d in scaled:
         rows = max(rows, d.scaling.block[0])
+    # A tile holds at most the group's rows: a loaded tile holds no more (shape_of), and every
+    # tile of one iteration must have the same rows (concat places its parts side by side).
+    rows = min(rows, R)
     col_tiles = math.ceil(width / cols)
     count = math.ceil(R / rows) * col_tiles
     return Tiling(rows, cols, width, col_tiles, count, math.ceil(count / target.cores))
@@ -70,9 +73,10 @@ def choose_tiling(nodes: list[Node], computed: list[Node], loaded: dict[int, Io]
 
 def _tile_shape(row_bytes: float, fixed_bytes: float, capacity: int, rows: int, cols: int,
                 split_cols: bool):
-    """(rows, cols) of a tile whose pipelined buffers fit: up to 256 whole rows, or, when one
-    row is too wide and the group is elementwise, a power-of-two split of the columns.
-    `fixed_bytes` are one-row (broadcast) tiles, whatever the row count."""
+    """(rows, cols) of a tile whose pipelined buffers fit: up to 256 whole rows (a power of two,
+    or all the rows when fewer), or, when one row is too wide and the group is elementwise, a
+    power-of-two split of the columns. `fixed_bytes` are one-row (broadcast) tiles, whatever
+    the row count."""
     fits = lambda br, bc: STAGES * (br * row_bytes + fixed_bytes) * bc / cols <= capacity
     bc = cols
     while not fits(1, bc):
@@ -83,7 +87,7 @@ def _tile_shape(row_bytes: float, fixed_bytes: float, capacity: int, rows: int, 
     br = 256
     while br > 1 and not fits(br, bc):
         br //= 2
-    return min(br, 1 << max(0, (rows - 1).bit_length())), bc
+    return min(br, rows), bc
 
 
 def blocks(shape, block) -> tuple[int, int]:
