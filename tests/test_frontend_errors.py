@@ -521,6 +521,21 @@ def test_set_non_integer_value(tmp_path):
     check(err, main(tmp_path), 2, 8, ["bad --set batch=4.5", "not an integer"], ["integer"])
 
 
+def test_set_value_with_a_plus_sign_is_refused_not_read_as_a_new_value(tmp_path):
+    """`--set batch=+5` reads as five more; --set replaces, so it is refused (a fuzzed
+    `--set heads=+5` ran tiny_moe with 5 heads)."""
+    err = fails(tmp_path, SET_MODEL, {"batch": "+5"})
+    assert str(err).startswith(f"{main(tmp_path)}:2:8: error: bad --set batch=+5: --set "
+                               "replaces the value, it does not add to it\n")
+    assert err.expected == "the new value itself, e.g. --set batch=5"
+
+
+def test_set_a_negative_value_is_read_as_the_model_writes_it(tmp_path):
+    err = fails(tmp_path, SET_MODEL, {"batch": "-2"})
+    check(err, main(tmp_path), 2, 8, ["size 'batch' must be non-negative (>= 0), got -2"],
+          ["a non-negative integer"])
+
+
 def test_set_a_name_that_is_not_an_integer(tmp_path):
     err = fails(tmp_path, SET_MODEL, {"eps": "1"})
     check(err, main(tmp_path), 3, 3, ["cannot --set 'eps'", "float"], ["top-level integer"])

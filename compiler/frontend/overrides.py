@@ -2,8 +2,8 @@
 
 A role (`default`, `weights`, `activations`, `kv_cache`) takes a FORMAT. Any other name must be
 a top-level integer of the model, a `size` item or a `NAME = expr` directly in the model body,
-and VALUE an integer literal; it replaces the value where the name is defined, so every later
-use sees it. Errors point at the definition (or at the `model` line for an unknown name).
+and VALUE an integer literal as the model writes one (`-3`, not `+3`); it replaces the value
+where the name is defined, so every later use sees it. Errors point at the definition (or at the `model` line for an unknown name).
 """
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ from compiler.frontend.limits import MAX_INT
 from compiler.frontend.policy import ROLES
 from compiler.frontend.values import describe, is_int
 
-INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+# An integer as the model writes one: .ds has no unary plus, and `+5` reads as "5 more", which
+# --set does not do (the value replaces the model's), so it is refused rather than read as 5.
+INTEGER = re.compile(r"\s*-?[0-9]+\s*", re.ASCII)
+PLUS_INTEGER = re.compile(r"\s*\+[0-9]+\s*", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -53,10 +56,14 @@ def read_overrides(model: ast.ModelDef, given: dict[str, str] | None) -> Overrid
         if name in ROLES:
             roles[name] = text
         elif name in candidates:
+            if PLUS_INTEGER.fullmatch(str(text)):
+                raise DscError(f"bad --set {name}={text}: --set replaces the value, it does "
+                               "not add to it", candidates[name],
+                               f"the new value itself, e.g. --set {name}={text.strip()[1:]}")
             if not INTEGER.fullmatch(str(text)):
                 raise DscError(f"bad --set {name}={text}: '{text}' is not an integer",
                                candidates[name], f"an integer value for '{name}'")
-            digits = text.strip().lstrip("+-")
+            digits = text.strip().lstrip("-")
             if len(digits) > 16 or int(digits) > MAX_INT:      # int() of a huge text is slow
                 raise DscError(f"bad --set {name}={text}: the value is beyond 2^53",
                                candidates[name], f"an integer value for '{name}' of at most "
