@@ -59,6 +59,29 @@ def test_every_kind_and_class_is_exercised(campaign):
     assert classes["usage"] > 0
 
 
+# Cases of past campaigns that found a defect, by (seed, number): each must stay a success or
+# one clear error. Seed 1: a 10^12-wide norm whose chunking never ended (48875); MoE blocks of
+# 16, 4 and 2 experts over 3 devices (55078); tiny_moe with --set heads=+5 (65512).
+FOUND = [(1, 48875), (1, 55078), (1, 65512)]
+
+
+@pytest.mark.parametrize("seed, index", FOUND)
+def test_cases_that_found_defects_stay_fixed(tmp_path, seed, index):
+    outcome = run_case(make_case(seed, index), tmp_path / "case")
+    assert outcome.cls in ("success", "error"), f"{outcome.signature}: {outcome.detail[:300]}"
+
+
+def test_the_found_concat_case_runs_with_the_heads_it_meant(tmp_path):
+    """Case 65512 of seed 1 with heads=5 written plainly: its concat of 40 rows ran in 64-row
+    tiles and functional mode failed at vec.place; the run now succeeds."""
+    from benchmarks.fuzzing.cases import Case
+    case = make_case(1, 65512)
+    argv = [a.replace("=+", "=") for a in case.argv]
+    outcome = run_case(Case(0, case.kind, case.how, argv, case.files, case.outputs),
+                       tmp_path / "case")
+    assert outcome.cls == "success", f"{outcome.signature}: {outcome.detail[:300]}"
+
+
 def test_cases_are_a_function_of_seed_and_number():
     first = [make_case(SEED, i) for i in range(30)]
     assert first == [make_case(SEED, i) for i in range(30)]
