@@ -72,7 +72,8 @@ def lower_vector_group(group: Group, graph: Graph, tmap: TensorMap, target: Targ
             raise
         return streamed_rows.lower_streamed_rows(group, graph, tmap, target, as_rows)
     kb.note(f"{' + '.join(n.op for n in nodes)}: {rows} rows x {tiling.width}, tiles of "
-            f"{tiling.rows} rows" + (f" x {tiling.cols} columns" if tiling.col_tiles > 1 else "")
+            f"{tiling.rows} row" + ("s" if tiling.rows != 1 else "")
+            + (f" x {tiling.cols} columns" if tiling.col_tiles > 1 else "")
             + f", {tiling.per_item} per work item")
     w = kb.grid_dim("w", math.ceil(tiling.count / tiling.per_item))
     kb.token("free", STAGES)

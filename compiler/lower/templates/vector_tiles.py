@@ -60,7 +60,7 @@ def choose_tiling(nodes: list[Node], computed: list[Node], loaded: dict[int, Io]
         + [d for d in inputs if d.scaling is not None]
     # Scale blocks span whole rows of a tile, so columns are split only when nothing is scaled.
     rows, cols = _tile_shape(row_bytes, fixed, target.buffer_for("vector")[1].bytes, R, width,
-                             elementwise_only and not scaled)
+                             elementwise_only and not scaled, target.cores, target.vector.lanes)
     for d in scaled:
         rows = max(rows, d.scaling.block[0])
     # A tile holds at most the group's rows: a loaded tile holds no more (shape_of), and every
@@ -72,11 +72,17 @@ def choose_tiling(nodes: list[Node], computed: list[Node], loaded: dict[int, Io]
 
 
 def _tile_shape(row_bytes: float, fixed_bytes: float, capacity: int, rows: int, cols: int,
-                split_cols: bool):
+                split_cols: bool, cores: int, lanes: int):
     """(rows, cols) of a tile whose pipelined buffers fit: up to 256 whole rows (a power of two,
     or all the rows when fewer), or, when one row is too wide and the group is elementwise, a
     power-of-two split of the columns. `fixed_bytes` are one-row (broadcast) tiles, whatever
-    the row count."""
+    the row count.
+
+    The cores are filled before tiles grow: while a finer split still runs in one wave (no
+    more tiles than cores), tiles take fewer rows (down to one), then an elementwise group
+    splits its columns (down to the vector unit's lanes, a cycle's work). A GPU does the same
+    (one block per row of a norm, a few hundred elements per block of an elementwise op); a
+    few large tiles would leave the kernel bound by a few cores' ports and load latency."""
     fits = lambda br, bc: STAGES * (br * row_bytes + fixed_bytes) * bc / cols <= capacity
     bc = cols
     while not fits(1, bc):
@@ -87,7 +93,13 @@ def _tile_shape(row_bytes: float, fixed_bytes: float, capacity: int, rows: int, 
     br = 256
     while br > 1 and not fits(br, bc):
         br //= 2
-    return min(br, rows), bc
+    br = min(br, rows)
+    tiles = lambda br, bc: math.ceil(rows / br) * math.ceil(cols / bc)
+    while br > 1 and tiles(br // 2, bc) <= cores:
+        br //= 2
+    while split_cols and (bc + 1) // 2 >= lanes and tiles(br, (bc + 1) // 2) <= cores:
+        bc = (bc + 1) // 2
+    return br, bc
 
 
 def blocks(shape, block) -> tuple[int, int]:
