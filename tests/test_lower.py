@@ -116,3 +116,22 @@ def test_scale_blocks_spanning_rows_of_a_batched_tensor_are_refused_at_the_cast(
     text = str(err.value)
     assert text.startswith(f"{model}:4:14: error: cannot lower 'y'"), text
     assert "128x128 scale blocks span rows" in text and "1x128" in text
+
+
+def test_routed_activations_with_scale_blocks_spanning_rows_are_refused_at_the_dispatch(tmp_path):
+    """Dispatch moves each token's row alone, so 7x3 scale blocks shared by seven tokens
+    cannot follow it: refused at the dispatch, traced to the model's moe call (it ran, and a
+    functional run gathered scale rows past the scale tensor's end; found by fuzzing)."""
+    from compiler.errors import DscError
+    model = tmp_path / "m.ds"
+    model.write_text('import "std/moe.ds"\nmodel m {\n  precision {\n'
+                     '    activations fp8_e4m3 scaled(fp32, 7x3)\n    weights mxint8\n  }\n'
+                     "  input x: bf16[8, 256]\n"
+                     "  output y = moe(x, 8, 4, 100, groups=1, topk_groups=1, scale=2.5, "
+                     "shared=1, capacity=8)\n}\n")
+    with pytest.raises(DscError) as err:
+        compile_model(str(model), "h800", {})
+    text = str(err.value)
+    assert text.startswith("std/moe.ds:"), text
+    assert "dispatched to experts row by row" in text and "7x3 scale blocks span 7 rows" in text
+    assert text.endswith(f"note: in the block call at {model}:8:14 (building 'moe')")

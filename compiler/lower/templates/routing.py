@@ -82,6 +82,11 @@ def lower_dispatch(node: Node, graph: Graph, tmap: TensorMap, target: Target):
     experts, capacity, d = node.type.shape
     route, slots, _ = _routes(idx_node, tmap, target, experts, capacity)
     x_scale, out_scale = tmap.scales_of(x), tmap.scales_of(out)
+    block = x_node.type.format.scaling.block if x_node.type.format.scaling else (1, 1)
+    if block[0] > 1:        # a token's row moves alone; its scales must move with it
+        raise ValueError(f"'{x_node.name}' {x_node.type} is dispatched to experts row by row, "
+                         f"but its {block[0]}x{block[1]} scale blocks span {block[0]} rows; "
+                         f"use blocks of one row (e.g. 1x{block[1]}) for routed activations")
     row_bytes = d * x.bits / 8 + (x_scale.shape[-1] * x_scale.bits / 8 if x_scale else 0)
     bc = _rows_fitting(row_bytes, target.buffer_for("vector")[1].bytes, capacity)
     kb = KernelBuilder("dispatch", target)
