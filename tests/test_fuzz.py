@@ -12,7 +12,7 @@ from hypothesis import given, settings
 
 from benchmarks.fuzzing import seeds, strategies
 from benchmarks.fuzzing.cases import KIND_WEIGHTS, make_case
-from benchmarks.fuzzing.classify import check_json, run_case
+from benchmarks.fuzzing.classify import NON_FINITE_TEXT, _timing_part, check_json, run_case
 from benchmarks.fuzzing.pool import Pool
 from compiler.errors import DscError
 from compiler.frontend import load_model
@@ -98,6 +98,16 @@ def test_cases_are_a_function_of_seed_and_number():
 def test_the_classifier_finds_unsound_reports(text, problem):
     found = check_json(text, trace=False)
     assert (found[0] if found else None) == problem
+
+
+def test_the_summary_check_reads_figures_not_the_sources_they_quote():
+    """A target file's source text is the user's and may say "inf" (campaign seed 1, case
+    84430 flagged it); a figure that is not finite is still a defect."""
+    quoted = ("model m on t: 1.0 us\nfigures: sustained\n"
+              "  memory 1,701 of 2,039 GB/s: STREAM triad -inf TB/s\n\nkernel ...\n")
+    assert not NON_FINITE_TEXT.search(_timing_part(quoted))
+    assert NON_FINITE_TEXT.search(_timing_part(quoted.replace("1,701", "nan")))
+    assert NON_FINITE_TEXT.search(_timing_part(quoted.replace("1.0 us", "inf us")))
 
 
 def test_the_classifier_finds_an_unlocated_ds_error(tmp_path):
