@@ -164,3 +164,16 @@ def _table(lines: list[str], path: tuple[str, ...], table: dict) -> None:
     lines.extend(f"{k} = {json.dumps(v)}" for k, v in scalars.items())
     for k, v in tables.items():
         _table(lines, path + (k,), v)
+
+
+def h800_with_fp32_matrix(directory) -> str:
+    """h800 plus an fp32 matrix format, written in `directory`: builtin targets run fp32 GEMMs
+    in bf16, so full-precision functional checks need a matrix unit that keeps fp32."""
+    text = (BUILTIN_DIR / "h800.toml").read_text()
+    text = text.replace('name = "h800"', 'name = "h800_fp32"', 1).replace(
+        "[matrix.formats.bf16]",
+        "[matrix.formats.fp32]\nshape = [64, 8, 8]\nflops_per_cycle = 1024\n\n"
+        "[matrix.formats.bf16]", 1)
+    path = directory / "h800_fp32.toml"
+    path.write_text(text)
+    return str(path)

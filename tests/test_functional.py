@@ -24,6 +24,7 @@ from isa.expr import Const
 from compiler.cli.functional import check_numerics
 from runtime.functional import FunctionalError, Machine
 from runtime.numerics import dequantize, quantize, round_to_element, scaled_matmul
+from target_variants import h800_with_fp32_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MOE = str(ROOT / "examples/tiny_moe.ds")
@@ -167,15 +168,7 @@ KERNELS = {"attention": "flash_attention", "long_attention": "flash_attention",
 
 @pytest.fixture(scope="module")
 def fp32_target(tmp_path_factory) -> str:
-    """h800 plus an fp32 matrix format: builtin targets run fp32 GEMMs in bf16."""
-    text = (BUILTIN_DIR / "h800.toml").read_text()
-    text = text.replace('name = "h800"', 'name = "h800_fp32"', 1).replace(
-        "[matrix.formats.bf16]",
-        "[matrix.formats.fp32]\nshape = [64, 8, 8]\nflops_per_cycle = 1024\n\n"
-        "[matrix.formats.bf16]", 1)
-    path = tmp_path_factory.mktemp("targets") / "h800_fp32.toml"
-    path.write_text(text)
-    return str(path)
+    return h800_with_fp32_matrix(tmp_path_factory.mktemp("targets"))
 
 
 @pytest.fixture(scope="module")

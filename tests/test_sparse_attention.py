@@ -20,9 +20,9 @@ from compiler.cli.main import main
 from compiler.driver import compile_model
 from compiler.ir.evaluate import random_feeds
 from isa.program import walk
-from isa.target_loader import BUILTIN_DIR
 from isa.vector_ops import RADIX_SELECT_OPS
 from runtime.functional import Machine
+from target_variants import h800_with_fp32_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 FP32 = "precision { default fp32 weights fp32 activations fp32 kv_cache fp32 }"
@@ -32,14 +32,7 @@ FP8 = ("precision { default fp32 weights fp32 activations fp8_e4m3 scaled(fp32, 
 
 @pytest.fixture(scope="module")
 def fp32_target(tmp_path_factory) -> str:
-    text = (BUILTIN_DIR / "h800.toml").read_text()
-    text = text.replace('name = "h800"', 'name = "h800_fp32"', 1).replace(
-        "[matrix.formats.bf16]",
-        "[matrix.formats.fp32]\nshape = [64, 8, 8]\nflops_per_cycle = 1024\n\n"
-        "[matrix.formats.bf16]", 1)
-    path = tmp_path_factory.mktemp("targets") / "h800_fp32.toml"
-    path.write_text(text)
-    return str(path)
+    return h800_with_fp32_matrix(tmp_path_factory.mktemp("targets"))
 
 
 def _write(tmp_path, name: str, text: str) -> str:
