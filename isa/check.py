@@ -158,6 +158,10 @@ def check_launch(launch: Launch, env: dict[str, int], kernels: dict[str, Kernel]
     if launch.kernel not in kernels:
         raise ProgramError(f"launch of undefined kernel '{launch.kernel}'")
     kernel = kernels[launch.kernel]
+    names = [p for p, _ in launch.args]
+    twice = next((p for k, p in enumerate(names) if p in names[:k]), None)
+    if twice is not None:              # a second binding would hide the first from the checks
+        raise ProgramError(f"launch of {kernel.name}: parameter '{twice}' is bound twice")
     bound = dict(launch.args)
     missing = [p.name for p in kernel.params if p.name not in bound]
     extra = [p for p in bound if p not in {q.name for q in kernel.params}]

@@ -190,6 +190,8 @@ def _error(lines, target="h800") -> ListingError:
     ("launch", "c=c.gmn", "c=a.gmk",
      "'c' expects bf16[1, 4096, 7168] but 'a.gmk' is fp8_e4m3[1, 4096, 2048]"),
     ("launch", "c=c.gmn", "c=c.gmx", "tensor 'c.gmx' is not declared"),
+    ("launch", "b_scale=", "b_scale=bk.scale, b_scale=",     # a second binding hid the first
+     "parameter 'b_scale' is bound twice"),
     ("buffer sa", "fp8_e4m3", "fp9", "unknown dtype 'fp9'"),
     ("tensor b.scale", "[16,", "[-1,", "fp32[-1, 56]: dim -1 is not a positive integer"),
     ("buffer sa", "[128,", "[0,", "fp8_e4m3[0, 128]: dim 0 is not a positive integer"),
