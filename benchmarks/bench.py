@@ -105,7 +105,7 @@ def layer_curve() -> None:
         wall, cpu, done = _timed(dsc(model, target, options + ["--ignore-capacity", "--set",
                                                                f"n_layers={n}"]))
         print(f"  n_layers {n:>3}: {wall:6.2f} ({cpu:6.2f})" + ("  FAILED" if done.returncode else ""))
-    for devices in (36, 72, 144, 288):
+    for devices in (36, 72, 144, 256):       # expert parallelism: at most one device per expert
         wall, cpu, done = _timed(dsc(model, target, ["--devices", str(devices), "--plan",
                                                      "attn=dp,moe=ep,mb=2", "--ignore-capacity"]))
         print(f"  devices {devices:>4}: {wall:6.2f} ({cpu:6.2f})" + ("  FAILED" if done.returncode else ""))
