@@ -135,3 +135,17 @@ def test_routed_activations_with_scale_blocks_spanning_rows_are_refused_at_the_d
     assert text.startswith("std/moe.ds:"), text
     assert "dispatched to experts row by row" in text and "7x3 scale blocks span 7 rows" in text
     assert text.endswith(f"note: in the block call at {model}:8:14 (building 'moe')")
+
+
+@pytest.mark.parametrize("scaled, flash", [("s * 0.125", True), ("s / 8", True), ("s / 0", False),
+                                            ("8 / s", False), ("s * 0", False)])
+def test_only_a_finite_non_zero_factor_folds_into_flash_attention(tmp_path, scaled, flash):
+    """Scores times or over a constant fold into flash attention as its scale; a zero or
+    infinite factor, or a constant over the scores, stays a kernel of its own (dividing the
+    scores by 0 crashed the lowering with a ZeroDivisionError; found by fuzzing, seed 2)."""
+    model = tmp_path / "m.ds"
+    model.write_text("model m {\n  input q: [2, 16, 32]\n  input k: [2, 16, 32]\n"
+                     "  input v: [2, 16, 32]\n  s = einsum(\"bse,bte->bst\", q, k)\n"
+                     f"  p = softmax({scaled})\n  output o = einsum(\"bst,bte->bse\", p, v)\n}}\n")
+    listing = render(compile_model(str(model), "h20", {}).program)
+    assert ("kernel flash_attention" in listing) == flash

@@ -34,6 +34,7 @@ from compiler.kernels.gemm_estimate import gemm_cycles, gemm_problem
 from compiler.kernels.groups import default_kind, kernel_groups, needs_kernel
 from compiler.kernels.rows import (row_count, row_view_base, selectable, streamable,
                                    whole_rows_fit)
+from compiler.kernels.score_scale import score_scale
 from compiler.passes import PassContext
 
 VECTOR_CATEGORIES = ("elementwise", "rowwise", "reduction")
@@ -120,7 +121,7 @@ def flash_attention(node: Node, st: _State, gathers: bool = False
             for t in terms:
                 members += [t.id] + _keys_gathered(g, t, st, gathers)
             members.append(user.id)
-        elif user.op in ("mul", "div") and any(g.node(i).op == "const" for i in user.inputs):
+        elif score_scale(g, user) is not None:
             members.append(user.id)
         elif user.op in ("causal_mask", "softmax"):
             members.append(user.id)

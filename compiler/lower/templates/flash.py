@@ -29,6 +29,7 @@ from compiler.kernels import causal, split_kv
 from compiler.kernels.groups import Group
 from compiler.lower.kernel_builder import KernelBuilder
 from compiler.kernels.operand_plan import dequantised_format, matrix_format
+from compiler.kernels.score_scale import score_scale
 from compiler.lower.tensors import TensorMap
 from compiler.passes.plan import plan_kernel
 from compiler.lower.templates.flash_combine import PartialOutputs
@@ -118,11 +119,7 @@ def attention_operands(group: Group, graph: Graph, tmap: TensorMap, target: Targ
     terms = [n for n in nodes[:-1] if OPS[n.op].category == "contraction"]
     scale_node = next((n for n in nodes if n.op in ("mul", "div")), None)
     mask = next((n for n in nodes if n.op == "causal_mask"), None)
-    scale = 1.0
-    if scale_node is not None:
-        value = next(graph.node(i).attr("value") for i in scale_node.inputs
-                     if graph.node(i).op == "const")
-        scale = value if scale_node.op == "mul" else 1.0 / value
+    scale = 1.0 if scale_node is None else score_scale(graph, scale_node)
     cs = [contraction_of([graph.node(i).type for i in t.inputs], t.attr_dict) for t in terms]
     cp = contraction_of([graph.node(i).type for i in pv.inputs], pv.attr_dict)
     G, M, T, Dv = cp.size(cp.batch), cp.size(cp.m), cp.size(cp.k), cp.size(cp.n)
