@@ -119,13 +119,13 @@ def test_scale_blocks_spanning_rows_of_a_batched_tensor_are_refused_at_the_cast(
 
 
 def test_routed_activations_with_scale_blocks_spanning_rows_are_refused_at_the_dispatch(tmp_path):
-    """Dispatch moves each token's row alone, so 7x3 scale blocks shared by seven tokens
+    """Dispatch moves each token's row alone, so 2x128 scale blocks shared by two tokens
     cannot follow it: refused at the dispatch, traced to the model's moe call (it ran, and a
     functional run gathered scale rows past the scale tensor's end; found by fuzzing)."""
     from compiler.errors import DscError
     model = tmp_path / "m.ds"
     model.write_text('import "std/moe.ds"\nmodel m {\n  precision {\n'
-                     '    activations fp8_e4m3 scaled(fp32, 7x3)\n    weights mxint8\n  }\n'
+                     '    activations fp8_e4m3 scaled(fp32, 2x128)\n    weights mxint8\n  }\n'
                      "  input x: bf16[8, 256]\n"
                      "  output y = moe(x, 8, 4, 100, groups=1, topk_groups=1, scale=2.5, "
                      "shared=1, capacity=8)\n}\n")
@@ -133,7 +133,7 @@ def test_routed_activations_with_scale_blocks_spanning_rows_are_refused_at_the_d
         compile_model(str(model), "h800", {})
     text = str(err.value)
     assert text.startswith("std/moe.ds:"), text
-    assert "dispatched to experts row by row" in text and "7x3 scale blocks span 7 rows" in text
+    assert "dispatched to experts row by row" in text and "2x128 scale blocks span 2 rows" in text
     assert text.endswith(f"note: in the block call at {model}:8:14 (building 'moe')")
 
 
@@ -149,3 +149,17 @@ def test_only_a_finite_non_zero_factor_folds_into_flash_attention(tmp_path, scal
                      f"  p = softmax({scaled})\n  output o = einsum(\"bst,bte->bse\", p, v)\n}}\n")
     listing = render(compile_model(str(model), "h20", {}).program)
     assert ("kernel flash_attention" in listing) == flash
+
+
+def test_scale_blocks_that_do_not_align_with_the_gemm_tiles_are_refused(tmp_path):
+    """A weight with 7x3 scale blocks in 32-wide K tiles: the second tile starts inside a
+    block and its scale box missed the last block (the compiled listing was refused when read
+    back: elements 21..21 of the scales never read; found by fuzzing, seed 2)."""
+    from compiler.errors import DscError
+    model = tmp_path / "m.ds"
+    model.write_text('model m {\n  precision {\n    weights fp8_e4m3 scaled(fp32, 7x3)\n  }\n'
+                     "  input x: bf16[4, 64]\n  weight w: [64, 128]\n  output y = x @ w\n}\n")
+    with pytest.raises(DscError) as err:
+        compile_model(str(model), "h800", {})
+    assert str(err.value).startswith(f"{model}:7:16: error: cannot tile 'y'"), str(err.value)
+    assert "scale blocks do not align with its 32-wide tiles over a dim of 64" in str(err.value)

@@ -51,6 +51,7 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
              for v in epi.inputs + epi.outputs}
     _check_scales_tile(head, tmap, gemm, problem)
     tile, how = _tile_of(head, problem, target, tile)
+    _check_scale_blocks_align(head, gemm, problem, tile)
     kb = KernelBuilder("_".join([head.op] + [n.op for n in epi.nodes]), target)
     _describe(kb, head, gemm, epi, tile, how, plan)
     params = _Params.declare(kb, tmap, group, head, gemm, problem, epi, views)
@@ -106,6 +107,23 @@ def _check_scales_tile(head: Node, tmap: TensorMap, gemm: _Gemm, problem) -> Non
             (problem.b_scaling is not None and tmap.scales_of(gemm.b) is None):
         raise ValueError(f"{head.name}: a block-scaled operand is used in a layout whose scales "
                          "cannot be tiled (its last two dims are not [M, K] / [K, N])")
+
+
+def _check_scale_blocks_align(head: Node, gemm: _Gemm, problem, tile) -> None:
+    """A tile's scale box is a fixed count of blocks from the block its first element is in:
+    along each dim the tile is a multiple of the block, lies inside one block (the block a
+    multiple of the tile), or is the whole dim. Otherwise a tile after the first straddles
+    blocks unevenly and its box misses the last block it needs."""
+    for name, scaling, dims in (("A", problem.a_scaling, ((tile.bm, gemm.M), (tile.bk, gemm.K))),
+                                ("B", problem.b_scaling, ((tile.bk, gemm.K), (tile.bn, gemm.N)))):
+        if scaling is None:
+            continue
+        for (size, extent), block in zip(dims, scaling.block):
+            if size < extent and size % block and block % size:
+                raise ValueError(
+                    f"{head.name}: operand {name}'s {scaling.block[0]}x{scaling.block[1]} scale "
+                    f"blocks do not align with its {size}-wide tiles over a dim of {extent}: "
+                    "use blocks that divide the tile (powers of two, e.g. 1x128 or 128x128)")
 
 
 def _tile_of(head: Node, problem, target: Target, tile) -> tuple[gemm_tiles.GemmTile, str]:
