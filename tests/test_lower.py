@@ -163,3 +163,20 @@ def test_scale_blocks_that_do_not_align_with_the_gemm_tiles_are_refused(tmp_path
         compile_model(str(model), "h800", {})
     assert str(err.value).startswith(f"{model}:7:16: error: cannot tile 'y'"), str(err.value)
     assert "scale blocks do not align with its 32-wide tiles over a dim of 64" in str(err.value)
+
+
+def test_a_dispatch_whose_row_does_not_fit_is_refused_at_the_dispatch(tmp_path):
+    """A routed row of 2,000,000 bytes cannot be gathered whole into a 233,472-byte buffer:
+    refused at the dispatch with the model's moe call as a note (it was refused by the buffer
+    check after lowering, without file:line:col; found by fuzzing, seed 2, case 60984)."""
+    from compiler.errors import DscError
+    model = tmp_path / "m.ds"
+    model.write_text('import "std/moe.ds"\nmodel m {\n  input x: bf16[1, 1000000]\n'
+                     "  output y = moe(x, 2, 2, 128, groups=1, topk_groups=1, scale=2.5, "
+                     "shared=0, capacity=0)\n}\n")
+    with pytest.raises(DscError) as err:
+        compile_model(str(model), "b200", {}, check_fit=False)
+    text = str(err.value)
+    assert text.startswith("std/moe.ds:"), text
+    assert "one row of 2,000,000 bytes does not fit the vector buffer (233,472 bytes)" in text
+    assert text.endswith(f"note: in the block call at {model}:4:14 (building 'moe')")

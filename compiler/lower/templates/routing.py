@@ -18,7 +18,12 @@ from isa.target_schema import Target
 
 
 def _rows_fitting(row_bytes: float, capacity: int, limit: int) -> int:
-    """Largest power of two <= limit whose rows fit in half the vector buffer."""
+    """Largest power of two <= limit whose rows fit in half the vector buffer (at least one);
+    a row that does not fit the buffer at all is refused here, where the error can name the
+    operation (the buffer check after lowering could not)."""
+    if row_bytes > capacity:
+        raise ValueError(f"one row of {row_bytes:,.0f} bytes does not fit the vector buffer "
+                         f"({capacity:,} bytes): the rows are gathered whole")
     rows = 1
     while rows * 2 <= limit and rows * 2 * row_bytes <= capacity // 2:
         rows *= 2
