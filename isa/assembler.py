@@ -37,6 +37,7 @@ from isa.listing_reader import (BufferRec, Decl, Dies, InstrRec, KernelRec, Laun
                                 LoopRec, Note, Pairs, Persistent, RepeatRec, did_you_mean,
                                 read_records, syntax_error)
 from isa.target_schema import Target
+from isa.views import tensor_problems
 from isa.workload import MAX_LAUNCH_FLOPS, MAX_LAUNCHES, kernel_problem
 
 def parse_listing(text: str, file: str = "<listing>", target: Target | None = None) -> Program:
@@ -103,6 +104,10 @@ class _Assembler:
                 self.declare(rec)
             else:
                 self.kernel(rec)
+        problems = sorted(tensor_problems(self.tensors), key=lambda p: self.tensor_lines[p[0]])
+        if problems:
+            name, problem = problems[0]
+            raise LineError(self.tensor_lines[name], problem)
         items = self.schedule(schedule, [{}])
         return Program(model, target_name, tuple(self.tensors.values()),
                        tuple(self.kernels.values()), items, tuple(sizes), tuple(notes),

@@ -4,9 +4,10 @@ Every launch binds each parameter to a declared tensor of the parameter's type; 
 instruction exists on the target, has operands of the kinds its definition lists and the
 attributes it requires, names declared buffers and parameters; every token it waits on is
 declared and either starts with credit or is signalled in the kernel; the buffers of each
-space fit the target's capacity. Then each kernel as a whole (isa/verify): indices in bounds,
-outputs and swept dimensions covered exactly once, no races on buffers, buffers that share
-memory live at different times, tokens that can be credited.
+space fit the target's capacity; every view's base and steps give its declared shape, and
+every block-scaled tensor has its scales (isa/views.py). Then each kernel as a whole
+(isa/verify): indices in bounds, outputs and swept dimensions covered exactly once, no races
+on buffers, buffers that share memory live at different times, tokens that can be credited.
 
 `check_program` runs them all. The pieces (`check_instruction`, `check_buffers`,
 `verify_kernel`, `check_launch`) are also used one record at a time by the assembler, which
@@ -24,6 +25,7 @@ from isa.program import (Attr, Box, Buf, BufferDecl, Instr, Kernel, Launch, Para
                          TensorDecl, TensorRef, bind_name, expand_schedule, walk)
 from isa.target_schema import Target
 from isa.verify import verify_kernel
+from isa.views import tensor_problems
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class KernelScope:
 def check_program(program: Program, target: Target) -> None:
     kernels = program.kernel_table()
     tensors = program.tensor_table()
+    for name, problem in tensor_problems(tensors):
+        raise ProgramError(f"tensor {name}: {problem}")
     for kernel in program.kernels:
         check_kernel(kernel, target)
     for launch, env in expand_schedule(program.schedule):

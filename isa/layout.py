@@ -9,19 +9,13 @@ from __future__ import annotations
 import math
 
 from isa.program import TensorDecl, ViewStep
+from isa.views import apply_step
 
 
 def _step_shapes(base_shape, steps) -> list[tuple[int, ...]]:
     shapes = [tuple(base_shape)]
     for step in steps:
-        shape = shapes[-1]
-        if step.op == "reshape":
-            shapes.append(tuple(step.arg))
-        elif step.op == "transpose":
-            shapes.append(tuple(shape[p] for p in step.arg))
-        else:
-            axis, start, stop = step.arg
-            shapes.append(shape[:axis] + (stop - start,) + shape[axis + 1:])
+        shapes.append(apply_step(shapes[-1], step))
     return shapes
 
 

@@ -197,6 +197,19 @@ def _error(lines, target="h800") -> ListingError:
     ("buffer sa", "[128,", "[0,", "fp8_e4m3[0, 128]: dim 0 is not a positive integer"),
     ("ld.tile", ":+128,", ":+0,", "the size is not a positive integer"),
     ("view a.gmk:", "reshape", "reshap", "unknown view step 'reshap'"),
+    # views and scales, checked before anything reads through them (fuzz seed 2, case 53027)
+    ("view b.gkn:", "= b.", "= q.", "view b.gkn looks into 'q', which is not declared"),
+    ("view b.gkn:", "(1,2048,7168)", "(1,2048,2048)",
+     "view b.gkn: reshape(1,2048,2048) has 4,194,304 elements, the tensor [2048, 7168] has"),
+    ("view b.gkn:", "reshape(1,2048,7168)", "transpose(1,1)",
+     "transpose(1,1) is not a permutation of the 2 axes of [2048, 7168]"),
+    ("view b.gkn.scale:", "= b.scale.", "= a.gmk.",
+     "view b.gkn.scale looks into the view 'a.gmk': a view's base is a tensor"),
+    ("view b.gkn.scale:", "= b.scale.", "= b.", "view b.gkn.scale is fp32, its base 'b' is fp8_e4m3"),
+    ("view c.gmn:", "bf16[1,4096,7168]", "bf16[1,4096,7000]",
+     "view c.gmn is declared [1, 4096, 7000], but its steps give [1, 4096, 7168]"),
+    ("tensor b.scale", "[16,56]", "[16,57]",
+     "the scales of b (scaled(fp32, 128x128)) are fp32[16,56], but 'b.scale' is fp32[16,57]"),
 ])
 def test_an_edited_line_is_reported_at_its_line(starts_with, old, new, fragment):
     lines = _gemm_lines()
@@ -205,6 +218,16 @@ def test_an_edited_line_is_reported_at_its_line(starts_with, old, new, fragment)
     assert (err.file, err.line) == ("edited.lst", number)
     assert str(err).startswith(f"edited.lst:{number}: error: ")
     assert fragment in str(err)
+
+
+def test_a_scaled_tensor_whose_scales_are_deleted_is_reported_at_the_tensor():
+    lines = _gemm_lines()
+    number = next(i for i, line in enumerate(lines) if line.startswith("tensor a.scale"))
+    del lines[number]
+    err = _error(lines)
+    assert err.line == number            # the line before the deleted one: tensor a
+    assert "a is scaled(fp32, 1x128) but its scales are not declared (expected " \
+        "'tensor a.scale: fp32[4096,16] scale')" in str(err)
 
 
 def test_an_instruction_the_target_lacks_is_reported_at_its_line():

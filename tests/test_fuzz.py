@@ -61,8 +61,12 @@ def test_every_kind_and_class_is_exercised(campaign):
 
 # Cases of past campaigns that found a defect, by (seed, number): each must stay a success or
 # one clear error. Seed 1: a 10^12-wide norm whose chunking never ended (48875); MoE blocks of
-# 16, 4 and 2 experts over 3 devices (55078); tiny_moe with --set heads=+5 (65512).
-FOUND = [(1, 48875), (1, 55078), (1, 65512)]
+# 16, 4 and 2 experts over 3 devices (55078); tiny_moe with --set heads=+5 (65512); a launch
+# binding a parameter twice (87740). Seed 2: GEMM scale blocks straddling tiles (39799), scores
+# divided by 0 (40031), a listing without its `tensor a.scale` run functionally (53027), a
+# gather row too wide for the vector buffer (60984).
+FOUND = [(1, 48875), (1, 55078), (1, 65512), (1, 87740),
+         (2, 39799), (2, 40031), (2, 53027), (2, 60984)]
 
 
 @pytest.mark.parametrize("seed, index", FOUND)

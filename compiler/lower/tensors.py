@@ -12,6 +12,7 @@ from compiler.ir.graph import Graph, Node
 from compiler.ir.ops import OPS
 from isa.formats import Format
 from isa.program import TensorDecl, ViewStep, scale_name, tensor_scale_name
+from isa.views import apply_step
 
 _KIND_OF_SOURCE = {"input": "input", "weight": "weight", "cache": "cache"}
 
@@ -121,15 +122,6 @@ def _view_step(node: Node, shape) -> ViewStep:
         return ViewStep("transpose", tuple(perm))
     axis = attrs["axis"] % len(shape)
     return ViewStep("slice", (axis, attrs["start"], attrs["stop"]))
-
-
-def apply_step(shape: tuple[int, ...], step: ViewStep) -> tuple[int, ...]:
-    if step.op == "reshape":
-        return tuple(step.arg)
-    if step.op == "transpose":
-        return tuple(shape[p] for p in step.arg)
-    axis, start, stop = step.arg
-    return shape[:axis] + (stop - start,) + shape[axis + 1:]
 
 
 def _identity(step: ViewStep) -> bool:
