@@ -45,6 +45,14 @@ class ListExpr:
 
 
 @dataclass(frozen=True)
+class Index:
+    """`NAME[index]`: an entry of a list; `loc` is the name's position."""
+    name: str
+    index: "Expr"
+    loc: Loc
+
+
+@dataclass(frozen=True)
 class Neg:
     operand: "Expr"
     loc: Loc
@@ -74,7 +82,7 @@ class Call:
     loc: Loc
 
 
-Expr = Union[Num, Str, Bool, Name, ListExpr, Neg, BinOp, Call]
+Expr = Union[Num, Str, Bool, Name, Index, ListExpr, Neg, BinOp, Call]
 
 
 # ---- types ---------------------------------------------------------------------------------
@@ -318,6 +326,7 @@ _CHILDREN = {
     Neg: lambda e: (e.operand,),
     BinOp: lambda e: (e.left, e.right),
     ListExpr: lambda e: e.items,
+    Index: lambda e: (Name(e.name, e.loc), e.index),
     Call: lambda e: e.args + tuple(k.value for k in e.kwargs),
 }
 

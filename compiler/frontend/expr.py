@@ -9,7 +9,7 @@ from __future__ import annotations
 from compiler.errors import DscError
 from compiler.frontend import arith, ast, calls
 from compiler.frontend.signature import Arg
-from compiler.frontend.values import expect_single
+from compiler.frontend.values import describe, expect_int, expect_single
 
 
 def evaluate(b, frame, expr: ast.Expr, hint=None):
@@ -22,6 +22,32 @@ def evaluate_single(b, frame, expr: ast.Expr, what: str = "this expression", hin
 
 def _list(b, frame, e: ast.ListExpr, hint):
     return [evaluate_single(b, frame, item, "a list item") for item in e.items]
+
+
+def _name(b, frame, e: ast.Name, hint):
+    value = frame.lookup(e.name, e.loc)
+    frame.loop_read(e.name)
+    return value
+
+
+def _index(b, frame, e: ast.Index, hint):
+    """`NAME[i]`: entry i (0 first) of a list. A repeat's layer number as the index is
+    recorded, so the repeat knows its iterations differ only by the entries they read."""
+    table = frame.lookup(e.name, e.loc)
+    if not isinstance(table, list):
+        raise DscError(f"'{e.name}' is {describe(table)}, not a list: only a list is indexed",
+                       e.loc, "the name of a list")
+    if isinstance(e.index, ast.Name) and e.index.name in frame.loop_lists:
+        i = frame.lookup(e.index.name, e.index.loc)
+        frame.loop_lists[e.index.name].setdefault(e.name, e.index.loc)
+    else:
+        i = evaluate_single(b, frame, e.index, "a list index")
+    where = ast.start_loc(e.index)
+    expect_int(i, where, f"the index of '{e.name}'")
+    if not 0 <= i < len(table):
+        raise DscError(f"index {i} is out of range for list '{e.name}' of {len(table)} "
+                       f"entries", where, f"an index from 0 to {len(table) - 1}")
+    return table[i]
 
 
 def _binop(b, frame, e: ast.BinOp, hint):
@@ -50,7 +76,8 @@ EVALUATORS = {
     ast.Num: lambda b, frame, e, hint: e.value,
     ast.Str: lambda b, frame, e, hint: e.value,
     ast.Bool: lambda b, frame, e, hint: e.value,
-    ast.Name: lambda b, frame, e, hint: frame.lookup(e.name, e.loc),
+    ast.Name: _name,
+    ast.Index: _index,
     ast.ListExpr: _list,
     ast.Neg: _neg,
     ast.BinOp: _binop,

@@ -321,6 +321,9 @@ class _ToAst(Transformer):
     def name(self, meta, c):
         return ast.Name(str(c[0]), self._tok(c[0]))
 
+    def index(self, meta, c):
+        return ast.Index(str(c[0]), c[1], self._tok(c[0]))
+
     def list_lit(self, meta, c):
         return ast.ListExpr(tuple(x for x in c if x is not None), self._loc(meta))
 

@@ -49,6 +49,10 @@ class Namer:
         self._scopes.add(scope)
         return scope
 
+    def next_iteration(self, parent: str, name: str) -> int:
+        """The number the next iteration of NAME in `parent` will get."""
+        return self._iterations.get((parent, name), 0)
+
     def iteration_scope(self, parent: str, name: str) -> str:
         i = self._iterations.get((parent, name), 0)
         self._iterations[(parent, name)] = i + 1
@@ -71,6 +75,14 @@ class Frame:
     loops: int = 0
     vars: dict[str, Any] = field(default_factory=dict)
     bound_at: dict[tuple[str, str], Loc] = field(default_factory=dict)
+    # a running repeat's layer number, by its name: the lists the body indexes with it (and
+    # where), and whether the body read the number any other way (`loop_raw`)
+    loop_lists: dict[str, dict[str, Loc]] = field(default_factory=dict)
+    loop_raw: set[str] = field(default_factory=set)
+
+    def loop_read(self, name: str) -> None:
+        if name in self.loop_lists:
+            self.loop_raw.add(name)
 
     @property
     def at_model_top(self) -> bool:

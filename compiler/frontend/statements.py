@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from compiler.errors import DscError
 from compiler.frontend import ast, expr, types
+from compiler.frontend.layers import LayerNumber
 from compiler.frontend.limits import MAX_OPS
 from compiler.frontend.policy import format_of
 from compiler.frontend.scope import Frame, join
@@ -146,20 +147,24 @@ def _repeat(b, frame: Frame, stmt: ast.Repeat) -> None:
     outer, name = frame.scope, stmt.name or "layer"
     # a repeat that declares outputs is built whole: each iteration's are the model's
     windowed = b.windows and frame.at_model_top and not _declares_output(stmt.body)
+    number = LayerNumber(b, frame, outer, name, count)
     frame.loops += 1
     try:
         if windowed:
-            _repeat_window(b, frame, stmt, count, name)
+            _repeat_window(b, frame, stmt, count, name, number)
         else:
             start = len(b.graph)
             for i in range(count):
                 frame.scope = b.namer.iteration_scope(outer, name)
+                number.enter(i)
                 run(b, frame, stmt.body)
+                number.after_first()
                 if i == 0:
                     _check_unrolled(b, loc, count, len(b.graph) - start)
     finally:
         frame.scope = outer
         frame.loops -= 1
+        number.leave()
 
 
 def _declares_output(body) -> bool:
@@ -180,37 +185,54 @@ def _check_unrolled(b, loc, count: int, per_iteration: int) -> None:
                        f"{total:,} in the model, more than {MAX_OPS:,}", loc, _TOO_LARGE)
 
 
-def _repeat_window(b, frame: Frame, stmt: ast.Repeat, count: int, name: str) -> None:
+def _repeat_window(b, frame: Frame, stmt: ast.Repeat, count: int, name: str,
+                   number: LayerNumber) -> None:
     """A model-level repeat, built as a window once its iterations are identical.
 
     An iteration's body depends only on what the variables it can read hold when it starts:
     the names bound before the repeat, and names bound in the body that hide a constant (any
-    other name must be written before it is read, or the first iteration fails). When those
-    are the same before iteration t and before t+1, every iteration from t on builds the same
-    nodes under other names. The window builds up to t+2 and then the last iteration; t+2
-    stands for the ones left out (compiler.ir.graph.Steady)."""
-    entry, first = set(frame.vars), None
-    watched = lambda: sorted(entry | (set(frame.vars) & set(frame.unit.consts)))
-    seen = [_signature(frame, watched())]
-    built = runs = 0
+    other name must be written before it is read, or the first iteration fails), and on the
+    entries of per-layer lists it reads by its number (layers.py). When the variables are
+    the same before iteration t and before t+1, every iteration from t on that reads the same
+    entries builds the same nodes under other names. The window builds up to t+2 and then
+    the last iteration of that run of equal entries; t+2 stands for the ones left out
+    (compiler.ir.graph.Steady). The next run, if any, starts over: a per-layer list splits
+    the repeat into runs, each windowed when it is long enough."""
+    entry = set(frame.vars) - {name}
+    watched = lambda: sorted(entry | (set(frame.vars) & set(frame.unit.consts)) - {name})
+    seen = {0: _signature(frame, watched())}     # the state before iteration k, this run
+    k = built = 0
+    first = None                                 # the window number of this run's first
     start, loc = len(b.graph), ast.start_loc(stmt.count)
-    while built < count:
-        steady_from = next((t for t in range(len(seen) - 1) if seen[t] == seen[t + 1]), None)
-        if steady_from is not None and built == steady_from + 3 \
-                and count - steady_from - 3 >= 2:
+    while k < count:
+        steady_from = next((t for t in sorted(seen)[:-1] if seen[t] == seen.get(t + 1)), None)
+        end = _run_end(number, steady_from, count) if steady_from is not None else count
+        if steady_from is not None and k == steady_from + 3 and end - steady_from - 3 >= 2:
             index = int(frame.scope.rsplit(".", 1)[1])         # the iteration just built
-            b.graph.steady += (Steady(name, first, index, count - steady_from - 3),)
-            built = count - 1                                  # on to the last one
+            b.graph.steady += (Steady(name, first, index, end - steady_from - 3),)
+            k = end - 1                                        # on to the run's last one
+            seen, first = {}, None
         frame.scope = b.namer.iteration_scope("", name)
         first = int(frame.scope.rsplit(".", 1)[1]) if first is None else first
+        number.enter(k)
         run(b, frame, stmt.body)
-        built, runs = built + 1, runs + 1
-        if runs == 1:
+        number.after_first()
+        k, built = k + 1, built + 1
+        if built == 1:
             per_iteration = len(b.graph) - start
             _check_unrolled(b, loc, count, per_iteration)
-        seen.append(_signature(frame, watched()))
-    if runs:
-        b.unbuilt_ops += (count - runs) * per_iteration
+        seen[k] = _signature(frame, watched())
+        if seen and k < count and number.key(k) != number.key(k - 1):
+            seen, first = {k: seen[k]}, None                   # a new run of entries
+    if built:
+        b.unbuilt_ops += (count - built) * per_iteration
+
+
+def _run_end(number: LayerNumber, t: int, count: int) -> int:
+    """The first iteration after t that reads other entries of the per-layer lists (count if
+    none does)."""
+    key = number.key(t)
+    return next((j for j in range(t + 1, count) if number.key(j) != key), count)
 
 
 def _signature(frame: Frame, names: list[str]) -> tuple:
