@@ -4,9 +4,7 @@ Layout: `dispatch` sends each token's hidden vector to its k chosen experts, in 
 [experts, capacity, d] buffer where expert e's slots hold, in token order, the tokens that chose
 it; tokens past an expert's capacity are dropped (their combine contribution is zero).
 """
-import numpy as np
-
-F32 = np.float32
+from isa.lazy_numpy import np
 
 
 def topk_select(scores, k, bias=None, groups=1, topk_groups=1, group_best=2):
@@ -18,7 +16,7 @@ def topk_select(scores, k, bias=None, groups=1, topk_groups=1, group_best=2):
     compete.
     Ties go to the lower index (stable sort), so the result is deterministic.
     """
-    s = scores.astype(F32) + (bias.astype(F32) if bias is not None else F32(0))
+    s = scores.astype(np.float32) + (bias.astype(np.float32) if bias is not None else np.float32(0))
     tokens, experts = s.shape
     if groups > 1:
         grouped = s.reshape(tokens, groups, experts // groups)
@@ -26,16 +24,16 @@ def topk_select(scores, k, bias=None, groups=1, topk_groups=1, group_best=2):
         group_rank = np.argsort(-best.sum(-1), axis=-1, kind="stable")
         keep = np.zeros((tokens, groups), dtype=bool)
         np.put_along_axis(keep, group_rank[:, :topk_groups], True, axis=-1)
-        s = np.where(np.repeat(keep, experts // groups, axis=-1), s, F32(-np.inf))
+        s = np.where(np.repeat(keep, experts // groups, axis=-1), s, np.float32(-np.inf))
     return np.argsort(-s, axis=-1, kind="stable")[:, :k].astype(np.int32)
 
 
 def topk_weights(scores, idx, norm=True, scale=1.0):
     """Routing weights [T, k]: the chosen experts' original scores, normalised, times `scale`."""
-    w = np.take_along_axis(scores.astype(F32), idx, axis=-1)
+    w = np.take_along_axis(scores.astype(np.float32), idx, axis=-1)
     if norm:
         w = w / np.sum(w, axis=-1, keepdims=True)
-    return (w * F32(scale)).astype(F32)
+    return (w * np.float32(scale)).astype(np.float32)
 
 
 def routing_slots(idx, experts, capacity):
@@ -101,22 +99,23 @@ def route_scan(tokens, flat, rowvals, count, idx_chunk, expert, capacity, row0, 
 
 def dispatch(x, idx, experts, capacity):
     tokens, k = idx.shape
-    out = np.zeros((experts, capacity, x.shape[-1]), dtype=F32)
+    out = np.zeros((experts, capacity, x.shape[-1]), dtype=np.float32)
     slots = routing_slots(idx, experts, capacity)
     t, j = np.nonzero(slots >= 0)
-    out[idx[t, j], slots[t, j]] = x[t].astype(F32)
+    out[idx[t, j], slots[t, j]] = x[t].astype(np.float32)
     return out
 
 
 def combine(y, idx, w):
     experts, capacity, d = y.shape
     slots = routing_slots(idx, experts, capacity)
-    gathered = np.where((slots >= 0)[..., None], y[idx, np.maximum(slots, 0)], F32(0))
-    return np.einsum("tk,tkd->td", w.astype(F32), gathered.astype(F32)).astype(F32)
+    gathered = np.where((slots >= 0)[..., None], y[idx, np.maximum(slots, 0)], np.float32(0))
+    mixed = np.einsum("tk,tkd->td", w.astype(np.float32), gathered.astype(np.float32))
+    return mixed.astype(np.float32)
 
 
 def embedding(ids, table):
-    return table[ids].astype(F32)
+    return table[ids].astype(np.float32)
 
 
 def gather_rows(table, idx):

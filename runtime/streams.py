@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
 
 from isa.expr import compile_expr, variables
 from isa.instructions import CostContext, Transfer, lookup
@@ -105,11 +104,12 @@ def concurrent_share(kernel: Kernel, box: Box, cores: int) -> float:
     used = set().union(*(variables(s) for s in box.starts))
     sizes = [size for _, size in kernel.grid]
     wave = min(cores, math.prod(sizes))
-    coords = np.unravel_index(np.arange(wave), sizes)
-    keep = [c for (var, _), c in zip(kernel.grid, coords) if var in used]
-    if not keep:
+    kept = [axis for axis, (var, _) in enumerate(kernel.grid) if var in used]
+    if not kept:
         return float(wave)
-    return wave / len(set(zip(*keep)))
+    strides = [math.prod(sizes[axis + 1:]) for axis in range(len(sizes))]
+    distinct = {tuple(item // strides[a] % sizes[a] for a in kept) for item in range(wave)}
+    return wave / len(distinct)
 
 
 def item_stream(kernel: Kernel, params: dict[str, TensorDecl], bases: dict[str, TensorDecl],

@@ -12,7 +12,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
-import numpy as np
+from isa.lazy_numpy import np
 
 from isa.program import Kernel
 from isa.target_schema import Target

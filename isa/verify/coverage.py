@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 
-import numpy as np
+from isa.lazy_numpy import np
 
 from isa.errors import ProgramError
 from isa.expr import Bin, Expr, compile_expr, to_text, variables

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
+from isa.lazy_numpy import np
 
 from compiler.ir.graph import TensorType
 from isa.formats import Format

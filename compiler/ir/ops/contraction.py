@@ -9,7 +9,7 @@ import string
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
+from isa.lazy_numpy import np
 
 from compiler.ir.ops import REQUIRED, OpDef, check, dims, register
 

@@ -4,7 +4,7 @@ Their cost and semantics are the vector-op catalogue's (isa/vector_ops.py); this
 adds the shape rule. `causal_mask` is elementwise too: its value depends on the element's
 position, not on its neighbours.
 """
-import numpy as np
+from isa.lazy_numpy import np
 
 from compiler.ir.ops import REQUIRED, OpDef, ShapeError, check, dims, numel, register
 from isa.vector_ops import VECTOR_OPS

@@ -1,7 +1,7 @@
 """Views: a new shape or window on the same storage; no kernel, no bytes moved.
 
 Lowering resolves a chain of views to the underlying tensor and a box on it."""
-import numpy as np
+from isa.lazy_numpy import np
 
 from compiler.ir.ops import REQUIRED, OpDef, check, dims, norm_axis, numel, register
 
