@@ -311,6 +311,11 @@ _SOME_TARGETS = [
              "a vector core loads a box into its buffer (split cube/vector designs)",
              "as ld.tile, on the vector core's load engine", _box_transfer("load", 1),
              writes=1, kind="load", semantics="load"),
+    InstrDef("vld.gather", "vld", ("buf", "tensor", "buf"), ("rows",),
+             "a vector core gathers rows by index into its buffer, as ld.gather (split "
+             "cube/vector designs: e.g. selected cache rows it dequantises for the cube)",
+             "as ld.gather, on the vector core's load engine", _gather,
+             optional_attrs=("base",), writes=1, kind="load", semantics="gather"),
     InstrDef("vst.tile", "vst", ("box", "buf"), (),
              "a vector core stores a buffer into a box (split cube/vector designs)",
              "as st.tile, on the vector core's store engine", _box_transfer("store", 0),

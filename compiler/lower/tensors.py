@@ -78,8 +78,8 @@ class TensorMap:
         if name in self.decls:
             return self.decls[name]
         src_scale = self.decls.get(scale_name(src.name))
-        scale_steps = _scale_steps(src.shape, src.scaling, src_scale, kept) if src_scale else None
-        scaling = src.scaling if scale_steps is not None else None
+        scaled = _scale_steps(src.shape, src.scaling, src_scale, kept) if src_scale else None
+        scale_steps, scaling = scaled or (None, None)
         decl = TensorDecl(name, src.dtype, shape, "view", scaling, base, src.steps + tuple(kept))
         self.decls[name] = decl
         if scale_steps is not None:
@@ -128,30 +128,43 @@ def _identity(step: ViewStep) -> bool:
     return step.op == "reshape" or tuple(step.arg) == tuple(range(len(step.arg)))
 
 
-def _scale_steps(shape, scaling, scale: TensorDecl, steps) -> tuple[ViewStep, ...] | None:
-    """The same view on the scale tensor, when the view keeps whole scale blocks intact.
+def _scale_steps(shape, scaling, scale: TensorDecl, steps):
+    """The same view on the scale tensor, and the view's scaling, when the view keeps whole
+    scale blocks intact; None otherwise.
 
     A view may regroup, permute or slice dims the blocks do not span: never the last dim, and
-    not the second-to-last either when blocks span several rows.
+    not the second-to-last either when blocks span several rows. Swapping the last two dims
+    turns the blocks with them (a [T, D] key cache in 1x128 blocks read as [D, T] has 128x1
+    blocks), and the scale tensor turns the same way.
     """
-    fixed = 1 if scaling.block[0] == 1 else 2
     out, scale_shape = [], scale.shape
     for step in steps:
         new_shape = apply_step(shape, step)
-        if len(shape) < fixed or len(new_shape) < fixed or shape[-fixed:] != new_shape[-fixed:]:
-            return None
-        if step.op == "transpose":
-            rank = len(step.arg)
-            if tuple(step.arg[rank - fixed:]) != tuple(range(rank - fixed, rank)):
-                return None
-            scale_step = step
-        elif step.op == "slice":
-            if step.arg[0] >= len(shape) - fixed:
-                return None
-            scale_step = step
+        if _swaps_last_two(step):
+            scaling, scale_step = scaling.transposed(), step
         else:
-            scale_step = ViewStep("reshape", new_shape[:-fixed] + scale_shape[-fixed:])
+            fixed = 1 if scaling.block[0] == 1 else 2
+            if len(shape) < fixed or len(new_shape) < fixed or \
+                    shape[-fixed:] != new_shape[-fixed:]:
+                return None
+            if step.op == "transpose":
+                rank = len(step.arg)
+                if tuple(step.arg[rank - fixed:]) != tuple(range(rank - fixed, rank)):
+                    return None
+                scale_step = step
+            elif step.op == "slice":
+                if step.arg[0] >= len(shape) - fixed:
+                    return None
+                scale_step = step
+            else:
+                scale_step = ViewStep("reshape", new_shape[:-fixed] + scale_shape[-fixed:])
         out.append(scale_step)
         scale_shape = apply_step(scale_shape, scale_step)
         shape = new_shape
-    return tuple(out)
+    return tuple(out), scaling
+
+
+def _swaps_last_two(step: ViewStep) -> bool:
+    rank = len(step.arg)
+    return step.op == "transpose" and rank >= 2 and \
+        tuple(step.arg[rank - 2:]) == (rank - 1, rank - 2)

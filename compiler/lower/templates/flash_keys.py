@@ -23,7 +23,10 @@ ordinary instructions, so their bytes and vector cycles are in the listing and t
 
 Keys gathered by index (sparse attention over the cache rows a selection chose) are loaded
 with `ld.gather`: the block's indices first (`ld.tile sidx`, signalling `kv_idx`), then the
-selected rows of the cache (and of its scales) from the sequence's slab (`base`).
+selected rows of the cache (and of its scales) from the sequence's slab (`base`). On split
+cores the vector core gathers the scaled ones itself (`vld.tile sidx` signalling `kvv_idx`,
+then `vld.gather`), as Ascend's sparse-attention kernels gather the selected FP8 rows on the
+vector core before the cube multiplies them.
 """
 from __future__ import annotations
 
@@ -132,8 +135,11 @@ class KeyBlocks:
             kb.buffer(f"c{t.stem}", fmt, (bt, t.cols), "matrix_b", STAGES)
 
     def declare_tokens(self) -> None:
-        if any(t.gathered for t in self.tiles):
-            self.kb.token("kv_idx", 0)
+        gathered = [t for t in self.tiles if t.gathered]
+        if any(t.scales is None or not self.split for t in gathered):
+            self.kb.token("kv_idx", 0)              # the cube's gathers
+        if any(t.scales is not None and self.split for t in gathered):
+            self.kb.token("kvv_idx", 0)             # the vector core's
         if self.scaled:
             for tok, initial in (SPLIT_TOKENS if self.split else SAME_CORE_TOKENS):
                 self.kb.token(tok, initial)
@@ -161,21 +167,30 @@ class KeyBlocks:
         self._dequantise(slot, "kv_raw", "c", "kv_full")
 
     def _load_split(self, g, slot, key0) -> None:
+        """The vector core loads (or gathers) and dequantises the scaled tiles and hands them
+        to the cube through the workspace; the cube loads the unscaled tiles itself."""
         kb = self.kb
-        if any(t.gathered for t in self.scaled):
-            raise ValueError("block-scaled keys gathered by index need the vector core to "
-                             "gather, which split cube/vector cores cannot (store the cache "
-                             "unscaled, e.g. --set kv_cache=bf16)")
+        self._gathers("vld", [t for t in self.scaled if t.gathered], slot, g, key0,
+                      ("kvv_free",), "kvv_idx")
         vloads = [(Buf(f"s{t.stem}", slot), self._box(t, g, key0)) for t in self.scaled]
         vloads += [(Buf(f"ss{t.stem}", slot), self._scale_box(t, g, key0)) for t in self.scaled]
-        _chain(kb, "vld.tile", vloads, ("kvv_free",), ("kvv_loaded",))
+        opened = ("kvv_idx",) if any(t.gathered for t in self.scaled) else ("kvv_free",)
+        self._moves(vloads, slot, g, opened, ("kvv_loaded",), "vld")
         self._dequantise(slot, "kvv_loaded", "v", "kvv_done")
         handed = [(self.spaces[t.stem].box(slot), Buf(f"v{t.stem}", slot)) for t in self.scaled]
         _chain(kb, "vst.tile", handed, ("kvv_done", "kv_ws_free"), ("kv_handed", "kvv_free"))
+        plain = [t for t in self.tiles if t.scales is None]
+        self._gathers("ld", [t for t in plain if t.gathered], slot, g, key0,
+                      ("kv_handed", "kv_free"), "kv_idx")
         loads = [(Buf(f"c{t.stem}", slot), self.spaces[t.stem].box(slot)) for t in self.scaled]
-        loads += [(Buf(f"s{t.stem}", slot), self._box(t, g, key0)) for t in self.tiles
-                  if t.scales is None]
-        _chain(kb, "ld.tile", loads, ("kv_handed", "kv_free"), ("kv_full", "kv_ws_free"))
+        loads += [(Buf(f"s{t.stem}", slot), self._box(t, g, key0)) for t in plain]
+        opened = ("kv_idx",) if any(t.gathered for t in plain) else ("kv_handed", "kv_free")
+        self._moves(loads, slot, g, opened, ("kv_full", "kv_ws_free"))
+
+    def _gathers(self, unit: str, tiles: list, slot, g, key0, opening, closing: str) -> None:
+        """Load the key block's indices of the tiles gathered by index (on `unit`)."""
+        _chain(self.kb, f"{unit}.tile", [(Buf(f"sidx{t.stem}", slot), self._idx_box(t, g, key0))
+                                         for t in tiles], opening, (closing,))
 
     def _dequantise(self, slot, opened: str, prefix: str, closed: str) -> None:
         for i, t in enumerate(self.scaled):
@@ -184,17 +199,18 @@ class KeyBlocks:
                          signal=(closed,) if i == len(self.scaled) - 1 else (),
                          n=self.bt * t.cols, block=t.decl.scaling.block)
 
-    def _moves(self, loads: list, slot, g, opening: tuple, closing: tuple) -> None:
-        """Box loads, or gathers of the rows a block's indices name."""
+    def _moves(self, loads: list, slot, g, opening: tuple, closing: tuple,
+               unit: str = "ld") -> None:
+        """Box loads, or gathers of the rows a block's indices name, on `unit`."""
         for i, (buf, box) in enumerate(loads):
             wait = opening if i == 0 else ()
             signal = closing if i == len(loads) - 1 else ()
             t = self._gathered_tile(box.tensor)
             if t is None:
-                self.kb.emit("ld.tile", buf, box, wait=wait, signal=signal)
+                self.kb.emit(f"{unit}.tile", buf, box, wait=wait, signal=signal)
                 continue
             base = mul(self.att.sub_g(g, t.gathered.letter), Const(t.gathered.slab))
-            self.kb.emit("ld.gather", buf, TensorRef(box.tensor), Buf(f"sidx{t.stem}", slot),
+            self.kb.emit(f"{unit}.gather", buf, TensorRef(box.tensor), Buf(f"sidx{t.stem}", slot),
                          wait=wait, signal=signal, rows=self.bt, base=base)
 
     def _gathered_tile(self, param: str) -> KeyTile | None:

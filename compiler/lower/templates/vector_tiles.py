@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from compiler.ir.graph import Graph, Node
 from compiler.kernels.rows import STAGES, is_whole_row, row_view_base, tile_cols
 from isa.expr import Bin, Const, Expr, floordiv, mul
+from isa.formats import DTYPES
 from isa.program import Box, Buf, TensorDecl
 from isa.target_schema import Target
 
@@ -45,7 +46,7 @@ def choose_tiling(nodes: list[Node], computed: list[Node], loaded: dict[int, Io]
                   dequantised: list[int], stored: list[tuple[Node, Io]], graph: Graph,
                   target: Target, R: int) -> Tiling:
     """The largest tile whose buffers fit: a row's bytes are its loaded tiles, each computed
-    member's tile and an FP32 copy of each dequantised input (scales are a few bytes per block);
+    member's tile, an FP32 copy of each dequantised input and the scales of the block-scaled ones;
     broadcast inputs count once whatever the rows. Raises ValueError when one row does not fit."""
     elementwise_only = not any(is_whole_row(n) for n in nodes)
     inputs = [io.decl for io in loaded.values()]
@@ -58,6 +59,17 @@ def choose_tiling(nodes: list[Node], computed: list[Node], loaded: dict[int, Io]
     fixed += sum(4 * d.shape[-1] for d in fp32_copies if d.shape[0] == 1)
     scaled = [io.decl for _, io in stored if io.decl.scaling is not None] \
         + [d for d in inputs if d.scaling is not None]
+    # Scale tiles: one scale per block of each scaled input and each computed scaled value.
+    scale_rows = [(d.scaling, d.shape[-1], d.shape[0] == 1) for d in inputs if d.scaling] \
+        + [(n.type.format.scaling, tile_cols(n, graph), False) for n in computed
+           if n.type.format.scaling]
+    for scaling, cols, broadcast in scale_rows:
+        per_row = DTYPES[scaling.dtype].bits / 8 * math.ceil(cols / scaling.block[1]) \
+            / scaling.block[0]
+        if broadcast:
+            fixed += per_row
+        else:
+            row_bytes += per_row
     # Scale blocks span whole rows of a tile, so columns are split only when nothing is scaled.
     rows, cols = _tile_shape(row_bytes, fixed, target.buffer_for("vector")[1].bytes, R, width,
                              elementwise_only and not scaled, target.cores, target.vector.lanes)
