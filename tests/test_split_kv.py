@@ -75,6 +75,19 @@ def test_mla_decode_of_32_sequences_uses_the_cores(mla_decode):
     assert "keys split 2 ways" in attention.notes[1]
 
 
+def test_a_split_partial_leaves_from_the_accumulator(mla_decode):
+    """On a GPU the vector unit reaches the accumulator: a piece's fp32 output (64 heads x 512)
+    is normalised in place and stored from it, as FlashMLA stores o_accum from registers,
+    with no 128 KiB fp32 staging tile beside the key tiles in shared memory."""
+    from isa.program import Box, walk
+    compiled, _ = mla_decode
+    attention = next(k for k in compiled.program.kernels if k.name.startswith("flash_split_kv"))
+    assert "out" not in {b.name for b in attention.buffers}
+    (store,) = [i for i in walk(attention.body) if i.op == "st.tile"
+                and isinstance(i.args[0], Box) and i.args[0].tensor == "part_o"]
+    assert store.args[1].name == "o"
+
+
 def test_split_decode_computes_the_reference(tmp_path):
     """Functional mode, fp32 on an h800 with an fp32 matrix format: the pieces and their
     combine give the IR's float32 reference (one sequence, 4001 keys, two heads)."""

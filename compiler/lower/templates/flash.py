@@ -284,7 +284,11 @@ def _emit_on_chip(att: Attention, target: Target, tmap: TensorMap, bm: int, bt: 
     kb.buffer("p", fmt, (bm, bt), "matrix_a")
     for name in ("alpha", "rmax", "rsum"):
         kb.buffer(name, "fp32", (bm, 1), "vector", rows)
-    kb.buffer("out", att.out.dtype if splits == 1 else "fp32", (bm, Dv), "vector", rows)
+    # A split item's fp32 partial leaves straight from the accumulator where the vector unit
+    # reaches it (FlashMLA stores its o_accum from registers): no fp32 staging tile on chip.
+    staged = splits == 1 or target.matrix.results_to_vector == "memory"
+    if staged:
+        kb.buffer("out", att.out.dtype if splits == 1 else "fp32", (bm, Dv), "vector", rows)
     for tok, initial in (("kv_free", STAGES), ("kv_full", 0), ("s_ready", 0), ("p_ready", 0),
                          ("pv_done", 1), ("o_ready", 0), ("o_final", 0), ("out_ready", 0)):
         kb.token(tok, initial)
@@ -339,7 +343,7 @@ def _emit_on_chip(att: Attention, target: Target, tmap: TensorMap, bm: int, bt: 
                 shape=(bm, Dv, bt), fmt=fmt, first=first)
     kb.emit("sync.mm", signal=("o_final",))
     if partials is not None:
-        partials.store(kb, g, piece, m, bm)
+        partials.store(kb, g, piece, m, bm, "out" if staged else "o")
         return [(*kb.build(), True), partials.combine(att, bm, target)]
     for h, r in enumerate(row_blocks):
         kb.emit("vec.normalize", row_buf("out", h), row_buf("o", h), row_buf("rsum", h),

@@ -37,14 +37,15 @@ class PartialOutputs:
         params = {k: kb.param(f"part_{k}", t, output=True) for k, t in tensors.items()}
         return cls(splits, att.out, tensors, params)
 
-    def store(self, kb: KernelBuilder, g, piece, m, bm: int) -> None:
-        """The split item's epilogue: out = o / l (fp32), then out, max and sum stored."""
+    def store(self, kb: KernelBuilder, g, piece, m, bm: int, out: str) -> None:
+        """The split item's epilogue: `out` = o / l (fp32; `out` is the accumulator itself
+        where the partial is stored from it), then out, max and sum stored."""
         dv = self.tensors["o"].shape[-1]
-        kb.emit("vec.normalize", Buf("out"), Buf("o"), Buf("rsum"), wait=("o_final",),
+        kb.emit("vec.normalize", Buf(out), Buf("o"), Buf("rsum"), wait=("o_final",),
                 signal=("out_ready",), n=bm * dv)
         slab = add(mul(g, Const(self.splits)), piece)
         row0 = mul(m, Const(bm))
-        for i, (key, buf, cols) in enumerate((("o", "out", dv), ("m", "rmax", 1),
+        for i, (key, buf, cols) in enumerate((("o", out, dv), ("m", "rmax", 1),
                                               ("l", "rsum", 1))):
             kb.emit("st.tile", Box(self.params[key], (slab, row0, Const(0)), (1, bm, cols)),
                     Buf(buf), wait=("out_ready",) if i == 0 else ())
