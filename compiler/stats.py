@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 from compiler.ir.graph import Graph, Node
 from compiler.ir.ops import OPS
@@ -19,15 +20,19 @@ class ModelStats:
     params: int
     active_params: int
     flops_per_token: float
-    kv_cache_bytes_per_token: int
+    kv_cache_bytes_per_token: int | float
     weight_bytes: int
     tokens: int
     flops: float
 
     def contract(self) -> dict:
+        """The JSON of `dsc stats`: the KV bytes per token as the contract's int (rounded; a
+        compressed cache makes it fractional) and exactly."""
+        kv = self.kv_cache_bytes_per_token
         return {"params": self.params, "active_params": self.active_params,
                 "flops_per_token": self.flops_per_token,
-                "kv_cache_bytes_per_token": self.kv_cache_bytes_per_token,
+                "kv_cache_bytes_per_token": math.floor(kv + 0.5),
+                "kv_cache_bytes_per_token_exact": float(kv),
                 "weight_bytes": self.weight_bytes}
 
 
@@ -71,7 +76,10 @@ def token_count(graph: Graph) -> int:
     return max(1, math.prod(inputs[0].type.shape[:-1]))
 
 
-def model_stats(graph: Graph) -> ModelStats:
+def model_stats(graph: Graph, grown: Graph | None = None) -> ModelStats:
+    """The model's figures. The KV-cache bytes per token are those of one position of every
+    cache, or, given `grown` (the same model with GROWTH more tokens of context), what the
+    caches grow by per token of context and sequence (kv_growth)."""
     fraction = active_fraction(graph)
     params = active = weight_bytes = kv = 0
     flops = 0.0
@@ -87,4 +95,38 @@ def model_stats(graph: Graph) -> ModelStats:
         if OPS[node.op].category != "source":
             flops += float(OPS[node.op].flops(ins, node.type, node.attr_dict)) * copies
     tokens = token_count(graph)
+    if grown is not None:
+        kv = kv_growth(graph, grown)
     return ModelStats(params, active, flops / tokens, kv, weight_bytes, tokens, flops)
+
+
+# Tokens of context between the two builds kv_growth compares: a multiple of every
+# compression ratio a cache may use (one entry per 4 or 128 tokens), so the growth is exact.
+GROWTH = 1 << 16
+
+
+def _cache_bytes_per_sequence(graph: Graph) -> Fraction:
+    return sum((Fraction(n.type.nbytes * graph.copies(n.name), n.type.shape[0])
+                for n in graph.nodes() if n.op == "cache"), Fraction(0))
+
+
+def kv_growth(graph: Graph, grown: Graph) -> int | float:
+    """KV-cache bytes per token of context: how much one sequence's caches grow between
+    `graph` and `grown`, built with GROWTH more tokens of context. Unlike the bytes of one
+    position, this is right for caches that do not hold one entry per token: a sliding
+    window (fixed, 0 per token), a compressed memory of one entry per r tokens (1/r of an
+    entry), a compressor's state. An int when whole."""
+    per_token = (_cache_bytes_per_sequence(grown) - _cache_bytes_per_sequence(graph)) / GROWTH
+    return int(per_token) if per_token.denominator == 1 else float(per_token)
+
+
+def stats_of_model(path: str, overrides: dict[str, str]) -> ModelStats:
+    """`dsc stats`: the model's figures, its KV bytes per token by growth when it has a
+    context size `ctx` (not overridden by a --set of a non-integer, which load_model
+    refuses)."""
+    from compiler.frontend import load_model
+    graph = load_model(path, overrides)
+    if "ctx" not in graph.sizes:
+        return model_stats(graph)
+    grown = load_model(path, {**overrides, "ctx": str(graph.sizes["ctx"] + GROWTH)})
+    return model_stats(graph, grown)

@@ -241,12 +241,13 @@ def test_stats_json_full_deepseek(capsys):
     assert code == 0, err
     stats = json.loads(out)
     kinds = {"params": int, "active_params": int, "flops_per_token": float,
-             "kv_cache_bytes_per_token": int, "weight_bytes": int}
+             "kv_cache_bytes_per_token": int, "kv_cache_bytes_per_token_exact": float,
+             "weight_bytes": int}
     assert set(stats) == set(kinds)
     for key, kind in kinds.items():
         assert is_type(stats[key], kind), (key, stats[key])
     assert stats["params"] > stats["active_params"] > 0
-    assert stats["kv_cache_bytes_per_token"] == 70272
+    assert stats["kv_cache_bytes_per_token"] == stats["kv_cache_bytes_per_token_exact"] == 70272
     assert stats["flops_per_token"] > 2 * stats["active_params"] * 0.9
 
 

@@ -105,9 +105,11 @@ def every_op_graph() -> Graph:
     b("ln", "layernorm", ["x", "layer.0.norm", "layer.0.norm"], T([4, 8]), eps=1e-05)
     b("ge", "gelu", ["ln"], T([4, 8]))
     b("gt", "gelu_tanh", ["ge"], T([4, 8]))
+    b("sp", "softplus", ["gt"], T([4, 8]))
+    b("sq", "sqrt", ["sp"], T([4, 8]))
     b("chosen", "input", [], T([1, 2, 3], "i32"))
     b("rows", "gather", ["kv2", "chosen"], T([1, 2, 3, 8]))
-    return b.out("cat", "kv2", "ps", "pm", "pa", "flat", "gt", "rows")
+    return b.out("cat", "kv2", "ps", "pm", "pa", "flat", "sq", "rows")
 
 
 def gemm_graph() -> Graph:
@@ -149,7 +151,7 @@ def test_printed_lines():
     assert '%half = const() {value=0.5} : fp32[] @ "t.ds":9:3' in lines
     assert '%tr2 = transpose(%rot) {perm=none} : bf16[8,4] @ "t.ds":41:3' in lines
     assert lines[-8:] == ["output %cat", "output %kv2", "output %ps", "output %pm",
-                          "output %pa", "output %flat", "output %gt", "output %rows"]
+                          "output %pa", "output %flat", "output %sq", "output %rows"]
 
 
 def test_nodes_print_in_topological_order_and_reparse_with_fresh_ids():

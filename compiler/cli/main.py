@@ -271,9 +271,8 @@ def cmd_isa(args) -> None:
 
 
 def cmd_stats(args) -> None:
-    from compiler.frontend import load_model
-    from compiler.stats import model_stats
-    stats = model_stats(load_model(args.model, _sets(args.set)))
+    from compiler.stats import stats_of_model
+    stats = stats_of_model(args.model, _sets(args.set))
     if args.json:
         sys.stdout.write(json.dumps(stats.contract(), indent=1) + "\n")
         return

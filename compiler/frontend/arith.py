@@ -35,6 +35,8 @@ def binary(b, frame, e: ast.BinOp, left, right, hint):
         return _fold(e, left, right)
     if isinstance(left, Tensor) or isinstance(right, Tensor):
         return _tensor_op(b, frame, e, left, right, hint)
+    if e.op == "+" and isinstance(left, list) and isinstance(right, list):
+        return left + right                                    # lists join
     raise DscError(f"'{e.op}' cannot combine {describe(left)} and {describe(right)}", e.loc,
                    _operands_hint(e.op))
 

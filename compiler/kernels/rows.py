@@ -21,8 +21,8 @@ STREAMED = {
     "rmsnorm": ("sumsq_stats", "rmsnorm_apply", ("eps",)),
     "layernorm": ("moments_stats", "layernorm_apply", ("eps",)),
 }
-ELEMENTWISE = ("add", "sub", "mul", "div", "neg", "relu", "exp", "sigmoid", "silu", "gelu",
-               "gelu_tanh", "cast")
+ELEMENTWISE = ("add", "sub", "mul", "div", "neg", "relu", "exp", "sqrt", "softplus", "sigmoid",
+               "silu", "gelu", "gelu_tanh", "cast")
 
 
 def is_whole_row(node: Node) -> bool:

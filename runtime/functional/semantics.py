@@ -142,8 +142,8 @@ def _matrix(x: np.ndarray) -> np.ndarray:
 _PROMOTING = ("promote", "accumulate")
 # One result element per source element: a source wider than the destination (a GEMM's
 # accumulator padded to the tile width) is read at its leading corner of the destination's shape.
-ELEMENTWISE = frozenset({"cvt", "add", "sub", "mul", "div", "neg", "relu", "exp", "sigmoid",
-                         "silu"})
+ELEMENTWISE = frozenset({"cvt", "add", "sub", "mul", "div", "neg", "relu", "exp", "sqrt",
+                         "softplus", "sigmoid", "silu"})
 
 
 def crop(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

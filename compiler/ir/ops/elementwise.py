@@ -28,7 +28,7 @@ def _elementwise(name: str, arity: int, doc: str, attrs=None, infer=broadcast):
 
 for _name in ("add", "sub", "mul", "div"):
     _elementwise(_name, 2, VECTOR_OPS[_name].doc)
-for _name in ("neg", "relu", "exp", "sigmoid", "silu", "gelu", "gelu_tanh"):
+for _name in ("neg", "relu", "exp", "sqrt", "softplus", "sigmoid", "silu", "gelu", "gelu_tanh"):
     _elementwise(_name, 1, VECTOR_OPS[_name].doc)
 
 
