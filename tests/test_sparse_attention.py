@@ -87,12 +87,20 @@ def test_indexer_is_one_kernel_and_matches_numpy(tmp_path, fp32_target):
     assert not result.warnings and result.outputs[0].rel_error < 1e-5
 
 
-def test_fp8_indexer_applies_query_and_key_scales(tmp_path):
-    text = _indexer(FP8, 'cast(q, "fp8_e4m3 scaled(fp32, 1x128)")')
+MXFP8 = "precision { default fp32 weights fp32 activations mxfp8 kv_cache mxfp8 }"
+
+
+@pytest.mark.parametrize("precision, cast, promotions", [
+    (FP8, "fp8_e4m3 scaled(fp32, 1x128)", 1),
+    (MXFP8, "mxfp8", 4),          # one per 1x32 block of the 128-wide head dim
+])
+def test_fp8_indexer_applies_query_and_key_scales(tmp_path, precision, cast, promotions):
+    text = _indexer(precision, f'cast(q, "{cast}")')
     compiled = compile_model(_write(tmp_path, "ix8", text), "h800", {})
     kernel = next(k for k in compiled.program.kernels if k.name.startswith("index_logits"))
     ops = [i.op for i in walk(kernel.body)]
-    assert "vec.promote" in ops and "vec.head_sum" in ops
+    assert ops.count("vec.promote") == ops.count("mm.mma") == promotions
+    assert "vec.head_sum" in ops
     feeds, machine = _run(compiled)
     (q,) = [machine.memory.value(t.name) for t in compiled.program.tensors
             if t.dtype == "fp8_e4m3" and t.kind == "temp"]

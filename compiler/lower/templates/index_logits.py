@@ -15,7 +15,9 @@ of key blocks of one query (g), loading the queries, their scales and weights on
                 st out                            wait(done)       signal(out_free)
 
 Block scales are applied when the FP32 partial sums are promoted (one scale per query head
-and one per key, the 1x128 blocks of DeepSeek's FP8 indexer), or the operands are dequantised
+and one per key, the 1x128 blocks of DeepSeek's FP8 indexer; with finer blocks, such as
+MXFP8's 1x32, the head dim is multiplied in chunks of one block, each promoted with its own
+scales), or the operands are dequantised
 first when the matrix unit cannot take them (operand_plan.py). Split cube/vector cores, whose
 vector unit never sees the accumulator, run the three ops as separate kernels (fuse.py).
 """
@@ -67,9 +69,16 @@ def lower_index_logits(group: Group, graph: Graph, tmap: TensorMap, target: Targ
     if plan.hw_scaled:               # one scale per head and per key: promote them instead
         plan = replace(plan, promote=True, scaled=True, hw_scaled=False)
     promote = plan.promote and plan.scaled
-    if plan.promote and D > plan.k_step:
-        raise ValueError(f"an indexer head dim of {D} needs several promotions per key block "
-                         f"(every {plan.k_step})")
+    # A head dim longer than the promotion interval is multiplied in steps of it, each
+    # step's partial sums promoted with its own scales (MXFP8: 4 steps of 32 of a 128 dim).
+    steps = D // plan.k_step if plan.promote and D > plan.k_step else 1
+    if D % steps or (steps > 1 and D % plan.k_step):
+        raise ValueError(f"an indexer head dim of {D} is not a whole number of promotion "
+                         f"intervals of {plan.k_step}")
+    if steps > 1 and (plan.a_conv or plan.b_conv):
+        raise ValueError(f"an indexer whose operands are converted cannot also be promoted "
+                         f"every {plan.k_step} of its head dim of {D}")
+    width = D // steps
     bt = _key_block(target, H, D, plan.fmt)
     blocks = math.ceil(T / bt)
     chunks = min(blocks, max(1, math.ceil(target.cores / G)))
@@ -85,50 +94,58 @@ def lower_index_logits(group: Group, graph: Graph, tmap: TensorMap, target: Targ
     po = kb.param("out", out, output=True)
     g = kb.grid_dim("g", G)
     chunk = kb.grid_dim("c", chunks)
-    _buffers(kb, q, k, H, D, bt, plan, psq, psk)
+    _buffers(kb, q, k, H, width, steps, bt, plan, psq, psk)
     for tok, initial in (("q_ready", 0), ("q_conv", 0), ("free", STAGES), ("loaded", 0),
                          ("ready", 0), ("part_free", 1), ("part_full", 0), ("done", 0),
                          ("out_free", 1)):
         if (tok != "q_conv" or plan.a_conv) and (tok != "ready" or plan.b_conv):
             kb.token(tok, initial)
     gk = sub_index(g, queries, kb_letters, c.sizes)
-    loads = [(Buf("sq"), Box(pq, (g, Const(0), Const(0)), (1, H, D))),
-             (Buf("sw"), Box(pw, (g, Const(0), Const(0)), (1, H, 1)))]
+    part = lambda stem, i: f"{stem}{i}" if steps > 1 else stem      # step i's buffer
+    col = lambda i, decl: Const(i * width // decl.scaling.block[1])   # its scale column
+    loads = [(Buf(part("sq", i)), Box(pq, (g, Const(0), Const(i * width)), (1, H, width)))
+             for i in range(steps)]
+    loads.append((Buf("sw"), Box(pw, (g, Const(0), Const(0)), (1, H, 1))))
     if psq:
-        loads.append((Buf("ssq"), Box(psq, (g, Const(0), Const(0)), (1, H, 1))))
+        loads += [(Buf(part("ssq", i)), Box(psq, (g, Const(0), col(i, q)), (1, H, 1)))
+                  for i in range(steps)]
     _chain(kb, loads, (), ("q_ready",))
-    a = Buf("sq")
+    a = [Buf(part("sq", i)) for i in range(steps)]
     if plan.a_conv:
         dequant = plan.a_conv == "dequant"
         kb.emit("vec.dequant" if dequant else "vec.cvt", Buf("cq"), Buf("sq"),
                 *([Buf("ssq")] if dequant else []), wait=("q_ready",), signal=("q_conv",),
                 n=H * D, **({"block": q.scaling.block} if dequant else {}))
-        a = Buf("cq")
+        a = [Buf("cq")]
     kb.emit("sync.mm", wait=("q_conv",) if plan.a_conv else ("q_ready",))
     with kb.loop("j", per_chunk) as j:
         slot = Bin("%", j, Const(STAGES)) if per_chunk > 1 else Const(0)
         key0 = mul(add(mul(chunk, Const(per_chunk)), j), Const(bt))
-        kloads = [(Buf("sk", slot), Box(pk, (gk, key0, Const(0)), (1, bt, D)))]
+        kloads = [(Buf(part("sk", i), slot), Box(pk, (gk, key0, Const(i * width)),
+                                                 (1, bt, width))) for i in range(steps)]
         if psk:
-            kloads.append((Buf("ssk", slot), Box(psk, (gk, key0, Const(0)), (1, bt, 1))))
+            kloads += [(Buf(part("ssk", i), slot), Box(psk, (gk, key0, col(i, k)), (1, bt, 1)))
+                       for i in range(steps)]
         _chain(kb, kloads, ("free",), ("loaded",))
-        b, waits = Buf("sk", slot), ("loaded",)
+        b, waits = [Buf(part("sk", i), slot) for i in range(steps)], ("loaded",)
         if plan.b_conv:
             dequant = plan.b_conv == "dequant"
             kb.emit("vec.dequant" if dequant else "vec.cvt", Buf("ck", slot), Buf("sk", slot),
                     *([Buf("ssk", slot)] if dequant else []), wait=("loaded",),
                     signal=("ready",), n=bt * D,
                     **({"block": k.scaling.block} if dequant else {}))
-            b, waits = Buf("ck", slot), ("ready",)
-        kb.emit("mm.mma", Buf("part"), a, b, wait=waits + ("part_free",),
-                signal=("part_full",), shape=(H, bt, D), fmt=plan.fmt, first=1, trans_b=1)
-        if promote:
-            kb.emit("vec.promote", Buf("acc"), Buf("part"), Buf("ssq"), Buf("ssk", slot),
-                    wait=("part_full",), signal=("part_free",), n=H * bt, first=1,
-                    block_cols=1)
-        else:
-            kb.emit("vec.accumulate", Buf("acc"), Buf("part"), wait=("part_full",),
-                    signal=("part_free",), n=H * bt, first=1)
+            b, waits = [Buf("ck", slot)], ("ready",)
+        for i in range(steps):
+            kb.emit("mm.mma", Buf("part"), a[i], b[i],
+                    wait=(waits if i == 0 else ()) + ("part_free",), signal=("part_full",),
+                    shape=(H, bt, width), fmt=plan.fmt, first=1, trans_b=1)
+            if promote:
+                kb.emit("vec.promote", Buf("acc"), Buf("part"), Buf(part("ssq", i)),
+                        Buf(part("ssk", i), slot), wait=("part_full",), signal=("part_free",),
+                        n=H * bt, first=int(i == 0), block_cols=1)
+            else:
+                kb.emit("vec.accumulate", Buf("acc"), Buf("part"), wait=("part_full",),
+                        signal=("part_free",), n=H * bt, first=int(i == 0))
         kb.emit("vec.relu", Buf("acc"), Buf("acc"), n=H * bt)
         kb.emit("vec.head_sum", Buf("out"), Buf("acc"), Buf("sw"), wait=("out_free",),
                 signal=("free", "done"), n=H * bt)
@@ -137,16 +154,22 @@ def lower_index_logits(group: Group, graph: Graph, tmap: TensorMap, target: Targ
     return kb.build()
 
 
-def _buffers(kb, q, k, H: int, D: int, bt: int, plan, psq, psk) -> None:
-    kb.buffer("sq", q.dtype, (H, D), "matrix_a")
+def _buffers(kb, q, k, H: int, width: int, steps: int, bt: int, plan, psq, psk) -> None:
+    """The queries and keys, and their scales, in `steps` column chunks of `width` (one
+    buffer per chunk, suffixed by its number when there are several)."""
+    part = lambda stem, i: f"{stem}{i}" if steps > 1 else stem
+    D = width * steps
+    for i in range(steps):
+        kb.buffer(part("sq", i), q.dtype, (H, width), "matrix_a")
+        if psq:
+            kb.buffer(part("ssq", i), q.scaling.dtype, (H, 1), "vector")
     kb.buffer("sw", "fp32", (H, 1), "vector")
-    if psq:
-        kb.buffer("ssq", q.scaling.dtype, (H, 1), "vector")
     if plan.a_conv:
         kb.buffer("cq", plan.fmt, (H, D), "matrix_a")
-    kb.buffer("sk", k.dtype, (bt, D), "matrix_b", STAGES)
-    if psk:
-        kb.buffer("ssk", k.scaling.dtype, (bt, 1), "vector", STAGES)
+    for i in range(steps):
+        kb.buffer(part("sk", i), k.dtype, (bt, width), "matrix_b", STAGES)
+        if psk:
+            kb.buffer(part("ssk", i), k.scaling.dtype, (bt, 1), "vector", STAGES)
     if plan.b_conv:
         kb.buffer("ck", plan.fmt, (bt, D), "matrix_b", STAGES)
     kb.buffer("part", "fp32", (H, bt), "accumulator")
