@@ -301,14 +301,14 @@ class _Assembler:
             if isinstance(rec, Note):
                 continue
             if isinstance(rec, RepeatRec):
-                if len(envs) * (rec.last - rec.first + 1) > MAX_LAUNCHES:
+                values = range(rec.first, rec.last + 1, rec.step)
+                if len(envs) * len(values) > MAX_LAUNCHES:
                     raise LineError(rec.line, f"'repeat {rec.var} {rec.first}..{rec.last}' "
                                               f"unrolls to more than {MAX_LAUNCHES:,} launches: "
                                               "the interpreter runs each one")
-                inner = [{**env, rec.var: i} for env in envs
-                         for i in range(rec.first, rec.last + 1)]
-                items.append(Repeat(rec.var, rec.first, rec.last - rec.first + 1,
-                                    self.schedule(rec.body, inner)))
+                inner = [{**env, rec.var: i} for env in envs for i in values]
+                items.append(Repeat(rec.var, rec.first, len(values),
+                                    self.schedule(rec.body, inner), rec.step))
                 continue
             self.launches += len(envs)
             if self.launches > MAX_LAUNCHES:

@@ -226,7 +226,8 @@ def schedule_lines(items, indent: int = 2) -> list[str]:
     for item in items:
         pad = " " * indent
         if isinstance(item, Repeat):
-            lines.append(f"{pad}repeat {item.var} {item.start}..{item.start + item.count - 1}")
+            step = f" step {item.step}" if item.step > 1 else ""
+            lines.append(f"{pad}repeat {item.var} {item.start}..{item.last}{step}")
             lines += schedule_lines(item.body, indent + 2)
             lines.append(f"{pad}end")
         else:

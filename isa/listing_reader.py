@@ -124,6 +124,7 @@ class RepeatRec:
     first: int
     last: int
     body: tuple
+    step: int = 1
 
 
 @dataclass(frozen=True)
@@ -337,9 +338,15 @@ class _Reader(lark.Transformer):
 
     def repeat(self, children):
         var, first, last, *body = children
+        step = 1
+        if body and isinstance(body[0], lark.Token) and body[0].type == "INT":
+            step = int(body.pop(0))
         if int(last) < int(first) - 1:
             raise LineError(var.line, f"repeat range {first}..{last} runs backwards")
-        return RepeatRec(var.line, str(var), int(first), int(last), tuple(body))
+        if step < 1 or int(last) >= int(first) and (int(last) - int(first)) % step:
+            raise LineError(var.line, f"repeat range {first}..{last} is not whole steps of "
+                                      f"{step}")
+        return RepeatRec(var.line, str(var), int(first), int(last), tuple(body), step)
 
 
 

@@ -196,11 +196,18 @@ class Launch:
 
 @dataclass(frozen=True)
 class Repeat:
-    """Run `body` for var = start .. start+count-1; `{var}` in tensor names is substituted."""
+    """Run `body` for var = start, start+step, ... (count values); `{var}` in tensor names is
+    substituted. A step of p > 1 repeats a body of p layers ({i} .. {i+p-1}): a model whose
+    layers alternate (DeepSeek-V4's compression ratios) folds with p = 2."""
     var: str
     start: int
     count: int
     body: tuple["Item", ...]
+    step: int = 1
+
+    @property
+    def last(self) -> int:
+        return self.start + (self.count - 1) * self.step
 
 
 Item = Union[Launch, Repeat]
@@ -242,7 +249,7 @@ def expand_schedule(items, env: dict[str, int] | None = None):
         if isinstance(item, Launch):
             yield item, env
         else:
-            for i in range(item.start, item.start + item.count):
+            for i in range(item.start, item.last + 1, item.step):
                 yield from expand_schedule(item.body, {**env, item.var: i})
 
 

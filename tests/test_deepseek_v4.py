@@ -157,3 +157,26 @@ model router {
     result = check_numerics(compiled)
     scores = next(o for o in result.outputs if o.name == "scores")
     assert scores.rel_error < 2e-3        # the GEMM's operands in bf16 on h800's matrix unit
+
+
+@pytest.mark.parametrize("path, built", [(FLASH, 11), (PRO, 11)])
+def test_the_alternating_layers_are_built_once_per_kind(path, built):
+    """compress_ratios alternates 4 and 128 after the first layers: the window builds three
+    cycles of (HCA, CSA) and the last layers, not every layer, and counts the same."""
+    from compiler.stats import model_stats
+    g = load_model(path)
+    layers = {n.name.split(".")[1] for n in g.nodes() if n.name.startswith("layer.")}
+    assert len(layers) == built and [s.period for s in g.steady] == [2]
+    whole = load_model(path, unroll=True)
+    assert model_stats(g) == model_stats(whole)
+
+
+def test_the_window_compiles_to_the_unrolled_program():
+    from compiler.driver import compile_model
+    from isa.listing import render
+    sizes = {"n_layers": "14", "batch": "16"}
+    window = compile_model(FLASH, "h800", sizes, check_fit=False)
+    whole = compile_model(FLASH, "h800", sizes, check_fit=False, unroll=True)
+    assert window.graph.steady and not whole.graph.steady
+    text = render(window.program)
+    assert "step 2" in text and text == render(whole.program) and window.notes == whole.notes

@@ -46,7 +46,7 @@ def test_a_run_of_equal_entries_is_a_window(tmp_path):
     g = build(tmp_path, ratios)
     # layers 0, 1 differ from layer 2 on; 2 .. 21 read the same entry: 2, 3 built, layer.4
     # stands for 17 (4 .. 20), then 21 (the run's last), then layer 22 (ratio 3)
-    assert g.steady == (Steady("layer", 2, 4, 17),)
+    assert g.steady == (Steady("layer", 0, 4, 17),)
     built = widths(g)
     assert built["layer.4.w"] == 128 and g.copies("layer.4.w") == 17
     assert g.model_names("layer.6.w") == ["layer.22.w"] and built["layer.6.w"] == 192
@@ -58,7 +58,7 @@ def test_each_long_run_of_a_repeat_is_a_window(tmp_path):
     g = build(tmp_path, ratios)
     # run 1: layer.3 stands for 3 .. 8, layer.4 is 9; run 2 (10 .. 19): layer.5 is 10,
     # layer.6 11, layer.7 stands for 12 .. 18, layer.8 is 19
-    assert g.steady == (Steady("layer", 0, 3, 6), Steady("layer", 5, 7, 7))
+    assert g.steady == (Steady("layer", 0, 3, 6), Steady("layer", 4, 7, 7))
     assert g.model_names("layer.8.w") == ["layer.19.w"]
     assert model_stats(g).params == 64 * 64 * sum(ratios)
 
@@ -69,11 +69,24 @@ def test_a_repeat_without_lists_keeps_its_window(tmp_path):
     assert g.steady == (Steady("layer", 0, 3, 8),)
 
 
-def test_alternating_entries_build_every_layer_they_differ_in(tmp_path):
-    ratios = [1, 2] * 6
+def test_alternating_entries_are_a_window_of_cycles(tmp_path):
+    ratios = [1, 2] * 20
     g = build(tmp_path, ratios)
-    assert g.steady == () and len(widths(g)) == 12
-    assert model_stats(g).params == 64 * 64 * 18
+    # layer 0 reads the input, layers 1 .. 39 alternate: three cycles of two from layer 1
+    # (1-2, 3-4, 5-6), the third (layers 5, 6) standing for 16 cycles (5 .. 36), then the
+    # last three layers (37, 38, 39) as the window's 7, 8, 9
+    assert g.steady == (Steady("layer", 0, 5, 16, period=2),)
+    assert len(widths(g)) == 10
+    assert g.copies("layer.5.w") == g.copies("layer.6.w") == 16 and g.copies("layer.7.w") == 1
+    assert g.model_names("layer.6.w") == [f"layer.{i}.w" for i in range(6, 37, 2)]
+    assert g.model_names("layer.7.w") == ["layer.37.w"]
+    assert widths(g)["layer.7.w"] == 128 and widths(g)["layer.9.w"] == 128
+    assert model_stats(g).params == 64 * 64 * sum(ratios)
+
+
+def test_a_cycle_too_short_to_leave_one_out_is_built_whole(tmp_path):
+    g = build(tmp_path, [1, 2] * 4)
+    assert g.steady == () and len(widths(g)) == 8
 
 
 def test_numbers_continue_across_repeats_of_the_same_name(tmp_path):
@@ -173,3 +186,23 @@ def test_runs_are_lowered_once_and_stretched_to_the_unrolled_program(tmp_path, m
     # the window lowers 9 layers (5 of the first run, 4 of the second), not 20
     assert len(layers(lowered[0])) == 9 and len(layers(lowered[1])) == 20
     assert render(window.program) == render(whole.program)
+
+
+def test_cycles_are_lowered_once_and_stretched_to_the_unrolled_program(tmp_path, monkeypatch):
+    import compiler.driver as driver
+    from compiler.driver import compile_model
+    from isa.assembler import parse_listing
+    from isa.listing import render
+    path = tmp_path / "m.ds"
+    path.write_text(MODEL.format(ratios=[1, 2] * 20, n=40))
+    lowered = []
+    real_lower = driver.lower
+    monkeypatch.setattr(driver, "lower", lambda g, t: lowered.append(g) or real_lower(g, t))
+    window = compile_model(str(path), "h800", {})
+    whole = compile_model(str(path), "h800", {}, unroll=True)
+    layers = lambda g: {n.name.split(".")[1] for n in g.nodes() if n.name.startswith("layer.")}
+    assert len(layers(lowered[0])) == 10 and len(layers(lowered[1])) == 40
+    text = render(window.program)
+    assert text == render(whole.program) and window.notes == whole.notes
+    assert "repeat i 1..37 step 2" in text              # 19 cycles of two layers, then 39
+    assert render(parse_listing(text)) == text

@@ -187,17 +187,20 @@ def _check_unrolled(b, loc, count: int, per_iteration: int) -> None:
 
 def _repeat_window(b, frame: Frame, stmt: ast.Repeat, count: int, name: str,
                    number: LayerNumber) -> None:
-    """A model-level repeat, built as a window once its iterations are identical.
+    """A model-level repeat, built as a window once its iterations repeat.
 
     An iteration's body depends only on what the variables it can read hold when it starts:
     the names bound before the repeat, and names bound in the body that hide a constant (any
     other name must be written before it is read, or the first iteration fails), and on the
     entries of per-layer lists it reads by its number (layers.py). When the variables are
-    the same before iteration t and before t+1, every iteration from t on that reads the same
-    entries builds the same nodes under other names. The window builds up to t+2 and then
-    the last iteration of that run of equal entries; t+2 stands for the ones left out
-    (compiler.ir.graph.Steady). The next run, if any, starts over: a per-layer list splits
-    the repeat into runs, each windowed when it is long enough."""
+    the same before iteration t and before t+p, and the entries read repeat every p
+    iterations from t on, iterations t+p, t+p+1, ... build the nodes of t, t+1, ... under
+    other names: a cycle of p layers (p = 1 for identical layers; 2 for layers alternating
+    between two kinds, as DeepSeek-V4's compression ratios do). The window builds three
+    cycles from t, the third standing for the cycles left out (compiler.ir.graph.Steady), then
+    the run's last cycle and what is left of it. Where the entries stop repeating, the run
+    ends and the next one starts over: a per-layer list splits the repeat into runs, each
+    windowed when it is long enough."""
     entry = set(frame.vars) - {name}
     watched = lambda: sorted(entry | (set(frame.vars) & set(frame.unit.consts)) - {name})
     seen = {0: _signature(frame, watched())}     # the state before iteration k, this run
@@ -205,12 +208,12 @@ def _repeat_window(b, frame: Frame, stmt: ast.Repeat, count: int, name: str,
     first = None                                 # the window number of this run's first
     start, loc = len(b.graph), ast.start_loc(stmt.count)
     while k < count:
-        steady_from = next((t for t in sorted(seen)[:-1] if seen[t] == seen.get(t + 1)), None)
-        end = _run_end(number, steady_from, count) if steady_from is not None else count
-        if steady_from is not None and k == steady_from + 3 and end - steady_from - 3 >= 2:
-            index = int(frame.scope.rsplit(".", 1)[1])         # the iteration just built
-            b.graph.steady += (Steady(name, first, index, end - steady_from - 3),)
-            k = end - 1                                        # on to the run's last one
+        found = _steady(seen, number, k, count)
+        if found is not None:
+            t, period, times, tail = found
+            index = int(frame.scope.rsplit(".", 1)[1]) - period + 1   # the third cycle's
+            b.graph.steady += (Steady(name, first, index, times, period),)
+            k = t + (2 + times) * period                       # the run's last cycles
             seen, first = {}, None
         frame.scope = b.namer.iteration_scope("", name)
         first = int(frame.scope.rsplit(".", 1)[1]) if first is None else first
@@ -222,17 +225,37 @@ def _repeat_window(b, frame: Frame, stmt: ast.Repeat, count: int, name: str,
             per_iteration = len(b.graph) - start
             _check_unrolled(b, loc, count, per_iteration)
         seen[k] = _signature(frame, watched())
-        if seen and k < count and number.key(k) != number.key(k - 1):
-            seen, first = {k: seen[k]}, None                   # a new run of entries
     if built:
         b.unbuilt_ops += (count - built) * per_iteration
 
 
-def _run_end(number: LayerNumber, t: int, count: int) -> int:
-    """The first iteration after t that reads other entries of the per-layer lists (count if
-    none does)."""
-    key = number.key(t)
-    return next((j for j in range(t + 1, count) if number.key(j) != key), count)
+# The longest cycle of different layers a window looks for (compiler/kernels/schedule.py
+# folds the same cycles in the lowered program).
+MAX_PERIOD = 4
+
+
+def _steady(seen: dict, number: LayerNumber, k: int, count: int):
+    """(t, period, times, tail) when the three cycles before iteration k, from t, started in
+    the same state and a run of iterations repeating every `period` goes on from t long
+    enough to leave at least one cycle out: the third cycle stands for `times`, and `tail`
+    iterations of the run (its last cycle and what is left) are built after. None if not."""
+    for period in range(1, MAX_PERIOD + 1):
+        t = k - 3 * period
+        if t not in seen or seen[t] != seen.get(t + period):
+            continue
+        end = _run_end(number, t, period, count)
+        tail = period + (end - t) % period
+        left = end - t - 3 * period - tail             # iterations the window leaves out
+        if left >= period:
+            return t, period, left // period + 1, tail
+    return None
+
+
+def _run_end(number: LayerNumber, t: int, period: int, count: int) -> int:
+    """The first iteration from t + period that reads other entries of the per-layer lists
+    than the iteration a period before it (count if none does)."""
+    return next((j for j in range(t + period, count)
+                 if number.key(j) != number.key(j - period)), count)
 
 
 def _signature(frame: Frame, names: list[str]) -> tuple:

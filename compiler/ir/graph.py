@@ -100,18 +100,33 @@ class Steady:
     leaves out; iterations of NAME built after it are numbered `times - 1` higher in the model
     (`layer.6` of the window is `layer.60`). Passes see each iteration beside the neighbours
     it has in the model, so what they decide for the window holds for the whole repeat; the
-    lowered program is stretched back to every iteration (compiler/lower/stretch.py)."""
+    lowered program is stretched back to every iteration (compiler/lower/stretch.py). With a
+    `period` p > 1, the p iterations from INDEX stand for `times` cycles, and later ones are
+    numbered (times - 1) * p higher."""
     name: str            # the repeat's iteration name: `layer`
     first: int           # the repeat's first iteration (`layer.3`: three came before it)
     index: int           # the iteration that stands for many, numbered in the window
     times: int           # how many iterations of the model it stands for (at least 2)
+    # A cycle of `period` different iterations (index .. index+period-1) that stands for
+    # `times` cycles: layers alternating between kinds (DeepSeek-V4's compression ratios)
+    period: int = 1
 
     @property
     def scope(self) -> str:
         return f"{self.name}.{self.index}"
 
+    @property
+    def left_out(self) -> int:
+        """Iterations of the model the window does not build."""
+        return (self.times - 1) * self.period
+
+    def holds(self, index: int) -> bool:
+        """Is iteration `index` (window numbering) one of the cycle that stands for many?"""
+        return self.index <= index < self.index + self.period
+
     def __str__(self) -> str:
-        return f"repeat {self.name} from {self.first}: {self.scope} times {self.times}"
+        cycle = f" period {self.period}" if self.period > 1 else ""
+        return f"repeat {self.name} from {self.first}: {self.scope} times {self.times}{cycle}"
 
 
 @dataclass
@@ -167,8 +182,12 @@ class Graph:
     def copies(self, name: str) -> int:
         """How many nodes of the model the node called `name` stands for: `times` inside a
         steady iteration, else one. Totals over the model (weights, FLOPs) weigh by this."""
+        prefix, _, rest = name.partition(".")
+        index, dot, _ = rest.partition(".")
+        if not (dot and index.isdigit()):
+            return 1
         for s in self.steady:
-            if name.startswith(s.scope) and name[len(s.scope):len(s.scope) + 1] == ".":
+            if s.name == prefix and s.holds(int(index)):
                 return s.times
         return 1
 
@@ -182,9 +201,10 @@ class Graph:
         if not (mine and dot and index.isdigit()):
             return [name]
         j = int(index)
-        shift = sum(s.times - 1 for s in mine if s.index < j)
-        times = next((s.times for s in mine if s.index == j), 1)
-        return [f"{prefix}.{j + shift + c}.{tail}" for c in range(times)]
+        shift = sum(s.left_out for s in mine if s.index + s.period <= j)
+        cycle = next((s for s in mine if s.holds(j)), None)
+        times, period = (cycle.times, cycle.period) if cycle else (1, 1)
+        return [f"{prefix}.{j + shift + c * period}.{tail}" for c in range(times)]
 
     def add(self, op: str, inputs, type: TensorType, name: str, attrs: dict | Attrs = (),
             loc: Loc | None = None, sched: dict | Attrs = ()) -> Node:

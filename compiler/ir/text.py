@@ -171,13 +171,17 @@ class _Reader(lark.Transformer):
         return ("deploy", name, int(value) if value.isdigit() else str(value))
 
     def repeat(self, children):
-        name, first, scope, times = children
+        name, first, scope, times, period = (*children, None)[:5]
         prefix, _, index = scope.rpartition(".")
         if prefix != name or not index.isdigit() or int(index) <= int(first) or int(times) < 2:
             raise _TextError(scope, f"'{scope} times {times}' is not an iteration of repeat "
                                     f"'{name}' after its first ({first}) that stands for several",
                              f"{name}.INDEX times N, INDEX above {first}, N at least 2")
-        return ("repeat", Steady(str(name), int(first), int(index), int(times)))
+        if period is not None and int(period) < 1:
+            raise _TextError(period, f"a repeat's period is at least 1, got {period}",
+                             "period P, P at least 1")
+        return ("repeat", Steady(str(name), int(first), int(index), int(times),
+                                 1 if period is None else int(period)))
 
     def output(self, children):
         return ("output", self.decoded(children[0]))

@@ -50,8 +50,14 @@ def layer_of(node_name: str) -> tuple[str, int] | None:
     return (match.group(1), int(match.group(2))) if match else None
 
 
+# The longest cycle of different layers folded: DeepSeek-V4 alternates two kinds.
+MAX_PERIOD = 4
+
+
 def fold_layers(launches: list[tuple[Launch, tuple[str, int] | None]]) -> list:
-    """Group launches by layer and fold runs of layers that differ only in the layer number."""
+    """Group launches by layer and fold runs of layers that differ only in the layer number,
+    or runs of cycles of p layers (p = 2 .. MAX_PERIOD) that do, into one `Repeat` (stepping
+    by p, its body the cycle's layers {i} .. {i+p-1})."""
     groups: list[tuple[tuple[str, int] | None, list[Launch]]] = []
     for launch, layer in launches:
         if groups and groups[-1][0] == layer and layer is not None:
@@ -65,18 +71,44 @@ def fold_layers(launches: list[tuple[Launch, tuple[str, int] | None]]) -> list:
             items.extend(body)
             j += 1
             continue
-        template = _abstract(body, layer)
-        end = j + 1
-        while (end < len(groups) and groups[end][0] is not None
-               and groups[end][0][0] == layer[0] and groups[end][0][1] == layer[1] + end - j
-               and _abstract(groups[end][1], groups[end][0]) == template):
-            end += 1
-        if end - j >= 2:
-            items.append(Repeat("i", layer[1], end - j, tuple(template)))
+        for period in range(1, MAX_PERIOD + 1):
+            cycles = _cycles(groups, j, period)
+            if cycles >= 2:
+                template = _cycle(groups, j, period)
+                items.append(Repeat("i", layer[1], cycles, tuple(template), period))
+                j += cycles * period
+                break
         else:
             items.extend(body)
-        j = end
+            j += 1
     return items
+
+
+def _cycle(groups, j: int, period: int) -> list[Launch] | None:
+    """The launches of layers j .. j+period-1 named relative to layer j, if those are
+    consecutive layers of one name."""
+    if j + period > len(groups):
+        return None
+    first = groups[j][0]
+    for r in range(period):
+        layer = groups[j + r][0]
+        if layer is None or layer != (first[0], first[1] + r):
+            return None
+    return [l for r in range(period) for l in _abstract(groups[j + r][1], first)]
+
+
+def _cycles(groups, j: int, period: int) -> int:
+    """How many cycles of `period` layers from j are the same but for the layer numbers."""
+    template = _cycle(groups, j, period)
+    if template is None:
+        return 0
+    n = 1
+    while True:
+        nxt = _cycle(groups, j + n * period, period)
+        if nxt is None or nxt != template \
+                or groups[j + n * period][0][1] != groups[j][0][1] + n * period:
+            return n
+        n += 1
 
 
 def _abstract(body: list[Launch], layer: tuple[str, int]) -> list[Launch]:

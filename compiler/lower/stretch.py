@@ -22,6 +22,7 @@ import re
 from dataclasses import replace
 
 from compiler.ir.graph import Steady
+from compiler.kernels.schedule import order_tensors
 from isa.program import Launch, Program, Repeat, TensorDecl, bind_name
 
 
@@ -37,7 +38,7 @@ def stretch(program: Program, steady: tuple[Steady, ...]) -> Program:
 
 class _Stretch:
     def __init__(self, program: Program, s: Steady):
-        self.source, self.s, self.extra = program, s, s.times - 1
+        self.source, self.s, self.extra = program, s, s.left_out
         self.pattern = re.compile(rf"(?<![A-Za-z0-9_.]){re.escape(s.name)}\.(\d+)\.")
         self.window = program.tensor_table()
 
@@ -55,7 +56,7 @@ class _Stretch:
         items = self.source.schedule
         at = self._steady_repeat(items)
         rep = items[at]
-        longer = replace(rep, count=rep.count + self.extra)
+        longer = replace(rep, count=rep.count + self.s.times - 1)
         schedule = items[:at] + (longer,) + tuple(self._after_item(i) for i in items[at + 1:])
         stretched = replace(self.source, tensors=self._tensors(), schedule=schedule)
         self._check(stretched, longer, items[at + 1:], schedule[at + 1:])
@@ -64,12 +65,13 @@ class _Stretch:
     def _steady_repeat(self, items) -> int:
         s = self.s
         for k, item in enumerate(items):
-            if isinstance(item, Repeat) and item.start <= s.index - 1 \
-                    and s.index < item.start + item.count \
+            if isinstance(item, Repeat) and item.step == s.period \
+                    and item.start <= s.index - s.period <= item.last - s.period \
+                    and (s.index - item.start) % s.period == 0 \
                     and any(f"{s.name}.{{{item.var}" in t for l in item.body
                             if isinstance(l, Launch) for _, t in l.args):
                 return k
-        raise NotSteady(f"{s.scope} does not fold with {s.name}.{s.index - 1}")
+        raise NotSteady(f"{s.scope} does not fold with {s.name}.{s.index - s.period}")
 
     def _after_item(self, item):
         if isinstance(item, Launch):
@@ -82,15 +84,17 @@ class _Stretch:
         out, s = [], self.s
         for t in self.source.tensors:
             index = self._iteration(t.name)
-            if index is None or index > s.index:         # after the steady iteration
+            if index is None or index >= s.index + s.period:     # after the steady cycle
                 out.append(_named(t, self.after(t.name), t.base and self.after(t.base)))
                 continue
             out.append(t)
-            if index == s.index:                         # its copies, numbered on
+            if s.holds(index):                           # its copies, numbered on
                 names = self._copies(t.name)
                 bases = self._copies(t.base) if t.base else [None] * len(names)
                 out += [_named(t, n, b) for n, b in zip(names, bases)]
-        return tuple(out)
+        # a cycle's copies interleave (layer 7's copies 9, 11, ... come before layer 8's):
+        # declarations grouped and ordered as the lowering orders them
+        return order_tensors(out) if s.period > 1 else tuple(out)
 
     def _iteration(self, name: str) -> int | None:
         m = self.pattern.match(name)
@@ -98,14 +102,14 @@ class _Stretch:
 
     def _copies(self, text: str) -> list[str]:
         """`text` as named in each copy of the steady iteration: the repeat's iterations
-        numbered 1, 2, ... times - 1 higher."""
+        numbered p, 2p, ... (times - 1) p higher (p the period)."""
         parts, pos = [], 0
         for m in self.pattern.finditer(text):
             if int(m[1]) >= self.s.first:
                 parts += [text[pos:m.start(1)], int(m[1])]
                 pos = m.end(1)
         parts.append(text[pos:])
-        copies = range(1, self.s.times)
+        copies = range(self.s.period, self.s.left_out + 1, self.s.period)
         if len(parts) == 3:                              # one number: `layer.5.moe.w1`
             head, index, tail = parts
             return [f"{head}{index + c}{tail}" for c in copies]
@@ -118,7 +122,7 @@ class _Stretch:
         window: the repeat's body at its last iteration as at the steady one, and what
         follows the repeat as before renumbering."""
         model = stretched.tensor_table()
-        last = rep.start + rep.count - 1
+        last = rep.last
         for launch in rep.body:
             for item in self._launches(launch):
                 for _, t in item.args:

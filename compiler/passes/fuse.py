@@ -25,6 +25,7 @@ Anything else runs as a kernel of its own.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from compiler.ir.graph import Graph, Node
@@ -322,6 +323,7 @@ class Fuse:
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         st = _State(graph, ctx)
+        first_note = len(ctx.notes)
         for node in graph.nodes():
             if node.id in st.group_of or not needs_kernel(node):
                 continue
@@ -332,6 +334,8 @@ class Fuse:
                     break
             else:
                 st.claim(default_kind(node), [node.id])
+        if any(s.period > 1 for s in graph.steady):
+            ctx.notes[first_note:] = in_layer_order(ctx.notes[first_note:])
         out = graph.empty_like()
         for node in graph.nodes():
             sched = dict(node.sched)
@@ -340,6 +344,22 @@ class Fuse:
             out.add(node.op, node.inputs, node.type, node.name, node.attrs, node.loc, sched)
         out.outputs = list(graph.outputs)
         return out
+
+
+_NOTE_LAYER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.(\d+)\.")
+
+
+def in_layer_order(notes: list[str]) -> list[str]:
+    """Notes ordered by the model layer they name, as building every layer gives them: a
+    window's cycle of p layers notes each of its layers for every cycle it stands for (layer 7
+    for 7, 9, 11, ..., then layer 8), where the model's layers come in turn. A note naming no
+    layer keeps its place after the layer noted before it."""
+    keyed, layer = [], -1
+    for note in notes:
+        m = _NOTE_LAYER.match(note)
+        layer = int(m[1]) if m else layer
+        keyed.append((layer, note))
+    return [note for _, note in sorted(keyed, key=lambda kn: kn[0])]
 
 
 def kernel_stats(graph: Graph) -> tuple[int, int]:
