@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from isa.errors import ProgramError
+from isa.formats import DTYPES
 from isa.instructions import OPERAND_TYPES, InstrDef, attr_problem, lookup
 from isa.listing import fmt_value
 from isa.program import (Attr, Box, Buf, BufferDecl, Instr, Kernel, Launch, Param, Program,
@@ -94,6 +95,8 @@ def check_reach(ins: Instr, definition: InstrDef, scope: KernelScope, target: Ta
         raise ProgramError(f"{scope.where}: {ins.op} fmt={fmt}: the matrix unit of target "
                            f"{target.name} has no {fmt} format (it has "
                            f"{', '.join(target.matrix.formats)})")
+    if fmt is not None and definition.semantics == "mma":
+        _check_mma_operands(ins, fmt, scope, target)
     if definition.kind == "send":
         links = ("local",) + tuple(link.id for link in target.machine.device_links)
         if ins.attr("link") not in links:
@@ -112,6 +115,25 @@ def check_reach(ins: Instr, definition: InstrDef, scope: KernelScope, target: Ta
                     f"{definition.unit} unit of target {target.name} cannot access (its cores "
                     f"are split: {space} holds {', '.join(target.buffers[space].holds)}); "
                     "data crosses between the cores through memory")
+
+
+def _check_mma_operands(ins: Instr, fmt: str, scope: KernelScope, target: Target) -> None:
+    """The A and B buffers of a low-precision (under 16-bit) matrix instruction hold dtypes
+    its format reads as they are: the format's own, or one of its native_operands; any other
+    is widened first (vec.cvt). 16- and 32-bit formats are not checked: attention still reads
+    its queries and an unscaled cache into them as they are (docs/timing.md)."""
+    if DTYPES[fmt].bits >= 16:
+        return
+    for operand, arg in zip("ab", ins.operands[1:3]):
+        decl = scope.buffers.get(arg.name) if isinstance(arg, Buf) else None
+        if decl is None or target.matrix.takes(fmt, decl.dtype):
+            continue
+        native = target.matrix.formats[fmt].native_operands
+        takes = fmt + (f" or {', '.join(native)}" if native else " only")
+        raise ProgramError(f"{scope.where}: {ins.op} fmt={fmt}: operand {operand} "
+                           f"{arg.name} holds {decl.dtype}, which the {fmt} instruction of "
+                           f"target {target.name} does not read (it takes {takes}); widen "
+                           f"it first (vec.cvt)")
 
 
 def check_instruction(ins: Instr, definition: InstrDef, scope: KernelScope) -> None:

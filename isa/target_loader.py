@@ -218,6 +218,27 @@ class _Reader:
         return value
 
 
+def _check_native_operands(fmt: str, formats: dict, reader: _Reader) -> None:
+    """Each listed operand dtype is an element dtype other than the format, listed once; one
+    the unit also multiplies as a format of its own is no slower there (an instruction mixing
+    it in would not run faster than it does alone)."""
+    at = ("matrix", "formats", fmt, "native_operands")
+    dtypes = formats[fmt].native_operands
+    for d in dtypes:
+        if d not in ELEMENT_DTYPES:
+            reader.fail(at, f"unknown dtype '{d}'; expected one of {', '.join(ELEMENT_DTYPES)}")
+        if d == fmt:
+            reader.fail(at, f"'{d}' is the format itself; list only the other dtypes its "
+                            "instruction takes")
+        if d in formats and formats[d].flops_per_cycle < formats[fmt].flops_per_cycle:
+            reader.fail(at, f"'{d}' runs at {formats[d].flops_per_cycle} flops per cycle as a "
+                            f"format of its own, slower than {fmt}'s "
+                            f"{formats[fmt].flops_per_cycle}: an instruction mixing it in "
+                            "would not run at that rate")
+    if len(set(dtypes)) != len(dtypes):
+        reader.fail(at, f"a dtype is listed twice: {list(dtypes)}")
+
+
 @functools.cache
 def _type_hints(cls) -> dict:
     return typing.get_type_hints(cls)
@@ -234,6 +255,7 @@ def _check_consistency(target: Target, reader: _Reader) -> None:
                 reader.fail(("matrix", "formats", dtype, "block_scales"),
                             f"expected SCALE_DTYPE:ROWSxCOLS, got '{spec}'")
         at = lambda name: ("matrix", "formats", dtype, name)
+        _check_native_operands(dtype, target.matrix.formats, reader)
         im, in_, _ = fmt.shape
         for name, sizes in (("m_sizes", fmt.m_sizes), ("pair_m", fmt.pair_m)):
             if any(m % im for m in sizes):

@@ -33,6 +33,10 @@ _RULES = [
     "operand (`[tokens, K]`), so `1x32` is one scale per 32 elements of K.",
     "A format's `m_sizes` and `pair_m` are multiples of its `shape`'s M, its `n_max` a "
     "multiple of its `shape`'s N.",
+    "A format's `native_operands` are element dtypes other than the format itself, each "
+    "listed once; one that is also a format of the target runs there at least as fast "
+    "(mixing it in cannot make an instruction faster than it is alone). A GEMM whose "
+    "operands a format takes natively runs in it without widening them (docs/numerics.md).",
     "Every role (`matrix_a`, `matrix_b`, `accumulator`, `vector`) is held by some buffer; the "
     "first buffer in file order that holds a role is the one used for it.",
     "Every integer is at most 2^53, exact in the floating-point arithmetic of the derived "

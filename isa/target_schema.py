@@ -75,6 +75,13 @@ class MatrixFormat:
         "scale formats the unit applies itself, as SCALE_DTYPE:ROWSxCOLS "
         "(e.g. ue8m0:1x32); other scaled formats are rescaled on the vector unit",
         default=())
+    native_operands: tuple[str, ...] = key(
+        "other element dtypes the instruction takes natively as an operand, beside one in "
+        "this format or in another listed dtype, at this format's rate and shape (e.g. "
+        "Blackwell's tcgen05.mma kind::f8f6f4 mixes e4m3, e5m2, e2m3, e3m2 and e2m1); an "
+        "operand in such a dtype is loaded and held on chip as it is, not widened on the "
+        "vector unit. Empty: both operands in this format",
+        default=())
 
     def padded(self, m: int, n: int, k: int, swap: bool = False) -> tuple[int, int, int]:
         """An M x N x K product rounded up to whole instructions; with `swap` the operands
@@ -117,6 +124,10 @@ class Matrix:
         "persistent kernel overlaps a tile's epilogue with the next tile's main loop; "
         "'serial': the epilogue waits for the unit (Ampere's mma.sync)",
         choices=("overlapped", "serial"), default="serial")
+
+    def takes(self, fmt: str, dtype: str) -> bool:
+        """Whether the instruction of format `fmt` reads `dtype` operands as they are."""
+        return dtype == fmt or dtype in self.formats[fmt].native_operands
 
 
 @dataclass(frozen=True)

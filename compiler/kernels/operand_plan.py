@@ -1,12 +1,15 @@
 """How a GEMM feeds its operands to the matrix unit: format, conversions, scales, promotion.
 
 The matrix unit multiplies two operands of one input format it supports. The format is the
-fastest one that holds both operands' elements exactly (FP4 E2M1 fits in FP8 E4M3, FP8 in
-BF16); operands in another format are widened on the vector unit after loading (`cvt`), which
-changes no value. Block scales then stay separate from the elements: the matrix unit applies
-them itself (formats listed in the target's `block_scales`), or partial sums are promoted to
-FP32 on the vector unit once per K block, multiplied by both operands' scales — promotion is
-also needed, with unit scales, when the unit keeps fewer accumulator bits than FP32.
+fastest one that takes each operand natively or holds its elements exactly (FP4 E2M1 fits in
+FP8 E4M3, FP8 in BF16). A format takes natively its own dtype and the dtypes its target lists
+as its `native_operands` (Blackwell's kind::f8f6f4 reads E2M1 beside E4M3 at the 8-bit rate):
+such an operand is loaded and held on chip as it is. Operands in another format are widened on
+the vector unit after loading (`cvt`), which changes no value. Block scales then stay separate
+from the elements: the matrix unit applies them itself (formats listed in the target's
+`block_scales`), or partial sums are promoted to FP32 on the vector unit once per K block,
+multiplied by both operands' scales — promotion is also needed, with unit scales, when the
+unit keeps fewer accumulator bits than FP32.
 
 Otherwise (one operand block-scaled and the other not, no format holding both, scale
 blocks finer than one instruction's K, or split cube/vector cores, whose vector unit never
@@ -50,10 +53,15 @@ def _hardware_applies(target: Target, fmt: str, scaling: Scaling, operand: str) 
     return f"{scaling.dtype}:{rows}x{cols}" in target.matrix.formats[fmt].block_scales
 
 
-def _fastest(target: Target, candidates) -> str | None:
-    formats = target.matrix.formats
+def _fastest(target: Target, candidates, dtypes=()) -> str | None:
+    """The fastest candidate; among equals the one widening fewest of `dtypes` on the vector
+    unit, then one of the dtypes themselves (a mixed instruction is named after its wider
+    operand, not after a third format that would also take both), then the narrowest."""
+    matrix = target.matrix
+    widened = lambda f: sum(not matrix.takes(f, d) for d in dtypes)
     return min(candidates, default=None,
-               key=lambda d: (-formats[d].flops_per_cycle, DTYPES[d].bits, d))
+               key=lambda f: (-matrix.formats[f].flops_per_cycle, widened(f), f not in dtypes,
+                              DTYPES[f].bits, f))
 
 
 def usable_formats(target: Target) -> list[str]:
@@ -74,11 +82,18 @@ def unusable(target: Target, dtype: str) -> str | None:
     return None
 
 
+def read_natively(target: Target, dtype: str) -> bool:
+    """Whether a usable format's instruction reads `dtype` operands as they are (beside its
+    own), though the unit may have no format of that dtype."""
+    return any(target.matrix.takes(f, dtype) for f in usable_formats(target))
+
+
 def _holding(target: Target, dtypes, min_bits: int = 0) -> str | None:
-    """The fastest usable matrix format that holds every dtype exactly."""
+    """The fastest usable matrix format that takes every dtype natively or holds it exactly."""
+    fits = lambda f, d: target.matrix.takes(f, d) or holds_exactly(f, d)
     return _fastest(target, [f for f in usable_formats(target)
                              if DTYPES[f].bits >= min_bits
-                             and all(holds_exactly(f, d) for d in dtypes)])
+                             and all(fits(f, d) for d in dtypes)], dtypes)
 
 
 def _rounding_fallback(target: Target, dtypes) -> str:
@@ -109,7 +124,7 @@ def plan_operands(a: TensorDecl, b: TensorDecl, target: Target) -> OperandPlan:
     limited = lambda fmt: formats[fmt].accumulator_bits is not None
     interval = target.matrix.promotion_interval
     step_of = lambda fmt: interval if limited(fmt) else formats[fmt].shape[2]
-    widen = lambda t, fmt: None if t.dtype == fmt else "cvt"
+    widen = lambda t, fmt: None if target.matrix.takes(fmt, t.dtype) else "cvt"
     if a.scaling is None and b.scaling is None:
         fmt = matrix_format(target, (a.dtype, b.dtype))
         return OperandPlan(fmt, widen(a, fmt), widen(b, fmt), limited(fmt), False, step_of(fmt))

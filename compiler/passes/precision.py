@@ -24,7 +24,7 @@ from compiler.ir.ops import OPS
 from compiler.ir.ops.contraction import contraction_of
 from compiler.passes import PassContext
 from compiler.passes.rewrite import Rewriter, apply_rules
-from compiler.kernels.operand_plan import unusable
+from compiler.kernels.operand_plan import read_natively, unusable
 from isa.formats import DTYPES
 
 
@@ -124,7 +124,7 @@ def _note_unsupported_weights(graph, ctx: PassContext) -> None:
         w = graph.node(node.inputs[1])
         dtype = w.type.format.dtype
         why = unusable(ctx.target, dtype)
-        if why and dtype not in seen:
+        if why and dtype not in seen and not read_natively(ctx.target, dtype):
             seen.add(dtype)
             ctx.notes.append(f"{why}: weights in {dtype} are up-cast on the vector unit inside "
                              "their GEMMs")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from isa.mma_operands import mma_operands
 from runtime.interpreter import RunResult
 from runtime.report.blocks import block_of
 from runtime.report.deployment import deployment_dict
@@ -34,6 +35,7 @@ def report_dict(run: RunResult, provenance: dict | None = None) -> dict:
     rows = summaries(run)
     total = run.cycles
     hz = target.clock_hz
+    operands = {k.name: [m.as_dict() for m in mma_operands(k)] for k in run.program.kernels}
     out = {
         "model": run.program.model,
         "target": target.name,
@@ -48,7 +50,9 @@ def report_dict(run: RunResult, provenance: dict | None = None) -> dict:
              "top_stall": r.top_stall, "stream": rec.stream,
              "exposed_us": round(rec.exposed / hz * 1e6, 6),
              "block": block_of(r.name, rec.stream, r.kernel),
-             "utilization": {u: round(v, 6) for u, v in sorted(r.utilization.items())}}
+             "utilization": {u: round(v, 6) for u, v in sorted(r.utilization.items())},
+             # each matrix instruction's operand formats, native or widened (isa/mma_operands.py)
+             "matrix_operands": operands.get(r.kernel, [])}
             for r, rec in zip(rows, run.launches)],
         "units": {u: {"busy_cycles": int(round(v["busy_cycles"])),
                       "utilization": round(v["utilization"], 6)}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from isa.machine import LinkUnit
+from isa.mma_operands import mma_operands
 from runtime.interpreter import RunResult
 from runtime.report.deployment import deployment_text, exposure, step_share
 from runtime.report.figures import figures_text
@@ -59,11 +60,25 @@ def summary_text(run: RunResult) -> str:
         lines.append(f"kept in cache between kernels: {kept / 1e9:,.3f} GB of reads hit what "
                      f"earlier kernels left ({100 * kept / max(kept + nbytes, 1e-9):.1f}% of "
                      "what would otherwise be off-chip traffic)")
+    lines += _matrix_operands(run)
     lines += _placement(run)
     lines += _utilisation(unit_totals(run), target)
     if run.program.deployment.devices > 1:
         lines += [""] + deployment_text(run)
     return "\n".join(lines) + "\n"
+
+
+def _matrix_operands(run: RunResult) -> list[str]:
+    """The GEMMs whose operands are not both in their instruction's format: mixed formats
+    read natively, or operands widened (dequantised) on the vector unit first."""
+    kernels = run.program.kernel_table()
+    counts: dict[str, int] = {}
+    for name in dict.fromkeys(rec.kernel for rec in run.launches if rec.kernel in kernels):
+        for m in mma_operands(kernels[name]):
+            if not m.same_format:
+                counts[m.text()] = counts.get(m.text(), 0) + 1
+    return [f"matrix operands: {text} ({n} kernel{'s' if n > 1 else ''})"
+            for text, n in counts.items()]
 
 
 def _placement(run: RunResult) -> list[str]:

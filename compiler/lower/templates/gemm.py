@@ -30,6 +30,7 @@ from compiler.lower.templates.gemm_operands import (OperandTile, emit_operand_ti
 from compiler.lower.templates.workspace import Workspace
 from isa.expr import Bin, Const, Expr, floordiv, mul
 from isa.instructions import vector_cycles
+from isa.mma_operands import MmaOperands
 from isa.program import Box, Buf, TensorDecl, ViewStep
 from isa.target_schema import Target
 
@@ -145,7 +146,15 @@ def _describe(kb, head: Node, gemm: _Gemm, epi: Epilogue, tile, how: str,
             + (f"; epilogue {' + '.join(n.op for n in epi.nodes)}" if epi.nodes else ""))
     kb.note(f"tile {tile}; {how}; "
             f"mma {plan.fmt} {gemm_tiles.instruction_text(tile, plan.fmt, kb.target)}"
+            + _operands_text(gemm, plan)
             + (_promotion_text(plan, tile, kb.target) if plan.promote else ""))
+
+
+def _operands_text(gemm: _Gemm, plan: OperandPlan) -> str:
+    """The operands' formats when they are not both the instruction's: read natively (a mixed
+    instruction) or widened on the vector unit first."""
+    m = MmaOperands(plan.fmt, gemm.a.dtype, gemm.b.dtype, plan.a_conv, plan.b_conv)
+    return "" if m.same_format else f", operands {m.a} x {m.b} {m.how()}"
 
 
 def _promotion_text(plan: OperandPlan, tile, target: Target) -> str:
