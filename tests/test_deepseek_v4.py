@@ -180,3 +180,29 @@ def test_the_window_compiles_to_the_unrolled_program():
     assert window.graph.steady and not whole.graph.steady
     text = render(window.program)
     assert "step 2" in text and text == render(whole.program) and window.notes == whole.notes
+
+
+@pytest.mark.parametrize("path, mtp", [(FLASH, 6_610_048_891), (PRO, 25_840_145_979)])
+def test_the_mtp_block_adds_its_published_count(capsys, path, mtp):
+    """The MTP block: w_e, w_h [d, d], three norms, its own head mixing and one SWA layer
+    (the config's last compress_ratios entry, 0) with a score-routed MoE; the embedding and
+    head are shared. Its window adds no KV bytes per token."""
+    d, layers, heads, q_rank, groups, experts, inter, _ = CONFIGS[path]
+    total, active, kv = by_hand(path)
+    attention = (d * q_rank + q_rank + q_rank * heads * HEAD_DIM + d * HEAD_DIM + HEAD_DIM
+                 + groups * O_RANK * (heads // groups * HEAD_DIM) + groups * O_RANK * d + heads)
+    swa_layer = attention + experts * d + experts + 2 * (24 * 4 * d + 24 + 3) + 2 * d \
+        + (experts + 1) * 3 * d * inter
+    assert 2 * d * d + 3 * d + (4 * 4 * d + 4 + 1) + swa_layer == mtp
+    code, out, err = dsc(capsys, "stats", path, "--json", "--set", "n_mtp=1", "--set", "seq=2")
+    assert code == 0, err
+    got = json.loads(out)
+    assert (got["params"], got["kv_cache_bytes_per_token_exact"]) == (total + mtp, kv)
+
+
+def test_decode_with_the_mtp_draft_runs(capsys):
+    code, out, err = dsc(capsys, "run", FLASH, "--target", "h800", "--devices", "8", "--plan",
+                         "attn=dp,moe=ep", "--set", "n_layers=4", "--set", "batch=16",
+                         "--set", "n_mtp=1", "--set", "seq=2")
+    assert code == 0, err
+    assert "mtp.*.v4_mtp.embedding" in out and "draft" in out
