@@ -18,7 +18,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # config -> the hand-written example with the same published configuration
 PAIRS = [("llama3_8b", "llama3_8b"), ("qwen3_30b_a3b", "qwen3_30b_a3b"),
          ("qwen3_235b_a22b", "qwen3_235b_a22b"), ("mixtral_8x7b", "mixtral_8x7b"),
-         ("deepseek_v3", "deepseek_v3")]
+         ("deepseek_v3", "deepseek_v3"), ("deepseek_v32", "deepseek_v32")]
 
 
 def imported(capsys, tmp_path, config: str, name: str = "model") -> Path:

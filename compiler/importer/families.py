@@ -104,6 +104,24 @@ def mla(cfg: HFConfig, m: Model) -> str:
     return f"{block}(norm(h, rms_norm_eps), {args})"
 
 
+def mla_dsa(cfg: HFConfig, m: Model) -> str:
+    """DeepSeek-V3.2: absorbed MLA over the index_topk cached tokens a lightning indexer of
+    index_n_heads x index_head_dim picks. Its kernels keep the latent cache in FP8, one FP32
+    scale per 128 values of a token (DeepSeek-V3.2's inference code, `kv_cache` 656 bytes per
+    token and layer): the config does not say it, the model is built on it."""
+    read(cfg, m, "q_lora_rank", int)              # its queries are always low-rank
+    mla(cfg, m)                                    # reads and checks the MLA fields
+    for name in ("index_n_heads", "index_head_dim", "index_topk"):
+        read(cfg, m, name, int)
+    m.precision.setdefault("kv_cache", "fp8_e4m3 scaled(fp32, 1x128)")
+    m.notes.append("the FP8 latent cache (one FP32 scale per 128 values) is DeepSeek-V3.2's "
+                   "inference code's, not a config field")
+    args = ", ".join(["ctx", "num_attention_heads", "q_lora_rank", "kv_lora_rank",
+                      "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_n_heads",
+                      "index_head_dim", "index_topk", "rope_theta", "rms_norm_eps"])
+    return f"mla_dsa(norm(h, rms_norm_eps), {args})"
+
+
 # -- feed-forward ----------------------------------------------------------------------------
 
 def swiglu(cfg: HFConfig, m: Model) -> list[str]:
@@ -207,4 +225,5 @@ FAMILIES: dict[str, Family] = {
     "qwen3_moe": Family(gqa_qk_norm, moe_softmax("num_experts"), sliding="switch"),
     "deepseek_v2": Family(mla, moe_deepseek_v2, dense_prefix=True),
     "deepseek_v3": Family(mla, moe_deepseek, dense_prefix=True),
+    "deepseek_v32": Family(mla_dsa, moe_deepseek, dense_prefix=True),
 }
