@@ -25,10 +25,19 @@ from compiler.passes import PassContext
 
 
 def considered(problem: gemm_tiles.GemmProblem, target, shortlist: int):
-    """The candidates the pass runs: the best `shortlist` by estimate, best first."""
+    """The candidates the pass runs: the best `shortlist` by estimate, best first. Among
+    equal estimates the rank prefers fewer stages (smaller buffers), yet once memory bandwidth
+    bounds the estimate it cannot tell pipeline depths apart and the interpreter can: the
+    deepest of the candidates tied with the best runs too, after them, when it is deeper."""
     scored = sorted(gemm_tiles.choose(problem, target)[1],
                     key=lambda ts: gemm_tiles.rank(problem, ts[0], ts[1], target))
-    return [t for t, _ in scored[:shortlist]], len(scored)
+    picked = [t for t, _ in scored[:shortlist]]
+    best = round(scored[0][1], 3)
+    tied = [t for t, estimate in scored if round(estimate, 3) == best]
+    deepest = max(tied, key=lambda t: t.stages)          # the first of the deepest, by rank
+    if shortlist > 1 and deepest.stages > max(t.stages for t in picked):
+        picked.append(deepest)
+    return picked, len(scored)
 
 
 # Decisions by (problem, epilogue ops, target contents, shortlist, measured): the same GEMM on
