@@ -26,7 +26,7 @@ def cmd_serve(args) -> None:
     from compiler.cli.main import _report_notes, _sets
     from compiler.frontend import load_model
     from compiler.frontend.serve import load_service
-    from compiler.stats import model_stats
+    from compiler.stats import stats_of_model
     from compiler.tpot_bound import tpot_bound
     from runtime.report.deployment import tokens_per_step
     from runtime.report.serving import serving_html, serving_text
@@ -42,8 +42,9 @@ def cmd_serve(args) -> None:
         bound = tpot_bound(decode_graph, compiled.graph, compiled.target, tokens)
     except DscError:
         bound = None                     # a dense model or one device: no all-to-all to bound
-    report = service_dict(service, runs["prefill"], runs["decode"],
-                          model_stats(decode_graph).kv_cache_bytes_per_token, bound)
+    sizes = service.phase_sizes(service.decode)      # KV bytes a token adds (a window: none)
+    kv = stats_of_model(service.decode.model, sizes).kv_cache_bytes_per_token
+    report = service_dict(service, runs["prefill"], runs["decode"], kv, bound)
     files = []
     if args.json:
         files.append((args.json, json.dumps(report, indent=1) + "\n"))
