@@ -39,6 +39,11 @@ from pathlib import Path
 
 from compiler.errors import DscError
 
+# Expert-parallel placement and traffic are computed expert by expert (a share, a slot and a
+# group count each): a million experts (2^20, the largest published MoE designs) is the most
+# that stays within the time and memory of one run.
+MAX_PLACED_EXPERTS = 1 << 20
+
 
 @dataclass(frozen=True)
 class Routing:

@@ -64,9 +64,10 @@ def test_every_kind_and_class_is_exercised(campaign):
 # 16, 4 and 2 experts over 3 devices (55078); tiny_moe with --set heads=+5 (65512); a launch
 # binding a parameter twice (87740). Seed 2: GEMM scale blocks straddling tiles (39799), scores
 # divided by 0 (40031), a listing without its `tensor a.scale` run functionally (53027), a
-# gather row too wide for the vector buffer (60984).
+# gather row too wide for the vector buffer (60984). Seed 3: 2^32 experts placed over 7
+# devices one by one (46536).
 FOUND = [(1, 48875), (1, 55078), (1, 65512), (1, 87740),
-         (2, 39799), (2, 40031), (2, 53027), (2, 60984)]
+         (2, 39799), (2, 40031), (2, 53027), (2, 60984), (3, 46536)]
 
 
 @pytest.mark.parametrize("seed, index", FOUND)

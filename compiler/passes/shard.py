@@ -27,7 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compiler.errors import DscError
-from compiler.expert_load import ExpertTraffic, Routing, Traffic, expert_shares
+from compiler.expert_load import (MAX_PLACED_EXPERTS, ExpertTraffic, Routing, Traffic,
+                                   expert_shares)
 from compiler.ir.graph import Graph, Node, TensorType
 from compiler.ir.ops import OPS
 from compiler.ir.ops.collective import chunk
@@ -245,6 +246,14 @@ class Shard:
                            "(devices would differ, which the one-device simulation "
                            "cannot show)", dispatch.loc, expected=f"--devices {experts} or "
                            "fewer", notes=graph.call_notes(dispatch.name))
+        largest = max((n for n in graph.nodes() if n.op == "dispatch"),
+                      key=lambda n: n.attr("experts"), default=None)
+        if dep.moe == "ep" and largest is not None and \
+                largest.attr("experts") > MAX_PLACED_EXPERTS:
+            raise DscError(f"plan moe=ep: this MoE block has {largest.attr('experts'):,} routed "
+                           "experts, more than dsc places on devices one by one",
+                           largest.loc, expected=f"at most {MAX_PLACED_EXPERTS:,} experts",
+                           notes=graph.call_notes(largest.name))
         if any(dep.tp(part) > 1 for part in ("attn", "ffn", "moe")):
             graph = _tensor_parallel(graph, ctx, dep)
         if dep.moe != "ep":
