@@ -210,7 +210,8 @@ ATTRIBUTES: dict[str, AttrKind] = {
     "n": _COUNT, "rows": _COUNT, "capacity": _COUNT, "keys": _COUNT,
     "mcast": _POSITIVE, "k": _POSITIVE, "groups": _POSITIVE, "topk_groups": _POSITIVE,
     "group_best": _POSITIVE,
-    "experts": _POSITIVE, "block_cols": _POSITIVE, "width": _POSITIVE, "inner": _POSITIVE,
+    "experts": _POSITIVE, "block_cols": _POSITIVE, "block_rows": _POSITIVE, "width": _POSITIVE,
+    "inner": _POSITIVE,
     "seq": _POSITIVE,
     "expert": _INDEX, "row0": _INDEX, "offset": _INDEX, "col": _INDEX, "col0": _INDEX,
     "slot0": _INDEX, "base": _INDEX,
@@ -282,8 +283,10 @@ _TABLE += [
 INSTRUCTIONS: dict[str, InstrDef] = {d.mnemonic: d for d in _TABLE}
 
 
-# What a fixed-pipe op computes, as a vector op of the same meaning (bias is an add of a row).
-_PIPE_COMPUTES_AS = {"bias": "add", "layout": "cvt"}
+# What a fixed-pipe op computes, as a vector op of the same meaning (bias is an add of a row;
+# dequant multiplies by a scale per output column, or one for all: Ascend's FixPipe
+# dequantises with a scalar or per-channel scale).
+_PIPE_COMPUTES_AS = {"bias": "add", "layout": "cvt", "dequant": "colscale"}
 
 
 def fixed_pipe_instruction(op: str) -> InstrDef:
@@ -297,7 +300,9 @@ def fixed_pipe_instruction(op: str) -> InstrDef:
                     f"{op} applied by the fixed pipe while draining the accumulator "
                     f"(computes as vec.{computes_as})",
                     "n / fixed_pipe.elements_per_cycle", _fixed,
-                    optional_attrs=("imm0", "imm1"), writes=1, semantics=semantics,
+                    optional_attrs=tuple(dict.fromkeys(("imm0", "imm1") + (
+                        VECTOR_OPS[computes_as].attrs if semantics == "vector" else ()))),
+                    writes=1, semantics=semantics,
                     computes_as=computes_as if semantics else "", needs="pipe_op")
 
 

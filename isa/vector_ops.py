@@ -187,6 +187,18 @@ def _promote(acc, part, row_scale, col_scale, first=0, block_cols=1, **_):
     return scaled if first else (acc.astype(np.float32) + scaled).astype(np.float32)
 
 
+def _rowscale(x, scale, block_rows=1, **_):
+    """Row i of x times scale[i // block_rows] (one scale per token, or per group of rows)."""
+    per_row = scale.astype(np.float32).reshape(-1)[np.arange(x.shape[-2]) // block_rows]
+    return (x.astype(np.float32) * per_row[:, None]).astype(np.float32)
+
+
+def _colscale(x, scale, block_cols=1, **_):
+    """Column j of x times scale[j // block_cols] (one scale per channel, or per group)."""
+    per_col = scale.astype(np.float32).reshape(-1)[np.arange(x.shape[-1]) // block_cols]
+    return (x.astype(np.float32) * per_col[None, :]).astype(np.float32)
+
+
 def _dequant(x, scale, block=(1, 1), **_):
     """Multiply each element by the scale of its block (scale has one entry per block)."""
     scale = scale.astype(np.float32).reshape(scale.shape[-2:])
@@ -403,6 +415,12 @@ VECTOR_OPS: dict[str, VectorOp] = {op.name: op for op in [
              reads_dst=True),
     VectorOp("dequant", 2, 1, 0, _dequant, "y = x * its block scale (broadcast over the block)",
              attrs=("block",)),
+    VectorOp("rowscale", 2, 1, 0, _rowscale,
+             "y = x * scale[row // block_rows]: a GEMM product's per-token scales, applied once "
+             "to the output tile", attrs=("block_rows",)),
+    VectorOp("colscale", 2, 1, 0, _colscale,
+             "y = x * scale[col // block_cols]: a GEMM product's per-channel scales, applied "
+             "once to the output tile", attrs=("block_cols",)),
     VectorOp("topk", 1, lambda a: min(a.get("k", 1) + 2, RADIX_SELECT_OPS), 0,
              lambda s, *bias, **a: routing.topk_select(s, a["k"], bias[0] if bias else None,
                                                        a.get("groups", 1), a.get("topk_groups", 1),

@@ -20,12 +20,23 @@ def contraction_dims(graph: Graph, node: Node) -> tuple[Contraction, int, int, i
     return c, c.size(c.batch), c.size(c.m), c.size(c.n), c.size(c.k)
 
 
-def gemm_problem(graph: Graph, node: Node, target: Target,
-                 **extra) -> tuple[gemm_tiles.GemmProblem, OperandPlan]:
+def operand_decls(graph: Graph, node: Node) -> tuple[TensorDecl, TensorDecl]:
+    """The contraction's operands as [G, M, K] and [G, K, N] tensors with their scaling."""
     a, b = graph.inputs_of(node)
     _, G, M, N, K = contraction_dims(graph, node)
-    da = TensorDecl(a.name, a.type.format.dtype, (G, M, K), "temp", a.type.format.scaling)
-    db = TensorDecl(b.name, b.type.format.dtype, (G, K, N), "temp", b.type.format.scaling)
+    return (TensorDecl(a.name, a.type.format.dtype, (G, M, K), "temp", a.type.format.scaling),
+            TensorDecl(b.name, b.type.format.dtype, (G, K, N), "temp", b.type.format.scaling))
+
+
+def output_scales(plan: OperandPlan, da: TensorDecl, db: TensorDecl) -> dict:
+    """Operand -> the scaling the epilogue applies to the product (scales constant along K)."""
+    return {o: d.scaling for o, d in (("a", da), ("b", db)) if o in plan.epilogue_scales}
+
+
+def gemm_problem(graph: Graph, node: Node, target: Target,
+                 **extra) -> tuple[gemm_tiles.GemmProblem, OperandPlan]:
+    _, G, M, N, K = contraction_dims(graph, node)
+    da, db = operand_decls(graph, node)
     plan = plan_operands(da, db, target)
     needs = lambda conv: plan.scaled or plan.hw_scaled or conv == "dequant"
     a_scaling = da.scaling if needs(plan.a_conv) else None
@@ -33,10 +44,13 @@ def gemm_problem(graph: Graph, node: Node, target: Target,
     tensor_scales = tuple(o for o, sc in (("a", a_scaling), ("b", b_scaling))
                           if sc is not None and sc.tensor_dtype)
     split = target.matrix.results_to_vector == "memory" and bool(plan.a_conv or plan.b_conv)
+    out = output_scales(plan, da, db)
+    out_blocks = (out["a"].block[0] if "a" in out else 1, out["b"].block[1] if "b" in out else 1)
     problem = gemm_tiles.GemmProblem(
         G, M, N, K, da.dtype, db.dtype, node.type.format.dtype, plan.fmt, plan.k_step,
         plan.promote, plan.a_conv, plan.b_conv, a_scaling, b_scaling,
-        tensor_scales=tensor_scales, hw_scaled=plan.hw_scaled, split=split, **extra)
+        tensor_scales=tensor_scales, hw_scaled=plan.hw_scaled, split=split,
+        out_blocks=out_blocks, **extra)
     return problem, plan
 
 
@@ -44,7 +58,9 @@ def group_problem(group: Group, graph: Graph, target: Target):
     """(problem, operand plan, epilogue) of a GEMM kernel group."""
     head = group.nodes[0]
     _, G, M, _, _ = contraction_dims(graph, head)
-    epi = Epilogue(group, graph, head, G, M, target)
+    da, db = operand_decls(graph, head)
+    epi = Epilogue(group, graph, head, G, M, target,
+                   output_scales(plan_operands(da, db, target), da, db))
     problem, plan = gemm_problem(graph, head, target, store_acc=epi.store_head,
                                  epilogue=epi.buffers(), whole_rows=epi.whole_rows,
                                  n_align=epi.n_align)

@@ -42,6 +42,8 @@ class GemmProblem:
     tensor_scales: tuple[str, ...] = ()   # operands ("a", "b") with a per-tensor scale (NVFP4)
     hw_scaled: bool = False           # the matrix unit applies the loaded block scales
     split: bool = False               # conversions cross from vector to cube cores via memory
+    out_blocks: tuple[int, int] = (1, 1)  # rows x columns of the product per scale the
+                                          # epilogue applies (operand_plan's epilogue_scales)
 
 
 @dataclass(frozen=True)
@@ -182,8 +184,8 @@ def candidates(p: GemmProblem, target: Target) -> list[GemmTile]:
         gm, gn = (in_, im) if swap else (im, in_)      # granules of the rows and the columns
         # A tile holds whole scale blocks or lies within one (its scale boxes and promotion
         # assume it).
-        m_block = p.a_scaling.block[0] if p.a_scaling else 1
-        n_block = p.b_scaling.block[1] if p.b_scaling else 1
+        m_block = p.a_scaling.block[0] if p.a_scaling else p.out_blocks[0]
+        n_block = p.b_scaling.block[1] if p.b_scaling else p.out_blocks[1]
         nests = lambda b, block: b % block == 0 or block % b == 0
         bms = [b for b in _multiples(gm, p.m, (8,) + _SIDES if swap else _SIDES)
                if nests(b, m_block) or b >= p.m]

@@ -11,6 +11,14 @@ from the elements: the matrix unit applies them itself (formats listed in the ta
 multiplied by both operands' scales — promotion is also needed, with unit scales, when the
 unit keeps fewer accumulator bits than FP32.
 
+A scale block that spans all of K (one scale per token of A, or per channel of B: W8A8)
+multiplies whole dot products, so it factors out of the sum. When every scaled operand's does
+and a format holds both operands exactly, the matrix unit multiplies the raw elements (int8 x
+int8 into int32, FP8 x FP8, FP8 widened to BF16 where there is no FP8), and the product's tile
+is multiplied by A's row scales and B's column scales once, in the epilogue (`epilogue_scales`;
+compiler/kernels/epilogue.py decides the unit). Where a limited accumulator is promoted anyway,
+a promotion with the scales is kept when it costs the vector unit less (K of one promotion).
+
 Otherwise (one operand block-scaled and the other not, no format holding both, scale
 blocks finer than one instruction's K, or split cube/vector cores, whose vector unit never
 sees the accumulator) the scaled operands are dequantised (`dequant`:
@@ -26,9 +34,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from compiler.kernels.epilogue import OUTPUT_SCALE_OPS
 from isa.formats import DTYPES, Scaling, holds_exactly
 from isa.program import TensorDecl
 from isa.target_schema import Target
+from isa.vector_ops import VECTOR_OPS
 
 
 @dataclass(frozen=True)
@@ -40,11 +50,20 @@ class OperandPlan:
     scaled: bool                 # promotion applies the operands' block scales
     k_step: int                  # K tiles are multiples of this
     hw_scaled: bool = False      # the matrix unit applies the block scales itself
+    epilogue_scales: tuple[str, ...] = ()   # operands ("a", "b") whose scales, constant
+                                            # along K, multiply the finished product's tile
 
 
 def _k_block(scaling: Scaling, operand: str) -> int:
     """Elements of K per scale block: the columns of A's block, the rows of B's."""
     return scaling.block[1] if operand == "a" else scaling.block[0]
+
+
+def factors_out(t: TensorDecl, operand: str, k: int) -> bool:
+    """Unscaled, or one scale per block spanning all `k` elements of the reduction (and no
+    per-tensor scale on top): the scale multiplies whole dot products."""
+    return t.scaling is None or (t.scaling.tensor_dtype is None
+                                 and _k_block(t.scaling, operand) >= k)
 
 
 def _hardware_applies(target: Target, fmt: str, scaling: Scaling, operand: str) -> bool:
@@ -119,34 +138,87 @@ def matrix_format(target: Target, dtypes) -> str:
     return _holding(target, dtypes) or _rounding_fallback(target, tuple(dtypes))
 
 
-def plan_operands(a: TensorDecl, b: TensorDecl, target: Target) -> OperandPlan:
-    formats = target.matrix.formats
-    limited = lambda fmt: formats[fmt].accumulator_bits is not None
-    interval = target.matrix.promotion_interval
-    step_of = lambda fmt: interval if limited(fmt) else formats[fmt].shape[2]
-    widen = lambda t, fmt: None if target.matrix.takes(fmt, t.dtype) else "cvt"
+def _limited(target: Target, fmt: str) -> bool:
+    return target.matrix.formats[fmt].accumulator_bits is not None
+
+
+def _step(target: Target, fmt: str) -> int:
+    """K per promotion of a limited accumulator, else the instruction's K."""
+    return target.matrix.promotion_interval if _limited(target, fmt) \
+        else target.matrix.formats[fmt].shape[2]
+
+
+def _widen(target: Target, t: TensorDecl, fmt: str) -> str | None:
+    """None when the format's instruction reads the operand as it is, else widen it."""
+    return None if target.matrix.takes(fmt, t.dtype) else "cvt"
+
+
+def plan_operands(a: TensorDecl, b: TensorDecl, target: Target,
+                  epilogue: bool = True) -> OperandPlan:
+    """How A [.., M, K] and B feed the matrix unit. `epilogue=False` for a kernel that has no
+    GEMM epilogue to apply scales in (it promotes with them instead)."""
     if a.scaling is None and b.scaling is None:
         fmt = matrix_format(target, (a.dtype, b.dtype))
-        return OperandPlan(fmt, widen(a, fmt), widen(b, fmt), limited(fmt), False, step_of(fmt))
-    fmt = _holding(target, (a.dtype, b.dtype)) if a.scaling and b.scaling else None
-    if fmt is not None:
-        if (_hardware_applies(target, fmt, a.scaling, "a")
-                and _hardware_applies(target, fmt, b.scaling, "b")):
-            return OperandPlan(fmt, widen(a, fmt), widen(b, fmt), limited(fmt), False,
-                               max(_k_block(a.scaling, "a"), _k_block(b.scaling, "b"),
-                                   step_of(fmt)), hw_scaled=True)
-        blocks = (_k_block(a.scaling, "a"), _k_block(b.scaling, "b"))
-        step = min(*blocks, interval) if limited(fmt) else min(blocks)
-        # One promotion per scale block needs K tiles of exactly one block, made of whole
-        # instructions: an NVFP4 block of 16 under a K-32 instruction cannot be promoted.
-        # Split cube/vector cores cannot promote: the vector unit never sees the accumulator.
-        if (step % formats[fmt].shape[2] == 0 and all(blk % step == 0 for blk in blocks)
-                and target.matrix.results_to_vector != "memory"):
-            return OperandPlan(fmt, widen(a, fmt), widen(b, fmt), True, True, step)
+        return OperandPlan(fmt, _widen(target, a, fmt), _widen(target, b, fmt),
+                           _limited(target, fmt), False, _step(target, fmt))
+    promoted = _promoted_plan(a, b, target)
+    outside = _epilogue_plan(a, b, target) if epilogue else None
+    if outside is not None and (promoted is None or _vector_ops(outside, a) <=
+                                _vector_ops(promoted, a)):
+        return outside
+    if promoted is not None:
+        return promoted
     fmt = dequantised_format(target, [t.dtype for t in (a, b) if t.scaling is None],
                              (a.dtype, b.dtype))
-    conv = lambda t: "dequant" if t.scaling else widen(t, fmt)
-    return OperandPlan(fmt, conv(a), conv(b), limited(fmt), False, step_of(fmt))
+    conv = lambda t: "dequant" if t.scaling else _widen(target, t, fmt)
+    return OperandPlan(fmt, conv(a), conv(b), _limited(target, fmt), False, _step(target, fmt))
+
+
+def _epilogue_plan(a: TensorDecl, b: TensorDecl, target: Target) -> OperandPlan | None:
+    """Raw elements into the matrix unit, the scales once on the output tile: when every
+    scale factors out of K and a format takes both operands (natively, or holding them
+    exactly)."""
+    fmt = _holding(target, (a.dtype, b.dtype))
+    k = a.shape[-1]
+    if fmt is None or not (factors_out(a, "a", k) and factors_out(b, "b", k)):
+        return None
+    return OperandPlan(fmt, _widen(target, a, fmt), _widen(target, b, fmt),
+                       _limited(target, fmt), False, _step(target, fmt),
+                       epilogue_scales=tuple(o for o, t in (("a", a), ("b", b)) if t.scaling))
+
+
+def _promoted_plan(a: TensorDecl, b: TensorDecl, target: Target) -> OperandPlan | None:
+    """Both operands block-scaled, in a format holding them: the matrix unit applies the
+    scales itself, or partial sums are promoted once per scale block with them."""
+    fmt = _holding(target, (a.dtype, b.dtype)) if a.scaling and b.scaling else None
+    if fmt is None:
+        return None
+    limited, shape = _limited(target, fmt), target.matrix.formats[fmt].shape
+    blocks = (_k_block(a.scaling, "a"), _k_block(b.scaling, "b"))
+    if (_hardware_applies(target, fmt, a.scaling, "a")
+            and _hardware_applies(target, fmt, b.scaling, "b")):
+        return OperandPlan(fmt, _widen(target, a, fmt), _widen(target, b, fmt), limited, False,
+                           max(*blocks, _step(target, fmt)), hw_scaled=True)
+    step = min(*blocks, target.matrix.promotion_interval) if limited else min(blocks)
+    # One promotion per scale block needs K tiles of exactly one block, made of whole
+    # instructions: an NVFP4 block of 16 under a K-32 instruction cannot be promoted.
+    # Split cube/vector cores cannot promote: the vector unit never sees the accumulator.
+    if (step % shape[2] == 0 and all(blk % step == 0 for blk in blocks)
+            and target.matrix.results_to_vector != "memory"):
+        return OperandPlan(fmt, _widen(target, a, fmt), _widen(target, b, fmt), True, True, step)
+    return None
+
+
+def _vector_ops(plan: OperandPlan, a: TensorDecl) -> float:
+    """Vector-unit operations per output element a plan spends on promotion and scales (the
+    operand conversions are the same either way): a promotion that applies the scales anyway
+    is cheaper than plain promotions plus the epilogue's multiplies when K is one or two
+    promotion steps."""
+    per = lambda op: VECTOR_OPS[op].per_element({})[0]
+    steps = -(-a.shape[-1] // plan.k_step) if plan.promote else 0
+    promotion = steps * per("promote" if plan.scaled else "accumulate")
+    scales = sum(per(OUTPUT_SCALE_OPS[o][1]) for o in plan.epilogue_scales)
+    return promotion + scales
 
 
 def dequantised_format(target: Target, unscaled, dtypes) -> str:

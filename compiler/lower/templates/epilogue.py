@@ -13,13 +13,18 @@ Four ways, chosen from target data (compiler/kernels/epilogue.py decides the spl
 
 The pipe works concurrently with the matrix unit's next tile; the report's per-unit busy time
 shows what moved off the vector unit.
+
+Scales that factor out of the K sum come first, once per output tile: their row (per-token)
+and column (per-channel) vectors are loaded with the epilogue's other inputs, and the pipe
+(`fix.dequant`, per channel) or the vector unit (`vec.rowscale`, `vec.colscale`) multiplies
+the product by them, on the accumulator or, on split cores, on the handed-over FP32 tile.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from compiler.kernels.epilogue import Epilogue, drain_store, pipe_op
+from compiler.kernels.epilogue import OUTPUT_SCALE_OPS, Epilogue, drain_store, pipe_op
 from compiler.lower.templates.tile_ops import emit_node
 from isa.expr import Const, Expr, floordiv
 from isa.program import Box, Buf
@@ -46,6 +51,7 @@ class EpilogueSite:
     bn: int
     tensor_scales: tuple = ()   # per-tensor scales (NVFP4) to apply to the finished product
     acc: Buf = Buf("acc")       # the tile's accumulator (a slot of it, in a persistent kernel)
+    out_scales: dict | None = None   # operand -> the param of the scales epi.scales applies
 
     def tile_box(self, param: str) -> Box:
         """The product's bm x bn tile in a [G, M, N] view."""
@@ -56,6 +62,27 @@ class EpilogueSite:
         starts = (self.g if view_shape[0] > 1 else Const(0), self.row0 if rows > 1 else Const(0),
                   self.col0 if cols == 0 else Const(0))
         return Box(param, starts, (1, self.bm if rows > 1 else 1, self.bn if cols == 0 else cols))
+
+    def operand_scale_box(self, operand: str) -> Box:
+        """The row (A) or column (B) scales of this output tile, in the operand's [G, M, 1]
+        or [G, 1, N] scale view."""
+        block = self.epi.scales[operand].block
+        param = self.out_scales[operand]
+        if operand == "a":
+            return Box(param, (self.g, floordiv(self.row0, block[0]), Const(0)),
+                       (1, math.ceil(self.bm / block[0]), 1))
+        return Box(param, (self.g, Const(0), floordiv(self.col0, block[1])),
+                   (1, 1, math.ceil(self.bn / block[1])))
+
+    def scale_ops(self, seq, unit: str, operands, tile: Buf, signal=()) -> None:
+        """Multiply the product's tile by these operands' scales, in place, on `unit`."""
+        for k, o in enumerate(operands):
+            fix_op, vec_op, buf = OUTPUT_SCALE_OPS[o]
+            block = self.epi.scales[o].block
+            attrs = {"block_rows": block[0]} if o == "a" else {"block_cols": block[1]}
+            seq.emit(f"{unit}.{fix_op if unit == 'fix' else vec_op}", tile, tile, Buf(buf),
+                     signal=signal if k == len(operands) - 1 else (), n=self.bm * self.bn,
+                     **attrs)
 
     def scale_box(self, node, param: str, cols: int) -> Box:
         block = node.type.format.scaling.block
@@ -79,32 +106,24 @@ class _Sequence:
 def emit_epilogue(s: EpilogueSite) -> None:
     epi, kb = s.epi, s.kb
     cols = {spec[0]: spec[2] for spec in epi.buffers()}
-    pipe_side = {i for n in epi.on_pipe for i in n.inputs}
-    late = [v for v in epi.inputs if epi.through_memory and v.id not in pipe_side]
-    early = [v for v in epi.inputs if v not in late]
-    for k, v in enumerate(early):
-        kb.emit("ld.tile", Buf(epi.buf[v.id]), s.box(s.inputs[v.id], s.views[v.id].shape,
-                                                     cols[epi.buf[v.id]]),
-                signal=("epi_loaded",) if k == len(early) - 1 else ())
+    loads = _loads(s, cols)
+    early = [(buf, box) for is_late, buf, box in loads if not is_late]
+    for k, (buf, box) in enumerate(early):
+        kb.emit("ld.tile", buf, box, signal=("epi_loaded",) if k == len(early) - 1 else ())
     if not s.promoted:
         kb.emit("sync.mm", signal=("acc_ready",))
     elif epi.pipe:           # the pipe reads the sums the vector unit's promotions wrote
         kb.emit("sync.vec", signal=("acc_ready",))
     opening = (("acc_ready",) if not s.promoted or epi.pipe else ()) + \
         (("epi_loaded",) if early else ())
-    if s.tensor_scales:           # (a * ta) @ (b * tb) = ta * tb * (a @ b): once, at the end
-        kb.token("acc_scaled")
-        for k, ts in enumerate(s.tensor_scales):
-            kb.emit("vec.tscale", s.acc, ts, wait=opening if k == 0 else (),
-                    signal=("acc_scaled",) if k == len(s.tensor_scales) - 1 else (),
-                    n=s.bm * s.bn)
-        opening = ("acc_scaled",)
+    opening = _scale_accumulator(s, opening)
     sources = {epi.head.id: s.acc}
     sources.update({v.id: Buf(epi.buf[v.id]) for v in epi.inputs})
     head_on_pipe = epi.head_on_pipe
     handed = epi.on_pipe[-1] if epi.on_pipe else epi.head
     # The pipe's part: drain, apply its ops, write what leaves and the hand-over tile.
     fix = _Sequence(kb, opening)
+    s.scale_ops(fix, "fix", epi.pipe_scales, s.acc)
     writes = []
     if head_on_pipe:
         fix.emit("fix.cvt", Buf("out"), s.acc, n=s.bm * s.bn)
@@ -131,18 +150,18 @@ def emit_epilogue(s: EpilogueSite) -> None:
         return
     # The vector unit's part: on chip after the pipe, or loaded from the hand-over tile.
     if epi.through_memory:
-        for v in late:
-            kb.emit("vld.tile", Buf(epi.buf[v.id]), s.box(s.inputs[v.id], s.views[v.id].shape,
-                                                           cols[epi.buf[v.id]]))
+        for buf, box in [(buf, box) for is_late, buf, box in loads if is_late]:
+            kb.emit("vld.tile", buf, box)
         kb.emit("vld.tile", Buf("h"), s.handoff.box(Const(0)), wait=("handed",),
                 signal=("vec_loaded",))
         sources[handed.id] = Buf("h")
         opening = ("vec_loaded",)
-    elif epi.on_pipe or head_on_pipe:
+    elif epi.on_pipe or head_on_pipe or epi.pipe_scales:
         kb.token("piped")
         kb.emit("sync.fix", signal=("piped",))
         opening = ("piped",)
     vec = _Sequence(kb, opening)
+    s.scale_ops(vec, "vec", epi.late_scales, sources[epi.head.id])
     stores = []
     for k, (kind, node) in enumerate(vector_steps):
         signal = ("out_ready",) if k == len(vector_steps) - 1 else ()
@@ -157,6 +176,34 @@ def emit_epilogue(s: EpilogueSite) -> None:
     store = "vst.tile" if epi.through_memory else "st.tile"
     for k, (b, src) in enumerate(stores):
         kb.emit(store, b, src, wait=("out_ready",) if k == 0 else ())
+
+
+def _loads(s: EpilogueSite, cols) -> list[tuple[bool, Buf, Box]]:
+    """(late, buffer, box): the epilogue's inputs and the product's scales, loaded once a
+    tile; late ones by the split vector cores with the handed-over tile, the others first."""
+    epi = s.epi
+    late = {v.id for v in epi.late_inputs}
+    loads = [(v.id in late, Buf(epi.buf[v.id]),
+              s.box(s.inputs[v.id], s.views[v.id].shape, cols[epi.buf[v.id]]))
+             for v in epi.inputs]
+    return loads + [(o in epi.late_scales, Buf(OUTPUT_SCALE_OPS[o][2]), s.operand_scale_box(o))
+                    for o in epi.scales]
+
+
+def _scale_accumulator(s: EpilogueSite, opening: tuple) -> tuple:
+    """(a * ta) @ (b * tb) = ta * tb * (a @ b): per-tensor scales, and where the vector unit
+    reaches the accumulator the row and column scales it applies, once, on the accumulator.
+    Returns what the rest of the epilogue waits for."""
+    on_acc = [] if s.epi.through_memory else s.epi.vector_scales
+    if not (s.tensor_scales or on_acc):
+        return opening
+    s.kb.token("acc_scaled")
+    vec = _Sequence(s.kb, opening)
+    for k, ts in enumerate(s.tensor_scales):
+        last = k == len(s.tensor_scales) - 1 and not on_acc
+        vec.emit("vec.tscale", s.acc, ts, n=s.bm * s.bn, signal=("acc_scaled",) if last else ())
+    s.scale_ops(vec, "vec", on_acc, s.acc, signal=("acc_scaled",))
+    return ("acc_scaled",)
 
 
 def _emit(seq: _Sequence, s: EpilogueSite, node, sources, cols, unit: str, signal=()) -> None:

@@ -50,9 +50,9 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
     problem, plan, epi = group_problem(group, graph, target)
     views = {v.id: tmap.view(tmap.of(v), (ViewStep("reshape", epi.view_shape(v)),), "gmn")
              for v in epi.inputs + epi.outputs}
-    _check_scales_tile(head, tmap, gemm, problem)
+    _check_scales_tile(head, tmap, gemm, problem, epi)
     tile, how = _tile_of(head, problem, target, tile)
-    _check_scale_blocks_align(head, gemm, problem, tile)
+    _check_scale_blocks_align(head, gemm, problem, tile, epi)
     kb = KernelBuilder("_".join([head.op] + [n.op for n in epi.nodes]), target)
     _describe(kb, head, gemm, epi, tile, how, plan)
     params = _Params.declare(kb, tmap, group, head, gemm, problem, epi, views)
@@ -71,7 +71,9 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
     emit_epilogue(EpilogueSite(kb, graph, group, epi, views, params.epilogue_inputs,
                                params.outputs, params.output_scales, params.c, handoff,
                                plan.promote, at.g, at.row0, at.col0, tile.bm, tile.bn,
-                               tuple(Buf(f"ts{o}") for o in params.tensor_scales), at.acc))
+                               tuple(Buf(f"ts{o}") for o in params.tensor_scales), at.acc,
+                               {o: params.a_scale if o == "a" else params.b_scale
+                                for o in epi.scales}))
     return kb.build()
 
 
@@ -102,21 +104,26 @@ class _Gemm:
         return cls(c.spec, c.flops, G, M, N, K, a, b, out)
 
 
-def _check_scales_tile(head: Node, tmap: TensorMap, gemm: _Gemm, problem) -> None:
+def _check_scales_tile(head: Node, tmap: TensorMap, gemm: _Gemm, problem, epi) -> None:
     """A block-scaled operand's scales are tiled with it only through an [M, K] / [K, N] view."""
-    if (problem.a_scaling is not None and tmap.scales_of(gemm.a) is None) or \
-            (problem.b_scaling is not None and tmap.scales_of(gemm.b) is None):
+    a_scaled = problem.a_scaling is not None or "a" in epi.scales
+    b_scaled = problem.b_scaling is not None or "b" in epi.scales
+    if (a_scaled and tmap.scales_of(gemm.a) is None) or \
+            (b_scaled and tmap.scales_of(gemm.b) is None):
         raise ValueError(f"{head.name}: a block-scaled operand is used in a layout whose scales "
                          "cannot be tiled (its last two dims are not [M, K] / [K, N])")
 
 
-def _check_scale_blocks_align(head: Node, gemm: _Gemm, problem, tile) -> None:
+def _check_scale_blocks_align(head: Node, gemm: _Gemm, problem, tile, epi) -> None:
     """A tile's scale box is a fixed count of blocks from the block its first element is in:
     along each dim the tile is a multiple of the block, lies inside one block (the block a
     multiple of the tile), or is the whole dim. Otherwise a tile after the first straddles
-    blocks unevenly and its box misses the last block it needs."""
-    for name, scaling, dims in (("A", problem.a_scaling, ((tile.bm, gemm.M), (tile.bk, gemm.K))),
-                                ("B", problem.b_scaling, ((tile.bk, gemm.K), (tile.bn, gemm.N)))):
+    blocks unevenly and its box misses the last block it needs. (Scales the epilogue applies
+    span K: only the output tile's side counts.)"""
+    a_scaling = problem.a_scaling or epi.scales.get("a")
+    b_scaling = problem.b_scaling or epi.scales.get("b")
+    for name, scaling, dims in (("A", a_scaling, ((tile.bm, gemm.M), (tile.bk, gemm.K))),
+                                ("B", b_scaling, ((tile.bk, gemm.K), (tile.bn, gemm.N)))):
         if scaling is None:
             continue
         for (size, extent), block in zip(dims, scaling.block):
@@ -187,8 +194,9 @@ class _Params:
         a_scales, b_scales = tmap.scales_of(gemm.a), tmap.scales_of(gemm.b)
         pa, pb = kb.param("a", gemm.a), kb.param("b", gemm.b)
         pc = kb.param("c", gemm.out, output=True) if problem.store_acc else None
-        psa = kb.param("a_scale", a_scales) if problem.a_scaling is not None else None
-        psb = kb.param("b_scale", b_scales) if problem.b_scaling is not None else None
+        scaled = lambda o, sc: sc is not None or o in epi.scales   # per K step, or once a tile
+        psa = kb.param("a_scale", a_scales) if scaled("a", problem.a_scaling) else None
+        psb = kb.param("b_scale", b_scales) if scaled("b", problem.b_scaling) else None
         tensor_scales = {o: kb.param(f"{o}_tscale", tmap.tensor_scale_of(d))
                          for o, d in (("a", gemm.a), ("b", gemm.b)) if o in problem.tensor_scales}
         inputs = {v.id: kb.param(f"e{k}", views[v.id]) for k, v in enumerate(epi.inputs)}
@@ -244,7 +252,7 @@ def _declare_tokens(kb, problem, plan: OperandPlan, epi: Epilogue, tile) -> None
         kb.token("part_free", 2)
     if not plan.promote or epi.pipe:
         kb.token("acc_ready")
-    if epi.inputs:
+    if epi.loads_early:
         kb.token("epi_loaded")
     kb.token("out_ready")
 

@@ -62,7 +62,7 @@ def lower_index_logits(group: Group, graph: Graph, tmap: TensorMap, target: Targ
     # K is the B operand of q k^T: its blocks run along K, the transpose of its own.
     k_as_b = replace(k, scaling=Scaling(k.scaling.dtype, k.scaling.block[::-1]) if k.scaling
                      else None)
-    plan = plan_operands(q, k_as_b, target)
+    plan = plan_operands(q, k_as_b, target, epilogue=False)
     scales = {o: tmap.scales_of(d) for o, d in (("q", q), ("k", k)) if d.scaling}
     if len(scales) != sum(d.scaling is not None for d in (q, k)) or None in scales.values():
         raise ValueError("block-scaled indexer operands in a layout whose scales cannot be tiled")
