@@ -170,38 +170,35 @@ def test_an_index_needs_its_closing_bracket(tmp_path):
 
 # ---- compiled once per run, stretched back to every layer ----------------------------------
 
-def test_runs_are_lowered_once_and_stretched_to_the_unrolled_program(tmp_path, monkeypatch):
+def _windowed_and_whole(tmp_path, monkeypatch, ratios: list[int]):
+    """The model compiled as windows and unrolled, and how many layers each lowering saw."""
     import compiler.driver as driver
     from compiler.driver import compile_model
-    from isa.listing import render
-    ratios = [1] * 10 + [2] * 10
     path = tmp_path / "m.ds"
-    path.write_text(MODEL.format(ratios=ratios, n=20))
+    path.write_text(MODEL.format(ratios=ratios, n=len(ratios)))
     lowered = []
     real_lower = driver.lower
     monkeypatch.setattr(driver, "lower", lambda g, t: lowered.append(g) or real_lower(g, t))
     window = compile_model(str(path), "h800", {})
     whole = compile_model(str(path), "h800", {}, unroll=True)
-    layers = lambda g: {n.name.split(".")[1] for n in g.nodes() if n.name.startswith("layer.")}
+    layers = [len({n.name.split(".")[1] for n in g.nodes() if n.name.startswith("layer.")})
+              for g in lowered]
+    return window, whole, layers
+
+
+def test_runs_are_lowered_once_and_stretched_to_the_unrolled_program(tmp_path, monkeypatch):
+    from isa.listing import render
+    window, whole, layers = _windowed_and_whole(tmp_path, monkeypatch, [1] * 10 + [2] * 10)
     # the window lowers 9 layers (5 of the first run, 4 of the second), not 20
-    assert len(layers(lowered[0])) == 9 and len(layers(lowered[1])) == 20
+    assert layers == [9, 20]
     assert render(window.program) == render(whole.program)
 
 
 def test_cycles_are_lowered_once_and_stretched_to_the_unrolled_program(tmp_path, monkeypatch):
-    import compiler.driver as driver
-    from compiler.driver import compile_model
     from isa.assembler import parse_listing
     from isa.listing import render
-    path = tmp_path / "m.ds"
-    path.write_text(MODEL.format(ratios=[1, 2] * 20, n=40))
-    lowered = []
-    real_lower = driver.lower
-    monkeypatch.setattr(driver, "lower", lambda g, t: lowered.append(g) or real_lower(g, t))
-    window = compile_model(str(path), "h800", {})
-    whole = compile_model(str(path), "h800", {}, unroll=True)
-    layers = lambda g: {n.name.split(".")[1] for n in g.nodes() if n.name.startswith("layer.")}
-    assert len(layers(lowered[0])) == 10 and len(layers(lowered[1])) == 40
+    window, whole, layers = _windowed_and_whole(tmp_path, monkeypatch, [1, 2] * 20)
+    assert layers == [10, 40]
     text = render(window.program)
     assert text == render(whole.program) and window.notes == whole.notes
     assert "repeat i 1..37 step 2" in text              # 19 cycles of two layers, then 39
