@@ -39,13 +39,13 @@ def report_dict(run: RunResult, provenance: dict | None = None) -> dict:
     out = {
         "model": run.program.model,
         "target": target.name,
-        "total_cycles": int(round(total)),
+        "total_cycles": _whole(0.0, total)[1],
         "time_s": total / target.clock_hz,
         "flops": float(sum(r.flops for r in rows)),
         "bytes_offchip": float(sum(r.bytes_offchip for r in rows)),
         "kernels": [
-            {"name": r.name, "kernel": r.kernel, "start_cycle": int(round(r.start)),
-             "end_cycle": int(round(r.end)), "flops": float(r.flops),
+            {"name": r.name, "kernel": r.kernel, "start_cycle": _whole(r.start, r.end)[0],
+             "end_cycle": _whole(r.start, r.end)[1], "flops": float(r.flops),
              "bytes": float(r.bytes_offchip), "bound": r.bound,
              "top_stall": r.top_stall, "stream": rec.stream,
              "exposed_us": round(rec.exposed / hz * 1e6, 6),
@@ -75,3 +75,11 @@ def report_dict(run: RunResult, provenance: dict | None = None) -> dict:
 
 def report_json(run: RunResult) -> str:
     return json.dumps(report_dict(run), indent=1) + "\n"
+
+
+def _whole(start: float, end: float) -> tuple[int, int]:
+    """A span in whole cycles: rounded, but one that lasts at all lasts at least a cycle
+    (a kernel of a fraction of a cycle, possible only on a target of extreme figures, is not
+    reported as taking no time)."""
+    first, last = int(round(start)), int(round(end))
+    return first, max(last, first + 1) if end > start else last
