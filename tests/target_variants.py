@@ -177,3 +177,15 @@ def h800_with_fp32_matrix(directory) -> str:
     path = directory / "h800_fp32.toml"
     path.write_text(text)
     return str(path)
+
+
+def ascend_with_pipe(tmp_path, pipe: str | None) -> str:
+    """ascend910b's file with its [fixed_pipe] table's lines replaced by `pipe` (e.g.
+    'ops = ["bias"]'); None: no fixed pipe at all. The path of the written file."""
+    text = (BUILTIN_DIR / "ascend910b.toml").read_text()
+    start = text.index("\n[fixed_pipe]\n")
+    end = text.index("elements_per_cycle = 256", start) + len("elements_per_cycle = 256")
+    table = "" if pipe is None else f"\n[fixed_pipe]\n{pipe}\nelements_per_cycle = 256"
+    path = tmp_path / "ascend_pipe.toml"
+    path.write_text(text[:start] + table + text[end:])
+    return str(path)

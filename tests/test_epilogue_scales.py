@@ -4,7 +4,6 @@ the target lists the op, else on the vector unit. The matrix unit multiplies the
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +19,8 @@ from isa.target_loader import load_target
 from runtime.functional import Machine
 from runtime.interpreter import run_program
 from runtime.numerics import round_to_element
+from target_variants import ascend_with_pipe
 
-ASCEND = Path("isa/targets/ascend910b.toml")
 
 
 def _gemm(dtype: str, m: int, n: int, k: int, a_block=None, b_block=None) -> str:
@@ -47,13 +46,7 @@ def _model(tmp_path, text: str, name: str = "gemm.ds") -> str:
 
 def _ascend(tmp_path, ops: str | None) -> str:
     """ascend910b with its pipe's op list replaced (None: no fixed pipe at all)."""
-    text = ASCEND.read_text()
-    start = text.index("\n[fixed_pipe]\n")
-    end = text.index("elements_per_cycle = 256", start) + len("elements_per_cycle = 256")
-    table = "" if ops is None else f"\n[fixed_pipe]\nops = {ops}\nelements_per_cycle = 256"
-    path = tmp_path / "ascend_variant.toml"
-    path.write_text(text[:start] + table + text[end:])
-    return str(path)
+    return ascend_with_pipe(tmp_path, None if ops is None else f"ops = {ops}")
 
 
 def _decl(name, dtype, shape, block=None) -> TensorDecl:

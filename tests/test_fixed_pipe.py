@@ -9,6 +9,7 @@ from isa.listing import render
 from isa.program import walk
 from runtime.interpreter import run_program
 from runtime.report.summary import unit_totals
+from target_variants import ascend_with_pipe
 
 ASCEND = Path("isa/targets/ascend910b.toml")
 SMALL = {"n_layers": "1"}
@@ -96,16 +97,6 @@ PIPES = {
 }
 
 
-def _ascend_with(pipe: str | None, tmp_path) -> str:
-    text = ASCEND.read_text()
-    start = text.index("\n[fixed_pipe]\n")
-    end = text.index("elements_per_cycle = 256", start) + len("elements_per_cycle = 256")
-    table = "" if pipe is None else f"\n[fixed_pipe]\n{pipe}\nelements_per_cycle = 256"
-    path = tmp_path / "ascend_pipe.toml"
-    path.write_text(text[:start] + table + text[end:])
-    return str(path)
-
-
 @pytest.mark.parametrize("pipe", PIPES)
 def test_a_gemm_with_bias_and_residual_runs_on_any_pipe_of_split_cores(tmp_path, pipe):
     """Lowering emits only instructions the target has: without a pipe the cube core's
@@ -115,7 +106,7 @@ def test_a_gemm_with_bias_and_residual_runs_on_any_pipe_of_split_cores(tmp_path,
     model = tmp_path / "biased.ds"
     model.write_text(BIASED_RESIDUAL)
     table, epilogue = PIPES[pipe]
-    compiled = compile_model(str(model), _ascend_with(table, tmp_path), {})
+    compiled = compile_model(str(model), ascend_with_pipe(tmp_path, table), {})
     [kernel] = compiled.program.kernels
     ops = [ins.op for ins in walk(kernel.body)]
     assert ops[ops.index("sync.mm") + 1:] == epilogue
