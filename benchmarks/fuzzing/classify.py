@@ -208,13 +208,23 @@ def _success(case: Case, folder: Path, stdout: str, status: int) -> Outcome:
 
 def _timing_part(stdout: str) -> str:
     """The run's summary without its functional check (an error that overflowed is honestly
-    infinite there) and without the sources the figures block quotes from the target file
-    (`  memory 1,701 of 2,039 GB/s: SOURCE`): a source is the user's text, and may say "inf"."""
-    lines, in_figures = [], False
+    infinite there) and without the user's own words, which may say "inf": the sources the
+    figures block quotes from the target file (`  memory 1,701 of 2,039 GB/s: SOURCE`), the
+    model's and the target's names, and the name column of the kernel table."""
+    header = re.match(r"model (\S+) on (\S+?):", stdout)
+    lines, in_figures, in_table = [], False, False
     for line in stdout.split("functional check", 1)[0].splitlines():
         in_figures = line.startswith("figures:") or (in_figures and line.startswith("  "))
-        lines.append(line.split(": ", 1)[0] if in_figures else line)
-    return "\n".join(lines)
+        in_table = line.startswith("kernel ") or (in_table and bool(line.strip()))
+        if in_figures:
+            line = line.split(": ", 1)[0]
+        elif in_table and not line.startswith("kernel "):
+            line = line.split(None, 1)[-1] if len(line.split(None, 1)) > 1 else ""
+        lines.append(line)
+    text = "\n".join(lines)
+    for name in header.groups() if header else ():
+        text = re.sub(rf"(?<![\w.]){re.escape(name)}(?![\w])", "_", text)
+    return text
 
 
 def _reject_constant(name: str):
