@@ -15,6 +15,7 @@ from pathlib import Path
 from compiler.errors import DscError, Loc, register_source
 from compiler.frontend import ast
 from compiler.frontend.parser import parse
+from compiler.frontend.parse_cache import cached_parse
 
 STDLIB = Path(__file__).resolve().parent.parent / "stdlib"
 STD_PREFIX = "std/"
@@ -147,5 +148,6 @@ def _reason(err: Exception) -> str:
 
 @lru_cache(maxsize=64)
 def _parse(text: str, shown: str) -> ast.Module:
-    """Syntax trees are immutable, so a file read again with the same text is parsed once."""
-    return parse(text, shown)
+    """Syntax trees are immutable, so a file read again with the same text is parsed once
+    in a process, and once across runs while its text and the front end stay the same."""
+    return cached_parse(text, shown, parse)
