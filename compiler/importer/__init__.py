@@ -13,7 +13,11 @@ from pathlib import Path
 
 from compiler.errors import DscError
 from compiler.importer.config import HFConfig
-from compiler.importer.families import FAMILIES, IGNORED, Family, Model, read, swiglu
+from compiler.importer.deepseek_v4 import hyper_connected
+from compiler.importer.families import IGNORED, STACKED, Family, Model, read
+
+FAMILIES = {**STACKED,
+            "deepseek_v4": Family(None, None, sliding="window", layers=hyper_connected)}
 
 DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 STEP = ("size batch = 32, seq = 1, ctx = 4096      "
@@ -31,20 +35,12 @@ def import_config(path: str, name: str | None = None) -> str:
     cfg.ignore(["model_type", *IGNORED])
     m = Model(model_type)
     _common(cfg, m, family)
-    attention = family.attention(cfg, m)
-    ffn = family.ffn(cfg, m)
-    if family.dense_prefix:
-        dense = read(cfg, m, "first_k_dense_replace", int, 0)
-        m.layers.append((dense, [f"h = h + {attention}", *swiglu(cfg, m)]))
-        m.layers.append((f"num_hidden_layers - {dense}", [f"h = h + {attention}", *ffn]))
-    else:
-        m.layers.append(("num_hidden_layers", [f"h = h + {attention}", *ffn]))
+    family.layers(cfg, m, family)
     cfg.check_all_used(model_type)
     return render(m, _identifier(name) if name else default_name(path, model_type))
 
 
 def _common(cfg: HFConfig, m: Model, family: Family) -> None:
-    m.use("nn", "attention")
     for name, kind in (("hidden_size", int), ("num_hidden_layers", int), ("vocab_size", int)):
         read(cfg, m, name, kind)
     m.const("rms_norm_eps", cfg.get("rms_norm_eps", float, 1e-6))
@@ -67,6 +63,8 @@ def _common(cfg: HFConfig, m: Model, family: Family) -> None:
 
 
 def _sliding_window(cfg: HFConfig, family: Family) -> None:
+    if family.sliding == "window":
+        return                                              # the family's layers read it
     if family.sliding == "switch":
         cfg.require("use_sliding_window", (False, None), "full causal attention in every layer")
         cfg.ignore(["sliding_window", "max_window_layers"])   # inert while it is off
@@ -109,29 +107,32 @@ def render(m: Model, name: str) -> str:
         lines += [f"# {line}" for line in textwrap.wrap(f"Note: {note}.", 94)]
     lines.append("")
     lines += [f'import "std/{lib}.ds"' for lib in m.imports]
+    for list_name, values in m.lists:
+        lines += ["", _wrap(f"{list_name} = [{', '.join(map(_literal, values))}]", opener="[")]
     lines += ["", f"model {name} {{", f"  {STEP}", ""]
     lines += [f"  {n.ljust(width)} = {_literal(v)}" for n, v in m.constants]
     lines += ["", "  precision {"]
     lines += [f"    {role.ljust(11)} {fmt}" for role, fmt in m.precision.items()]
-    lines += ["  }", "", "  input tokens: i32[batch, seq]",
+    lines += ["  }", "", "  input tokens: i32[batch, seq]", *(f"  {i}" for i in m.inputs),
               f"  weight embed: {m.precision['default']}[vocab_size, hidden_size]"]
     if not m.tied:
         lines.append(f"  weight head: {m.precision['default']}[hidden_size, vocab_size]")
-    lines += ["", "  h = embedding(tokens, embed)"]
+    lines += ["", f"  {m.stream}"]
     for count, body in m.layers:
         lines.append(f"  repeat {count} as layer {{")
         lines += [_wrap(f"    {line}") for line in body]
         lines.append("  }")
     head = "transpose(embed)" if m.tied else "head"
-    lines += [f"  output logits = norm(h, rms_norm_eps) @ {head}", "}", ""]
+    lines += [f"  output logits = {m.final} @ {head}", "}", ""]
     return "\n".join(lines)
 
 
-def _wrap(line: str, width: int = 96) -> str:
-    """Break a long call after commas, continuing under its opening parenthesis."""
+def _wrap(line: str, width: int = 96, opener: str = "(") -> str:
+    """Break a long call (or list) after commas, continuing under its opening parenthesis
+    (bracket)."""
     if len(line) <= width:
         return line
-    open_at = line.index("(", line.index("=") if "=" in line else 0)
+    open_at = line.index(opener, line.index("=") if "=" in line else 0)
     indent = " " * (open_at + 1)
     out, current = [], ""
     for piece in re.split(r"(?<=, )", line):

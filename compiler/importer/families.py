@@ -1,7 +1,7 @@
 """What each Hugging Face `model_type` is built from: an attention block and an FFN block of
 the standard library, and the config fields each reads or requires.
 
-A family is data (FAMILIES); the pieces are small functions that read their fields from the
+A family is data (STACKED); the pieces are small functions that read their fields from the
 config into named constants (the config's own field names) and return the .ds call that uses
 them. Fields that change nothing dsc models are listed in IGNORED with the reason.
 """
@@ -38,6 +38,10 @@ class Model:
     layers: list[tuple[str, list[str]]] = field(default_factory=list)   # (count expr, body)
     tied: bool = False
     notes: list[str] = field(default_factory=list)
+    lists: list[tuple[str, list]] = field(default_factory=list)   # per-layer lists, file level
+    inputs: list[str] = field(default_factory=list)        # declarations besides tokens
+    stream: str = "h = embedding(tokens, embed)"           # the residual stream's first line
+    final: str = "norm(h, rms_norm_eps)"                   # what the head multiplies
 
     def const(self, name: str, value) -> str:
         if name not in (n for n, _ in self.constants):
@@ -206,16 +210,34 @@ def moe_deepseek_v2(cfg: HFConfig, m: Model) -> list[str]:
 
 # -- families --------------------------------------------------------------------------------
 
+def stacked(cfg: HFConfig, m: Model, family: Family) -> None:
+    """Pre-norm residual layers, attention then FFN; with a dense prefix, the first
+    first_k_dense_replace layers have a SwiGLU FFN instead of the family's."""
+    m.use("nn", "attention")
+    attention = family.attention(cfg, m)
+    ffn = family.ffn(cfg, m)
+    if family.dense_prefix:
+        dense = read(cfg, m, "first_k_dense_replace", int, 0)
+        m.layers.append((dense, [f"h = h + {attention}", *swiglu(cfg, m)]))
+        m.layers.append((f"num_hidden_layers - {dense}", [f"h = h + {attention}", *ffn]))
+    else:
+        m.layers.append(("num_hidden_layers", [f"h = h + {attention}", *ffn]))
+
+
 @dataclass(frozen=True)
 class Family:
-    attention: Callable[[HFConfig, Model], str]
-    ffn: Callable[[HFConfig, Model], list[str]]
+    attention: Callable[[HFConfig, Model], str] | None
+    ffn: Callable[[HFConfig, Model], list[str]] | None
     dense_prefix: bool = False        # first_k_dense_replace dense layers before the MoE ones
     sliding: str = "none"             # "none": sliding_window must be null; "switch": only
-                                      # with use_sliding_window true (Qwen), which is refused
+                                      # with use_sliding_window true (Qwen), which is refused;
+                                      # "window": the family's layers read it
+    layers: Callable[[HFConfig, Model, "Family"], None] = stacked   # builds m.layers
 
 
-FAMILIES: dict[str, Family] = {
+# The families whose layers are pre-norm residual attention + FFN (DeepSeek-V4 is in
+# deepseek_v4.py); compiler/importer/__init__.py holds the registry of all.
+STACKED: dict[str, Family] = {
     "llama": Family(gqa, swiglu),
     "mistral": Family(gqa, swiglu),
     "qwen2": Family(gqa_bias, swiglu, sliding="switch"),
