@@ -184,8 +184,10 @@ def _matrix_table(target: Target) -> list[str]:
                      ", ".join(fmt.block_scales) or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    promotion = (f"Partial sums of formats with a limited accumulator are promoted to FP32 every "
-                 f"{target.matrix.promotion_interval} elements of K.")
+    every = target.matrix.promotion_interval
+    promotion = ("Partial sums of formats with a limited accumulator are promoted to FP32 "
+                 + (f"every {every} elements of K." if every else
+                    "once, after all of K (never during it)."))
     return [f"On {target.name} (per core; results reach the vector unit "
             f"{'directly' if target.matrix.results_to_vector == 'direct' else 'through memory'}):",
             *table, *_wrap(promotion, "")]

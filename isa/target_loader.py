@@ -262,6 +262,8 @@ def _check_consistency(target: Target, reader: _Reader) -> None:
                 reader.fail(at(name), f"expected multiples of shape's M ({im}), got {list(sizes)}")
         if fmt.n_max is not None and fmt.n_max % in_:
             reader.fail(at("n_max"), f"expected a multiple of shape's N ({in_}), got {fmt.n_max}")
+    if target.matrix.promotion_problem():
+        reader.fail(("matrix", "promotion_interval"), target.matrix.promotion_problem())
     if target.sustained_clock_ghz is not None and not target.sustained_clock_source.strip():
         reader.fail(("sustained_clock_ghz",), "a sustained clock needs its source "
                                               "(sustained_clock_source): the public "

@@ -111,8 +111,11 @@ class MatrixFormat:
 class Matrix:
     formats: dict[str, MatrixFormat] = key("per input dtype: instruction shape and throughput")
     promotion_interval: int = key(
-        "elements of K after which limited-precision partial sums are promoted to FP32",
-        minimum=1, maximum=COUNT_MAXIMUM, default=128)
+        "elements of K a limited-precision accumulator sums before its partial sums are "
+        "promoted to FP32 (a multiple of the K of every format with accumulator_bits; "
+        "independent of the K tile, which divides it); 0: never, the partial sums stay in "
+        "the limited accumulator for all of K and are converted once at the end",
+        minimum=0, maximum=COUNT_MAXIMUM, default=128)
     results_to_vector: str = key(
         "how accumulator results reach the vector unit: 'direct' (same core, e.g. GPU "
         "registers) or 'memory' (split cube/vector cores exchange through L2 and global memory)",
@@ -128,6 +131,17 @@ class Matrix:
     def takes(self, fmt: str, dtype: str) -> bool:
         """Whether the instruction of format `fmt` reads `dtype` operands as they are."""
         return dtype == fmt or dtype in self.formats[fmt].native_operands
+
+    def promotion_problem(self) -> str | None:
+        """Why `promotion_interval` cannot be kept, if it cannot: a promotion falls between
+        two instructions, so the interval is a whole number of every limited format's K."""
+        every = self.promotion_interval
+        for dtype, fmt in self.formats.items():
+            if every and fmt.accumulator_bits is not None and every % fmt.shape[2]:
+                return (f"expected 0 (never promote) or a multiple of the K of every format "
+                        f"with accumulator_bits ({dtype}'s instruction K is {fmt.shape[2]}), "
+                        f"got {every}: a promotion cannot fall inside an instruction")
+        return None
 
 
 @dataclass(frozen=True)

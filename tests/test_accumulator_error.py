@@ -6,7 +6,7 @@ import pytest
 
 from compiler.cli.functional import check_numerics
 from compiler.driver import compile_model
-from isa.target_loader import BUILTIN_DIR
+from isa.target_loader import load_target
 
 GEMM = """model kgemm {{
   size M = 64, N = 64, K = {k}
@@ -18,31 +18,42 @@ GEMM = """model kgemm {{
 
 
 def _accumulator_error(tmp_path, k: int, interval: int) -> tuple[float, float]:
-    """(error against the model, error against exact accumulation) of c."""
+    """(error against the model, error against exact accumulation) of c, on h800 with its
+    FP8 partial sums promoted every `interval` of K (0: never)."""
     model = tmp_path / f"k{k}.ds"
     model.write_text(GEMM.format(k=k))
-    text = (BUILTIN_DIR / "h800.toml").read_text()
-    text = text.replace("promotion_interval = 128 ", f"promotion_interval = {interval} ", 1)
-    target = tmp_path / f"p{interval}.toml"
-    target.write_text(text)
-    result = check_numerics(compile_model(str(model), str(target), {}, unroll=True))
+    target = load_target("h800", {"matrix.promotion_interval": interval})
+    result = check_numerics(compile_model(str(model), target, {}, unroll=True))
     (model_error,), (acc_error,) = result.outputs, result.accumulator
     return model_error.rel_error, acc_error.rel_error
 
 
+KS = (128, 512, 2048)
+
+
 def test_error_grows_with_k_without_promotion_and_not_with_it(tmp_path):
-    """H800's FP8 accumulator keeps 13 mantissa bits. Promoted to FP32 only after 1024 of K,
-    its error against exact sums grows with K; promoted every 128 it stays where one
-    interval puts it. Against the unquantised model both are buried under the inputs'
-    FP8 rounding (about 4%), which is why the second reference exists."""
-    never = [_accumulator_error(tmp_path, k, 1024) for k in (128, 512, 1024)]
-    every = [_accumulator_error(tmp_path, k, 128) for k in (128, 512, 1024)]
+    """H800's FP8 accumulator keeps 13 mantissa bits. Never promoted to FP32
+    (`promotion_interval = 0`, K tiles as for any GEMM), its error against exact sums grows
+    with K; promoted every 128 it stays where one interval puts it. Against the unquantised
+    model both are buried under the inputs' FP8 rounding (about 4%), which is why the second
+    reference exists."""
+    never = [_accumulator_error(tmp_path, k, 0) for k in KS]
+    every = [_accumulator_error(tmp_path, k, 128) for k in KS]
     off = [acc for _, acc in never]
     on = [acc for _, acc in every]
-    assert off[0] < off[1] < off[2] and off[2] > 2 * off[0]
+    assert off[0] < off[1] < off[2] and off[2] > 3 * off[0]
     assert on[0] == pytest.approx(off[0])               # K = 128: one interval either way
-    assert max(on) < 1.2 * on[0] and on[2] < off[2] / 2
+    assert max(on) < 1.2 * on[0] and on[2] < off[2] / 3
     assert all(model > 20 * acc for model, acc in never + every)
+
+
+def test_a_longer_interval_lies_between(tmp_path):
+    """Promoted every 512 of K (four K steps of 128 or more between promotions), the error at
+    K = 2048 is above every-128's and below never's: the interval, not the tile, sets it."""
+    _, every = _accumulator_error(tmp_path, 2048, 128)
+    _, longer = _accumulator_error(tmp_path, 2048, 512)
+    _, never = _accumulator_error(tmp_path, 2048, 0)
+    assert every < longer < never
 
 
 def test_exact_formats_have_no_second_reference(tmp_path):

@@ -50,7 +50,8 @@ def gemm_problem(graph: Graph, node: Node, target: Target,
         G, M, N, K, da.dtype, db.dtype, node.type.format.dtype, plan.fmt, plan.k_step,
         plan.promote, plan.a_conv, plan.b_conv, a_scaling, b_scaling,
         tensor_scales=tensor_scales, hw_scaled=plan.hw_scaled, split=split,
-        out_blocks=out_blocks, **extra)
+        out_blocks=out_blocks, promote_every=plan.promote_every if plan.promote else 0,
+        **extra)
     return problem, plan
 
 

@@ -3,7 +3,7 @@
 `gemm_buffers` is the one list of on-chip buffers a tile needs: the template declares exactly
 these, and a candidate is kept only if they fit each target buffer space. The estimate is the
 larger of the per-wave time (compute, tile loads at the core's share of port and L2 bandwidth,
-vector promotion, or one buffer slot's round trip divided over the pipeline stages) times the
+vector promotion spread over the K steps of its interval, or one buffer slot's round trip divided over the pipeline stages) times the
 waves, and the time to move the unique bytes through off-chip memory. Cache and memory figures
 are those of the machine's route from the cores to where tensors live (isa/machine.py), the
 ones the interpreter shares bandwidth over. Every term is a target figure or a cycle formula
@@ -28,8 +28,8 @@ class GemmProblem:
     b_dtype: str
     out_dtype: str
     fmt: str                          # matrix input format
-    k_step: int                       # bk is a multiple of this (instruction k or promotion)
-    promote: bool                     # partial sums promoted on the vector unit every bk
+    k_step: int                       # bk is a multiple of this (instruction k or scale block)
+    promote: bool                     # partial sums promoted on the vector unit
     a_conv: str | None = None         # "cvt"/"dequant": A converted to fmt after loading
     b_conv: str | None = None
     a_scaling: Scaling | None = None  # scales loaded with A (promotion or dequantisation)
@@ -44,6 +44,7 @@ class GemmProblem:
     split: bool = False               # conversions cross from vector to cube cores via memory
     out_blocks: tuple[int, int] = (1, 1)  # rows x columns of the product per scale the
                                           # epilogue applies (operand_plan's epilogue_scales)
+    promote_every: int = 0            # K per promotion when promoting: bk divides it
 
 
 @dataclass(frozen=True)
@@ -172,13 +173,31 @@ def orientations(p: GemmProblem, target: Target) -> list[int]:
     return [0, 1] if swap_pays else [0]
 
 
+def steps_per_promotion(p: GemmProblem, t: GemmTile) -> int:
+    """K steps whose MMAs add into one partial sum before the vector unit promotes it: the
+    promotion interval over the K tile (which divides it), at most the whole K loop."""
+    if not p.promote:
+        return 1
+    return max(1, min(p.promote_every // t.bk, math.ceil(p.k / t.bk)))
+
+
+def k_tiles(p: GemmProblem, target: Target) -> list[int]:
+    """K tiles to try: one, two and four times the granule (the instruction's K and the scale
+    block the tile must hold whole), up to K; a promoting GEMM's must divide its interval."""
+    step = math.lcm(target.matrix.formats[p.fmt].shape[2], p.k_step)
+    bks = [b for b in (step, 2 * step, 4 * step) if b <= max(step, _round_up(p.k, step))]
+    if not p.promote:
+        return bks
+    if p.promote_every % step:
+        raise ValueError(f"partial sums promoted every {p.promote_every} of K cannot be: K "
+                         f"tiles are multiples of {step} (the instruction's K and the scale "
+                         "block), and one must divide the promotion interval")
+    return [b for b in bks if p.promote_every % b == 0]
+
+
 def candidates(p: GemmProblem, target: Target) -> list[GemmTile]:
     im, in_, ik = target.matrix.formats[p.fmt].shape
-    step = math.lcm(ik, p.k_step)
-    if p.promote:
-        bks = [step]
-    else:
-        bks = [b for b in (step, 2 * step, 4 * step) if b <= max(step, _round_up(p.k, step))]
+    bks = k_tiles(p, target)
     out = []
     for swap in orientations(p, target):
         gm, gn = (in_, im) if swap else (im, in_)      # granules of the rows and the columns
@@ -262,11 +281,15 @@ def estimate_cycles(p: GemmProblem, t: GemmTile, target: Target) -> float:
     l2 = l2_bytes / (reach.hit_bytes_per_cycle / active)
     rows, cols = real_extent(t, p.m, p.n)
     converted = (rows * t.bk if p.a_conv else 0) + (t.bk * cols if p.b_conv else 0)
-    vec = (t.bm * t.bn * 2 if p.promote else 0) + converted
-    vec /= target.vector.lanes
+    # One promotion per interval, spread over its K steps (the vector unit runs it while the
+    # matrix unit goes on with the next interval's MMAs into the other partial sum).
+    every = steps_per_promotion(p, t)
+    promote = (t.bm * t.bn * 2 if p.promote else 0) / every / target.vector.lanes
+    vec = converted / target.vector.lanes + promote
     latency = reach.hit_latency + reach.miss_latency
-    # A buffer slot comes back every `stages` steps, after its load, latency, MMA and promotion.
-    round_trip = max(port, l2) + latency + mma + vec
+    # A buffer slot comes back every `stages` steps, after its load, latency, MMA and, when
+    # the promotion frees it (one K step an interval: it reads the step's scales), promotion.
+    round_trip = max(port, l2) + latency + mma + vec - (promote if every > 1 else 0)
     step = max(mma, port, l2, vec, round_trip / t.stages)
     epilogue = t.bm * t.bn * (1 / target.vector.lanes
                               + bits(p.out_dtype) / 8 / target.dma.store_bytes_per_cycle)

@@ -11,6 +11,11 @@ from the elements: the matrix unit applies them itself (formats listed in the ta
 multiplied by both operands' scales — promotion is also needed, with unit scales, when the
 unit keeps fewer accumulator bits than FP32.
 
+How often partial sums are promoted is `promote_every` elements of K, independent of the K
+tile the tile pass picks (which divides it): the target's `promotion_interval` for a limited
+accumulator (0: never, once after all of K), or one scale block when the promotion applies
+block scales (their scale differs from block to block, whatever the interval).
+
 A scale block that spans all of K (one scale per token of A, or per channel of B: W8A8)
 multiplies whole dot products, so it factors out of the sum. When every scaled operand's does
 and a format holds both operands exactly, the matrix unit multiplies the raw elements (int8 x
@@ -46,9 +51,10 @@ class OperandPlan:
     fmt: str                     # matrix input format
     a_conv: str | None           # None, "cvt" or "dequant"
     b_conv: str | None
-    promote: bool                # partial sums promoted on the vector unit every k_step
+    promote: bool                # partial sums promoted on the vector unit
     scaled: bool                 # promotion applies the operands' block scales
     k_step: int                  # K tiles are multiples of this
+    promote_every: int = 0       # K summed per promotion (K tiles divide it); 0: all of K
     hw_scaled: bool = False      # the matrix unit applies the block scales itself
     epilogue_scales: tuple[str, ...] = ()   # operands ("a", "b") whose scales, constant
                                             # along K, multiply the finished product's tile
@@ -143,9 +149,28 @@ def _limited(target: Target, fmt: str) -> bool:
 
 
 def _step(target: Target, fmt: str) -> int:
-    """K per promotion of a limited accumulator, else the instruction's K."""
-    return target.matrix.promotion_interval if _limited(target, fmt) \
-        else target.matrix.formats[fmt].shape[2]
+    """The K tile's granule: the instruction's K (the promotion interval, a multiple of it,
+    is kept by promoting every few K steps, not by the tile)."""
+    return target.matrix.formats[fmt].shape[2]
+
+
+def _every(target: Target, fmt: str) -> int:
+    """K per promotion of an unscaled partial sum: the interval of a limited accumulator."""
+    return target.matrix.promotion_interval if _limited(target, fmt) else 0
+
+
+def _promotes(target: Target, fmt: str) -> bool:
+    """Unscaled partial sums are promoted when the accumulator is limited and the interval is
+    not 0 (never: the MMAs accumulate into the limited accumulator over all of K, converted
+    once by the epilogue, as a naive FP8 kernel does)."""
+    return _every(target, fmt) > 0
+
+
+def promotions(plan: OperandPlan, k: int) -> int:
+    """Promotions of one output tile's partial sums over a reduction of `k`."""
+    if not plan.promote:
+        return 0
+    return -(-k // plan.promote_every) if plan.promote_every else 1
 
 
 def _widen(target: Target, t: TensorDecl, fmt: str) -> str | None:
@@ -160,7 +185,7 @@ def plan_operands(a: TensorDecl, b: TensorDecl, target: Target,
     if a.scaling is None and b.scaling is None:
         fmt = matrix_format(target, (a.dtype, b.dtype))
         return OperandPlan(fmt, _widen(target, a, fmt), _widen(target, b, fmt),
-                           _limited(target, fmt), False, _step(target, fmt))
+                           _promotes(target, fmt), False, _step(target, fmt), _every(target, fmt))
     promoted = _promoted_plan(a, b, target)
     outside = _epilogue_plan(a, b, target) if epilogue else None
     if outside is not None and (promoted is None or _vector_ops(outside, a) <=
@@ -171,7 +196,8 @@ def plan_operands(a: TensorDecl, b: TensorDecl, target: Target,
     fmt = dequantised_format(target, [t.dtype for t in (a, b) if t.scaling is None],
                              (a.dtype, b.dtype))
     conv = lambda t: "dequant" if t.scaling else _widen(target, t, fmt)
-    return OperandPlan(fmt, conv(a), conv(b), _limited(target, fmt), False, _step(target, fmt))
+    return OperandPlan(fmt, conv(a), conv(b), _promotes(target, fmt), False, _step(target, fmt),
+                       _every(target, fmt))
 
 
 def _epilogue_plan(a: TensorDecl, b: TensorDecl, target: Target) -> OperandPlan | None:
@@ -183,7 +209,7 @@ def _epilogue_plan(a: TensorDecl, b: TensorDecl, target: Target) -> OperandPlan 
     if fmt is None or not (factors_out(a, "a", k) and factors_out(b, "b", k)):
         return None
     return OperandPlan(fmt, _widen(target, a, fmt), _widen(target, b, fmt),
-                       _limited(target, fmt), False, _step(target, fmt),
+                       _promotes(target, fmt), False, _step(target, fmt), _every(target, fmt),
                        epilogue_scales=tuple(o for o, t in (("a", a), ("b", b)) if t.scaling))
 
 
@@ -193,19 +219,23 @@ def _promoted_plan(a: TensorDecl, b: TensorDecl, target: Target) -> OperandPlan 
     fmt = _holding(target, (a.dtype, b.dtype)) if a.scaling and b.scaling else None
     if fmt is None:
         return None
-    limited, shape = _limited(target, fmt), target.matrix.formats[fmt].shape
+    shape = target.matrix.formats[fmt].shape
     blocks = (_k_block(a.scaling, "a"), _k_block(b.scaling, "b"))
     if (_hardware_applies(target, fmt, a.scaling, "a")
             and _hardware_applies(target, fmt, b.scaling, "b")):
-        return OperandPlan(fmt, _widen(target, a, fmt), _widen(target, b, fmt), limited, False,
-                           max(*blocks, _step(target, fmt)), hw_scaled=True)
-    step = min(*blocks, target.matrix.promotion_interval) if limited else min(blocks)
-    # One promotion per scale block needs K tiles of exactly one block, made of whole
-    # instructions: an NVFP4 block of 16 under a K-32 instruction cannot be promoted.
+        return OperandPlan(fmt, _widen(target, a, fmt), _widen(target, b, fmt),
+                           _promotes(target, fmt), False, max(*blocks, _step(target, fmt)),
+                           _every(target, fmt), hw_scaled=True)
+    step = min(*blocks, *((_every(target, fmt),) if _promotes(target, fmt) else ()))
+    # One promotion per scale block (the scales differ from block to block, so even a
+    # limited accumulator that is never promoted is promoted once per block here) needs K
+    # tiles of exactly one block, made of whole instructions: an NVFP4 block of 16 under a
+    # K-32 instruction cannot be promoted.
     # Split cube/vector cores cannot promote: the vector unit never sees the accumulator.
     if (step % shape[2] == 0 and all(blk % step == 0 for blk in blocks)
             and target.matrix.results_to_vector != "memory"):
-        return OperandPlan(fmt, _widen(target, a, fmt), _widen(target, b, fmt), True, True, step)
+        return OperandPlan(fmt, _widen(target, a, fmt), _widen(target, b, fmt), True, True, step,
+                           step)
     return None
 
 
@@ -215,8 +245,7 @@ def _vector_ops(plan: OperandPlan, a: TensorDecl) -> float:
     is cheaper than plain promotions plus the epilogue's multiplies when K is one or two
     promotion steps."""
     per = lambda op: VECTOR_OPS[op].per_element({})[0]
-    steps = -(-a.shape[-1] // plan.k_step) if plan.promote else 0
-    promotion = steps * per("promote" if plan.scaled else "accumulate")
+    promotion = promotions(plan, a.shape[-1]) * per("promote" if plan.scaled else "accumulate")
     scales = sum(per(OUTPUT_SCALE_OPS[o][1]) for o in plan.epilogue_scales)
     return promotion + scales
 

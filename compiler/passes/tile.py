@@ -5,7 +5,7 @@ After:   %y = matmul(%x, %w) : ... sched {kernel="gemm.4", tile=[128, 128, 128, 
                                           tile_choice="fastest of 4 simulated ..."}
 
 Candidates are the tiles (multiples of the matrix instruction, K tiles multiples of the scale
-block or promotion interval) whose buffers, double-buffered or deeper, fit the target
+block and dividing the promotion interval) whose buffers, double-buffered or deeper, fit the target
 (kernels/gemm_tiles.py). The cost estimate ranks them; the best `shortlist` are then lowered and
 run on the interpreter when the driver provides that (`ctx.measure`), and the fastest is kept —
 so the chosen tile is at least as fast, under the interpreter, as every candidate it ran.

@@ -9,6 +9,16 @@ flight so loads overlap the MMAs:
             mm   mma                               wait(ready)     signal(free | part_full)
             vec  promote partial sums (scaled)     wait(part_full) signal(free, part_free)
     epilogue: ld its other inputs; vec each fused op on the tile; st the values used outside.
+
+A promotion interval longer than the K tile (which divides it) is a loop of intervals around
+the K steps: the interval's MMAs add into one partial sum and free their own slots, fences on
+the matrix unit take the partial sum (`sync.mm wait(part_free)`) and hand it over when its
+last MMA is done (`sync.mm signal(part_full)`), and the vector unit promotes it once:
+
+    for p:  sync.mm                                wait(part_free)
+            for j:  ld, cvt as above; mm mma part[p%2] (first=j==0)     signal(free)
+            sync.mm                                                    signal(part_full)
+            vec  accumulate partial sums           wait(part_full) signal(part_free)
 """
 from __future__ import annotations
 
@@ -28,7 +38,7 @@ from compiler.lower.templates.epilogue import EpilogueSite, emit_epilogue
 from compiler.lower.templates.gemm_operands import (OperandTile, emit_operand_tiles,
                                                      operand_tokens)
 from compiler.lower.templates.workspace import Workspace
-from isa.expr import Bin, Const, Expr, floordiv, mul
+from isa.expr import Bin, Const, Expr, add, floordiv, mul
 from isa.instructions import vector_cycles
 from isa.mma_operands import MmaOperands
 from isa.program import Box, Buf, TensorDecl, ViewStep
@@ -154,7 +164,7 @@ def _describe(kb, head: Node, gemm: _Gemm, epi: Epilogue, tile, how: str,
     kb.note(f"tile {tile}; {how}; "
             f"mma {plan.fmt} {gemm_tiles.instruction_text(tile, plan.fmt, kb.target)}"
             + _operands_text(gemm, plan)
-            + (_promotion_text(plan, tile, kb.target) if plan.promote else ""))
+            + _promotion_text(plan, tile, kb.target, gemm.K))
 
 
 def _operands_text(gemm: _Gemm, plan: OperandPlan) -> str:
@@ -164,15 +174,32 @@ def _operands_text(gemm: _Gemm, plan: OperandPlan) -> str:
     return "" if m.same_format else f", operands {m.a} x {m.b} {m.how()}"
 
 
-def _promotion_text(plan: OperandPlan, tile, target: Target) -> str:
+def _promotion_text(plan: OperandPlan, tile, target: Target, k: int) -> str:
     """The promotion interval and what it costs: one vector promotion of the tile's partial
-    sums per K step, beside the step's MMA (a limited accumulator's interval is the target's
-    `promotion_interval`; scaled operands promote once per scale block)."""
+    sums per interval, beside the MMAs of its K steps (a limited accumulator's interval is
+    the target's `promotion_interval`; scaled operands promote once per scale block); or, for
+    a limited accumulator never promoted, that it is not."""
+    unit = target.matrix.formats[plan.fmt]
+    if not plan.promote:
+        if unit.accumulator_bits is None:
+            return ""
+        return (f", never promoted: {plan.fmt} sums kept in {unit.accumulator_bits} mantissa "
+                f"bits over all {k} of K, converted once by the epilogue")
     op = "promote" if plan.scaled else "accumulate"
     promote = vector_cycles(op, tile.bm * tile.bn, {}, target)
-    mma = target.matrix.formats[plan.fmt].mma_cycles(tile.bm, tile.bn, tile.bk, bool(tile.swap))
-    return (f", promote every {tile.bk} of K: vec.{op} {promote:,.0f} cycles a step beside "
-            f"the mma's {mma:,.0f}")
+    mma = unit.mma_cycles(tile.bm, tile.bn, tile.bk, bool(tile.swap))
+    steps = _steps_per_promotion(plan, tile, k)
+    if steps == 1:
+        return (f", promote every {tile.bk} of K: vec.{op} {promote:,.0f} cycles a step "
+                f"beside the mma's {mma:,.0f}")
+    return (f", promote every {steps * tile.bk} of K ({steps} K steps of {tile.bk}): "
+            f"vec.{op} {promote:,.0f} cycles every {steps} steps beside the mma's {mma:,.0f} "
+            "a step")
+
+
+def _steps_per_promotion(plan: OperandPlan, tile, k: int) -> int:
+    """K steps summed into one partial sum (the interval over the K tile, at most all of K)."""
+    return max(1, min(plan.promote_every // tile.bk, math.ceil(k / tile.bk)))
 
 
 @dataclass(frozen=True)
@@ -262,6 +289,9 @@ def _emit_k_loop(kb, gemm: _Gemm, problem, plan: OperandPlan, tile, params: _Par
     """Each K step: the operand tiles (loaded, converted), then the MMA into the accumulator,
     or into a partial sum the vector unit promotes (FP8 on Hopper, scaled or not)."""
     k_steps = math.ceil(gemm.K / tile.bk)
+    if plan.promote and _steps_per_promotion(plan, tile, gemm.K) > 1:
+        _emit_intervals(kb, gemm, problem, plan, tile, params, at, scratch)
+        return
     with kb.loop("k", k_steps) as k:
         slot = Bin("%", k, Const(tile.stages)) if k_steps > 1 else Const(0)
         tiles = _operand_tiles(gemm, problem, plan, tile, params, at, mul(k, Const(tile.bk)),
@@ -273,6 +303,44 @@ def _emit_k_loop(kb, gemm: _Gemm, problem, plan: OperandPlan, tile, params: _Par
             _emit_promoted_mma(kb, gemm, plan, tile, at, operands, k, k_steps)
         else:
             _emit_mma(kb, gemm, plan, tile, at, operands)
+
+
+def _emit_intervals(kb, gemm: _Gemm, problem, plan: OperandPlan, tile, params: _Params,
+                    at: _TileOrigin, scratch: dict) -> None:
+    """The K loop as promotion intervals of `steps` K steps each (the last may be shorter when
+    K is not a whole number of intervals): each interval's MMAs add into one partial sum,
+    which the vector unit promotes once. Only unscaled promotions span several K steps (a
+    scaled one applies its block's scales, and the K tile is then that block)."""
+    assert not plan.scaled
+    steps = _steps_per_promotion(plan, tile, gemm.K)
+    k_steps = math.ceil(gemm.K / tile.bk)
+    whole, rest = divmod(k_steps, steps)
+    with kb.loop("p", whole) as p:
+        _emit_interval(kb, gemm, problem, plan, tile, params, at, scratch, p, steps, steps)
+    if rest:
+        _emit_interval(kb, gemm, problem, plan, tile, params, at, scratch, Const(whole), steps,
+                       rest)
+
+
+def _emit_interval(kb, gemm: _Gemm, problem, plan: OperandPlan, tile, params: _Params,
+                   at: _TileOrigin, scratch: dict, p: Expr, steps: int, count: int) -> None:
+    """Interval `p`: `count` K steps (k = p*steps + j) into partial sum part[p%2], then its
+    promotion into the FP32 accumulator."""
+    part = Buf("part", Const(p.value % 2) if isinstance(p, Const) else Bin("%", p, Const(2)))
+    kb.emit("sync.mm", wait=("part_free",))
+    with kb.loop("j", count) as j:
+        k = add(mul(p, Const(steps)), j)
+        slot = Bin("%", k, Const(tile.stages))
+        tiles = _operand_tiles(gemm, problem, plan, tile, params, at, mul(k, Const(tile.bk)),
+                               scratch)
+        mma_a, mma_b, mma_wait = emit_operand_tiles(kb, tiles, slot, problem.split)
+        first = Bin("==", j, Const(0)) if count > 1 else Const(1)
+        kb.emit("mm.mma", part, mma_a, mma_b, wait=mma_wait, signal=("free",),
+                shape=(tile.bm, tile.bn, tile.bk), fmt=plan.fmt, first=first, **_swapped(tile))
+    kb.emit("sync.mm", signal=("part_full",))
+    kb.emit("vec.accumulate", at.acc, part, wait=("part_full",), signal=("part_free",),
+            n=tile.bm * tile.bn,
+            first=Const(int(p.value == 0)) if isinstance(p, Const) else Bin("==", p, Const(0)))
 
 
 def _operand_tiles(gemm: _Gemm, problem, plan: OperandPlan, tile, params: _Params,

@@ -67,17 +67,19 @@ def lower_index_logits(group: Group, graph: Graph, tmap: TensorMap, target: Targ
     if len(scales) != sum(d.scaling is not None for d in (q, k)) or None in scales.values():
         raise ValueError("block-scaled indexer operands in a layout whose scales cannot be tiled")
     if plan.hw_scaled:               # one scale per head and per key: promote them instead
-        plan = replace(plan, promote=True, scaled=True, hw_scaled=False)
+        plan = replace(plan, promote=True, scaled=True, hw_scaled=False,
+                       promote_every=plan.k_step)
     promote = plan.promote and plan.scaled
     # A head dim longer than the promotion interval is multiplied in steps of it, each
     # step's partial sums promoted with its own scales (MXFP8: 4 steps of 32 of a 128 dim).
-    steps = D // plan.k_step if plan.promote and D > plan.k_step else 1
-    if D % steps or (steps > 1 and D % plan.k_step):
+    every = plan.promote_every if plan.promote else 0
+    steps = D // every if every and D > every else 1
+    if D % steps or (steps > 1 and D % every):
         raise ValueError(f"an indexer head dim of {D} is not a whole number of promotion "
-                         f"intervals of {plan.k_step}")
+                         f"intervals of {every}")
     if steps > 1 and (plan.a_conv or plan.b_conv):
         raise ValueError(f"an indexer whose operands are converted cannot also be promoted "
-                         f"every {plan.k_step} of its head dim of {D}")
+                         f"every {every} of its head dim of {D}")
     width = D // steps
     bt = _key_block(target, H, D, plan.fmt)
     blocks = math.ceil(T / bt)
