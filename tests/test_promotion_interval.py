@@ -13,6 +13,7 @@ import pytest
 from compiler.cli.main import main
 from compiler.driver import compile_model
 from compiler.ir.evaluate import random_feeds
+from compiler.kernels.operand_plan import unusable
 from isa.target_loader import TargetError, load_target
 from isa.program import Loop, walk
 from runtime.functional import Machine
@@ -169,3 +170,21 @@ def test_fewer_promotions_cost_the_vector_unit_less(tmp_path):
         busy[interval] = launch.result.unit_busy["vec"]          # core-cycles, all cores
         assert busy[interval] == pytest.approx(tiles * bm * bn * (promotions + 1) / 128)
     assert busy[0] < busy[512] < busy[128]
+
+
+def test_split_cores_use_a_limited_format_when_it_is_never_promoted(tmp_path):
+    """ascend910b's vector cores cannot reach the cube's accumulator, so a format whose
+    accumulator is limited (here a hypothetical 13-bit FP16 one) is refused while it must be
+    promoted; never promoted, the cube hands over the limited sums of all of K."""
+    limited = {"matrix.formats.fp16.accumulator_bits": 13}
+    promoted = load_target("ascend910b", {**limited, "matrix.promotion_interval": 128})
+    never = load_target("ascend910b", {**limited, "matrix.promotion_interval": 0})
+    assert "split vector cores cannot promote partial sums" in unusable(promoted, "fp16")
+    assert unusable(never, "fp16") is None
+    model = tmp_path / "h.ds"
+    model.write_text(GEMM.format(m=64, n=64, k=512, scale_a="", scale_b="")
+                     .replace("fp8_e4m3", "fp16"))
+    kernel = _kernel(compile_model(str(model), never, {}))
+    assert ("mma fp16" in _header(kernel)
+            and "never promoted: fp16 sums kept in 13 mantissa bits over all 512 of K"
+            in _header(kernel))

@@ -51,7 +51,7 @@ def gemm_problem(graph: Graph, node: Node, target: Target,
         plan.promote, plan.a_conv, plan.b_conv, a_scaling, b_scaling,
         tensor_scales=tensor_scales, hw_scaled=plan.hw_scaled, split=split,
         out_blocks=out_blocks, promote_every=plan.promote_every if plan.promote else 0,
-        **extra)
+        scaled_promotion=plan.promote and plan.scaled, **extra)
     return problem, plan
 
 

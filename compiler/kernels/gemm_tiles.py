@@ -3,8 +3,9 @@
 `gemm_buffers` is the one list of on-chip buffers a tile needs: the template declares exactly
 these, and a candidate is kept only if they fit each target buffer space. The estimate is the
 larger of the per-wave time (compute, tile loads at the core's share of port and L2 bandwidth,
-vector promotion spread over the K steps of its interval, or one buffer slot's round trip divided over the pipeline stages) times the
-waves, and the time to move the unique bytes through off-chip memory. Cache and memory figures
+vector promotion spread over the K steps of its interval, or one buffer slot's round trip
+divided over the pipeline stages) times the waves, and the time to move the unique bytes
+through off-chip memory. Cache and memory figures
 are those of the machine's route from the cores to where tensors live (isa/machine.py), the
 ones the interpreter shares bandwidth over. Every term is a target figure or a cycle formula
 of the instructions; nothing is fitted.
@@ -16,6 +17,7 @@ from dataclasses import dataclass, replace
 
 from isa.formats import DTYPES, Scaling
 from isa.target_schema import Target
+from isa.vector_ops import VECTOR_OPS
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class GemmProblem:
     out_blocks: tuple[int, int] = (1, 1)  # rows x columns of the product per scale the
                                           # epilogue applies (operand_plan's epilogue_scales)
     promote_every: int = 0            # K per promotion when promoting: bk divides it
+    scaled_promotion: bool = False    # the promotion applies block scales (vec.promote)
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,12 @@ def steps_per_promotion(p: GemmProblem, t: GemmTile) -> int:
     return max(1, min(p.promote_every // t.bk, math.ceil(p.k / t.bk)))
 
 
+def promotion_ops(p: GemmProblem) -> float:
+    """Vector operations an element of one promotion: vec.promote's (it applies the scales)
+    or vec.accumulate's."""
+    return VECTOR_OPS["promote" if p.scaled_promotion else "accumulate"].per_element({})[0]
+
+
 def k_tiles(p: GemmProblem, target: Target) -> list[int]:
     """K tiles to try: one, two and four times the granule (the instruction's K and the scale
     block the tile must hold whole), up to K; a promoting GEMM's must divide its interval."""
@@ -284,7 +293,7 @@ def estimate_cycles(p: GemmProblem, t: GemmTile, target: Target) -> float:
     # One promotion per interval, spread over its K steps (the vector unit runs it while the
     # matrix unit goes on with the next interval's MMAs into the other partial sum).
     every = steps_per_promotion(p, t)
-    promote = (t.bm * t.bn * 2 if p.promote else 0) / every / target.vector.lanes
+    promote = t.bm * t.bn * promotion_ops(p) / every / target.vector.lanes if p.promote else 0
     vec = converted / target.vector.lanes + promote
     latency = reach.hit_latency + reach.miss_latency
     # A buffer slot comes back every `stages` steps, after its load, latency, MMA and, when

@@ -31,7 +31,7 @@ elements x scales) into a 16-bit or wider format, since a scaled value may lie o
 element format's own range.
 
 Split cube/vector cores cannot promote partial sums either, so there a format whose
-accumulator keeps fewer bits than FP32 is not used. Floating-point operands that no format
+accumulator keeps fewer bits than FP32 is not used, unless the target never promotes. Floating-point operands that no format
 holds are rounded into BF16, else the widest floating-point format; a target with no
 floating-point format left cannot run them, and the error says so.
 """
@@ -91,10 +91,10 @@ def _fastest(target: Target, candidates, dtypes=()) -> str | None:
 
 def usable_formats(target: Target) -> list[str]:
     """The matrix formats a GEMM may use: on split cube/vector cores, not those whose
-    limited accumulator would need promotion on the vector unit, which cannot reach it."""
+    limited accumulator would need promotion on the vector unit, which cannot reach it (a
+    target that never promotes uses them: the cube hands over the limited sums of all K)."""
     split = target.matrix.results_to_vector == "memory"
-    return [f for f, fmt in target.matrix.formats.items()
-            if not (split and fmt.accumulator_bits is not None)]
+    return [f for f in target.matrix.formats if not (split and _promotes(target, f))]
 
 
 def unusable(target: Target, dtype: str) -> str | None:
@@ -131,7 +131,7 @@ def _rounding_fallback(target: Target, dtypes) -> str:
     if usable:
         return max(usable, key=lambda d: (DTYPES[d].bits, d))
     formats = target.matrix.formats
-    limited = [f for f in formats if formats[f].accumulator_bits is not None]
+    limited = [f for f in formats if _promotes(target, f)]
     why = (f"; {', '.join(limited)} keep fewer accumulator bits than FP32, and its split "
            "vector cores cannot promote partial sums") if limited else ""
     raise ValueError(f"the matrix unit has no format for "
