@@ -55,6 +55,19 @@ class MmaOperands:
 
 def mma_operands(kernel: Kernel) -> list[MmaOperands]:
     """One record per distinct (format, operands, conversions) among the kernel's `mm.mma`."""
+    return list(dict.fromkeys(MmaOperands(fmt, a[0], b[0], a[1], b[1])
+                              for fmt, a, b in _traced(kernel)))
+
+
+def mma_sources(kernel: Kernel) -> list[tuple[str, str | None, str | None]]:
+    """(format, A's param, B's param) per distinct `mm.mma`: the kernel parameters its operands
+    were loaded from (None for one the kernel computed)."""
+    return list(dict.fromkeys((fmt, a[2], b[2]) for fmt, a, b in _traced(kernel)))
+
+
+def _traced(kernel: Kernel):
+    """(format, A's origin, B's origin) of every `mm.mma`; an origin is (format as loaded,
+    conversion, the param loaded from)."""
     dtypes = {b.name: b.dtype for b in kernel.buffers}
     body = list(walk(kernel.body))
     writers: dict[str, Instr] = {}
@@ -65,30 +78,32 @@ def mma_operands(kernel: Kernel) -> list[MmaOperands]:
             writers.setdefault(first.name, ins)
         elif isinstance(first, Box) and ins.op.endswith("st.tile"):
             stores.setdefault(first.tensor, ins)
-    out = []
     for ins in body:
-        if ins.op != "mm.mma":
-            continue
-        (a, a_conv), (b, b_conv) = (_origin(arg.name, dtypes, writers, stores)
-                                    for arg in ins.operands[1:3])
-        out.append(MmaOperands(ins.attr("fmt"), a, b, a_conv, b_conv))
-    return list(dict.fromkeys(out))
+        if ins.op == "mm.mma":
+            a, b = (_origin(arg.name, dtypes, writers, stores) for arg in ins.operands[1:3])
+            yield ins.attr("fmt"), a, b
 
 
-def _origin(buf: str, dtypes, writers, stores, depth: int = 0) -> tuple[str, str | None]:
-    """(format as loaded, conversion) of the data in `buf`."""
+def _origin(buf: str, dtypes, writers, stores,
+            depth: int = 0) -> tuple[str, str | None, str | None]:
+    """(format as loaded, conversion, param loaded from) of the data in `buf`."""
     ins = writers.get(buf)
     if ins is None or depth > 4:
-        return dtypes[buf], None
+        return dtypes[buf], None, None
     if ins.op in _CONVERSIONS:
         src = ins.args[1].name
         if _loaded(src, writers):
-            return dtypes[src], _CONVERSIONS[ins.op]
-        return dtypes[buf], None
+            return dtypes[src], _CONVERSIONS[ins.op], _param(writers[src])
+        return dtypes[buf], None, None
     if ins.op == "ld.tile" and isinstance(ins.args[1], Box) and ins.args[1].tensor in stores:
         crossed = stores[ins.args[1].tensor].args[1].name     # split cores: through memory
         return _origin(crossed, dtypes, writers, stores, depth + 1)
-    return dtypes[buf], None
+    return dtypes[buf], None, _param(ins)
+
+
+def _param(load: Instr) -> str | None:
+    src = load.args[1] if len(load.args) > 1 else None
+    return src.tensor if load.op in _LOADS and isinstance(src, Box) else None
 
 
 def _loaded(buf: str, writers) -> bool:

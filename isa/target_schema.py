@@ -143,6 +143,13 @@ class Matrix:
                         f"got {every}: a promotion cannot fall inside an instruction")
         return None
 
+    def applies_scales(self, fmt: str, scaling, operand: str) -> bool:
+        """Whether the instruction of format `fmt` applies the block scales of `scaling` (an
+        isa.formats.Scaling) itself. Block-scale specs are written as for A ([tokens, K]);
+        B's block (operand "b") is the transpose."""
+        rows, cols = scaling.block if operand == "a" else scaling.block[::-1]
+        return f"{scaling.dtype}:{rows}x{cols}" in self.formats[fmt].block_scales
+
 
 @dataclass(frozen=True)
 class Vector:

@@ -206,3 +206,19 @@ def test_decode_with_the_mtp_draft_runs(capsys):
                          "--set", "n_mtp=1", "--set", "seq=2")
     assert code == 0, err
     assert "mtp.*.v4_mtp.embedding" in out and "draft" in out
+
+
+def test_a_hash_layer_still_runs_the_gate_gemm():
+    """DeepSeek-V4's hash layers pick their experts from tid2eid, but their routing weights
+    are the sqrt(softplus) gate scores of those experts, normalised (the reference's Gate
+    computes the scores before either routing): layer 0 runs the gate GEMM and no top-k,
+    layer 3 (score-routed) runs both."""
+    from compiler.driver import compile_model
+    from isa.program import Launch
+    compiled = compile_model(FLASH, "h800", {"n_layers": "4", "batch": "16"}, check_fit=False)
+    notes = [item.note for item in compiled.program.schedule if isinstance(item, Launch)]
+    layer = lambda i: [n.split(" = ", 1)[1] for n in notes if n.startswith(f"layer.{i}.moe")]
+    hashed, scored = layer(0), layer(3)
+    assert hashed[:3] == ["matmul + softplus + sqrt", "embedding", "topk_weights"]
+    assert scored[:2] == ["matmul + softplus + sqrt", "topk + topk_weights"]
+    assert not any("topk +" in n for n in hashed)

@@ -184,3 +184,50 @@ def test_memory_bound_decode_on_b200_is_faster_with_mxfp4_weights_and_says_nativ
     assert operands and all(m["native"] for m in operands)
     text = summary_text(fp4.run_result)
     assert "matrix operands: fp8_e4m3 x fp4_e2m1 on fp8_e4m3, native (6 kernels)" in text
+
+
+# ------------------------------------------------------------- the report's activations hint
+
+DEEPSEEK_A = Scaling("fp32", (1, 128))     # DeepSeek's activations: one FP32 scale per 128
+
+
+@pytest.mark.parametrize("target, a_dtype, a_scaling, hint", [
+    ("b200", "fp8_e4m3", DEEPSEEK_A, ("mxfp8", "fp8_e4m3")),
+    ("b200", "fp8_e4m3", Scaling("ue8m0", (1, 128)), ("mxfp8", "fp8_e4m3")),   # V4's
+    ("b200", "bf16", None, ("mxfp8", "fp8_e4m3")),           # dequantised today
+    ("b200", "fp8_e4m3", MX, None),                          # already native, scales applied
+    ("h800", "fp8_e4m3", DEEPSEEK_A, None),                  # no format applies block scales
+])
+def test_native_activations_from_the_targets_formats(target, a_dtype, a_scaling, hint):
+    from runtime.report.operand_hint import native_activations
+    a = TensorDecl("a", a_dtype, (16, 4096), "temp", a_scaling)
+    b = TensorDecl("b", "fp4_e2m1", (4096, 7168), "weight", MX_B)
+    assert native_activations(load_target(target), a, b) == hint
+
+
+def test_without_mixed_operands_the_hint_is_fp4_activations():
+    """Read off the file's data, not b200's name: with no 8-bit format listing FP4 beside it,
+    only FP4 activations (MXFP4) would let the FP4 instruction apply both scales."""
+    from runtime.report.operand_hint import native_activations
+    a = TensorDecl("a", "fp8_e4m3", (16, 4096), "temp", DEEPSEEK_A)
+    b = TensorDecl("b", "fp4_e2m1", (4096, 7168), "weight", MX_B)
+    assert native_activations(load_target("b200", NO_NATIVE), a, b) == ("mxfp4", "fp4_e2m1")
+
+
+def test_the_report_hints_mxfp8_activations_where_deepseek_scales_promote():
+    """MXFP4 weights against DeepSeek-style activations (FP8, one FP32 scale per 128) on b200:
+    the multiply reads both natively but the matrix unit cannot apply the 1x128 scales, so
+    partial sums are promoted every 32 of K on the vector unit, slower than with MXFP8
+    activations; the report says which --set would let it run natively."""
+    sets = {"n_layers": "2", "weights": "mxfp4"}
+    deepseek = api.run("examples/llama3_8b.ds", "b200",
+                       sets={**sets, "activations": "fp8_e4m3 scaled(fp32, 1x128)"})
+    mx = api.run("examples/llama3_8b.ds", "b200", sets={**sets, "activations": "mxfp8"})
+    assert mx.time_s < deepseek.time_s
+    hint = ("hint: --set activations=mxfp8 would let the fp8_e4m3 x fp4_e2m1 multiply run "
+            "natively on fp8_e4m3, the matrix unit applying both block scales (6 kernels)")
+    assert hint in summary_text(deepseek.run_result).splitlines()
+    assert "hint:" not in summary_text(mx.run_result)
+    on_h800 = api.run("examples/llama3_8b.ds", "h800",
+                      sets={**sets, "activations": "fp8_e4m3 scaled(fp32, 1x128)"})
+    assert "hint:" not in summary_text(on_h800.run_result)

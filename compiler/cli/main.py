@@ -450,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the contract JSON")
     p = sub.add_parser("import", help="write a .ds model from a Hugging Face config.json "
                        "(llama, mistral, qwen2, qwen3, qwen2_moe, qwen3_moe, mixtral, "
-                       "deepseek_v2, deepseek_v3)")
+                       "deepseek_v2, deepseek_v3, deepseek_v32, deepseek_v4)")
     p.add_argument("config", help="a local config.json")
     p.add_argument("-o", "--output", default="-", help="the .ds file (default: stdout); its "
                    "name is the model's")

@@ -72,12 +72,6 @@ def factors_out(t: TensorDecl, operand: str, k: int) -> bool:
                                  and _k_block(t.scaling, operand) >= k)
 
 
-def _hardware_applies(target: Target, fmt: str, scaling: Scaling, operand: str) -> bool:
-    """Block-scale specs are written as for A ([tokens, K]); B's block is the transpose."""
-    rows, cols = scaling.block if operand == "a" else scaling.block[::-1]
-    return f"{scaling.dtype}:{rows}x{cols}" in target.matrix.formats[fmt].block_scales
-
-
 def _fastest(target: Target, candidates, dtypes=()) -> str | None:
     """The fastest candidate; among equals the one widening fewest of `dtypes` on the vector
     unit, then one of the dtypes themselves (a mixed instruction is named after its wider
@@ -221,8 +215,8 @@ def _promoted_plan(a: TensorDecl, b: TensorDecl, target: Target) -> OperandPlan 
         return None
     shape = target.matrix.formats[fmt].shape
     blocks = (_k_block(a.scaling, "a"), _k_block(b.scaling, "b"))
-    if (_hardware_applies(target, fmt, a.scaling, "a")
-            and _hardware_applies(target, fmt, b.scaling, "b")):
+    if (target.matrix.applies_scales(fmt, a.scaling, "a")
+            and target.matrix.applies_scales(fmt, b.scaling, "b")):
         return OperandPlan(fmt, _widen(target, a, fmt), _widen(target, b, fmt),
                            _promotes(target, fmt), False, max(*blocks, _step(target, fmt)),
                            _every(target, fmt), hw_scaled=True)

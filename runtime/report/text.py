@@ -6,6 +6,7 @@ from isa.mma_operands import mma_operands
 from runtime.interpreter import RunResult
 from runtime.report.deployment import deployment_text, exposure, step_share
 from runtime.report.figures import figures_text
+from runtime.report.operand_hint import activation_hints
 from runtime.report.summary import layer_pattern, offchip_bytes, summaries, unit_totals
 
 
@@ -77,8 +78,11 @@ def _matrix_operands(run: RunResult) -> list[str]:
         for m in mma_operands(kernels[name]):
             if not m.same_format:
                 counts[m.text()] = counts.get(m.text(), 0) + 1
-    return [f"matrix operands: {text} ({n} kernel{'s' if n > 1 else ''})"
-            for text, n in counts.items()]
+    lines = [f"matrix operands: {text} ({n} kernel{'s' if n > 1 else ''})"
+             for text, n in counts.items()]
+    launched = [kernels[name] for name in dict.fromkeys(r.kernel for r in run.launches)
+                if name in kernels]
+    return lines + activation_hints(run.program, run.target, launched)
 
 
 def _placement(run: RunResult) -> list[str]:

@@ -1,0 +1,79 @@
+"""The report's hint for a GEMM whose weights the matrix unit could read with their block
+scales, were the activations in another format: block-scaled FP4 weights (MXFP4) against
+activations whose scales the hardware does not apply (DeepSeek's 1x128 FP32 or UE8M0 ones,
+or none) are dequantised, or their partial sums promoted, on the vector unit.
+
+Everything is read from the target's matrix formats (`native_operands`, `block_scales`) and
+the program's tensors, so a listing read back from a file gets the same hint.
+"""
+from __future__ import annotations
+
+from isa.formats import ALIASES, DTYPES
+from isa.mma_operands import mma_sources
+from isa.program import Program, Repeat, TensorDecl
+from isa.target_schema import Target
+
+
+def native_activations(target: Target, a: TensorDecl, b: TensorDecl) -> tuple[str, str] | None:
+    """(alias, format): the widest activation format (an alias such as mxfp8) with which a
+    matrix format would read A and B as they are and apply both operands' block scales itself,
+    when A as it is does not let any; None when A already does, or no alias would."""
+    matrix = target.matrix
+    if b.scaling is None:
+        return None
+
+    def native(fmt: str, dtype: str, scaling) -> bool:
+        return (matrix.takes(fmt, dtype) and matrix.takes(fmt, b.dtype)
+                and scaling is not None and matrix.applies_scales(fmt, scaling, "a")
+                and matrix.applies_scales(fmt, b.scaling, "b"))
+
+    if any(native(f, a.dtype, a.scaling) for f in matrix.formats):
+        return None
+    options = [(alias, f) for alias, fm in ALIASES.items() for f in matrix.formats
+               if native(f, fm.dtype, fm.scaling)]
+    # the widest alias; then the format the compiler would pick for it (the fastest, one of
+    # the operands' own dtypes, the narrowest)
+    def rank(option):
+        alias, f = option
+        dtype = ALIASES[alias].dtype
+        return (-DTYPES[dtype].bits, -matrix.formats[f].flops_per_cycle,
+                f not in (dtype, b.dtype), DTYPES[f].bits, option)
+    return min(options, key=rank, default=None)
+
+
+def activation_hints(program: Program, target: Target, kernels) -> list[str]:
+    """One line per (alias, operands) over the launched `kernels` whose B is a weight."""
+    tensors = program.tensor_table()
+    args = {}
+    for item in _launches(program.schedule):
+        args.setdefault(item.kernel, dict(item.args))
+    counts: dict[tuple, int] = {}
+    for kernel in kernels:
+        seen = set()
+        for _, a_param, b_param in mma_sources(kernel):
+            a, b = (tensors.get(args.get(kernel.name, {}).get(p)) for p in (a_param, b_param))
+            if a is None or b is None or _root(b, tensors).kind != "weight":
+                continue
+            found = native_activations(target, a, b)
+            if found and found not in seen:
+                seen.add(found)
+                key = (*found, b.dtype)
+                counts[key] = counts.get(key, 0) + 1
+    return [f"hint: --set activations={alias} would let the {ALIASES[alias].dtype} x {weights} "
+            f"multiply run natively on {fmt}, the matrix unit applying both block scales "
+            f"({n} kernel{'s' if n > 1 else ''})"
+            for (alias, fmt, weights), n in counts.items()]
+
+
+def _root(t: TensorDecl, tensors: dict[str, TensorDecl]) -> TensorDecl:
+    while t.kind == "view" and t.base in tensors:
+        t = tensors[t.base]
+    return t
+
+
+def _launches(items):
+    for item in items:
+        if isinstance(item, Repeat):
+            yield from _launches(item.body)
+        else:
+            yield item
