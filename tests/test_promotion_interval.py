@@ -130,12 +130,18 @@ def _functional(compiled) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     (640, 512, "promote"),        # one whole interval and a tail of 128
     (640, 0, "truncate"),         # never: the limited accumulator over all of K
     (640, 128, "promote"),
+    (1000, 512, "promote"),       # a tail interval ending in a partial K step
+    (1000, 1024, "promote"),      # one interval, shorter than the target's
+    (96, 128, "promote"),
 ])
 def test_the_listing_computes_the_accumulator_model(tmp_path, k, interval, accumulator):
     """Executed instruction by instruction, the kernel's sums are exactly those of the
     accumulator model (runtime/numerics/matmul.py: 13 mantissa bits per 32 products, added
-    into FP32 every `interval`), also when K is not a whole number of intervals."""
+    into FP32 every `interval`), also when K is not a whole number of intervals; one
+    promotion per interval begun."""
     compiled = _compile(tmp_path, k, interval)
+    promotions = math.ceil(k / interval) if interval else 0
+    assert _per_item(_kernel(compiled).body, "vec.accumulate") == promotions
     a, b, c = _functional(compiled)
     model, _ = scaled_matmul(a.astype(np.float32), b.astype(np.float32), accumulator,
                              interval or k, 13)
