@@ -12,7 +12,9 @@ Rules, each checked by a hand-computed test:
   (runtime/bandwidth.py); it completes `latency` cycles later (the memory system pipelines
   requests, so the unit may start its next transfer meanwhile).
 - A fence completes once every earlier op of its unit has completed.
-- An op signals its tokens when it completes.
+- An op signals its tokens when it and every earlier op of its unit have completed (a unit
+  is one in-order queue, and a signal releases what the queue issued before it: a transfer
+  that finishes before a longer-latency one issued earlier waits for it to signal).
 If nothing can move while some unit still has ops, the tokens form a cycle: DeadlockError.
 """
 from __future__ import annotations
@@ -95,15 +97,16 @@ class WaveResult:
 
 
 class _Unit:
-    __slots__ = ("group", "name", "ops", "pc", "busy", "outstanding", "fence", "blocked_on",
+    __slots__ = ("group", "name", "ops", "pc", "busy", "retired", "done", "fence", "blocked_on",
                  "blocked_since", "stats")
 
     def __init__(self, group: "_GroupState", name: str, ops: list[Op]):
         self.group, self.name, self.ops = group, name, ops
-        self.pc = 0
+        self.pc = 0                      # ops issued (an op's index in `ops` is its issue order)
         self.busy = False
-        self.outstanding = 0
-        self.fence: Op | None = None
+        self.retired = 0                 # ops completed with every op issued before them
+        self.done: set[int] = set()      # ops completed while an earlier one was still in flight
+        self.fence: int | None = None    # the index of the fence the unit waits on
         self.blocked_on: str | None = None
         self.blocked_since = 0.0
         self.stats = UnitStats()
@@ -127,7 +130,7 @@ class Engine:
         self.now = 0.0
         self.events: list = []
         self.seq = 0
-        self.flows: list[tuple[Flow, _Unit, Op, float]] = []   # flow, unit, op, start time
+        self.flows: list[tuple[Flow, _Unit, int, float]] = []  # flow, unit, op index, start
         self.resource_bytes: dict[str, float] = {}
         self.trace = WaveTrace() if record else None
         self._signalled: dict[tuple[str, str], list[tuple[float, str]]] = {}
@@ -144,8 +147,8 @@ class Engine:
                 self._finish_flow(first)
             else:
                 self._advance(t_event)
-                _, _, unit, op = heapq.heappop(self.events)
-                self._complete(unit, op, compute=op.kind == COMPUTE)
+                _, _, unit, index = heapq.heappop(self.events)
+                self._complete(unit, index)
         self._check_done()
         units = {(g.group.name, u.name): u.stats for g in self.groups for u in g.units}
         return WaveResult(self.now, units, {g.group.name: g.group.weight for g in self.groups},
@@ -169,9 +172,9 @@ class Engine:
                 flow.remaining -= flow.rate * dt
         self.now = t
 
-    def _push(self, t: float, unit: _Unit, op: Op) -> None:
+    def _push(self, t: float, unit: _Unit, index: int) -> None:
         self.seq += 1
-        heapq.heappush(self.events, (t, self.seq, unit, op))
+        heapq.heappush(self.events, (t, self.seq, unit, index))
 
     # -- ops --
 
@@ -197,23 +200,20 @@ class Engine:
                     self._record_flow(u, tok)
             u.pc += 1
             u.stats.ops += 1
-            self._start(u, op)
+            self._start(u, op, u.pc - 1)
 
-    def _start(self, u: _Unit, op: Op) -> None:
-        if op.kind == FENCE:
-            if u.outstanding == 0:
-                self._signal(u, op)
-            else:
-                u.busy, u.fence = True, op
+    def _start(self, u: _Unit, op: Op, index: int) -> None:
+        if op.kind == FENCE:               # done at once; the unit waits until it retires
+            u.busy, u.fence = True, index
+            self._retire(u, index)
             return
-        u.outstanding += 1
         if op.kind == COMPUTE:
             u.busy = True
             u.stats.busy += op.cycles
             self._record(u, op, self.now, self.now + op.cycles)
-            self._push(self.now + op.cycles, u, op)
+            self._push(self.now + op.cycles, u, index)
         elif op.nbytes <= 0:
-            self._push(self.now, u, op)
+            self._push(self.now, u, index)
         else:
             u.busy = True
             weight = u.group.group.weight
@@ -221,12 +221,13 @@ class Engine:
             for resource, coef in op.path:
                 self.resource_bytes[resource] = self.resource_bytes.get(resource, 0.0) \
                     + op.nbytes * coef * weight
-            self.flows.append((flow, u, op, self.now))
+            self.flows.append((flow, u, index, self.now))
             share([f for f, *_ in self.flows], self.capacity)
             self._record_counters()
 
     def _finish_flow(self, index: int) -> None:
-        flow, u, op, start = self.flows.pop(index)
+        flow, u, at, start = self.flows.pop(index)
+        op = u.ops[at]
         if self.flows:
             share([f for f, *_ in self.flows], self.capacity)
         self._record_counters()
@@ -238,18 +239,25 @@ class Engine:
             waits[flow.bottleneck] = waits.get(flow.bottleneck, 0.0) + duration - unshared
         self._record(u, op, start, self.now)
         u.busy = False
-        self._push(self.now + op.latency, u, op)
+        self._push(self.now + op.latency, u, at)
         self._issue(u)
 
-    def _complete(self, u: _Unit, op: Op, compute: bool) -> None:
-        if compute:
+    def _complete(self, u: _Unit, index: int) -> None:
+        if u.ops[index].kind == COMPUTE:
             u.busy = False
-        u.outstanding -= 1
-        self._signal(u, op)
-        if u.fence is not None and u.outstanding == 0:
-            fence, u.fence, u.busy = u.fence, None, False
-            self._signal(u, fence)
+        self._retire(u, index)
         self._issue(u)
+
+    def _retire(self, u: _Unit, index: int) -> None:
+        """Op `index` has completed: retire, in issue order, every op whose predecessors have
+        all completed too, and fire their signals (a signal releases its whole queue's past)."""
+        u.done.add(index)
+        while u.retired in u.done:
+            u.done.remove(u.retired)
+            u.retired += 1
+            self._signal(u, u.ops[u.retired - 1])
+        if u.fence is not None and u.retired > u.fence:
+            u.fence, u.busy = None, False
 
     def _signal(self, u: _Unit, op: Op) -> None:
         group = u.group

@@ -105,6 +105,46 @@ def test_zero_byte_transfer_completes_at_once():
     assert result.cycles == 4
 
 
+def test_a_signal_waits_for_the_earlier_transfers_of_its_unit():
+    # A big load with a long latency, then a small one with a short latency that signals.
+    # Bytes at 10 B/cycle: big 0-100, lands at 100 + 500 = 600; small 100-110, lands at 160.
+    # The signal releases the queue's past: it fires at 600, not 160; mm ends at 601.
+    ops = [load(1000, latency=500), load(100, latency=50, signals=["x"])]
+    assert run({"ld": ops, "mm": [compute(1, waits=["x"])]}).cycles == pytest.approx(601)
+    # Swapped, the big load moves after the small one: 10-110, lands at 610; mm ends at 611.
+    # The swap moves the result by the small load's 10 cycles on the port, not by the
+    # 450-cycle difference in latency.
+    swapped = [load(100, latency=50), load(1000, latency=500, signals=["x"])]
+    assert run({"ld": swapped, "mm": [compute(1, waits=["x"])]}).cycles == pytest.approx(611)
+
+
+def test_a_signal_fires_in_issue_order_and_an_earlier_one_is_not_held_back():
+    # Three loads: x (lands 600) signals a, y (lands 160) signals b, z (lands 170) signals c.
+    # a fires at 600; b and c are held until x has landed: 600 as well. The first op does not
+    # wait for the later ones: mm (waits a) and vec (waits c) both start at 600.
+    ops = [load(1000, latency=500, signals=["a"]), load(100, latency=50, signals=["b"]),
+           load(100, latency=50, signals=["c"])]
+    result = run({"ld": ops, "mm": [compute(7, waits=["a"])], "vec": [compute(3, waits=["c"])]})
+    assert result.cycles == pytest.approx(607)
+    assert result.units[("g", "vec")].token_wait == {"c": pytest.approx(600)}
+
+
+def test_a_zero_byte_transfer_signals_after_the_transfers_before_it():
+    # An edge tile past the tensor's end moves nothing, but its signal still releases the
+    # load issued before it: 100 cycles of bytes + 50 of latency, then mm's 4.
+    ops = [load(1000, latency=50), load(0, signals=["x"])]
+    assert run({"ld": ops, "mm": [compute(4, waits=["x"])]}).cycles == pytest.approx(154)
+
+
+def test_a_signal_does_not_wait_for_other_units():
+    # vec is busy for 1,000 cycles; ld's signal at 150 does not wait for it.
+    units = {"ld": [load(1000, signals=["x"])], "vec": [compute(1000)],
+             "mm": [compute(5, waits=["x"], signals=["y"])], "st": [compute(1, waits=["y"])]}
+    result = run(units)
+    assert result.cycles == 1000
+    assert result.units[("g", "st")].token_wait == {"y": pytest.approx(155)}
+
+
 def test_deadlock_names_the_blocked_units_and_tokens():
     units = {"mm": [compute(1, waits=["b"], signals=["a"])],
              "vec": [compute(1, waits=["a"], signals=["b"])]}
