@@ -28,15 +28,28 @@ def test_import_reproduces_the_v4_examples(capsys, tmp_path, config, example):
     assert ratios(str(path)) == ratios(example)      # the config's list, MTP entry last
 
 
+@pytest.mark.parametrize("config, example", [("deepseek_v4_flash", FLASH),
+                                             ("deepseek_v4_pro", PRO)])
+def test_the_imported_mtp_block_is_the_examples(capsys, tmp_path, config, example):
+    path = imported(capsys, tmp_path, config)
+    draft = {**STEP, "n_mtp": "1", "seq": "2"}
+    got = stats_of_model(str(path), draft).contract()
+    assert got == stats_of_model(example, draft).contract()
+    assert got["params"] > by_hand(example)[0]        # its count: test_deepseek_v4.py
+
+
 def test_the_imported_v4_reads_like_the_example(capsys, tmp_path):
     path = imported(capsys, tmp_path, "deepseek_v4_flash", "v4")
     text = path.read_text()
     for piece in ('import "std/compressed.ds"', 'import "std/hyper.ds"', "compress_ratios[layer]",
                   "moe_hash(", "moe_sqrt_softplus(", "hc_expand(", "hc_head(",
-                  "  num_hash_layers       = 3\n", "  n_routed_experts      = 256\n",
-                  "kv_cache    fp8_e4m3 scaled(ue8m0, 1x64)", "Sinkhorn", "swiglu_limit"):
+                  "kv_cache    fp8_e4m3 scaled(ue8m0, 1x64)", "Sinkhorn", "swiglu_limit",
+                  "size n_mtp = 0", "compress_ratios[num_hidden_layers + mtp]"):
         assert piece in text, piece
     assert max(len(line) for line in text.splitlines()) <= 100
+    constants = [line.split() for line in text.splitlines()]
+    assert ["num_hash_layers", "=", "3"] in constants
+    assert ["n_routed_experts", "=", "256"] in constants
     graph = load_model(str(path))                # the layer list keeps the repeat compiled once
     layers = {n.name.split(".")[1] for n in graph.nodes() if n.name.startswith("layer.")}
     assert len(layers) == 11 and [s.period for s in graph.steady] == [2]
@@ -49,6 +62,8 @@ def test_the_imported_v4_reads_like_the_example(capsys, tmp_path):
     ({"scoring_func": "sigmoid"}, "unsupported value of config field 'scoring_func'"),
     ({"num_key_value_heads": 8}, "unsupported value of config field 'num_key_value_heads'"),
     ({"hc_mult": KeyError}, "config field 'hc_mult' is missing"),
+    ({"num_nextn_predict_layers": 2, "compress_ratios": [0] * 45},
+     "unsupported value of config field 'num_nextn_predict_layers'"),
     ({"attn_sink_init": 0.0}, "unsupported config field for model_type 'deepseek_v4': "
                               "'attn_sink_init'"),
 ])

@@ -205,6 +205,15 @@ def test_native_activations_from_the_targets_formats(target, a_dtype, a_scaling,
     assert native_activations(load_target(target), a, b) == hint
 
 
+def test_nvfp4_weights_get_nvfp4_activations_as_the_hint():
+    """b200 applies NVFP4's FP8 scales per 16 only in its FP4 instruction: FP4 activations,
+    with scales of the weights' kind."""
+    from runtime.report.operand_hint import native_activations
+    a = TensorDecl("a", "fp8_e4m3", (16, 4096), "temp", DEEPSEEK_A)
+    b = TensorDecl("b", "fp4_e2m1", (4096, 7168), "weight", Scaling("fp8_e4m3", (16, 1), "fp32"))
+    assert native_activations(load_target("b200"), a, b) == ("nvfp4", "fp4_e2m1")
+
+
 def test_without_mixed_operands_the_hint_is_fp4_activations():
     """Read off the file's data, not b200's name: with no 8-bit format listing FP4 beside it,
     only FP4 activations (MXFP4) would let the FP4 instruction apply both scales."""

@@ -17,7 +17,8 @@ from compiler.importer.deepseek_v4 import hyper_connected
 from compiler.importer.families import IGNORED, STACKED, Family, Model, read
 
 FAMILIES = {**STACKED,
-            "deepseek_v4": Family(None, None, sliding="window", layers=hyper_connected)}
+            "deepseek_v4": Family(None, None, sliding="window", layers=hyper_connected,
+                                  drafts=True)}
 
 DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 STEP = ("size batch = 32, seq = 1, ctx = 4096      "
@@ -54,7 +55,7 @@ def _common(cfg: HFConfig, m: Model, family: Family) -> None:
     m.precision["default"] = DTYPES[dtype]
     if cfg.has("quantization_config"):
         m.precision.update(_quantization(cfg))
-    if cfg.has("num_nextn_predict_layers"):
+    if cfg.has("num_nextn_predict_layers") and not family.drafts:
         cfg.ignore(["num_nextn_predict_layers"])
         m.notes.append("the multi-token-prediction module (num_nextn_predict_layers) is not "
                        "part of the imported main model")
@@ -109,7 +110,7 @@ def render(m: Model, name: str) -> str:
     lines += [f'import "std/{lib}.ds"' for lib in m.imports]
     for list_name, values in m.lists:
         lines += ["", _wrap(f"{list_name} = [{', '.join(map(_literal, values))}]", opener="[")]
-    lines += ["", f"model {name} {{", f"  {STEP}", ""]
+    lines += ["", f"model {name} {{", f"  {STEP}", *(f"  {size}" for size in m.sizes), ""]
     lines += [f"  {n.ljust(width)} = {_literal(v)}" for n, v in m.constants]
     lines += ["", "  precision {"]
     lines += [f"    {role.ljust(11)} {fmt}" for role, fmt in m.precision.items()]
@@ -122,6 +123,7 @@ def render(m: Model, name: str) -> str:
         lines.append(f"  repeat {count} as layer {{")
         lines += [_wrap(f"    {line}") for line in body]
         lines.append("  }")
+    lines += [_wrap(f"  {line}") for line in m.tail]
     head = "transpose(embed)" if m.tied else "head"
     lines += [f"  output logits = {m.final} @ {head}", "}", ""]
     return "\n".join(lines)
@@ -130,9 +132,10 @@ def render(m: Model, name: str) -> str:
 def _wrap(line: str, width: int = 96, opener: str = "(") -> str:
     """Break a long call (or list) after commas, continuing under its opening parenthesis
     (bracket)."""
-    if len(line) <= width:
+    start = line.index("=") if "=" in line else 0
+    if len(line) <= width or opener not in line[start:]:
         return line
-    open_at = line.index(opener, line.index("=") if "=" in line else 0)
+    open_at = line.index(opener, start)
     indent = " " * (open_at + 1)
     out, current = [], ""
     for piece in re.split(r"(?<=, )", line):

@@ -2,7 +2,8 @@
 attention, by hyper-connections (std/hyper.ds); each layer's attention chosen by its entry of
 compress_ratios (std/compressed.ds: 0 the sliding window only, 4 plus an indexed compressed
 memory, 128 plus a heavily compressed one); the first num_hash_layers layers route by token id
-(moe_hash), the others by sqrt(softplus) scores (moe_sqrt_softplus), FP4 routed experts.
+(moe_hash), the others by sqrt(softplus) scores (moe_sqrt_softplus), FP4 routed experts;
+the MTP block (std/mtp.ds v4_mtp) behind `size n_mtp`, as examples/deepseek_v4_*.ds have it.
 
 What the config does not state and the model takes from DeepSeek-V4's inference code, as the
 imported file's notes say: the weights' block scales are UE8M0 bytes, and the KV cache is FP8
@@ -47,6 +48,29 @@ def hyper_connected(cfg: HFConfig, m: Model, family: Family) -> None:
     hashed = "min(num_hash_layers, num_hidden_layers)"
     m.layers.append((hashed, ["ids = reshape(tokens, [batch * seq])", *wrapped(hash_ffn)]))
     m.layers.append((f"num_hidden_layers - {hashed}", wrapped(score_ffn)))
+    mtp_layers = cfg.get("num_nextn_predict_layers", int, 0, minimum=0)
+    if mtp_layers:
+        m.const("num_nextn_predict_layers", mtp_layers)
+        _mtp(m)
+
+
+def _mtp(m: Model) -> None:
+    """The MTP block (std/mtp.ds v4_mtp), off unless --set n_mtp=1 (with seq=2): its
+    attention takes compress_ratios' entry after the main layers'; the main model's embedding
+    and head."""
+    m.use("mtp")
+    m.sizes.append("size n_mtp = 0              # 1: the MTP block drafts the token after next "
+                   "(with seq = 2)")
+    args = ", ".join(["slice(hs, 1, seq - 1, seq)", "slice(tokens, 1, seq - 1, seq)", "embed",
+                      "transpose(embed)" if m.tied else "head", "ctx", "compress_ratios[num_hidden_layers + mtp]", *ATTENTION,
+                      *EXPERTS, "scale=routed_scaling_factor", "shared=n_shared_experts",
+                      "theta=rope_theta", "eps=rms_norm_eps"])
+    m.tail += ["# The MTP block (--set n_mtp=1 --set seq=2); its attention's compression ratio",
+               "# is compress_ratios' entry after the main layers'.",
+               "repeat min(n_mtp, num_nextn_predict_layers) as mtp {",
+               f"  draft_logits = v4_mtp({args})",
+               "  output draft = draft_logits",
+               "}"]
 
 
 def _attention(cfg: HFConfig, m: Model) -> str:
@@ -54,10 +78,10 @@ def _attention(cfg: HFConfig, m: Model) -> str:
     cfg.require("attention_bias", (False, None), "no bias on the projections")
     for name in ATTENTION:
         read(cfg, m, name, int)
+    m.const("rope_theta", cfg.get("rope_theta", float, 10000.0))
     m.const("compress_rope_theta", cfg.get("compress_rope_theta", float, 160000.0))
-    cfg.ignore(["rope_theta"])
-    m.notes.append("rope_theta, the sliding-window layers' rotary base, changes only their "
-                   "rotary tables: every layer is built with compress_rope_theta")
+    m.notes.append("every main layer is built with compress_rope_theta, the window-only ones "
+                   "too, whose rotary base is rope_theta: it changes only their rotary tables")
     _ratios(cfg, m)
     m.precision["weights"] = "fp8_e4m3 scaled(ue8m0, 128x128)"
     m.precision["kv_cache"] = "fp8_e4m3 scaled(ue8m0, 1x64)"
@@ -73,6 +97,7 @@ def _ratios(cfg: HFConfig, m: Model) -> None:
     """compress_ratios: one entry per layer, then one per MTP layer."""
     ratios = cfg.get("compress_ratios", list)
     layers = cfg.get("num_hidden_layers", int)
+    cfg.require("num_nextn_predict_layers", (0, 1, None), "at most one MTP layer (std/mtp.ds)")
     mtp = cfg.get("num_nextn_predict_layers", int, 0, minimum=0)
     if len(ratios) != layers + mtp or any(r not in RATIOS for r in ratios):
         raise DscError(f"config field 'compress_ratios' must list {layers + mtp} entries "

@@ -40,7 +40,9 @@ class Model:
     notes: list[str] = field(default_factory=list)
     lists: list[tuple[str, list]] = field(default_factory=list)   # per-layer lists, file level
     inputs: list[str] = field(default_factory=list)        # declarations besides tokens
+    sizes: list[str] = field(default_factory=list)         # sizes besides batch, seq, ctx
     stream: str = "h = embedding(tokens, embed)"           # the residual stream's first line
+    tail: list[str] = field(default_factory=list)          # lines after the layers
     final: str = "norm(h, rms_norm_eps)"                   # what the head multiplies
 
     def const(self, name: str, value) -> str:
@@ -233,6 +235,7 @@ class Family:
                                       # with use_sliding_window true (Qwen), which is refused;
                                       # "window": the family's layers read it
     layers: Callable[[HFConfig, Model, "Family"], None] = stacked   # builds m.layers
+    drafts: bool = False              # builds the MTP block (num_nextn_predict_layers)
 
 
 # The families whose layers are pre-norm residual attention + FFN (DeepSeek-V4 is in

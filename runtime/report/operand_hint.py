@@ -31,13 +31,15 @@ def native_activations(target: Target, a: TensorDecl, b: TensorDecl) -> tuple[st
         return None
     options = [(alias, f) for alias, fm in ALIASES.items() for f in matrix.formats
                if native(f, fm.dtype, fm.scaling)]
-    # the widest alias; then the format the compiler would pick for it (the fastest, one of
-    # the operands' own dtypes, the narrowest)
+    # the widest alias, its scales of the weights' kind (NVFP4 weights: NVFP4 activations);
+    # then the format the compiler would pick for it (the fastest, one of the operands' own
+    # dtypes, the narrowest)
     def rank(option):
         alias, f = option
-        dtype = ALIASES[alias].dtype
-        return (-DTYPES[dtype].bits, -matrix.formats[f].flops_per_cycle,
-                f not in (dtype, b.dtype), DTYPES[f].bits, option)
+        fm = ALIASES[alias]
+        return (-DTYPES[fm.dtype].bits, fm.scaling.dtype != b.scaling.dtype,
+                -matrix.formats[f].flops_per_cycle, f not in (fm.dtype, b.dtype),
+                DTYPES[f].bits, option)
     return min(options, key=rank, default=None)
 
 
