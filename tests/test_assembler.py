@@ -21,7 +21,8 @@ from isa.target_loader import builtin_names, load_target
 from isa.verify.ranges import RangeError, expr_range
 
 EXAMPLES = ["gemm", "grouped", "tiny_moe", "llama3_8b", "deepseek_v3"]
-SMALL = {"deepseek_v3": {"n_layers": "5"}, "llama3_8b": {"n_layers": "2"}}
+SMALL = {"deepseek_v3": {"n_layers": "5"}, "llama3_8b": {"n_layers": "2"},
+         "deepseek_v32": {"n_layers": "4"}, "deepseek_v4_flash": {"n_layers": "4"}}
 
 
 @lru_cache(maxsize=None)
@@ -35,6 +36,11 @@ def _compiled(example, target):
 # toy-sized twin tiny_moe has the same structure and round-trips on every target.
 ROUND_TRIPS = [(e, t) for e in EXAMPLES for t in builtin_names()
                if e != "deepseek_v3" or t in ("h800", "ascend910b")]
+# Sparse and compressed attention on both core families: the indexer reads its key cache
+# transposed (scale blocks turned with it) and sums over heads into a one-column product, and
+# V4's hyper-connections reduce rows to one element each.
+ROUND_TRIPS += [(e, t) for e in ("deepseek_v32", "deepseek_v4_flash")
+                for t in ("h800", "ascend910b")]
 
 
 @pytest.mark.parametrize("example, target", ROUND_TRIPS)

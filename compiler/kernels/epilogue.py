@@ -87,9 +87,14 @@ class Epilogue:
         self.buf.update({n.id: f"v{k}" for k, n in enumerate(self.nodes)})
 
     def view_shape(self, v: Node) -> tuple[int, int, int]:
-        """[G, M, C] for a value with the product's rows, [1, 1, C] for a broadcast row."""
-        if math.prod(v.type.shape[:-1]) == self.G * self.M:     # also when M is 1
+        """[G, M, C] for a value with the product's rows, [1, 1, C] for a broadcast row. A
+        product of one column ("bsht,bsh->bst": N = 1) keeps its rows last, [B, S, T]: each
+        row's single element in row order, so [G, M, 1] too."""
+        rows = self.G * self.M
+        if math.prod(v.type.shape[:-1]) == rows:                # also when M is 1
             return (self.G, self.M, v.type.shape[-1])
+        if math.prod(self.head.type.shape) == rows == math.prod(v.type.shape):
+            return (self.G, self.M, 1)
         return (1, 1, v.type.shape[-1])
 
     def cols(self, v: Node) -> int:

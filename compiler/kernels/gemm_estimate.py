@@ -5,6 +5,8 @@ reason about the same buffers, formats and promotion.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from compiler.ir.graph import Graph, Node
 from compiler.ir.ops.contraction import Contraction, contraction_of
 from compiler.kernels import gemm_tiles
@@ -23,9 +25,21 @@ def contraction_dims(graph: Graph, node: Node) -> tuple[Contraction, int, int, i
 def operand_decls(graph: Graph, node: Node) -> tuple[TensorDecl, TensorDecl]:
     """The contraction's operands as [G, M, K] and [G, K, N] tensors with their scaling."""
     a, b = graph.inputs_of(node)
-    _, G, M, N, K = contraction_dims(graph, node)
-    return (TensorDecl(a.name, a.type.format.dtype, (G, M, K), "temp", a.type.format.scaling),
-            TensorDecl(b.name, b.type.format.dtype, (G, K, N), "temp", b.type.format.scaling))
+    c, G, M, N, K = contraction_dims(graph, node)
+    a_idx, b_idx = c.spec.split("->")[0].split(",")
+    return (TensorDecl(a.name, a.type.format.dtype, (G, M, K), "temp",
+                       _oriented(a.type.format.scaling, a_idx, c.m, c.k)),
+            TensorDecl(b.name, b.type.format.dtype, (G, K, N), "temp",
+                       _oriented(b.type.format.scaling, b_idx, c.k, c.n)))
+
+
+def _oriented(scaling, index: str, rows: str, cols: str):
+    """An operand's scale block as [rows, cols] of its canonical view: one stored with its
+    columns' dim before its rows' (a key cache [T, D] read as B = [D, T]) has its block turned,
+    as the lowering's transposed view turns it (compiler/lower/tensors.py)."""
+    if scaling is None or len(index) < 2 or not (index[-2] in cols and index[-1] in rows):
+        return scaling
+    return replace(scaling, block=scaling.block[::-1])
 
 
 def output_scales(plan: OperandPlan, da: TensorDecl, db: TensorDecl) -> dict:

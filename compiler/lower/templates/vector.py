@@ -41,8 +41,13 @@ from isa.target_schema import Target
 
 
 def as_rows(tmap: TensorMap, decl: TensorDecl, rows: int, suffix: str = "rows") -> TensorDecl:
-    return tmap.view(decl, (ViewStep("reshape", (rows, decl.shape[-1] if decl.shape else 1)),),
-                     suffix)
+    """`decl` seen as [rows, cols]. A reduction's result has one element a row (a sum over
+    the last dim of [B, S, m, k] is [B, S, m]: B*S*m rows of one), so the columns are the
+    elements a row holds, not the last dim."""
+    elements = math.prod(decl.shape)
+    cols = elements // rows if rows and elements % rows == 0 else \
+        (decl.shape[-1] if decl.shape else 1)
+    return tmap.view(decl, (ViewStep("reshape", (rows, cols)),), suffix)
 
 
 def lower_vector_group(group: Group, graph: Graph, tmap: TensorMap, target: Target):
