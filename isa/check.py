@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from isa.errors import ProgramError
-from isa.formats import DTYPES
 from isa.instructions import OPERAND_TYPES, InstrDef, attr_problem, lookup
 from isa.listing import fmt_value
 from isa.program import (Attr, Box, Buf, BufferDecl, Instr, Kernel, Launch, Param, Program,
@@ -118,12 +117,8 @@ def check_reach(ins: Instr, definition: InstrDef, scope: KernelScope, target: Ta
 
 
 def _check_mma_operands(ins: Instr, fmt: str, scope: KernelScope, target: Target) -> None:
-    """The A and B buffers of a low-precision (under 16-bit) matrix instruction hold dtypes
-    its format reads as they are: the format's own, or one of its native_operands; any other
-    is widened first (vec.cvt). 16- and 32-bit formats are not checked: attention still reads
-    its queries and an unscaled cache into them as they are (docs/timing.md)."""
-    if DTYPES[fmt].bits >= 16:
-        return
+    """The A and B buffers of a matrix instruction hold dtypes its format reads as they are:
+    the format's own, or one of its native_operands; any other is widened first (vec.cvt)."""
     for operand, arg in zip("ab", ins.operands[1:3]):
         decl = scope.buffers.get(arg.name) if isinstance(arg, Buf) else None
         if decl is None or target.matrix.takes(fmt, decl.dtype):

@@ -132,10 +132,8 @@ def test_listing_loads_scales_and_counts_their_bytes(target, tmp_path):
     row = {k: next(r for r in run.kernels if r.kernel.startswith("flash_attention"))
            for k, run in runs.items()}
     scale_bytes = 2 * 302 * 2 * 2 * 4              # K and V: [T, heads, 64 / 32] fp32 scales
-    extra = row["scaled"].bytes - row["plain"].bytes
-    if target == "h800":
-        assert extra == scale_bytes
-    else:   # plus the dequantised bf16 tiles handed to the cube through the workspace:
-        # K and V, 2 heads, 3 key blocks of 128 rows x 64
-        assert extra == scale_bytes + 2 * 2 * 3 * 128 * 64 * 2
+    # The unscaled FP8 cache is not read by the bf16 product either: it is widened on the
+    # vector unit (on ascend910b handed to the cube through the workspace, as the scaled one
+    # is), so the scales are the only difference.
+    assert row["scaled"].bytes - row["plain"].bytes == scale_bytes
     assert row["scaled"].time_us > row["plain"].time_us

@@ -100,6 +100,12 @@ class Attention:
     Dv: int
     batch: str
     sizes: dict
+    native: tuple[str, ...] = ()    # other dtypes `fmt`'s instruction reads as they are
+
+    def widens(self, d: TensorDecl) -> bool:
+        """Whether operand `d` is widened on the vector unit before the matrix unit reads it
+        (an unscaled one; a block-scaled one is dequantised anyway)."""
+        return d.dtype != self.fmt and d.dtype not in self.native
 
     def sub_g(self, g, letters: str):
         """An operand holding only some batch dims (a rope key shared by all heads) is
@@ -160,7 +166,8 @@ def attention_operands(group: Group, graph: Graph, tmap: TensorMap, target: Targ
     fmt = matrix_format(target, dtypes) if not any(d.scaling for d in streamed) else \
         dequantised_format(target, [d.dtype for d in qs + streamed if d.scaling is None], dtypes)
     return Attention(qs, ks, k_batch, k_scales, k_gathers, v, v_batch, v_scales, v_in_k, out,
-                     fmt, scale, mask, G, M, T, Dv, batch, dict(cp.sizes))
+                     fmt, scale, mask, G, M, T, Dv, batch, dict(cp.sizes),
+                     target.matrix.formats[fmt].native_operands)
 
 
 def _scales(tmap: TensorMap, view: TensorDecl, source: TensorDecl) -> TensorDecl | None:
@@ -189,7 +196,9 @@ def _on_chip_need(att: Attention, bm: int, bt: int, cores: int) -> dict[str, flo
     raw, _, scales = scaled_bytes(att, bt)      # block-scaled tiles before dequantisation
     indices = STAGES * bt * 4 * sum(1 for x in att.k_gathers if x)
     return {
-        "matrix_a": rows * bm * dims * byte(att.fmt) + bm * bt * byte(att.fmt),
+        "matrix_a": rows * bm * dims * byte(att.fmt) + bm * bt * byte(att.fmt)
+                    + rows * bm * sum(d.shape[-1] * byte(d.dtype)     # raw queries beside
+                                      for d in att.qs if att.widens(d)),   # converted ones
         "matrix_b": STAGES * bt * (dims + (0 if att.v is None else att.Dv)) * byte(att.fmt)
                     + raw,
         "accumulator": bm * bt * 4 + rows * bm * att.Dv * 4,
@@ -276,8 +285,11 @@ def _emit_on_chip(att: Attention, target: Target, tmap: TensorMap, bm: int, bt: 
     segment = kb.grid_dim("q", att.M // att.mask.type.shape[-2]) if pairs else Const(0)
     m = kb.grid_dim("m", pairs.items if pairs else math.ceil(att.M / bm))
     piece = kb.grid_dim("kv", splits)
+    widened = [i for i, d in enumerate(qs) if att.widens(d)]
     for i, d in enumerate(qs):
         kb.buffer(f"sq{i}", d.dtype, (bm, d.shape[-1]), "matrix_a", rows)
+        if i in widened:
+            kb.buffer(f"cq{i}", fmt, (bm, d.shape[-1]), "matrix_a", rows)
     keys.declare_buffers(bt)
     kb.buffer("s", "fp32", (bm, bt), "accumulator")
     kb.buffer("o", "fp32", (bm, Dv), "accumulator", rows)
@@ -293,6 +305,9 @@ def _emit_on_chip(att: Attention, target: Target, tmap: TensorMap, bm: int, bt: 
                          ("pv_done", 1), ("o_ready", 0), ("o_final", 0), ("out_ready", 0)):
         kb.token(tok, initial)
     keys.declare_tokens()
+    if widened:
+        kb.token("q_raw", 0)
+        kb.token("q_ready", 0)
     # A pair's buffers have a slot per row block; a lone row block's have one.
     row_buf = lambda name, h: Buf(name, Const(h) if isinstance(h, int) else h) if pairs \
         else Buf(name)
@@ -305,10 +320,20 @@ def _emit_on_chip(att: Attention, target: Target, tmap: TensorMap, bm: int, bt: 
         blocks = pairs.per_item
     else:
         row_blocks, blocks = (m,), math.ceil(T / bt) if splits == 1 else split.per_split
-    for h, r in enumerate(row_blocks):
-        for i, d in enumerate(qs):
-            kb.emit("ld.tile", row_buf(f"sq{i}", h), Box(pq[i], (g, mul(r, Const(bm)), Const(0)),
-                                                     (1, bm, d.shape[-1])))
+    loads = [(h, r, i, d) for h, r in enumerate(row_blocks) for i, d in enumerate(qs)]
+    for k, (h, r, i, d) in enumerate(loads):
+        kb.emit("ld.tile", row_buf(f"sq{i}", h), Box(pq[i], (g, mul(r, Const(bm)), Const(0)),
+                                                     (1, bm, d.shape[-1])),
+                signal=("q_raw",) if widened and k == len(loads) - 1 else ())
+    if widened:                  # queries the format does not read, widened once per item
+        conversions = [(h, i, d) for h, _, i, d in loads if i in widened]
+        for k, (h, i, d) in enumerate(conversions):
+            kb.emit("vec.cvt", row_buf(f"cq{i}", h), row_buf(f"sq{i}", h),
+                    wait=("q_raw",) if k == 0 else (),
+                    signal=("q_ready",) if k == len(conversions) - 1 else (),
+                    n=bm * d.shape[-1])
+        kb.emit("sync.mm", wait=("q_ready",))
+    query = lambda i, h: row_buf(f"cq{i}" if i in widened else f"sq{i}", h)
     with kb.loop("j", blocks) as j:
         slot = Bin("%", j, Const(STAGES)) if blocks > 1 else Const(0)
         if pairs:
@@ -329,7 +354,7 @@ def _emit_on_chip(att: Attention, target: Target, tmap: TensorMap, bm: int, bt: 
         key0 = mul(key_block, Const(bt))
         keys.load(g, slot, key0)
         for i, d in enumerate(qs):
-            kb.emit("mm.mma", Buf("s"), row_buf(f"sq{i}", half), keys.operand(f"k{i}", slot),
+            kb.emit("mm.mma", Buf("s"), query(i, half), keys.operand(f"k{i}", slot),
                     wait=("kv_full",) if i == 0 else (),
                     signal=("s_ready",) if i == len(qs) - 1 else (),
                     shape=(bm, bt, d.shape[-1]), fmt=fmt, first=int(i == 0), trans_b=1)

@@ -1,5 +1,6 @@
 """The key block of an attention kernel: K (and V) tiles loaded, and block-scaled ones
-dequantised with their scales before the matrix unit reads them.
+dequantised with their scales, or ones the matrix format does not read widened, before the
+matrix unit reads them.
 
 A block-scaled KV cache (e.g. FP8 with one FP32 scale per 1x32 or 1x128 of a token's row) means
 nothing without its scales, and the score product Q K^T mixes each key row's blocks, so no
@@ -17,8 +18,11 @@ its block's scale) into the matrix format before the MMAs:
                       ld workspace -> cube          wait(kv_handed, kv_free)
                                                                     signal(kv_full, kv_ws_free)
 
-Unscaled tiles are loaded straight into the matrix unit's buffers (`wait(kv_free) ...
-signal(kv_full)` when nothing is dequantised). The scale loads and the dequantisation are
+An unscaled tile in a dtype the matrix format does not read as it is (an FP8 cache against
+BF16 queries: the product runs in BF16) takes the same path with `vec.cvt` for `vec.dequant`
+and no scales, as FP8-cache kernels on BF16 tensor cores widen each tile after loading it.
+Other tiles are loaded straight into the matrix unit's buffers (`wait(kv_free) ...
+signal(kv_full)` when nothing is converted). The scale loads and the dequantisation are
 ordinary instructions, so their bytes and vector cycles are in the listing and the timing.
 
 Keys gathered by index (sparse attention over the cache rows a selection chose) are loaded
@@ -52,6 +56,12 @@ class KeyTile:
     batch: str                       # the batch letters it holds
     scales: TensorDecl | None        # its block scales, viewed [Gk, T / rows, D / cols]
     gathered: object = None          # flash.Gathered: rows chosen by index from a cache
+    widened: bool = False            # unscaled, in a dtype the matrix format does not read
+
+    @property
+    def converted(self) -> bool:
+        """Dequantised or widened on the vector unit before the matrix unit reads it."""
+        return self.scales is not None or self.widened
 
     @property
     def cols(self) -> int:
@@ -63,33 +73,36 @@ class KeyTile:
 
 
 def key_tiles(att) -> list[KeyTile]:
-    tiles = [KeyTile(f"k{i}", d, att.k_batch[i], att.k_scales[i], att.k_gathers[i])
-             for i, d in enumerate(att.ks)]
+    tiles = [KeyTile(f"k{i}", d, att.k_batch[i], att.k_scales[i], att.k_gathers[i],
+                     att.k_scales[i] is None and att.widens(d)) for i, d in enumerate(att.ks)]
     if att.v is not None:
-        tiles.append(KeyTile("v", att.v, att.v_batch, att.v_scales))
+        tiles.append(KeyTile("v", att.v, att.v_batch, att.v_scales, None,
+                             att.v_scales is None and att.widens(att.v)))
     return tiles
 
 
 def scaled_bytes(att, bt: int) -> tuple[float, float, float]:
-    """On-chip bytes of the block-scaled tiles, all stages: (raw elements, dequantised tiles
-    in the matrix format, scales)."""
+    """On-chip bytes of the converted tiles, all stages: (raw elements, tiles in the matrix
+    format, scales)."""
     byte = lambda d: DTYPES[d].bits / 8
-    tiles = [t for t in key_tiles(att) if t.scales is not None]
+    tiles = [t for t in key_tiles(att) if t.converted]
     raw = sum(bt * t.cols * byte(t.decl.dtype) for t in tiles)
     dequantised = sum(bt * t.cols * byte(att.fmt) for t in tiles)
-    scales = sum(math.prod(t.scale_tile(bt)) * byte(t.scales.dtype) for t in tiles)
+    scales = sum(math.prod(t.scale_tile(bt)) * byte(t.scales.dtype) for t in tiles
+                 if t.scales is not None)
     return STAGES * raw, STAGES * dequantised, STAGES * scales
 
 
 def block_costs(att, bt: int, vector_lanes: int) -> tuple[float, float]:
-    """(bytes loaded, vector-unit cycles of dequantisation) of one key block."""
+    """(bytes loaded, vector-unit cycles of conversion) of one key block."""
     byte = lambda d: DTYPES[d].bits / 8
     loaded, cycles = 0.0, 0.0
     for t in key_tiles(att):
         loaded += bt * t.cols * byte(t.decl.dtype)
         if t.scales is not None:
             loaded += math.prod(t.scale_tile(bt)) * byte(t.scales.dtype)
-            cycles += bt * t.cols / vector_lanes          # vec.dequant: one multiply each
+        if t.converted:            # vec.dequant (a multiply) or vec.cvt: one operation each
+            cycles += bt * t.cols / vector_lanes
     return loaded, cycles
 
 
@@ -100,6 +113,7 @@ class KeyBlocks:
         self.kb, self.att, self.tmap, self.name = kb, att, tmap, name
         self.tiles = key_tiles(att)
         self.scaled = [t for t in self.tiles if t.scales is not None]
+        self.converted = [t for t in self.tiles if t.converted]
         self.params = {}
         for t in self.tiles:
             if t.gathered:
@@ -115,8 +129,9 @@ class KeyBlocks:
             self.params[f"{t.stem}_scale"] = self.kb.param(f"{t.stem}_scale", t.scales)
 
     def declare_buffers(self, bt: int, split: bool = False) -> None:
-        """sTILE [bt, D] per tile; for a scaled one also its scales ssTILE and the dequantised
-        cTILE (and, on split cores, the vector core's vTILE and an L2 workspace)."""
+        """sTILE [bt, D] per tile; for a scaled one also its scales ssTILE; for a converted one
+        the cTILE the matrix unit reads (and, on split cores, the vector core's vTILE and an
+        L2 workspace)."""
         kb, fmt = self.kb, self.att.fmt
         self.bt, self.split = bt, split
         for t in self.tiles:
@@ -124,10 +139,11 @@ class KeyBlocks:
                 _check_rows(t, bt)
             if t.gathered:
                 kb.buffer(f"sidx{t.stem}", "i32", (1, bt), "vector", STAGES)
-            raw_role = "vector" if split and t.scales is not None else "matrix_b"
+            raw_role = "vector" if split and t.converted else "matrix_b"
             kb.buffer(f"s{t.stem}", t.decl.dtype, (bt, t.cols), raw_role, STAGES)
         for t in self.scaled:
             kb.buffer(f"ss{t.stem}", t.scales.dtype, t.scale_tile(bt), "vector", STAGES)
+        for t in self.converted:
             if split:
                 kb.buffer(f"v{t.stem}", fmt, (bt, t.cols), "vector", STAGES)
                 self.spaces[t.stem] = Workspace(kb, self.tmap, f"{self.name}.{t.stem}_deq", fmt,
@@ -136,17 +152,17 @@ class KeyBlocks:
 
     def declare_tokens(self) -> None:
         gathered = [t for t in self.tiles if t.gathered]
-        if any(t.scales is None or not self.split for t in gathered):
+        if any(not t.converted or not self.split for t in gathered):
             self.kb.token("kv_idx", 0)              # the cube's gathers
-        if any(t.scales is not None and self.split for t in gathered):
+        if any(t.converted and self.split for t in gathered):
             self.kb.token("kvv_idx", 0)             # the vector core's
-        if self.scaled:
+        if self.converted:
             for tok, initial in (SPLIT_TOKENS if self.split else SAME_CORE_TOKENS):
                 self.kb.token(tok, initial)
 
     def operand(self, stem: str, slot) -> Buf:
-        scaled = any(t.stem == stem for t in self.scaled)
-        return Buf(f"c{stem}" if scaled else f"s{stem}", slot)
+        converted = any(t.stem == stem for t in self.converted)
+        return Buf(f"c{stem}" if converted else f"s{stem}", slot)
 
     def value(self, slot) -> Buf:
         att = self.att
@@ -154,7 +170,7 @@ class KeyBlocks:
 
     def load(self, g, slot, key0) -> None:
         """One key block's tiles, ready for the MMAs when `kv_full` is signalled."""
-        if self.split and self.scaled:
+        if self.split and self.converted:
             self._load_split(g, slot, key0)
             return
         gathered = [t for t in self.tiles if t.gathered]
@@ -163,26 +179,28 @@ class KeyBlocks:
         loads = [(Buf(f"s{t.stem}", slot), self._box(t, g, key0)) for t in self.tiles]
         loads += [(Buf(f"ss{t.stem}", slot), self._scale_box(t, g, key0)) for t in self.scaled]
         self._moves(loads, slot, g, ("kv_idx",) if gathered else ("kv_free",),
-                    ("kv_raw",) if self.scaled else ("kv_full",))
+                    ("kv_raw",) if self.converted else ("kv_full",))
         self._dequantise(slot, "kv_raw", "c", "kv_full")
 
     def _load_split(self, g, slot, key0) -> None:
-        """The vector core loads (or gathers) and dequantises the scaled tiles and hands them
-        to the cube through the workspace; the cube loads the unscaled tiles itself."""
+        """The vector core loads (or gathers) and converts the converted tiles and hands them
+        to the cube through the workspace; the cube loads the others itself."""
         kb = self.kb
-        self._gathers("vld", [t for t in self.scaled if t.gathered], slot, g, key0,
+        self._gathers("vld", [t for t in self.converted if t.gathered], slot, g, key0,
                       ("kvv_free",), "kvv_idx")
-        vloads = [(Buf(f"s{t.stem}", slot), self._box(t, g, key0)) for t in self.scaled]
+        vloads = [(Buf(f"s{t.stem}", slot), self._box(t, g, key0)) for t in self.converted]
         vloads += [(Buf(f"ss{t.stem}", slot), self._scale_box(t, g, key0)) for t in self.scaled]
-        opened = ("kvv_idx",) if any(t.gathered for t in self.scaled) else ("kvv_free",)
+        opened = ("kvv_idx",) if any(t.gathered for t in self.converted) else ("kvv_free",)
         self._moves(vloads, slot, g, opened, ("kvv_loaded",), "vld")
         self._dequantise(slot, "kvv_loaded", "v", "kvv_done")
-        handed = [(self.spaces[t.stem].box(slot), Buf(f"v{t.stem}", slot)) for t in self.scaled]
+        handed = [(self.spaces[t.stem].box(slot), Buf(f"v{t.stem}", slot))
+                  for t in self.converted]
         _chain(kb, "vst.tile", handed, ("kvv_done", "kv_ws_free"), ("kv_handed", "kvv_free"))
-        plain = [t for t in self.tiles if t.scales is None]
+        plain = [t for t in self.tiles if not t.converted]
         self._gathers("ld", [t for t in plain if t.gathered], slot, g, key0,
                       ("kv_handed", "kv_free"), "kv_idx")
-        loads = [(Buf(f"c{t.stem}", slot), self.spaces[t.stem].box(slot)) for t in self.scaled]
+        loads = [(Buf(f"c{t.stem}", slot), self.spaces[t.stem].box(slot))
+                 for t in self.converted]
         loads += [(Buf(f"s{t.stem}", slot), self._box(t, g, key0)) for t in plain]
         opened = ("kv_idx",) if any(t.gathered for t in plain) else ("kv_handed", "kv_free")
         self._moves(loads, slot, g, opened, ("kv_full", "kv_ws_free"))
@@ -193,11 +211,16 @@ class KeyBlocks:
                                          for t in tiles], opening, (closing,))
 
     def _dequantise(self, slot, opened: str, prefix: str, closed: str) -> None:
-        for i, t in enumerate(self.scaled):
-            self.kb.emit("vec.dequant", Buf(f"{prefix}{t.stem}", slot), Buf(f"s{t.stem}", slot),
-                         Buf(f"ss{t.stem}", slot), wait=(opened,) if i == 0 else (),
-                         signal=(closed,) if i == len(self.scaled) - 1 else (),
-                         n=self.bt * t.cols, block=t.decl.scaling.block)
+        """Each converted tile into the matrix format: with its scales, or only widened."""
+        for i, t in enumerate(self.converted):
+            sync = {"wait": (opened,) if i == 0 else (),
+                    "signal": (closed,) if i == len(self.converted) - 1 else ()}
+            dst, src = Buf(f"{prefix}{t.stem}", slot), Buf(f"s{t.stem}", slot)
+            if t.scales is None:
+                self.kb.emit("vec.cvt", dst, src, n=self.bt * t.cols, **sync)
+                continue
+            self.kb.emit("vec.dequant", dst, src, Buf(f"ss{t.stem}", slot),
+                         n=self.bt * t.cols, block=t.decl.scaling.block, **sync)
 
     def _moves(self, loads: list, slot, g, opening: tuple, closing: tuple,
                unit: str = "ld") -> None:

@@ -50,7 +50,9 @@ def _need(att: Attention, bm: int, bt: int) -> dict[str, float]:
         "accumulator": STAGES * bm * bt * 4 + bm * att.Dv * 4,
         "vector": (bm * bt * 4 + STAGES * bm * bt * byte(att.fmt) + 2 * bm * att.Dv * 4
                    + bm * (STAGES + 2) * 4 + bm * att.Dv * byte(att.out.dtype)
-                   + raw + dequantised + scales),
+                   + raw + dequantised + scales
+                   + sum(bm * d.shape[-1] * (byte(d.dtype) + byte(att.fmt))   # converted
+                         for d in att.qs if att.widens(d))),                  # queries
     }
 
 
@@ -76,8 +78,12 @@ def lower_split_attention(att: Attention, group: Group, tmap: TensorMap, target:
     scores = Workspace(kb, tmap, f"{name}.scores", "fp32", bm, bt, STAGES, "scores")
     probs = Workspace(kb, tmap, f"{name}.probs", fmt, bm, bt, STAGES, "probs")
     partial = Workspace(kb, tmap, f"{name}.partial", "fp32", bm, Dv, STAGES, "partial")
+    converted = [i for i, d in enumerate(att.qs) if att.widens(d)]
     for i, d in enumerate(att.qs):
-        kb.buffer(f"sq{i}", d.dtype, (bm, d.shape[-1]), "matrix_a")
+        kb.buffer(f"sq{i}", fmt if i in converted else d.dtype, (bm, d.shape[-1]), "matrix_a")
+        if i in converted:
+            kb.buffer(f"vq{i}", d.dtype, (bm, d.shape[-1]), "vector")
+            kb.buffer(f"vqc{i}", fmt, (bm, d.shape[-1]), "vector")
     keys.declare_buffers(bt, split=True)
     kb.buffer("pc", fmt, (bm, bt), "matrix_a", STAGES)
     kb.buffer("s", "fp32", (bm, bt), "accumulator", STAGES)
@@ -94,6 +100,9 @@ def lower_split_attention(att: Attention, group: Group, tmap: TensorMap, target:
         kb.token(tok, initial)
     keys.declare_tokens()
     row0 = mul(m, Const(bm))
+    if converted:
+        for tok in ("q_raw", "q_conv", "q_handed", "q_ready"):
+            kb.token(tok, 0)
 
     def scores_of(j: Expr) -> None:                 # cube: S_j = Q K_j^T, out to L2
         slot = _slot(j)
@@ -135,7 +144,10 @@ def lower_split_attention(att: Attention, group: Group, tmap: TensorMap, target:
                 n=bm * Dv, first=first)
 
     blocks = math.ceil(att.T / bt)
-    load_queries(kb, att, pq, g, row0, bm)
+    if converted:
+        _convert_queries(kb, tmap, att, name, pq, converted, g, row0, bm)
+    else:
+        load_queries(kb, att, pq, g, row0, bm)
     scores_of(Const(0))
     softmax_of(Const(0), Const(1))
     if blocks > 1:
@@ -152,3 +164,25 @@ def lower_split_attention(att: Attention, group: Group, tmap: TensorMap, target:
     kb.emit("vst.tile", Box(po, (g, row0, Const(0)), (1, bm, Dv)), Buf("out"),
             wait=("out_ready",))
     return kb.build()
+
+
+def _convert_queries(kb, tmap, att: Attention, name: str, pq: list[str], converted: list[int],
+                     g, row0, bm: int) -> None:
+    """Queries in a dtype the cube's format does not read (FP32 queries against a cache
+    dequantised to BF16): the vector core loads and converts them, once per work item, and
+    hands them to the cube through the workspace, as it hands the converted key tiles."""
+    def chain(moves, opening, closing):
+        for k, (op, args, attrs) in enumerate(moves):
+            kb.emit(op, *args, wait=(opening,) if k == 0 and opening else (),
+                    signal=(closing,) if k == len(moves) - 1 else (), **attrs)
+    spaces = {i: Workspace(kb, tmap, f"{name}.q{i}_cvt", att.fmt, bm, att.qs[i].shape[-1], 1,
+                           f"q{i}_cvt") for i in converted}
+    box = lambda i: Box(pq[i], (g, row0, Const(0)), (1, bm, att.qs[i].shape[-1]))
+    chain([("vld.tile", (Buf(f"vq{i}"), box(i)), {}) for i in converted], None, "q_raw")
+    chain([("vec.cvt", (Buf(f"vqc{i}"), Buf(f"vq{i}")), {"n": bm * att.qs[i].shape[-1]})
+           for i in converted], "q_raw", "q_conv")
+    chain([("vst.tile", (spaces[i].box(Const(0)), Buf(f"vqc{i}")), {}) for i in converted],
+          "q_conv", "q_handed")
+    chain([("ld.tile", (Buf(f"sq{i}"), spaces[i].box(Const(0)) if i in converted else box(i)),
+            {}) for i in range(len(att.qs))], "q_handed", "q_ready")
+    kb.emit("sync.mm", wait=("q_ready",))
