@@ -7,11 +7,14 @@ sharing, so the shared resources see all cores' traffic while each stream is sim
 Rules, each checked by a hand-computed test:
 - A unit runs its ops in order. An op starts when the unit is free and each token it waits on
   has a count above zero (the counts are consumed).
+- Every op holds its unit for at least one cycle, its issue slot.
 - A compute op keeps the unit busy for its cycles and completes when it ends.
 - A transfer keeps the unit busy while its bytes move at the rate the fair share gives it
-  (runtime/bandwidth.py); it completes `latency` cycles later (the memory system pipelines
-  requests, so the unit may start its next transfer meanwhile).
-- A fence completes once every earlier op of its unit has completed.
+  (runtime/bandwidth.py); it completes `latency` cycles after it lets the unit go (the memory
+  system pipelines requests, so the unit may start its next transfer meanwhile). A transfer
+  that moves nothing (an edge tile past the tensor's end) completes at the end of its slot.
+- A fence completes at the end of its slot and holds its unit until every earlier op of the
+  unit has completed.
 - An op signals its tokens when it and every earlier op of its unit have completed (a unit
   is one in-order queue, and a signal releases what the queue issued before it: a transfer
   that finishes before a longer-latency one issued earlier waits for it to signal).
@@ -25,6 +28,8 @@ from dataclasses import dataclass, field
 from runtime.bandwidth import Flow, share
 
 COMPUTE, TRANSFER, FENCE = 0, 1, 2
+SLOT = 1.0               # cycles: the least an op holds its unit (one issue slot)
+DONE, LET_GO = 0, 1      # events: an op completes; a transfer's slot ends after its bytes
 
 
 @dataclass(frozen=True)
@@ -147,8 +152,11 @@ class Engine:
                 self._finish_flow(first)
             else:
                 self._advance(t_event)
-                _, _, unit, index = heapq.heappop(self.events)
-                self._complete(unit, index)
+                _, _, unit, index, kind = heapq.heappop(self.events)
+                if kind == LET_GO:
+                    self._let_go(unit, index, self.now - SLOT)
+                else:
+                    self._complete(unit, index)
         self._check_done()
         units = {(g.group.name, u.name): u.stats for g in self.groups for u in g.units}
         return WaveResult(self.now, units, {g.group.name: g.group.weight for g in self.groups},
@@ -172,9 +180,9 @@ class Engine:
                 flow.remaining -= flow.rate * dt
         self.now = t
 
-    def _push(self, t: float, unit: _Unit, index: int) -> None:
+    def _push(self, t: float, unit: _Unit, index: int, kind: int = DONE) -> None:
         self.seq += 1
-        heapq.heappush(self.events, (t, self.seq, unit, index))
+        heapq.heappush(self.events, (t, self.seq, unit, index, kind))
 
     # -- ops --
 
@@ -203,19 +211,17 @@ class Engine:
             self._start(u, op, u.pc - 1)
 
     def _start(self, u: _Unit, op: Op, index: int) -> None:
-        if op.kind == FENCE:               # done at once; the unit waits until it retires
-            u.busy, u.fence = True, index
-            self._retire(u, index)
-            return
-        if op.kind == COMPUTE:
-            u.busy = True
-            u.stats.busy += op.cycles
-            self._record(u, op, self.now, self.now + op.cycles)
-            self._push(self.now + op.cycles, u, index)
-        elif op.nbytes <= 0:
-            self._push(self.now, u, index)
+        u.busy = True
+        if op.kind == FENCE:               # done after its slot; holds the unit until it retires
+            u.fence = index
+            u.stats.busy += SLOT
+            self._push(self.now + SLOT, u, index)
+        elif _holds(op):
+            cycles = max(op.cycles, SLOT)
+            u.stats.busy += cycles
+            self._record(u, op, self.now, self.now + cycles)
+            self._push(self.now + cycles, u, index)
         else:
-            u.busy = True
             weight = u.group.group.weight
             flow = Flow(weight, op.cap, op.path, op.nbytes)
             for resource, coef in op.path:
@@ -232,18 +238,27 @@ class Engine:
             share([f for f, *_ in self.flows], self.capacity)
         self._record_counters()
         duration = self.now - start
-        u.stats.busy += duration
         unshared = op.nbytes / op.cap
         if duration > unshared * (1 + 1e-9):
             waits = u.stats.bandwidth_wait
             waits[flow.bottleneck] = waits.get(flow.bottleneck, 0.0) + duration - unshared
+        if duration < SLOT:
+            self._push(start + SLOT, u, at, LET_GO)
+        else:
+            self._let_go(u, at, start)
+
+    def _let_go(self, u: _Unit, index: int, start: float) -> None:
+        """A transfer's bytes have moved and its slot has ended: the unit is free, the bytes
+        land `latency` later."""
+        op = u.ops[index]
+        u.stats.busy += self.now - start
         self._record(u, op, start, self.now)
         u.busy = False
-        self._push(self.now + op.latency, u, at)
+        self._push(self.now + op.latency, u, index)
         self._issue(u)
 
     def _complete(self, u: _Unit, index: int) -> None:
-        if u.ops[index].kind == COMPUTE:
+        if _holds(u.ops[index]):
             u.busy = False
         self._retire(u, index)
         self._issue(u)
@@ -298,3 +313,10 @@ class Engine:
                     blocked.append(Blocked(g.group.name, u.name, u.pc, op.label, u.blocked_on))
         if blocked:
             raise DeadlockError(blocked)
+
+
+def _holds(op: Op) -> bool:
+    """Whether an op holds its unit until it completes: compute, and a transfer that moves
+    nothing (a transfer with bytes lets the unit go once they have moved, a fence once it
+    retires)."""
+    return op.kind == COMPUTE or (op.kind == TRANSFER and op.nbytes <= 0)

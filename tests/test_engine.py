@@ -100,9 +100,32 @@ def test_initial_credits_bound_the_pipeline_depth():
     assert result.units[("g", "ld")].token_wait == {"free": pytest.approx(15)}
 
 
-def test_zero_byte_transfer_completes_at_once():
+def test_zero_byte_transfer_takes_its_issue_slot_and_no_latency():
     result = run({"ld": [load(0, signals=["x"])], "mm": [compute(4, waits=["x"])]})
+    assert result.cycles == 1 + 4
+
+
+def test_every_compute_op_holds_its_unit_for_an_issue_slot():
+    # Four ops of a quarter of a cycle each (a few elements on wide lanes): four cycles, not one.
+    result = run({"vec": [compute(0.25) for _ in range(4)]})
     assert result.cycles == 4
+    assert result.units[("g", "vec")].busy == 4
+
+
+def test_a_short_transfer_holds_its_unit_for_a_slot_then_waits_its_latency():
+    # 4 bytes at 10 B/cycle move in 0.4 cycles, but each load holds ld for one: the first lets
+    # go at 1 and lands at 11, the second at 2 and 12; mm then takes a slot: 13.
+    ops = [load(4, latency=10), load(4, latency=10, signals=["x"])]
+    result = run({"ld": ops, "mm": [compute(0.5, waits=["x"])]})
+    assert result.cycles == pytest.approx(13)
+    assert result.units[("g", "ld")].busy == pytest.approx(2)
+    assert result.units[("g", "ld")].bandwidth_wait == {}       # the slot is not a stall
+
+
+def test_a_fence_takes_its_slot_even_with_nothing_in_flight():
+    result = run({"st": [Op(FENCE, "sync.st", signals=("done",))],
+                  "vec": [compute(3, waits=["done"])]})
+    assert result.cycles == 1 + 3
 
 
 def test_a_signal_waits_for_the_earlier_transfers_of_its_unit():

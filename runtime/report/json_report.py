@@ -78,8 +78,8 @@ def report_json(run: RunResult) -> str:
 
 
 def _whole(start: float, end: float) -> tuple[int, int]:
-    """A span in whole cycles: rounded, but one that lasts at all lasts at least a cycle
-    (a kernel of a fraction of a cycle, possible only on a target of extreme figures, is not
-    reported as taking no time)."""
+    """A span in whole cycles: rounded, but one that lasts at all lasts at least a cycle.
+    The engine gives every instruction an issue slot, so a kernel lasts a cycle or more; the
+    guard keeps rounding from undoing that (round half to even takes 1.5 .. 2.5 to 2 .. 2)."""
     first, last = int(round(start)), int(round(end))
     return first, max(last, first + 1) if end > start else last
