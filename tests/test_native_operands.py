@@ -240,3 +240,30 @@ def test_the_report_hints_mxfp8_activations_where_deepseek_scales_promote():
     on_h800 = api.run("examples/llama3_8b.ds", "h800",
                       sets={**sets, "activations": "fp8_e4m3 scaled(fp32, 1x128)"})
     assert "hint:" not in summary_text(on_h800.run_result)
+
+
+def test_the_hint_counts_the_weight_gemms_it_would_slow(tmp_path):
+    """An FP4 GEMM and an FP8 one with 128x128 weight scales (DeepSeek-V4's experts and its
+    attention projections), activations with UE8M0 scales per 128: MXFP8 activations let the
+    FP4 GEMM apply its scales in the matrix unit, and make the FP8 one promote every 32 of K
+    rather than 128; the hint says both, and the run agrees."""
+    path = tmp_path / "two.ds"
+    path.write_text("""
+model two {
+  size M = 64, N = 4096, K = 4096
+  precision { default bf16 activations fp8_e4m3 scaled(ue8m0, 1x128) }
+  input  x: [M, K]
+  weight experts: fp4_e2m1[K, N] scaled(ue8m0, 32x1)
+  weight dense: fp8_e4m3[N, K] scaled(ue8m0, 128x128)
+  output y = (x @ experts) @ dense
+}""")
+    now = api.run(str(path), "b200")
+    mx = api.run(str(path), "b200", sets={"activations": "mxfp8"})
+    assert ("hint: --set activations=mxfp8 would let the fp8_e4m3 x fp4_e2m1 multiply run "
+            "natively on fp8_e4m3, the matrix unit applying both block scales (1 kernel); 1 "
+            "kernel whose weights' scales it cannot apply would promote every 32 of K, more "
+            "often than now") in summary_text(now.run_result).splitlines()
+    cycles = lambda run: {k["name"]: k["end_cycle"] - k["start_cycle"]
+                          for k in run.to_dict()["kernels"]}
+    before, after = cycles(now), cycles(mx)
+    assert after["matmul.q"] < before["matmul.q"] and after["y"] > before["y"]

@@ -44,27 +44,57 @@ def native_activations(target: Target, a: TensorDecl, b: TensorDecl) -> tuple[st
 
 
 def activation_hints(program: Program, target: Target, kernels) -> list[str]:
-    """One line per (alias, operands) over the launched `kernels` whose B is a weight."""
+    """One line per (alias, operands) over the launched `kernels` whose B is a weight, with
+    what the alias would cost the other weight GEMMs: those whose weights' scales no format
+    applies beside it promote their partial sums once per its (finer) block of K."""
+    gemms = list(_weight_gemms(program, kernels))
+    counts: dict[tuple, set] = {}
+    for kernel, a, b in gemms:
+        found = native_activations(target, a, b)
+        if found:
+            counts.setdefault((*found, b.dtype), set()).add(kernel)
+    lines = []
+    for (alias, fmt, weights), hinted in counts.items():
+        line = (f"hint: --set activations={alias} would let the {ALIASES[alias].dtype} x "
+                f"{weights} multiply run natively on {fmt}, the matrix unit applying both "
+                f"block scales ({_kernels(len(hinted))})")
+        slower = {kernel for kernel, a, b in gemms if _promotes_more(target, alias, a, b)}
+        if slower - hinted:
+            k = ALIASES[alias].scaling.block[1]
+            line += (f"; {_kernels(len(slower - hinted))} whose weights' scales it cannot "
+                     f"apply would promote every {k} of K, more often than now")
+        lines.append(line)
+    return lines
+
+
+def _promotes_more(target: Target, alias: str, a: TensorDecl, b: TensorDecl) -> bool:
+    """A GEMM of block-scaled operands the alias would promote more often: no format applies
+    both its and the weights' scales, and its scale blocks along K are finer than A's."""
+    x = ALIASES[alias]
+    matrix = target.matrix
+    applied = any(matrix.takes(f, x.dtype) and matrix.takes(f, b.dtype)
+                  and matrix.applies_scales(f, x.scaling, "a")
+                  and matrix.applies_scales(f, b.scaling, "b") for f in matrix.formats)
+    return (b.scaling is not None and a.scaling is not None and not applied
+            and x.scaling.block[1] < a.scaling.block[1])
+
+
+def _weight_gemms(program: Program, kernels):
+    """(kernel name, A, B) of each distinct matrix instruction whose B is a weight."""
     tensors = program.tensor_table()
     args = {}
     for item in _launches(program.schedule):
         args.setdefault(item.kernel, dict(item.args))
-    counts: dict[tuple, int] = {}
     for kernel in kernels:
-        seen = set()
+        bound = args.get(kernel.name, {})
         for _, a_param, b_param in mma_sources(kernel):
-            a, b = (tensors.get(args.get(kernel.name, {}).get(p)) for p in (a_param, b_param))
-            if a is None or b is None or _root(b, tensors).kind != "weight":
-                continue
-            found = native_activations(target, a, b)
-            if found and found not in seen:
-                seen.add(found)
-                key = (*found, b.dtype)
-                counts[key] = counts.get(key, 0) + 1
-    return [f"hint: --set activations={alias} would let the {ALIASES[alias].dtype} x {weights} "
-            f"multiply run natively on {fmt}, the matrix unit applying both block scales "
-            f"({n} kernel{'s' if n > 1 else ''})"
-            for (alias, fmt, weights), n in counts.items()]
+            a, b = tensors.get(bound.get(a_param)), tensors.get(bound.get(b_param))
+            if a is not None and b is not None and _root(b, tensors).kind == "weight":
+                yield kernel.name, a, b
+
+
+def _kernels(n: int) -> str:
+    return f"{n} kernel{'s' if n > 1 else ''}"
 
 
 def _root(t: TensorDecl, tensors: dict[str, TensorDecl]) -> TensorDecl:
