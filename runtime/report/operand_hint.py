@@ -19,18 +19,10 @@ def native_activations(target: Target, a: TensorDecl, b: TensorDecl) -> tuple[st
     matrix format would read A and B as they are and apply both operands' block scales itself,
     when A as it is does not let any; None when A already does, or no alias would."""
     matrix = target.matrix
-    if b.scaling is None:
+    if b.scaling is None or _applied(target, a.dtype, a.scaling, b):
         return None
-
-    def native(fmt: str, dtype: str, scaling) -> bool:
-        return (matrix.takes(fmt, dtype) and matrix.takes(fmt, b.dtype)
-                and scaling is not None and matrix.applies_scales(fmt, scaling, "a")
-                and matrix.applies_scales(fmt, b.scaling, "b"))
-
-    if any(native(f, a.dtype, a.scaling) for f in matrix.formats):
-        return None
-    options = [(alias, f) for alias, fm in ALIASES.items() for f in matrix.formats
-               if native(f, fm.dtype, fm.scaling)]
+    options = [(alias, f) for alias, fm in ALIASES.items()
+               for f in _applying(target, fm.dtype, fm.scaling, b)]
     # the widest alias, its scales of the weights' kind (NVFP4 weights: NVFP4 activations);
     # then the format the compiler would pick for it (the fastest, one of the operands' own
     # dtypes, the narrowest)
@@ -71,12 +63,23 @@ def _promotes_more(target: Target, alias: str, a: TensorDecl, b: TensorDecl) -> 
     """A GEMM of block-scaled operands the alias would promote more often: no format applies
     both its and the weights' scales, and its scale blocks along K are finer than A's."""
     x = ALIASES[alias]
-    matrix = target.matrix
-    applied = any(matrix.takes(f, x.dtype) and matrix.takes(f, b.dtype)
-                  and matrix.applies_scales(f, x.scaling, "a")
-                  and matrix.applies_scales(f, b.scaling, "b") for f in matrix.formats)
-    return (b.scaling is not None and a.scaling is not None and not applied
+    return (b.scaling is not None and a.scaling is not None
+            and not _applied(target, x.dtype, x.scaling, b)
             and x.scaling.block[1] < a.scaling.block[1])
+
+
+def _applying(target: Target, dtype: str, scaling, b: TensorDecl) -> list[str]:
+    """The matrix formats that read A (`dtype`, `scaling`) and the block-scaled B as they
+    are and apply both operands' scales themselves."""
+    matrix = target.matrix
+    return [f for f in matrix.formats
+            if matrix.takes(f, dtype) and matrix.takes(f, b.dtype) and scaling is not None
+            and matrix.applies_scales(f, scaling, "a")
+            and matrix.applies_scales(f, b.scaling, "b")]
+
+
+def _applied(target: Target, dtype: str, scaling, b: TensorDecl) -> bool:
+    return bool(_applying(target, dtype, scaling, b))
 
 
 def _weight_gemms(program: Program, kernels):
