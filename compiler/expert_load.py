@@ -150,10 +150,13 @@ class Placement:
 
 
 def contiguous(experts: int, devices: int) -> Placement:
-    """ceil(E / N) consecutive experts per device, the last ones holding fewer."""
-    n = math.ceil(experts / devices)
-    return Placement(tuple(tuple(range(d * n, min(experts, (d + 1) * n)))
-                           for d in range(devices)), (1,) * experts)
+    """Consecutive experts, as evenly as they divide: the first E mod N devices hold
+    ceil(E / N), the others floor(E / N) (256 experts on 144 devices: 112 hold two, 32 one;
+    none is left without an expert while another holds two)."""
+    base, extra = divmod(experts, devices)
+    starts = [d * base + min(d, extra) for d in range(devices + 1)]
+    return Placement(tuple(tuple(range(starts[d], starts[d + 1])) for d in range(devices)),
+                     (1,) * experts)
 
 
 def balanced(shares: tuple[float, ...], devices: int, redundant: int) -> Placement:

@@ -180,3 +180,12 @@ def test_bad_load_plans_are_one_message(capsys, plan, message):
                        f"{EP},{plan}")
     assert_user_error(code, err)
     assert message in err
+
+
+@pytest.mark.parametrize("experts, devices", [(4, 3), (256, 144), (8, 8), (3, 5), (257, 16)])
+def test_experts_are_spread_as_evenly_as_they_divide(experts, devices):
+    placement = contiguous(experts, devices)
+    held = [len(d) for d in placement.devices]
+    assert sorted(e for d in placement.devices for e in d) == list(range(experts))
+    assert max(held) - min(held) <= 1 and max(held) == math.ceil(experts / devices)
+    assert contiguous(4, 3).devices == ((0, 1), (2,), (3,))   # not (0, 1), (2, 3), ()
