@@ -150,11 +150,14 @@ class Placement:
 
 
 def contiguous(experts: int, devices: int) -> Placement:
-    """Consecutive experts, as evenly as they divide: the first E mod N devices hold
-    ceil(E / N), the others floor(E / N) (256 experts on 144 devices: 112 hold two, 32 one;
-    none is left without an expert while another holds two)."""
+    """Consecutive experts, as evenly as they divide: the last E mod N devices hold
+    ceil(E / N), the others floor(E / N) (256 experts on 144 devices: 32 hold one, 112 two;
+    none is left without an expert while another holds two). The larger share goes last so
+    that, when the last node is partly filled, its devices (the most peers across the
+    network) are also the most loaded: the device simulated is the slowest on both counts."""
     base, extra = divmod(experts, devices)
-    starts = [d * base + min(d, extra) for d in range(devices + 1)]
+    light = devices - extra                       # devices holding floor(E / N)
+    starts = [d * base + max(0, d - light) for d in range(devices + 1)]
     return Placement(tuple(tuple(range(starts[d], starts[d + 1])) for d in range(devices)),
                      (1,) * experts)
 

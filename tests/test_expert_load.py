@@ -188,4 +188,4 @@ def test_experts_are_spread_as_evenly_as_they_divide(experts, devices):
     held = [len(d) for d in placement.devices]
     assert sorted(e for d in placement.devices for e in d) == list(range(experts))
     assert max(held) - min(held) <= 1 and max(held) == math.ceil(experts / devices)
-    assert contiguous(4, 3).devices == ((0, 1), (2,), (3,))   # not (0, 1), (2, 3), ()
+    assert contiguous(4, 3).devices == ((0,), (1,), (2, 3))   # not (0, 1), (2, 3), ()
