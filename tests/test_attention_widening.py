@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from attention_models import two_head_attention
 from compiler import api
 from compiler.driver import compile_model
 from compiler.ir.evaluate import random_feeds
@@ -24,19 +25,7 @@ from runtime.functional import Machine
 
 def _model(precision: str, ctx: int = 300) -> str:
     """Two heads of 64 over separate K and V caches of ctx + 2 positions, causal."""
-    return f"""
-model widen {{
-  size B = 1, S = 2, ctx = {ctx}
-  heads = 2
-  hd = 64
-  precision {{ {precision} }}
-  input q: [B, S, heads, hd]
-  cache k_cache: [B, ctx + S, heads, hd]
-  cache v_cache: [B, ctx + S, heads, hd]
-  scores = einsum("bshe,bthe->bhst", q, k_cache) * (1 / sqrt(hd))
-  p = softmax(causal_mask(scores, ctx))
-  output o = einsum("bhst,bthe->bshe", p, v_cache)
-}}"""
+    return two_head_attention("widen", precision, 2, ctx)
 
 
 FP8_CACHE = "default bf16 kv_cache fp8_e4m3"

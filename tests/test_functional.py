@@ -24,29 +24,19 @@ from isa.expr import Const
 from compiler.cli.functional import check_numerics
 from runtime.functional import FunctionalError, Machine
 from runtime.numerics import dequantize, quantize, round_to_element, scaled_matmul
+from attention_models import two_head_attention
 from target_variants import h800_with_fp32_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MOE = str(ROOT / "examples/tiny_moe.ds")
 GEMM = str(ROOT / "examples/gemm.ds")
-FP32 = "precision { default fp32 weights fp32 activations fp32 kv_cache fp32 }"
+FP32_ALL = "default fp32 weights fp32 activations fp32 kv_cache fp32"
+FP32 = f"precision {{ {FP32_ALL} }}"
 
 
 def _decode_attention(name: str, S: int, ctx: int) -> str:
     """Two FP32 heads attending over a cache of ctx + S positions, causally masked."""
-    return f"""
-model {name} {{
-  size B = 1, S = {S}, ctx = {ctx}
-  heads = 2
-  hd = 16
-  {FP32}
-  input q: [B, S, heads, hd]
-  cache k_cache: [B, ctx + S, heads, hd]
-  cache v_cache: [B, ctx + S, heads, hd]
-  scores = einsum("bshe,bthe->bhst", q, k_cache) * (1 / sqrt(hd))
-  p = softmax(causal_mask(scores, ctx))
-  output o = einsum("bhst,bthe->bshe", p, v_cache)
-}}"""
+    return two_head_attention(name, FP32_ALL, S, ctx, hd=16)
 
 
 MODELS = {

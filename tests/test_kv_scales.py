@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from attention_models import two_head_attention
 from compiler import api
 from compiler.cli.functional import check_numerics
 from compiler.driver import compile_model
@@ -24,19 +25,8 @@ SCALED = "fp8_e4m3 scaled(fp32, 1x32)"
 def _gqa(S: int, ctx: int, kv: str = SCALED) -> str:
     """Two heads over separate K and V caches of ctx + S positions, 64 wide (two scale
     blocks per head row)."""
-    return f"""
-model kv_scaled {{
-  size B = 1, S = {S}, ctx = {ctx}
-  heads = 2
-  hd = 64
-  precision {{ default fp32 weights fp32 activations fp32 kv_cache {kv} }}
-  input q: [B, S, heads, hd]
-  cache k_cache: [B, ctx + S, heads, hd]
-  cache v_cache: [B, ctx + S, heads, hd]
-  scores = einsum("bshe,bthe->bhst", q, k_cache) * (1 / sqrt(hd))
-  p = softmax(causal_mask(scores, ctx))
-  output o = einsum("bhst,bthe->bshe", p, v_cache)
-}}"""
+    return two_head_attention("kv_scaled", "default fp32 weights fp32 activations fp32 "
+                              f"kv_cache {kv}", S, ctx)
 
 
 # Absorbed-MLA form: one latent cache, the values its leading 64 columns (read from the
