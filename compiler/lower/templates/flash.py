@@ -38,7 +38,7 @@ from compiler.lower.templates.gemm import canonical_view
 from isa.expr import Bin, Const, add, floordiv, mul
 from isa.formats import DTYPES
 from isa.program import Box, Buf, TensorDecl, ViewStep
-from isa.target_schema import Target
+from isa.target_schema import Matrix, Target
 
 
 def _leading_columns_of(graph: Graph, v: Node, k: Node) -> bool:
@@ -100,12 +100,12 @@ class Attention:
     Dv: int
     batch: str
     sizes: dict
-    native: tuple[str, ...] = ()    # other dtypes `fmt`'s instruction reads as they are
+    matrix: Matrix | None = None    # the target's matrix unit: which dtypes `fmt` reads
 
     def widens(self, d: TensorDecl) -> bool:
-        """Whether operand `d` is widened on the vector unit before the matrix unit reads it
-        (an unscaled one; a block-scaled one is dequantised anyway)."""
-        return d.dtype != self.fmt and d.dtype not in self.native
+        """Whether operand `d` is converted on the vector unit before the matrix unit reads
+        it (an unscaled one; a block-scaled one is dequantised anyway)."""
+        return not self.matrix.takes(self.fmt, d.dtype)
 
     def sub_g(self, g, letters: str):
         """An operand holding only some batch dims (a rope key shared by all heads) is
@@ -166,8 +166,7 @@ def attention_operands(group: Group, graph: Graph, tmap: TensorMap, target: Targ
     fmt = matrix_format(target, dtypes) if not any(d.scaling for d in streamed) else \
         dequantised_format(target, [d.dtype for d in qs + streamed if d.scaling is None], dtypes)
     return Attention(qs, ks, k_batch, k_scales, k_gathers, v, v_batch, v_scales, v_in_k, out,
-                     fmt, scale, mask, G, M, T, Dv, batch, dict(cp.sizes),
-                     target.matrix.formats[fmt].native_operands)
+                     fmt, scale, mask, G, M, T, Dv, batch, dict(cp.sizes), target.matrix)
 
 
 def _scales(tmap: TensorMap, view: TensorDecl, source: TensorDecl) -> TensorDecl | None:

@@ -174,7 +174,7 @@ class KeyBlocks:
             self._load_split(g, slot, key0)
             return
         gathered = [t for t in self.tiles if t.gathered]
-        _chain(self.kb, "ld.tile", [(Buf(f"sidx{t.stem}", slot), self._idx_box(t, g, key0))
+        chain(self.kb, "ld.tile", [(Buf(f"sidx{t.stem}", slot), self._idx_box(t, g, key0))
                                     for t in gathered], ("kv_free",), ("kv_idx",))
         loads = [(Buf(f"s{t.stem}", slot), self._box(t, g, key0)) for t in self.tiles]
         loads += [(Buf(f"ss{t.stem}", slot), self._scale_box(t, g, key0)) for t in self.scaled]
@@ -195,7 +195,7 @@ class KeyBlocks:
         self._dequantise(slot, "kvv_loaded", "v", "kvv_done")
         handed = [(self.spaces[t.stem].box(slot), Buf(f"v{t.stem}", slot))
                   for t in self.converted]
-        _chain(kb, "vst.tile", handed, ("kvv_done", "kv_ws_free"), ("kv_handed", "kvv_free"))
+        chain(kb, "vst.tile", handed, ("kvv_done", "kv_ws_free"), ("kv_handed", "kvv_free"))
         plain = [t for t in self.tiles if not t.converted]
         self._gathers("ld", [t for t in plain if t.gathered], slot, g, key0,
                       ("kv_handed", "kv_free"), "kv_idx")
@@ -207,7 +207,7 @@ class KeyBlocks:
 
     def _gathers(self, unit: str, tiles: list, slot, g, key0, opening, closing: str) -> None:
         """Load the key block's indices of the tiles gathered by index (on `unit`)."""
-        _chain(self.kb, f"{unit}.tile", [(Buf(f"sidx{t.stem}", slot), self._idx_box(t, g, key0))
+        chain(self.kb, f"{unit}.tile", [(Buf(f"sidx{t.stem}", slot), self._idx_box(t, g, key0))
                                          for t in tiles], opening, (closing,))
 
     def _dequantise(self, slot, opened: str, prefix: str, closed: str) -> None:
@@ -267,7 +267,9 @@ def _check_rows(t: KeyTile, bt: int) -> None:
                          f"{rows} rows")
 
 
-def _chain(kb, op: str, moves: list, opening: tuple, closing: tuple) -> None:
+def chain(kb, op: str, moves: list, opening: tuple, closing: tuple) -> None:
+    """`op` over (destination, source) pairs in order: the first waits for `opening`, the
+    last signals `closing`."""
     for i, (a, b) in enumerate(moves):
         kb.emit(op, a, b, wait=opening if i == 0 else (),
                 signal=closing if i == len(moves) - 1 else ())

@@ -26,7 +26,7 @@ from compiler.lower.kernel_builder import KernelBuilder
 from compiler.lower.tensors import TensorMap
 from compiler.lower.templates.workspace import Workspace
 from compiler.lower.templates.flash import STAGES, Attention, load_queries, softmax_attrs, tile
-from compiler.lower.templates.flash_keys import KeyBlocks, scaled_bytes
+from compiler.lower.templates.flash_keys import KeyBlocks, chain, scaled_bytes
 from isa.expr import Bin, Const, Expr, add, mul
 from isa.formats import DTYPES
 from isa.program import Box, Buf
@@ -171,18 +171,16 @@ def _convert_queries(kb, tmap, att: Attention, name: str, pq: list[str], convert
     """Queries in a dtype the cube's format does not read (FP32 queries against a cache
     dequantised to BF16): the vector core loads and converts them, once per work item, and
     hands them to the cube through the workspace, as it hands the converted key tiles."""
-    def chain(moves, opening, closing):
-        for k, (op, args, attrs) in enumerate(moves):
-            kb.emit(op, *args, wait=(opening,) if k == 0 and opening else (),
-                    signal=(closing,) if k == len(moves) - 1 else (), **attrs)
     spaces = {i: Workspace(kb, tmap, f"{name}.q{i}_cvt", att.fmt, bm, att.qs[i].shape[-1], 1,
                            f"q{i}_cvt") for i in converted}
     box = lambda i: Box(pq[i], (g, row0, Const(0)), (1, bm, att.qs[i].shape[-1]))
-    chain([("vld.tile", (Buf(f"vq{i}"), box(i)), {}) for i in converted], None, "q_raw")
-    chain([("vec.cvt", (Buf(f"vqc{i}"), Buf(f"vq{i}")), {"n": bm * att.qs[i].shape[-1]})
-           for i in converted], "q_raw", "q_conv")
-    chain([("vst.tile", (spaces[i].box(Const(0)), Buf(f"vqc{i}")), {}) for i in converted],
-          "q_conv", "q_handed")
-    chain([("ld.tile", (Buf(f"sq{i}"), spaces[i].box(Const(0)) if i in converted else box(i)),
-            {}) for i in range(len(att.qs))], "q_handed", "q_ready")
+    chain(kb, "vld.tile", [(Buf(f"vq{i}"), box(i)) for i in converted], (), ("q_raw",))
+    for k, i in enumerate(converted):
+        kb.emit("vec.cvt", Buf(f"vqc{i}"), Buf(f"vq{i}"), wait=("q_raw",) if k == 0 else (),
+                signal=("q_conv",) if k == len(converted) - 1 else (),
+                n=bm * att.qs[i].shape[-1])
+    chain(kb, "vst.tile", [(spaces[i].box(Const(0)), Buf(f"vqc{i}")) for i in converted],
+           ("q_conv",), ("q_handed",))
+    chain(kb, "ld.tile", [(Buf(f"sq{i}"), spaces[i].box(Const(0)) if i in converted else box(i))
+                           for i in range(len(att.qs))], ("q_handed",), ("q_ready",))
     kb.emit("sync.mm", wait=("q_ready",))
