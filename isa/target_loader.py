@@ -20,7 +20,7 @@ from pathlib import Path
 
 from isa.formats import ELEMENT_DTYPES, SCALE_DTYPES
 from isa.machine_build import MachineError
-from isa.target_schema import Target
+from isa.target_schema import BENCH_SIZES, MATRIX_BENCHES, Target
 
 BUILTIN_DIR = Path(__file__).parent / "targets"
 
@@ -284,23 +284,29 @@ def _check_consistency(target: Target, reader: _Reader) -> None:
     except MachineError as err:
         reader.fail(err.key, str(err))
     for name, row in target.measured.items():
-        problem = _measured_problem(row, target)
+        problem = _measured_problem(row)
         if problem:
-            reader.fail(("measured", name), problem)
+            reader.fail(("measured", name) + problem[0], problem[1])
 
 
-def _measured_problem(row, target: Target) -> str | None:
-    """What is wrong with a measured row, if anything: each bench needs its own keys. (Whether
-    the chip can run it, a format or link a variant of the file dropped, `dsc validate`
-    says.)"""
+def _measured_problem(row) -> tuple[tuple[str, ...], str] | None:
+    """What is wrong with a measured row, if anything, and at which of its keys: each bench
+    needs its own keys. (Whether the chip can run it, a format or link a variant of the file
+    dropped, `dsc validate` says.)"""
     if not row.source.strip():
-        return "a measured figure needs its source"
-    dims = {"gemm": 3, "copy": 1, "ping_pong": 1, "bulk": 1, "launch": 0}[row.bench]
-    if len(row.size) != dims:
-        return (f"a {row.bench} row needs size = "
-                f"{'[M, N, K]' if dims == 3 else '[bytes]' if dims else '[] (or none)'}")
-    if row.bench == "gemm" and row.dtype not in ELEMENT_DTYPES:
-        return f"dtype '{row.dtype}' is not an element format ({', '.join(ELEMENT_DTYPES)})"
+        return ("source",), "a measured figure needs its source"
+    dims = BENCH_SIZES[row.bench]
+    if len(row.size) != len(dims):
+        return ("size",), (f"{row.bench} rows need size = "
+                           f"{'[' + ', '.join(dims) + ']' if dims else '[] (or none)'}")
+    if row.bench in MATRIX_BENCHES and row.dtype not in ELEMENT_DTYPES:
+        return ("dtype",), (f"dtype '{row.dtype}' is not an element format "
+                            f"({', '.join(ELEMENT_DTYPES)})")
+    if row.bench == "mla_decode" and row.size[3] < row.size[2]:
+        return ("size",), ("an mla_decode row's T cached positions include its S_Q new tokens: "
+                           f"T = {row.size[3]} < S_Q = {row.size[2]}")
+    if row.mask != "none" and row.bench != "attention":
+        return ("mask",), f"mask applies to attention rows only, not to {row.bench} rows"
     return None
 
 

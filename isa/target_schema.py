@@ -243,22 +243,40 @@ class Launch:
     source: str = key("the public measurements of these launch costs (required)", default="")
 
 
-BENCHES = {"copy": "GB/s", "gemm": "TFLOPS", "launch": "us", "ping_pong": "us", "bulk": "GB/s"}
+BENCHES = {"copy": "GB/s", "gemm": "TFLOPS", "attention": "TFLOPS", "mla_decode": "TFLOPS",
+           "launch": "us", "ping_pong": "us", "bulk": "GB/s"}
+# What each bench's `size` lists, and the benches that run the matrix unit in `dtype`.
+BENCH_SIZES = {"copy": ("bytes",), "gemm": ("M", "N", "K"), "attention": ("B", "H", "S", "D"),
+               "mla_decode": ("B", "H", "S_Q", "T"), "launch": (), "ping_pong": ("bytes",),
+               "bulk": ("bytes",)}
+MATRIX_BENCHES = ("gemm", "attention", "mla_decode")
 
 
 @dataclass(frozen=True)
 class Measured:
     bench: str = key("the microbenchmark `dsc validate` runs to compare: copy (a streaming "
                      "read and write of `size` bytes; GB/s counted both ways), gemm (M x N x K "
-                     "in `dtype`; TFLOPS), launch (back-to-back tiny kernels in `mode`; us per "
-                     "kernel), ping_pong (a `size`-byte message over `link` and back; one-way "
-                     "us), bulk (a `size`-byte transfer over `link`; GB/s)",
+                     "in `dtype`; TFLOPS), attention (a flash attention forward, softmax(q k^T "
+                     "* scale) v over q, k, v of [B, H, S, D] in `dtype`, masked per `mask`; "
+                     "TFLOPS counted as FlashAttention's benchmarks count them, 4 B H S^2 D, "
+                     "half of it causal), mla_decode (DeepSeek MLA decode in absorbed form, "
+                     "as FlashMLA runs it: H query heads of S_Q new tokens each attend to T "
+                     "cached positions of one shared 576-wide latent (512 values and a 64-wide "
+                     "rope key), causally over the new tokens; TFLOPS counted as FlashMLA "
+                     "counts them, 2 B S_Q H T (576 + 512)), launch (back-to-back tiny kernels "
+                     "in `mode`; us per kernel), ping_pong (a `size`-byte message over `link` "
+                     "and back; one-way us), bulk (a `size`-byte transfer over `link`; GB/s)",
                      choices=tuple(BENCHES))
     value: float = key("the measured figure, in the bench's unit", minimum=0)
     source: str = key("the public measurement: who measured it, where it is published")
-    size: tuple[int, ...] = key("gemm: [M, N, K]; copy, ping_pong, bulk: [bytes]",
+    size: tuple[int, ...] = key("gemm: [M, N, K]; attention: [B, H, S, D] (batch, heads, "
+                                "sequence, head dim); mla_decode: [B, H, S_Q, T] (batch, "
+                                "query heads, new tokens, cached positions including them); "
+                                "copy, ping_pong, bulk: [bytes]",
                                 minimum=1, maximum=2**40, default=())
-    dtype: str = key("gemm: the operands' format", default="")
+    dtype: str = key("gemm, attention, mla_decode: the operands' format", default="")
+    mask: str = key("attention: 'causal' (each query attends to the keys at or before its "
+                    "own position) or 'none'", choices=("none", "causal"), default="none")
     mode: str = key("launch: stream, graph or dependent", choices=("stream", "graph",
                                                                    "dependent"),
                     default="stream")

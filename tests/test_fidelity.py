@@ -216,8 +216,9 @@ def test_validate_reproduces_each_bench_by_hand(tmp_path, capsys):
     path.write_text(text)
     target, rows = validate(str(path))
     by = {r.name: r for r in rows}
-    assert set(by) == {"copy", "gemm_bf16", "gemm_fp8", "launch_stream", "launch_graph",
-                       "nvlink_latency", "ib_latency", "nvlink_bulk", "ib_bulk"}
+    assert set(by) == {"copy", "gemm_bf16", "gemm_fp8", "attention_fa3", "attention_cudnn",
+                       "launch_stream", "launch_graph", "nvlink_latency", "ib_latency",
+                       "nvlink_bulk", "ib_bulk"}
     # one way: the link's latency, the message at 160 GB/s (0.4 ns, but a send holds its unit
     # for at least an issue slot: one cycle at 1.6 GHz), and reading it from memory (a miss:
     # 300 ns) on each leg
@@ -230,27 +231,49 @@ def test_validate_reproduces_each_bench_by_hand(tmp_path, capsys):
     assert 1000 < by["gemm_fp8"].simulated < 8192 * 132 * 1.6e9 / 1e12
     code, out, _ = dsc(capsys, "validate", str(path))
     assert code == 0 and out.startswith("h800 (sustained figures)") and "median |error|" in out
+    fa3 = next(line for line in out.splitlines() if line.startswith("attention_fa3 "))
+    assert "B=4 H=48 S=4096 D=128 bf16" in fa3 and " 628 " in fa3 and "tritonbench PR #1254" in fa3
+    assert f"{by['attention_fa3'].simulated:,.0f}" in fa3
     code, out, _ = dsc(capsys, "validate", str(path), "--peak", "--json", "-")
     data = json.loads(out)
-    assert data["figures"] == "peak" and len(data["rows"]) == 9
+    assert data["figures"] == "peak" and len(data["rows"]) == 11
     assert {"name", "dsc", "measured", "unit", "error", "source"} <= set(data["rows"][0])
 
 
-@pytest.mark.parametrize("row, message", [
-    ('[measured.x]\nbench = "gemm"\ndtype = "bf16"\nsize = [1, 2]\nvalue = 1\nsource = "s"\n',
-     "needs size = [M, N, K]"),
-    ('[measured.x]\nbench = "gemm"\ndtype = "fp9"\nsize = [1, 2, 3]\nvalue = 1\n'
-     'source = "s"\n', "'fp9' is not an element format"),
-    ('[measured.x]\nbench = "bulk"\nlink = "nvlink"\nsize = [64]\nvalue = 1\nsource = " "\n',
+@pytest.mark.parametrize("row, key, message", [
+    ('bench = "gemm"\ndtype = "bf16"\nsize = [1, 2]\nvalue = 1\nsource = "s"\n', "size",
+     "gemm rows need size = [M, N, K]"),
+    ('bench = "gemm"\ndtype = "fp9"\nsize = [1, 2, 3]\nvalue = 1\nsource = "s"\n', "dtype",
+     "'fp9' is not an element format"),
+    ('bench = "bulk"\nlink = "nvlink"\nsize = [64]\nvalue = 1\nsource = " "\n', "source",
      "needs its source"),
+    ('bench = "attention"\ndtype = "bf16"\nsize = [4, 48, 4096]\nvalue = 600\nsource = "s"\n',
+     "size", "attention rows need size = [B, H, S, D]"),
+    ('bench = "attention"\nsize = [4, 48, 4096, 128]\nvalue = 600\nsource = "s"\n', "dtype",
+     "dtype '' is not an element format"),
+    ('bench = "attention"\ndtype = "bf16"\nmask = "sliding"\nsize = [4, 48, 4096, 128]\n'
+     'value = 600\nsource = "s"\n', "mask", "expected one of none, causal, got 'sliding'"),
+    ('bench = "gemm"\ndtype = "bf16"\nmask = "causal"\nsize = [1, 2, 3]\nvalue = 1\n'
+     'source = "s"\n', "mask", "mask applies to attention rows only, not to gemm rows"),
+    ('bench = "mla_decode"\ndtype = "bf16"\nsize = [128, 64, 8192]\nvalue = 125\n'
+     'source = "s"\n', "size", "mla_decode rows need size = [B, H, S_Q, T]"),
+    ('bench = "mla_decode"\ndtype = "bf16"\nsize = [128, 64, 8, 4]\nvalue = 125\n'
+     'source = "s"\n', "size", "T = 4 < S_Q = 8"),
 ])
-def test_a_bad_measured_row_is_one_located_error(tmp_path, capsys, row, message):
+def test_a_bad_measured_row_is_one_located_error(tmp_path, capsys, row, key, message):
+    """One error naming the offending key, at its line (the table's when it is missing)."""
     from isa.target_loader import BUILTIN_DIR
     path = tmp_path / "chip.toml"
-    path.write_text((BUILTIN_DIR / "h800.toml").read_text() + "\n" + row)
+    text = (BUILTIN_DIR / "h800.toml").read_text() + "\n[measured.x]\n" + row
+    path.write_text(text)
+    lines = text.splitlines()
+    table = lines.index("[measured.x]")
+    line = 1 + next((i for i in range(table, len(lines)) if lines[i].startswith(key + " =")),
+                    table)
     code, _, err = dsc(capsys, "validate", str(path))
-    assert code == 1 and "error: measured.x:" in err and message in err
-    assert "Traceback" not in err
+    assert code == 1 and err.startswith(f"{path}:{line}: error: measured.x.{key}: ")
+    assert message in err
+    assert err.count("error") == 1 and "Traceback" not in err
 
 
 def test_a_row_the_chip_cannot_run_is_listed_not_run(tmp_path, capsys):
@@ -268,4 +291,80 @@ def test_a_row_the_chip_cannot_run_is_listed_not_run(tmp_path, capsys):
     assert code == 0 and rows["gemm_fp8"]["dsc"] is None and rows["gemm_fp8"]["error"] is None
     assert rows["gemm_fp8"]["what"] == "not run: no fp8_e4m3 in the matrix unit"
     code, out, _ = dsc(capsys, "validate", str(path))
-    assert "median |error|" in out and "over 8 rows" in out
+    assert "median |error|" in out and "over 10 rows" in out
+
+
+SMALL_ATTENTION_ROWS = """
+[measured.full]
+bench = "attention"
+dtype = "bf16"
+size = [1, 2, 512, 64]
+value = 1
+source = "a test"
+
+[measured.causal]
+bench = "attention"
+dtype = "bf16"
+mask = "causal"
+size = [1, 2, 512, 64]
+value = 1
+source = "a test"
+
+[measured.mla]
+bench = "mla_decode"
+dtype = "bf16"
+size = [2, 4, 2, 256]
+value = 1
+source = "a test"
+"""
+
+
+def _kernel_seconds(tmp_path, text: str, target_path: str) -> float:
+    model = tmp_path / "model.ds"
+    model.write_text(text)
+    compiled = compile_model(str(model), target_path, {})
+    run = run_program(compiled.program, compiled.target)
+    return sum(r.end - r.start for r in run.launches) / compiled.target.clock_hz
+
+
+def test_attention_benches_count_flops_as_their_benchmarks_do(tmp_path):
+    """Each row's TFLOPS is the FLOPs its benchmark counts, FlashAttention's 4 B H S^2 D (half
+    of it causal) and FlashMLA's 2 B S_Q H T (576 + 512), over the simulated time of the
+    model the bench describes, written out here."""
+    from compiler.cli.validate import validate
+    from isa.target_loader import BUILTIN_DIR
+    text = (BUILTIN_DIR / "h800.toml").read_text()
+    path = tmp_path / "chip.toml"
+    path.write_text(text[:text.index("[measured.")] + SMALL_ATTENTION_ROWS)
+    by = {r.name: r for r in validate(str(path))[1]}
+    attention = ("model a {{\n  size B = 1, H = 2, S = 512, D = 64\n  input q: bf16[B, H, S, D]\n"
+                 "  input k: bf16[B, H, S, D]\n  input v: bf16[B, H, S, D]\n"
+                 '  scores = einsum("bhsd,bhtd->bhst", q, k) * (1 / sqrt(D))\n'
+                 '  output o = einsum("bhst,bhtd->bhsd", softmax({}), v)\n}}\n')
+    for name, scores, flops in (("full", "scores", 4 * 2 * 512 ** 2 * 64),
+                                ("causal", "causal_mask(scores, 0)", 2 * 2 * 512 ** 2 * 64)):
+        seconds = _kernel_seconds(tmp_path, attention.format(scores), str(path))
+        assert by[name].simulated == pytest.approx(flops / seconds / 1e12, rel=1e-9)
+    assert by["causal"].what == "B=1 H=2 S=512 D=64 bf16, causal"
+    mla = ("model m {\n  size B = 2, H = 4, S = 2, ctx = 254\n  input q: bf16[B, H, S, 576]\n"
+           "  input c: bf16[B, ctx + S, 576]\n"
+           '  p = softmax(causal_mask(einsum("bhsc,btc->bhst", q, c) * 0.05, ctx))\n'
+           '  output o = einsum("bhst,btc->bhsc", p, slice(c, -1, 0, 512))\n}\n')
+    seconds = _kernel_seconds(tmp_path, mla, str(path))
+    flops = 2 * 2 * 2 * 4 * 256 * (576 + 512)
+    assert by["mla"].simulated == pytest.approx(flops / seconds / 1e12, rel=1e-9)
+
+
+def test_h20_compares_its_attention_kernels_with_their_measurements(capsys):
+    code, out, _ = dsc(capsys, "validate", "h20", "--json", "-")
+    rows = {r["name"]: r for r in json.loads(out)["rows"]}
+    assert code == 0
+    assert [rows[n]["measured"] for n in ("attention_fa3", "attention_cudnn", "mla_decode")] \
+        == [126.2, 129.1, 125]
+    assert rows["attention_fa3"]["what"] == "B=2 H=16 S=2048 D=128 bf16"
+    assert rows["mla_decode"]["what"] == "B=128 H=64 S_Q=5 T=8192 bf16"
+    assert "Dao-AILab/flash-attention #1310" in rows["attention_cudnn"]["source"]
+    assert "deepseek-ai/FlashMLA #30" in rows["mla_decode"]["source"]
+    for name in ("attention_fa3", "mla_decode"):           # below the chip's 148 TF peak
+        assert 0 < rows[name]["dsc"] < 148 * 1.0001
+        assert rows[name]["error"] == pytest.approx(rows[name]["dsc"] / rows[name]["measured"] - 1)

@@ -472,8 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(charts of time per block and of the kernels that moved most)")
     p.set_defaults(func=cmd_diff, outputs=[("--html", "html")])
     p = sub.add_parser("validate", help="run the target's microbenchmarks (streaming copy, "
-                       "GEMMs, launch gap, link ping-pong and bulk transfer) in simulation "
-                       "and compare them with the measurements its file records")
+                       "GEMMs, attention, launch gap, link ping-pong and bulk transfer) in "
+                       "simulation and compare them with the measurements its file records")
     p.add_argument("target", help="builtin target name or a .toml file")
     p.add_argument("--peak", action="store_true", help="simulate on the datasheet peaks")
     p.add_argument("--json", metavar="FILE", help="write the rows as JSON (- for stdout)")

@@ -1,11 +1,12 @@
 """`dsc validate TARGET`: the target's own microbenchmarks, simulated, against the published
 measurements its file records (`[measured.NAME]`, each with its source).
 
-Each bench is what the measurement ran, built the way dsc builds everything: a streaming copy
-and a GEMM are compiled from a model and simulated; the launch gap is a chain of tiny
-kernels run in the row's launch mode; a link's ping-pong and bulk transfer are sends on that
-link. A user who writes a target for a new chip fills in the figures they have measured and
-sees at once how far the model is from each.
+Each bench is what the measurement ran, built the way dsc builds everything: a streaming copy,
+a GEMM, a flash attention forward and an MLA decode step are compiled from a model and
+simulated, their FLOPs counted as the measurement counts them; the launch gap is a chain of
+tiny kernels run in the row's launch mode; a link's ping-pong and bulk transfer are sends on
+that link. A user who writes a target for a new chip fills in the figures they have measured
+and sees at once how far the model is from each.
 """
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ from compiler.driver import compile_model
 from isa.expr import Const
 from isa.program import Attr, Box, Instr, Kernel, Param, TensorDecl
 from isa.target_loader import load_target, resolve_target_path
-from isa.target_schema import BENCHES, Measured, Target
+from isa.target_schema import BENCHES, MATRIX_BENCHES, Measured, Target
 from runtime.interpreter import run_program
 from runtime.kernel_sim import simulate_kernel
 
 LAUNCH_CHAIN = 16                 # back-to-back tiny kernels the launch bench times
 LAUNCH_BYTES = 65536              # each on a 64 KB working set, as the measurements run
+MLA_LATENT = (512, 64)            # DeepSeek MLA's cached latent: values, then the rope key
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def _row(name: str, m: Measured, target: Target, path: str, peak: bool, scratch:
 
 
 def _cannot_run(m: Measured, target: Target) -> str | None:
-    if m.bench == "gemm" and m.dtype not in target.matrix.formats:
+    if m.bench in MATRIX_BENCHES and m.dtype not in target.matrix.formats:
         return f"not run: no {m.dtype} in the matrix unit"
     links = {link.id for link in target.machine.device_links}
     if m.bench in ("ping_pong", "bulk") and m.link not in links:
@@ -103,14 +105,60 @@ def _copy(m: Measured, target: Target, path: str, peak: bool, scratch: Path):
 
 def _gemm(m: Measured, target: Target, path: str, peak: bool, scratch: Path):
     M, N, K = m.size
-    out = "" if m.dtype in ("bf16", "fp16") else ": bf16[M, N]"
     text = (f"model gemm_bench {{\n  size M = {M}, N = {N}, K = {K}\n"
             f"  input a: {m.dtype}[M, K]\n  weight b: {m.dtype}[K, N]\n"
-            f"  output c{out} = a @ b\n}}\n")
+            f"  output c{_out(m.dtype, 'M, N')} = a @ b\n}}\n")
+    return _tflops(text, 2 * M * N * K, target, path, peak, scratch), f"{M}x{N}x{K} {m.dtype}"
+
+
+def _attention(m: Measured, target: Target, path: str, peak: bool, scratch: Path):
+    """A flash attention forward over q, k, v of [B, H, S, D], FLOPs counted as
+    FlashAttention's and tritonbench's benchmarks count them: the two products' 2 S^2 D
+    multiply-adds per head, half of them when causal (the masked half is skipped)."""
+    B, H, S, D = m.size
+    scores = "causal_mask(scores, 0)" if m.mask == "causal" else "scores"
+    text = (f"model attention_bench {{\n  size B = {B}, H = {H}, S = {S}, D = {D}\n"
+            + "".join(f"  input {t}: {m.dtype}[B, H, S, D]\n" for t in "qkv")
+            + '  scores = einsum("bhsd,bhtd->bhst", q, k) * (1 / sqrt(D))\n'
+            f"  p = softmax({scores})\n"
+            f'  output o{_out(m.dtype, "B, H, S, D")} = einsum("bhst,bhtd->bhsd", p, v)\n}}\n')
+    flops = 4 * B * H * S * S * D // (2 if m.mask == "causal" else 1)
+    what = f"B={B} H={H} S={S} D={D} {m.dtype}" + (", causal" if m.mask == "causal" else "")
+    return _tflops(text, flops, target, path, peak, scratch), what
+
+
+def _mla_decode(m: Measured, target: Target, path: str, peak: bool, scratch: Path):
+    """DeepSeek MLA decode in absorbed form (std/attention.ds's mla_absorbed, from its
+    absorbed queries to its latent output): the H heads' S_Q new queries, 576 wide, against
+    the T cached latents, the values being the latents' first 512; causal over the new
+    tokens. FLOPs as FlashMLA's test counts them: every query row against every cached
+    position, 576 + 512 multiply-adds each."""
+    B, H, S_Q, T = m.size
+    latent, rope = MLA_LATENT
+    text = (f"model mla_decode_bench {{\n  size B = {B}, H = {H}, S = {S_Q}, ctx = {T - S_Q}, "
+            f"C = {latent + rope}, V = {latent}\n"
+            f"  input q: {m.dtype}[B, H, S, C]\n  input c: {m.dtype}[B, ctx + S, C]\n"
+            '  scores = einsum("bhsc,btc->bhst", q, c) * (1 / sqrt(C))\n'
+            "  p = softmax(causal_mask(scores, ctx))\n"
+            f'  output o{_out(m.dtype, "B, H, S, V")} = '
+            'einsum("bhst,btc->bhsc", p, slice(c, -1, 0, V))\n}\n')
+    flops = 2 * B * S_Q * H * T * (2 * latent + rope)
+    what = f"B={B} H={H} S_Q={S_Q} T={T} {m.dtype}"
+    return _tflops(text, flops, target, path, peak, scratch), what
+
+
+def _out(dtype: str, dims: str) -> str:
+    """A product's output type: its inputs' when they are 16-bit, else bf16."""
+    return "" if dtype in ("bf16", "fp16") else f": bf16[{dims}]"
+
+
+def _tflops(text: str, flops: int, target: Target, path: str, peak: bool, scratch: Path):
+    """TFLOPS of the model `text` compiled and simulated: `flops`, counted as the measurement
+    counts them, over its kernels' time from each one's start to its end."""
     compiled = _compiled(text, path, peak, scratch)
     run = run_program(compiled.program, compiled.target)
     seconds = sum(r.end - r.start for r in run.launches) / target.clock_hz
-    return 2 * M * N * K / seconds / 1e12, f"{M}x{N}x{K} {m.dtype}"
+    return flops / seconds / 1e12
 
 
 def _launch(m: Measured, target: Target, path: str, peak: bool, scratch: Path):
@@ -138,8 +186,8 @@ def _bulk(m: Measured, target: Target, path: str, peak: bool, scratch: Path):
     return m.size[0] / (cycles / target.clock_hz) / 1e9, f"{m.size[0] / 1e9:.3g} GB over {m.link}"
 
 
-_BENCHES = {"copy": _copy, "gemm": _gemm, "launch": _launch, "ping_pong": _ping_pong,
-            "bulk": _bulk}
+_BENCHES = {"copy": _copy, "gemm": _gemm, "attention": _attention, "mla_decode": _mla_decode,
+            "launch": _launch, "ping_pong": _ping_pong, "bulk": _bulk}
 
 
 def _elementwise(rows: int, cols: int) -> str:
