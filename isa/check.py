@@ -89,6 +89,13 @@ def check_reach(ins: Instr, definition: InstrDef, scope: KernelScope, target: Ta
         raise ProgramError(f"{scope.where}: {ins.op} mcast={mcast}: the loads of target "
                            f"{target.name} reach at most {target.dma.multicast} cores at once "
                            "(dma.multicast)")
+    pair = ins.attr("pair", 1)
+    if pair > 1 and not any(f.pair_m for f in target.matrix.formats.values()):
+        raise ProgramError(f"{scope.where}: {ins.op} pair={pair}: target {target.name} has no "
+                           "two-core matrix instruction (no format lists pair_m)")
+    if pair > 2:
+        raise ProgramError(f"{scope.where}: {ins.op} pair={pair}: a two-core instruction "
+                           "splits its B tile between 2 cores")
     fmt = ins.attr("fmt") if definition.unit == "mm" else None
     if fmt is not None and fmt not in target.matrix.formats:
         raise ProgramError(f"{scope.where}: {ins.op} fmt={fmt}: the matrix unit of target "

@@ -113,7 +113,9 @@ NEEDS: dict[str, Callable[[InstrDef, Target], bool]] = {
 def _box_transfer(direction: str, box_index: int):
     def cost(ins: Instr, ctx: CostContext):
         box = ins.args[box_index]
-        return Transfer(ctx.box_bytes(box), box.tensor, direction, ins.attr("mcast", 1),
+        # pair=2: this core moves its half of the box, the other core of its pair the rest.
+        return Transfer(ctx.box_bytes(box) / ins.attr("pair", 1), box.tensor, direction,
+                        ins.attr("mcast", 1),
                         run=ctx.run_bytes(box), dtype=ctx.dtype(box.tensor))
     return cost
 
@@ -208,7 +210,7 @@ _BLOCK = AttrKind("ROWSxCOLS, two integers >= 1", _sizes(2))
 # Every attribute key an instruction takes (the tests check the table covers them all).
 ATTRIBUTES: dict[str, AttrKind] = {
     "n": _COUNT, "rows": _COUNT, "capacity": _COUNT, "keys": _COUNT,
-    "mcast": _POSITIVE, "k": _POSITIVE, "groups": _POSITIVE, "topk_groups": _POSITIVE,
+    "mcast": _POSITIVE, "pair": _POSITIVE, "k": _POSITIVE, "groups": _POSITIVE, "topk_groups": _POSITIVE,
     "group_best": _POSITIVE,
     "experts": _POSITIVE, "block_cols": _POSITIVE, "block_rows": _POSITIVE, "width": _POSITIVE,
     "inner": _POSITIVE,
@@ -233,10 +235,12 @@ def attr_problem(key: str, value) -> str | None:
 
 _TABLE = [
     InstrDef("ld.tile", "ld", ("buf", "box"), (), "load a box of an off-chip tensor into a buffer; "
-             "with mcast=C the cores of a C-core cluster receive the same box from one L2 read",
-             "bytes(box) at the transfer's share of port, L2 and memory bandwidth (L2 and "
-             "memory carry bytes/mcast), + latency", _box_transfer("load", 1),
-             optional_attrs=("mcast",), writes=1, kind="load", semantics="load"),
+             "with mcast=C the cores of a C-core cluster receive the same box from one L2 read; "
+             "with pair=2 the box is the B tile of a two-core matrix instruction, of which "
+             "this core loads half and its pair the other half (the instruction reads both)",
+             "bytes(box)/pair at the transfer's share of port, L2 and memory bandwidth (L2 "
+             "and memory carry bytes/pair/mcast), + latency", _box_transfer("load", 1),
+             optional_attrs=("mcast", "pair"), writes=1, kind="load", semantics="load"),
     InstrDef("ld.gather", "ld", ("buf", "tensor", "buf"), ("rows",),
              "load `rows` rows of a tensor, the row numbers taken from an index buffer (-1: zeros) "
              "plus `base` (the first row of the slab they count in, e.g. a sequence's cache)",

@@ -216,3 +216,25 @@ def test_a_hand_over_through_l2_reaches_memory_once(h800):
     size = 512 * 64 * 2
     assert result.resource_bytes["l2"] == pytest.approx(size + 4 * size + 4 * size)
     assert result.resource_bytes["memory"] == pytest.approx(size + size)
+
+
+def test_a_two_core_pair_loads_half_of_b_each():
+    # Blackwell's two-core instruction reads its B tile from both cores of the pair: each core
+    # loads half. A 256x256 bf16 box (128 KiB) with pair=2 holds the load port for 64 KiB at
+    # 64 B/cycle, 1,024 cycles a core, and the pair's two cores read it from L2 once.
+    b200 = load_target("b200")
+    box = Box("w", (Const(0), Const(0)), (256, 256))
+
+    def loaded(*attrs):
+        kernel = Kernel("pair", (Param("w", "bf16", (256, 256)),), (("m", 2),),
+                        (BufferDecl("s", "bf16", (256, 256), 1, "smem"),), (),
+                        (Instr("ld.tile", (Buf("s"), box) + attrs),))
+        return simulate_kernel(kernel, {"w": TensorDecl("w", "bf16", (256, 256), "weight")},
+                               b200)
+
+    whole, halves = loaded(), loaded(Attr("pair", 2))
+    assert b200.dma.load_bytes_per_cycle == 64
+    assert whole.unit_busy["ld"] == pytest.approx(2 * 2048)      # two cores, core-cycles
+    assert halves.unit_busy["ld"] == pytest.approx(2 * 1024)
+    assert whole.resource_bytes["l2"] == pytest.approx(2 * 256 * 256 * 2)
+    assert halves.resource_bytes["l2"] == pytest.approx(256 * 256 * 2)

@@ -76,13 +76,22 @@ class GemmTile:
         return fields + ((1,) if self.swap else ())
 
 
+def two_core(t: GemmTile, fmt: str, target: Target) -> bool:
+    """Whether the tile's cluster pair along M issues the format's two-core instruction
+    (Blackwell's cta_group::2): each core holds its own rows of A and half of the pair's B
+    tile, which the instruction reads from both cores, so each core loads half of B."""
+    unit = target.matrix.formats[fmt]
+    im = unit.instruction(t.bm, t.bn, bool(t.swap))[0]
+    return t.cluster_m == 2 and 2 * im in unit.pair_m and not t.swap
+
+
 def instruction_text(t: GemmTile, fmt: str, target: Target) -> str:
     """The matrix instruction a tile runs as, and its orientation, for the kernel header."""
     unit = target.matrix.formats[fmt]
     im, inn, ik = unit.instruction(t.bm, t.bn, bool(t.swap))
     text = f"instruction m{im}n{inn}k{ik}"
-    if t.cluster_m == 2 and 2 * im in unit.pair_m and not t.swap:
-        text += f" (two-core form m{2 * im} over the cluster pair)"
+    if two_core(t, fmt, target):
+        text += f" (two-core form m{2 * im} over the cluster pair, each core loading half of B)"
     if t.swap:
         return text + " swapped (C^T = B^T A^T: the weight's columns on M, the rows on N)"
     return text + " (rows on M)"
@@ -286,7 +295,8 @@ def estimate_cycles(p: GemmProblem, t: GemmTile, target: Target) -> float:
     a_bytes, b_bytes = t.bm * t.bk * bits(p.a_dtype) / 8, t.bk * t.bn * bits(p.b_dtype) / 8
     l2_bytes = a_bytes / t.cluster_n + b_bytes / t.cluster_m
     reach = target.machine.reach()           # the cache and memory tensors live behind
-    port = (a_bytes + b_bytes) / target.dma.load_bytes_per_cycle
+    b_halves = 2 if two_core(t, p.fmt, target) else 1
+    port = (a_bytes + b_bytes / b_halves) / target.dma.load_bytes_per_cycle
     l2 = l2_bytes / (reach.hit_bytes_per_cycle / active)
     rows, cols = real_extent(t, p.m, p.n)
     converted = (rows * t.bk if p.a_conv else 0) + (t.bk * cols if p.b_conv else 0)

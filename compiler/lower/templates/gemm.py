@@ -295,7 +295,7 @@ def _emit_k_loop(kb, gemm: _Gemm, problem, plan: OperandPlan, tile, params: _Par
     with kb.loop("k", k_steps) as k:
         slot = Bin("%", k, Const(tile.stages)) if k_steps > 1 else Const(0)
         tiles = _operand_tiles(gemm, problem, plan, tile, params, at, mul(k, Const(tile.bk)),
-                               scratch)
+                               scratch, kb.target)
         mma_a, mma_b, mma_wait = emit_operand_tiles(kb, tiles, slot, problem.split)
         first = Bin("==", k, Const(0)) if k_steps > 1 else Const(1)
         operands = _MmaOperands(mma_a, mma_b, mma_wait, slot, first)
@@ -332,7 +332,7 @@ def _emit_interval(kb, gemm: _Gemm, problem, plan: OperandPlan, tile, params: _P
         k = add(mul(p, Const(steps)), j)
         slot = Bin("%", k, Const(tile.stages))
         tiles = _operand_tiles(gemm, problem, plan, tile, params, at, mul(k, Const(tile.bk)),
-                               scratch)
+                               scratch, kb.target)
         mma_a, mma_b, mma_wait = emit_operand_tiles(kb, tiles, slot, problem.split)
         first = Bin("==", j, Const(0)) if count > 1 else Const(1)
         kb.emit("mm.mma", part, mma_a, mma_b, wait=mma_wait, signal=("free",),
@@ -344,12 +344,14 @@ def _emit_interval(kb, gemm: _Gemm, problem, plan: OperandPlan, tile, params: _P
 
 
 def _operand_tiles(gemm: _Gemm, problem, plan: OperandPlan, tile, params: _Params,
-                   at: _TileOrigin, kk: Expr, scratch: dict) -> list[OperandTile]:
+                   at: _TileOrigin, kk: Expr, scratch: dict, target) -> list[OperandTile]:
     """The A tile [row0, kk] and B tile [kk, col0] of one K step, with their scales. A
     conversion touches only the rows of A and columns of B that hold data (a tile wider than
     the GEMM is padding, which meets only padding of the product)."""
     bm, bn, bk = tile.bm, tile.bn, tile.bk
     rows, cols = gemm_tiles.real_extent(tile, gemm.M, gemm.N)
+    # A two-core instruction's pair splits B between its cores instead of multicasting it.
+    pair = 2 if gemm_tiles.two_core(tile, plan.fmt, target) else 1
     a_scales = _scale_box(params.a_scale, at.g, at.row0, bm, kk, bk, gemm.a.scaling.block) \
         if problem.a_scaling is not None else None
     b_scales = _scale_box(params.b_scale, at.g, kk, bk, at.col0, bn, gemm.b.scaling.block) \
@@ -359,10 +361,10 @@ def _operand_tiles(gemm: _Gemm, problem, plan: OperandPlan, tile, params: _Param
                     a_scales, plan.a_conv,
                     gemm.a.scaling.block if plan.a_conv == "dequant" else None, rows * bk,
                     scratch.get("a")),
-        OperandTile("b", _box(params.b, [at.g, kk, at.col0], [1, bk, bn]), tile.cluster_m,
-                    b_scales, plan.b_conv,
+        OperandTile("b", _box(params.b, [at.g, kk, at.col0], [1, bk, bn]),
+                    1 if pair > 1 else tile.cluster_m, b_scales, plan.b_conv,
                     gemm.b.scaling.block if plan.b_conv == "dequant" else None, bk * cols,
-                    scratch.get("b"))]
+                    scratch.get("b"), pair)]
 
 
 @dataclass(frozen=True)

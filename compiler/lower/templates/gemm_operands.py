@@ -32,6 +32,7 @@ class OperandTile:
     block: tuple[int, int] | None  # scale block, for dequant
     elems: int
     scratch: object = None        # split cores: the Workspace converted tiles cross through
+    pair: int = 1                 # 2: the cores of a two-core instruction each load half
 
 
 def emit_operand_tiles(kb, tiles: list[OperandTile], slot, split: bool) -> tuple[Buf, Buf, tuple]:
@@ -40,15 +41,16 @@ def emit_operand_tiles(kb, tiles: list[OperandTile], slot, split: bool) -> tuple
     vector = [t for t in tiles if split and t.conv]
     loads = []
     for t in cube:
-        loads.append((Buf(f"s{t.name}", slot), t.box, t.mcast))
+        sharing = {"mcast": t.mcast, "pair": t.pair}
+        loads.append((Buf(f"s{t.name}", slot), t.box, sharing))
         if t.scale_box is not None:
-            loads.append((Buf(f"ss{t.name}", slot), t.scale_box, t.mcast))
+            loads.append((Buf(f"ss{t.name}", slot), t.scale_box, sharing))
     _emit_loads(kb, "ld.tile", loads, "free", "loaded")
     vloads = []
     for t in vector:
-        vloads.append((Buf(f"s{t.name}", slot), t.box, 1))
+        vloads.append((Buf(f"s{t.name}", slot), t.box, {}))
         if t.scale_box is not None:
-            vloads.append((Buf(f"ss{t.name}", slot), t.scale_box, 1))
+            vloads.append((Buf(f"ss{t.name}", slot), t.scale_box, {}))
     _emit_loads(kb, "vld.tile", vloads, "cvt_free", "cvt_loaded")
     converted = [t for t in tiles if t.conv]
     opened = "cvt_loaded" if split else "loaded"
@@ -96,7 +98,7 @@ def operand_tokens(kb, tiles_convert: bool, split: bool, stages: int, cube_loads
 
 
 def _emit_loads(kb, op: str, loads: list, opening: str, closing: str) -> None:
-    for i, (buf, box, mcast) in enumerate(loads):
-        extra = {"mcast": mcast} if mcast > 1 else {}
+    for i, (buf, box, sharing) in enumerate(loads):
+        extra = {key: n for key, n in sharing.items() if n > 1}
         kb.emit(op, buf, box, wait=(opening,) if i == 0 else (),
                 signal=(closing,) if i == len(loads) - 1 else (), **extra)
