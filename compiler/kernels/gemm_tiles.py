@@ -60,17 +60,23 @@ class GemmTile:
     cluster_n: int = 1        # cores along N that receive each A tile from one multicast load
     swap: int = 0             # 1: operands exchanged (C^T = B^T A^T), the rows ride the N side
     persistent: int = 0       # 1: one worker per core walks the tiles, two accumulators
+    raster: int = 1           # rows of tiles per group: the grid walks a group's rows fastest
 
     def __str__(self) -> str:
         text = f"{self.bm}x{self.bn}x{self.bk} (bm x bn x bk), {self.stages} stages"
         if self.cluster_m * self.cluster_n > 1:
             text += f", cluster {self.cluster_m}x{self.cluster_n}"
+        if self.raster > 1:
+            text += f", tiles walked in groups of {self.raster} rows"
         return text
 
     @property
     def sched(self) -> tuple[int, ...]:
-        """The tile as the IR's `tile=[...]` annotation (swap and persistent only when set)."""
+        """The tile as the IR's `tile=[...]` annotation (swap, persistent and raster only when
+        set)."""
         fields = (self.bm, self.bn, self.bk, self.stages, self.cluster_m, self.cluster_n)
+        if self.raster > 1:
+            return fields + (self.swap, self.persistent, self.raster)
         if self.persistent:
             return fields + (self.swap, 1)
         return fields + ((1,) if self.swap else ())
@@ -244,7 +250,9 @@ def candidates(p: GemmProblem, target: Target) -> list[GemmTile]:
 def _schedule(p: GemmProblem, t: GemmTile, target: Target) -> GemmTile | None:
     """The tile as a persistent kernel when it has more tiles than cores, the target's matrix
     unit overlaps an epilogue with the next tile's accumulation and two accumulators fit;
-    else as one work item per tile; None when it does not fit at all."""
+    else as one work item per tile; None when it does not fit at all. Either way walked in
+    the raster that keeps a wave's operand strips smallest."""
+    t = replace(t, raster=raster_rows(p, t, target))
     if tile_count(p, t) > target.cores and target.matrix.epilogue == "overlapped":
         persistent = replace(t, persistent=1)
         if fits(gemm_buffers(p, persistent), target):
@@ -254,6 +262,38 @@ def _schedule(p: GemmProblem, t: GemmTile, target: Target) -> GemmTile | None:
 
 def tile_count(p: GemmProblem, t: GemmTile) -> int:
     return p.groups * math.ceil(p.m / t.bm) * math.ceil(p.n / t.bn)
+
+
+def raster_rows(p: GemmProblem, t: GemmTile, target: Target) -> int:
+    """Rows of tiles per group of the walk (1: row by row, the grid's plain order). A wave's
+    tiles read their rows' strips of A and their columns' strips of B over all of K, and a
+    later wave re-reads them from the cache only if they fit in it. When the row-by-row
+    walk's strips do not fit, walking groups of R rows column by column (as CUTLASS's
+    swizzled rasters and DeepGEMM's grouped scheduler do) makes a wave a block of R rows by
+    about W/R columns; the R with the smallest strips wins (ties: fewer rows). R divides the
+    rows of tiles so that the grid stays exact."""
+    m_tiles, n_tiles = math.ceil(p.m / t.bm), math.ceil(p.n / t.bn)
+    cache = target.machine.reach().cache
+    bits_a, bits_b = DTYPES[p.a_dtype].bits, DTYPES[p.b_dtype].bits
+
+    def strips(r: int) -> float:           # bytes of A and B one wave reads
+        rows, cols = wave_block(r, m_tiles, n_tiles, target.cores)
+        return p.k * (rows * t.bm * bits_a + cols * t.bn * bits_b) / 8
+    if cache is None or strips(1) <= cache.bytes:
+        return 1
+    rows = [r for r in (1, 2, 4, 8, 16, 32, 64) if r <= m_tiles and m_tiles % r == 0]
+    return min(rows, key=lambda r: (strips(r), r))
+
+
+def wave_block(raster: int, m_tiles: int, n_tiles: int, cores: int) -> tuple[int, int]:
+    """Rows and columns of tiles one wave covers: `cores` consecutive tiles of a walk in
+    groups of `raster` rows, column by column within a group (one group of the grid's
+    batch; a wave longer than a group covers whole groups)."""
+    wave = min(cores, m_tiles * n_tiles)
+    group = raster * n_tiles
+    if wave >= group:
+        return min(m_tiles, raster * math.ceil(wave / group)), n_tiles
+    return min(raster, wave), math.ceil(wave / raster)
 
 
 def _clusters(p: GemmProblem, bm: int, bn: int, multicast: int) -> list[tuple[int, int]]:
@@ -322,21 +362,24 @@ def estimate_cycles(p: GemmProblem, t: GemmTile, target: Target) -> float:
 def memory_bytes(p: GemmProblem, t: GemmTile, tiles: int, k_steps: int, reach,
                  wave: int) -> float:
     """Bytes the GEMM moves through off-chip memory, by the interpreter's rule for the cache
-    (runtime/kernel_sim.py): each operand's re-reads hit while the operands fit in the
-    cache, and miss in proportion as their footprint outgrows it, except that the tiles of
-    one wave reading the same box at once fetch it once (row-major order: a wave's tiles of
-    one row share their A box, its rows share their B boxes)."""
+    (runtime/kernel_sim.py): each operand's re-reads hit while what they meet in between
+    fits in the cache, and miss in proportion as it outgrows it; the tiles of one wave
+    reading the same box at once fetch it once (a wave's tiles of one row share
+    their A box, those of one column their B box), and a re-read meets at most what one wave
+    reads in between (its strips of A and B over all of K)."""
     bits = lambda d: DTYPES[d].bits
-    n_tiles = math.ceil(p.n / t.bn)
-    share_a = min(n_tiles, wave)
-    share_b = max(1, wave // n_tiles)
+    m_tiles, n_tiles = math.ceil(p.m / t.bm), math.ceil(p.n / t.bn)
+    rows, cols = wave_block(t.raster, m_tiles, n_tiles, wave)
+    in_wave = min(wave, m_tiles * n_tiles)
+    share_a, share_b = in_wave / rows, in_wave / cols     # a wave's tiles per A, per B box
     unique_a = p.groups * p.m * p.k * bits(p.a_dtype) / 8
     unique_b = p.groups * p.k * p.n * bits(p.b_dtype) / 8
     loaded_a = tiles * k_steps * t.bm * t.bk * bits(p.a_dtype) / 8 / max(t.cluster_n, share_a)
     loaded_b = tiles * k_steps * t.bk * t.bn * bits(p.b_dtype) / 8 / max(t.cluster_m, share_b)
     room = reach.cache.bytes if reach.cache is not None else 0
-    footprint = unique_a + unique_b
-    spill = 0.0 if footprint <= room else 1 - room / footprint
+    window = min(unique_a + unique_b, k_steps * t.bk * (rows * t.bm * bits(p.a_dtype)
+                                                       + cols * t.bn * bits(p.b_dtype)) / 8)
+    spill = 0.0 if window <= room else 1 - room / window
     again = max(0.0, loaded_a - unique_a) + max(0.0, loaded_b - unique_b)
     return unique_a + unique_b + again * spill + p.groups * p.m * p.n * bits(p.out_dtype) / 8
 

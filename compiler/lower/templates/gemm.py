@@ -245,8 +245,14 @@ class _TileOrigin:
     @classmethod
     def of(cls, kb, gemm: _Gemm, tile) -> _TileOrigin:
         g = kb.grid_dim("g", gemm.G)
-        m = kb.grid_dim("m", math.ceil(gemm.M / tile.bm))
-        n = kb.grid_dim("n", math.ceil(gemm.N / tile.bn))
+        m_tiles = math.ceil(gemm.M / tile.bm)
+        if tile.raster > 1:     # groups of `raster` rows of tiles, walked column by column
+            group = kb.grid_dim("mg", m_tiles // tile.raster)
+            n = kb.grid_dim("n", math.ceil(gemm.N / tile.bn))
+            m = add(mul(group, Const(tile.raster)), kb.grid_dim("mi", tile.raster))
+        else:
+            m = kb.grid_dim("m", m_tiles)
+            n = kb.grid_dim("n", math.ceil(gemm.N / tile.bn))
         acc = Buf("acc")
         if tile.persistent:
             # Worker w walks tiles w, w + P, w + 2P, ... (P = one per core): consecutive tiles
