@@ -18,7 +18,7 @@ import types
 import typing
 from pathlib import Path
 
-from isa.formats import ELEMENT_DTYPES, SCALE_DTYPES
+from isa.formats import ELEMENT_DTYPES, SCALE_DTYPES, FormatError, parse_format
 from isa.machine_build import MachineError
 from isa.target_schema import BENCH_SIZES, MATRIX_BENCHES, Target
 
@@ -299,7 +299,12 @@ def _measured_problem(row) -> tuple[tuple[str, ...], str] | None:
     if len(row.size) != len(dims):
         return ("size",), (f"{row.bench} rows need size = "
                            f"{'[' + ', '.join(dims) + ']' if dims else '[] (or none)'}")
-    if row.bench in MATRIX_BENCHES and row.dtype not in ELEMENT_DTYPES:
+    if row.bench == "gemm":
+        try:
+            parse_format(row.dtype)
+        except FormatError as exc:
+            return ("dtype",), str(exc)
+    elif row.bench in MATRIX_BENCHES and row.dtype not in ELEMENT_DTYPES:
         return ("dtype",), (f"dtype '{row.dtype}' is not an element format "
                             f"({', '.join(ELEMENT_DTYPES)})")
     if row.bench == "mla_decode" and row.size[3] < row.size[2]:

@@ -274,7 +274,9 @@ class Measured:
                                 "query heads, new tokens, cached positions including them); "
                                 "copy, ping_pong, bulk: [bytes]",
                                 minimum=1, maximum=2**40, default=())
-    dtype: str = key("gemm, attention, mla_decode: the operands' format", default="")
+    dtype: str = key("gemm, attention, mla_decode: the operands' dtype; for gemm also a "
+                     "block-scaled format (an alias such as mxfp4, or DTYPE scaled(SCALE_DTYPE, "
+                     "1xC)), both operands' blocks along K", default="")
     mask: str = key("attention: 'causal' (each query attends to the keys at or before its "
                     "own position) or 'none'", choices=("none", "causal"), default="none")
     mode: str = key("launch: stream, graph or dependent", choices=("stream", "graph",

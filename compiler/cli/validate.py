@@ -18,6 +18,7 @@ from pathlib import Path
 
 from compiler.driver import compile_model
 from isa.expr import Const
+from isa.formats import parse_format
 from isa.program import Attr, Box, Instr, Kernel, Param, TensorDecl
 from isa.target_loader import load_target, resolve_target_path
 from isa.target_schema import BENCHES, MATRIX_BENCHES, Measured, Target
@@ -78,8 +79,8 @@ def _row(name: str, m: Measured, target: Target, path: str, peak: bool, scratch:
 
 
 def _cannot_run(m: Measured, target: Target) -> str | None:
-    if m.bench in MATRIX_BENCHES and m.dtype not in target.matrix.formats:
-        return f"not run: no {m.dtype} in the matrix unit"
+    if m.bench in MATRIX_BENCHES and parse_format(m.dtype).dtype not in target.matrix.formats:
+        return f"not run: no {parse_format(m.dtype).dtype} in the matrix unit"
     links = {link.id for link in target.machine.device_links}
     if m.bench in ("ping_pong", "bulk") and m.link not in links:
         return f"not run: no device link '{m.link}'"
@@ -105,8 +106,11 @@ def _copy(m: Measured, target: Target, path: str, peak: bool, scratch: Path):
 
 def _gemm(m: Measured, target: Target, path: str, peak: bool, scratch: Path):
     M, N, K = m.size
+    fmt = parse_format(m.dtype)     # a block-scaled format's blocks run along K in both
+    scales = f" {fmt.scaling}" if fmt.scaling else ""
     text = (f"model gemm_bench {{\n  size M = {M}, N = {N}, K = {K}\n"
-            f"  input a: {m.dtype}[M, K]\n  weight b: {m.dtype}[K, N]\n"
+            f"  precision {{\n    weights {m.dtype}\n  }}\n"
+            f"  input a: {fmt.dtype}[M, K]{scales}\n  weight b: [K, N]\n"
             f"  output c{_out(m.dtype, 'M, N')} = a @ b\n}}\n")
     return _tflops(text, 2 * M * N * K, target, path, peak, scratch), f"{M}x{N}x{K} {m.dtype}"
 
