@@ -43,6 +43,17 @@ def test_no_split_when_memory_bounds_the_kernel_or_the_cores_are_full():
     assert split_kv.choose(_costs(items=132), None, 32).splits == 1
 
 
+def test_a_split_evens_out_a_last_wave_that_is_almost_empty():
+    # 140 items on 132 cores take two waves of 129 blocks, 258,000 cycles. Pieces of 65, 43
+    # and 33 blocks (2, 3, 4 pieces: 280, 420, 560 items, 3, 4, 5 waves) cost 195,000,
+    # 172,000 and 165,000 plus the launch and 2 x S x 100 of combine: 4 pieces win, as
+    # FlashMLA's scheduler balances whole sequences over the cores.
+    choice = split_kv.choose(_costs(items=140), None, 32)
+    assert choice.unsplit == 2 * 129 * 1000
+    assert (choice.splits, choice.per_split) == (4, 33)
+    assert choice.estimate == pytest.approx(5 * 33 * 1000 + 5000 + 2 * 4 * 1e5 / 1000)
+
+
 def test_no_piece_may_start_after_a_key_some_row_cannot_see():
     # 4 blocks of 64 keys: 4 pieces start their last at key 192, 2 pieces at 128. A causal
     # row at position 200 sees both; one at position 150 only the 2-piece split's.

@@ -1,6 +1,7 @@
 """Split-KV decoding (flash-decoding, FlashMLA): how many pieces to cut the keys into.
 
-When batch x row blocks leaves cores idle, each work item streams only a share of the keys
+When batch x row blocks leaves cores idle, in every wave or in the last one, each work item
+streams only a share of the keys
 and writes its partial output with its rows' running max and sum; a combine kernel folds the
 shares together. The split count is chosen by a cost estimate built from the target and the
 instruction formulas alone:
@@ -54,8 +55,6 @@ def choose(costs: SplitCosts, first_visible_key: int | None, block_keys: int) ->
     which bounds where the last split may start."""
     unsplit = costs.cycles(costs.blocks)
     best = KeySplit(1, costs.blocks, unsplit, unsplit)
-    if costs.items >= costs.cores:
-        return best
     most = min(costs.blocks, 4 * math.ceil(costs.cores / costs.items))
     for splits in range(2, most + 1):
         per_split = math.ceil(costs.blocks / splits)
