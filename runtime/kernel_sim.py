@@ -30,7 +30,7 @@ from isa.workload import kernel_problem
 from runtime import paths
 from runtime.engine import Engine, Group
 from runtime.errors import SimulationError
-from runtime.persistent import overlap_per_handover
+from runtime.persistent import worker_cycles
 from runtime.streams import (box_bytes, concurrent_share, expand, home_memory,  # noqa: F401
                              item_stream, value)
 from runtime.work_items import classes, waves as wave_list
@@ -59,7 +59,7 @@ class KernelResult:
     # caches for the kernels after it (runtime/residency.py).
     touched: dict[str, tuple[float, float]] = field(default_factory=dict)
     kept_hits: float = 0.0               # bytes read from what earlier kernels left in a cache
-    handover_overlap: float = 0.0        # persistent: cycles each hand-over between items saves
+    handover_overlap: float = 0.0        # persistent: cycles a hand-over between items saves (mean)
 
 
 def _memory_shares(streams, counts, params, bases, target: Target, resident: dict):
@@ -193,9 +193,11 @@ def simulate_kernel(kernel: Kernel, params: dict[str, TensorDecl], target: Targe
     if kernel.persistent and result.waves > 1:
         counts_of = dealt.counts()
         most = max(range(len(counts_of)), key=lambda c: (counts_of[c], -c))
-        saved = overlap_per_handover(dealt.compositions[most], streams, fractions, target,
-                                     tokens, capacity, simulated[most])
-        result.cycles -= saved * (result.waves - 1)
+        waves = result.waves
+        worker = worker_cycles(dealt.compositions[most], streams, fractions, target, tokens,
+                               capacity, simulated[most], waves)
+        saved = max(0.0, waves * simulated[most] - worker) / (waves - 1)
+        result.cycles -= saved * (waves - 1)
         result.handover_overlap = saved
     if record:
         start = 0.0
