@@ -220,7 +220,9 @@ class DieLink:
 @dataclass(frozen=True)
 class Link:
     bandwidth_gbs: float = key("bandwidth per device, each way", unit="GB/s", minimum=0.001)
-    latency_us: float = key("latency of one message", unit="us", minimum=0)
+    latency_us: float = key("latency of one message, one way from one device's memory to "
+                            "another's (what a small-message benchmark measures)", unit="us",
+                            minimum=0)
     achievable: float = key(ACHIEVABLE_DOC, minimum=0.001, maximum=1.0, default=1.0)
     achievable_source: str = key(ACHIEVABLE_SOURCE_DOC, default="")
 
@@ -343,7 +345,9 @@ class LinkSpec:
         "to the other devices of its node / of other nodes")
     bandwidth_gbs: float = key("bandwidth each way (per device, for a device link)",
                                unit="GB/s", minimum=0.001)
-    latency_ns: float | None = key("latency of one crossing (give this or latency_us)",
+    latency_ns: float | None = key("latency of one crossing (give this or latency_us); for a "
+                                   "device link, a small message's one-way time from one "
+                                   "device's memory to another's, as benchmarks measure it",
                                    unit="ns", minimum=0, default=None)
     latency_us: float | None = key("the same latency in microseconds", unit="us", minimum=0,
                                    default=None)

@@ -179,8 +179,10 @@ def _crossing(routes, figure) -> float:
 def _send_op(inst, fractions: dict[str, float], target: Target, die: int) -> Op:
     """A send reads its bytes here (cache, memory for the misses) and puts them on the link;
     the same number of bytes arrives from other devices and is written to this die's cache.
-    A local copy (a device's own chunk) is made by all the die's cores, each through its own
-    port, so the memory system, not one core's port, sets its rate."""
+    Its latency is the link's: a device link's is a message's one-way time from memory to
+    memory as benchmarks measure it, reading the source included. A local copy (a device's
+    own chunk) is made by all the die's cores, each through its own port, so the memory
+    system, not one core's port, sets its rate; it waits for its reads' latency."""
     c = inst.cost
     machine = target.machine
     routes = [(machine.route(die, m), share) for m, share in parts(machine, inst, die)]
@@ -189,7 +191,7 @@ def _send_op(inst, fractions: dict[str, float], target: Target, die: int) -> Op:
     own = machine.route(die, machine.memory(machine.default_memory, die), inward=False)
     if c.link == "local":
         cap = target.dma.load_bytes_per_cycle * target.chip.cores_per_die
-        latency = _cache_latency(own)
+        latency = _cache_latency(own) + _mean(routes, lambda r: _missed(r, miss) * r.miss_latency)
     else:
         link = machine.device_link(c.link)
         scale = _converted(link, c.dtype)
@@ -197,7 +199,7 @@ def _send_op(inst, fractions: dict[str, float], target: Target, die: int) -> Op:
         cap, latency = link.bytes_per_cycle / scale, link.latency_cycles
     path = _merged(path + _costed([(_front(own), 1.0)], c))
     return Op(TRANSFER, inst.label, inst.waits, inst.signals, nbytes=c.bytes, path=path, cap=cap,
-              latency=latency + _mean(routes, lambda r: _missed(r, miss) * r.miss_latency))
+              latency=latency)
 
 
 def _merged(path) -> tuple:
