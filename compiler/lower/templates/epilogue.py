@@ -52,6 +52,7 @@ class EpilogueSite:
     tensor_scales: tuple = ()   # per-tensor scales (NVFP4) to apply to the finished product
     acc: Buf = Buf("acc")       # the tile's accumulator (a slot of it, in a persistent kernel)
     out_scales: dict | None = None   # operand -> the param of the scales epi.scales applies
+    persistent: bool = False    # the worker's next tile reuses the epilogue's buffers
 
     def tile_box(self, param: str) -> Box:
         """The product's bm x bn tile in a [G, M, N] view."""
@@ -104,18 +105,25 @@ class _Sequence:
 
 
 def emit_epilogue(s: EpilogueSite) -> None:
+    """The tile's epilogue. In a persistent kernel the worker's next tile reuses its
+    single-slot buffers and, two tiles on, its accumulator slot: the epilogue's first write
+    waits for `epi_free`, and its last store, retiring after everything the epilogue read,
+    gives back `epi_free` and `acc_free` (which the tile two on waits for before its first
+    accumulation)."""
     epi, kb = s.epi, s.kb
+    free = ("epi_free",) if s.persistent else ()
     cols = {spec[0]: spec[2] for spec in epi.buffers()}
     loads = _loads(s, cols)
     early = [(buf, box) for is_late, buf, box in loads if not is_late]
     for k, (buf, box) in enumerate(early):
-        kb.emit("ld.tile", buf, box, signal=("epi_loaded",) if k == len(early) - 1 else ())
+        kb.emit("ld.tile", buf, box, wait=free if k == 0 else (),
+                signal=("epi_loaded",) if k == len(early) - 1 else ())
     if not s.promoted:
         kb.emit("sync.mm", signal=("acc_ready",))
     elif epi.pipe:           # the pipe reads the sums the vector unit's promotions wrote
         kb.emit("sync.vec", signal=("acc_ready",))
     opening = (("acc_ready",) if not s.promoted or epi.pipe else ()) + \
-        (("epi_loaded",) if early else ())
+        (("epi_loaded",) if early else free)
     opening = _scale_accumulator(s, opening)
     sources = {epi.head.id: s.acc}
     sources.update({v.id: Buf(epi.buf[v.id]) for v in epi.inputs})
@@ -140,13 +148,17 @@ def emit_epilogue(s: EpilogueSite) -> None:
             fix.emit("fix.cvt", Buf("h"), s.acc, n=s.bm * s.bn)
             handed_buf = Buf("h")
         writes.append((s.handoff.box(Const(0)), handed_buf))
-    store = drain_store(kb.target)
-    for k, (b, src) in enumerate(writes):
-        fix.emit(store, b, src,
-                 signal=("handed",) if epi.through_memory and k == len(writes) - 1 else ())
     vector_steps = ([("head", None)] if epi.store_head and not head_on_pipe else []) + \
         [("node", n) for n in epi.on_vector]
+    done = ("epi_free", "acc_free") if s.persistent else ()
+    store = drain_store(kb.target)
+    for k, (b, src) in enumerate(writes):
+        last = k == len(writes) - 1
+        fix.emit(store, b, src,
+                 signal=(("handed",) if epi.through_memory and last else ())
+                 + (done if last and not vector_steps else ()))
     if not vector_steps:
+        assert writes or not s.persistent, "a persistent tile's epilogue stores nothing"
         return
     # The vector unit's part: on chip after the pipe, or loaded from the hand-over tile.
     if epi.through_memory:
@@ -174,8 +186,10 @@ def emit_epilogue(s: EpilogueSite) -> None:
         if node in s.group.outputs:
             stores += _stores_of(s, node, cols)
     store = "vst.tile" if epi.through_memory else "st.tile"
+    assert stores or not s.persistent, "a persistent tile's epilogue stores nothing"
     for k, (b, src) in enumerate(stores):
-        kb.emit(store, b, src, wait=("out_ready",) if k == 0 else ())
+        kb.emit(store, b, src, wait=("out_ready",) if k == 0 else (),
+                signal=done if k == len(stores) - 1 else ())
 
 
 def _loads(s: EpilogueSite, cols) -> list[tuple[bool, Buf, Box]]:

@@ -73,6 +73,8 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
     _declare_tokens(kb, problem, plan, epi, tile)
     for o, param in params.tensor_scales.items():   # one number per operand, used at the end
         kb.emit("ld.tile", Buf(f"ts{o}"), Box(param, (Const(0),), (1,)))
+    if tile.persistent:     # the accumulator slot's tile two before has drained it
+        kb.emit("sync.vec" if plan.promote else "sync.mm", wait=("acc_free",))
     _emit_k_loop(kb, gemm, problem, plan, tile, params, at, scratch)
     handoff = None
     if epi.through_memory:
@@ -83,7 +85,7 @@ def lower_gemm_group(group: Group, graph: Graph, tmap: TensorMap, target: Target
                                plan.promote, at.g, at.row0, at.col0, tile.bm, tile.bn,
                                tuple(Buf(f"ts{o}") for o in params.tensor_scales), at.acc,
                                {o: params.a_scale if o == "a" else params.b_scale
-                                for o in epi.scales}))
+                                for o in epi.scales}, bool(tile.persistent)))
     return kb.build()
 
 
@@ -288,6 +290,9 @@ def _declare_tokens(kb, problem, plan: OperandPlan, epi: Epilogue, tile) -> None
     if epi.loads_early:
         kb.token("epi_loaded")
     kb.token("out_ready")
+    if tile.persistent:     # a worker's next tiles reuse the epilogue's and accumulator's slots
+        kb.token("acc_free", 2)
+        kb.token("epi_free", 1)
 
 
 def _emit_k_loop(kb, gemm: _Gemm, problem, plan: OperandPlan, tile, params: _Params,
