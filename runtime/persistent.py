@@ -25,6 +25,7 @@ from __future__ import annotations
 from runtime import paths
 from runtime.engine import Engine, Group
 
+
 def worker_cycles(comp, streams, fractions, target, tokens, capacity, single: float,
                   items: int) -> float:
     """Cycles a worker takes for `items` items of the wave composition `comp` (((class, die),

@@ -79,8 +79,9 @@ def _row(name: str, m: Measured, target: Target, path: str, peak: bool, scratch:
 
 
 def _cannot_run(m: Measured, target: Target) -> str | None:
-    if m.bench in MATRIX_BENCHES and parse_format(m.dtype).dtype not in target.matrix.formats:
-        return f"not run: no {parse_format(m.dtype).dtype} in the matrix unit"
+    dtype = parse_format(m.dtype).dtype if m.bench in MATRIX_BENCHES else None
+    if dtype is not None and dtype not in target.matrix.formats:
+        return f"not run: no {dtype} in the matrix unit"
     links = {link.id for link in target.machine.device_links}
     if m.bench in ("ping_pong", "bulk") and m.link not in links:
         return f"not run: no device link '{m.link}'"

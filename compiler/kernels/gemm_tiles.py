@@ -274,15 +274,16 @@ def raster_rows(p: GemmProblem, t: GemmTile, target: Target) -> int:
     rows of tiles so that the grid stays exact."""
     m_tiles, n_tiles = math.ceil(p.m / t.bm), math.ceil(p.n / t.bn)
     cache = target.machine.reach().cache
-    bits_a, bits_b = DTYPES[p.a_dtype].bits, DTYPES[p.b_dtype].bits
-
-    def strips(r: int) -> float:           # bytes of A and B one wave reads
-        rows, cols = wave_block(r, m_tiles, n_tiles, target.cores)
-        return p.k * (rows * t.bm * bits_a + cols * t.bn * bits_b) / 8
+    strips = lambda r: strip_bytes(p, t, *wave_block(r, m_tiles, n_tiles, target.cores))
     if cache is None or strips(1) <= cache.bytes:
         return 1
     rows = [r for r in (1, 2, 4, 8, 16, 32, 64) if r <= m_tiles and m_tiles % r == 0]
     return min(rows, key=lambda r: (strips(r), r))
+
+
+def strip_bytes(p: GemmProblem, t: GemmTile, rows: int, cols: int) -> float:
+    """Bytes of A and B a block of rows x cols tiles reads over all of K."""
+    return p.k * (rows * t.bm * DTYPES[p.a_dtype].bits + cols * t.bn * DTYPES[p.b_dtype].bits) / 8
 
 
 def wave_block(raster: int, m_tiles: int, n_tiles: int, cores: int) -> tuple[int, int]:
@@ -377,8 +378,7 @@ def memory_bytes(p: GemmProblem, t: GemmTile, tiles: int, k_steps: int, reach,
     loaded_a = tiles * k_steps * t.bm * t.bk * bits(p.a_dtype) / 8 / max(t.cluster_n, share_a)
     loaded_b = tiles * k_steps * t.bk * t.bn * bits(p.b_dtype) / 8 / max(t.cluster_m, share_b)
     room = reach.cache.bytes if reach.cache is not None else 0
-    window = min(unique_a + unique_b, k_steps * t.bk * (rows * t.bm * bits(p.a_dtype)
-                                                       + cols * t.bn * bits(p.b_dtype)) / 8)
+    window = min(unique_a + unique_b, strip_bytes(p, t, rows, cols))
     spill = 0.0 if window <= room else 1 - room / window
     again = max(0.0, loaded_a - unique_a) + max(0.0, loaded_b - unique_b)
     return unique_a + unique_b + again * spill + p.groups * p.m * p.n * bits(p.out_dtype) / 8
